@@ -1,0 +1,253 @@
+// Package redistest gives tests and benchmarks their Redis: an in-process
+// miniredis always, a real Redis when SESSIONCACHE_TEST_REDIS_URL names one,
+// and a real Redis Cluster when SESSIONCACHE_TEST_CLUSTER_ADDRS lists its
+// seeds. Backends that are not configured are skipped with a message, or
+// fail the test when SESSIONCACHE_TEST_REQUIRE_REAL=1 (as CI sets it).
+//
+// Each backend comes with a key prefix of its own, deleted when the test
+// ends, and a clock the store under test should use. Nothing is flushed.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Environment variables that name real servers.
+const (
+	EnvRedisURL     = "SESSIONCACHE_TEST_REDIS_URL"
+	EnvClusterAddrs = "SESSIONCACHE_TEST_CLUSTER_ADDRS"
+	EnvRequireReal  = "SESSIONCACHE_TEST_REQUIRE_REAL"
+)
+
+// Kind names a backend.
+type Kind string
+
+const (
+	Mini    Kind = "miniredis"
+	Real    Kind = "redis"
+	Cluster Kind = "cluster"
+)
+
+// Backend is a Redis for one test.
+type Backend struct {
+	Kind   Kind
+	Client redis.UniversalClient
+	// Prefix is unique to the test; every key it writes must start with it.
+	Prefix string
+	// Clock is the time the store under test must use (Options.Now).
+	Clock *Clock
+	// Mini is the in-process server, for the miniredis backend only.
+	Mini *miniredis.Miniredis
+}
+
+// Clock is a settable clock. On miniredis, Advance also moves the server's
+// time and TTLs. On a real server only the store's view moves: a test that
+// needs Redis itself to expire keys uses real time and polls.
+type Clock struct {
+	mu   sync.Mutex
+	now  time.Time
+	mini *miniredis.Miniredis
+	real bool
+	base time.Time // with real: Now is time.Now() + now.Sub(base)
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.real {
+		return time.Now().Add(c.now.Sub(c.base))
+	}
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	if c.mini != nil {
+		c.mini.SetTime(c.now)
+		c.mini.FastForward(d)
+	}
+}
+
+// For returns the backend of the given kind, or skips (or fails, under
+// SESSIONCACHE_TEST_REQUIRE_REAL=1) when it is not configured.
+func For(tb testing.TB, kind Kind) *Backend {
+	tb.Helper()
+	switch kind {
+	case Mini:
+		return miniBackend(tb)
+	case Real:
+		url := os.Getenv(EnvRedisURL)
+		if url == "" {
+			unavailable(tb, "no real Redis: set "+EnvRedisURL+" (e.g. redis://127.0.0.1:6379/0)")
+		}
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			tb.Fatalf("%s: %v", EnvRedisURL, err)
+		}
+		opt.PoolSize = 128
+		return realBackend(tb, Real, redis.NewClient(opt))
+	case Cluster:
+		addrs := os.Getenv(EnvClusterAddrs)
+		if addrs == "" {
+			unavailable(tb, "no Redis Cluster: set "+EnvClusterAddrs+" (e.g. 127.0.0.1:7000,127.0.0.1:7001)")
+		}
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: 128})
+		return realBackend(tb, Cluster, c)
+	}
+	tb.Fatalf("unknown backend %q", kind)
+	return nil
+}
+
+// Kinds lists every backend, in the order tests run them.
+var Kinds = []Kind{Mini, Real, Cluster}
+
+// Each runs f as a subtest on every backend.
+func Each(t *testing.T, f func(t *testing.T, b *Backend)) {
+	for _, k := range Kinds {
+		t.Run(string(k), func(t *testing.T) { f(t, For(t, k)) })
+	}
+}
+
+func unavailable(tb testing.TB, msg string) {
+	tb.Helper()
+	if os.Getenv(EnvRequireReal) == "1" {
+		tb.Fatalf("%s (%s=1)", msg, EnvRequireReal)
+	}
+	tb.Skip(msg)
+}
+
+func miniBackend(tb testing.TB) *Backend {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Millisecond)
+	mr.SetTime(now)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	tb.Cleanup(func() {
+		c.Close()
+		mr.Close()
+	})
+	return &Backend{Kind: Mini, Client: c, Prefix: NewPrefix(), Clock: &Clock{now: now, mini: mr}, Mini: mr}
+}
+
+func realBackend(tb testing.TB, kind Kind, c redis.UniversalClient) *Backend {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		unavailable(tb, string(kind)+" unreachable: "+err.Error())
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		// Wait until every master has its slots: a fresh cluster takes a moment.
+		if err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return n.Ping(ctx).Err() }); err != nil {
+			c.Close()
+			unavailable(tb, "cluster not ready: "+err.Error())
+		}
+	}
+	b := &Backend{Kind: kind, Client: c, Prefix: NewPrefix()}
+	now := time.Now()
+	b.Clock = &Clock{now: now, base: now, real: true}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		keys, err := b.Keys(ctx)
+		if err == nil {
+			for _, k := range keys {
+				c.Del(ctx, k)
+			}
+		}
+		c.Close()
+	})
+	return b
+}
+
+// NewPrefix returns a fresh key prefix, unique to a test.
+func NewPrefix() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return "sctest:" + hex.EncodeToString(b[:]) + ":"
+}
+
+// Keys lists every key under the backend's prefix, on every master.
+func (b *Backend) Keys(ctx context.Context) ([]string, error) {
+	scan := func(ctx context.Context, c redis.Cmdable) ([]string, error) {
+		var out []string
+		iter := c.Scan(ctx, 0, b.Prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			out = append(out, iter.Val())
+		}
+		return out, iter.Err()
+	}
+	cc, ok := b.Client.(*redis.ClusterClient)
+	if !ok {
+		return scan(ctx, b.Client)
+	}
+	var mu sync.Mutex
+	var all []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		ks, err := scan(ctx, n)
+		mu.Lock()
+		all = append(all, ks...)
+		mu.Unlock()
+		return err
+	})
+	return all, err
+}
+
+// Dump returns every key under the prefix with all of its content (hash
+// fields and values, zset members), as raw strings, for tests that inspect
+// what the store writes.
+func (b *Backend) Dump(ctx context.Context) (map[string][]string, error) {
+	keys, err := b.Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]string, len(keys))
+	for _, k := range keys {
+		typ, err := b.Client.Type(ctx, k).Result()
+		if err != nil {
+			return nil, err
+		}
+		var vals []string
+		switch typ {
+		case "hash":
+			m, err := b.Client.HGetAll(ctx, k).Result()
+			if err != nil {
+				return nil, err
+			}
+			for f, v := range m {
+				vals = append(vals, f, v)
+			}
+		case "zset":
+			vals, err = b.Client.ZRange(ctx, k, 0, -1).Result()
+			if err != nil {
+				return nil, err
+			}
+		case "none":
+			continue
+		default:
+			v, err := b.Client.Dump(ctx, k).Result()
+			if err != nil {
+				return nil, err
+			}
+			vals = []string{typ, v}
+		}
+		out[k] = vals
+	}
+	return out, nil
+}

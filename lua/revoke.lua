@@ -1,0 +1,29 @@
+-- revoke.lua: revoke one session (logout). The session hash is replaced by a
+-- tombstone that records the reason until the session would have expired.
+--
+-- KEYS[1] -> the session hash
+-- KEYS[2] -> the user's session index
+-- ARGV[1] -> now (unix ms)
+-- ARGV[2] -> session id (member of KEYS[2])
+-- ARGV[3] -> reason
+-- ARGV[4] -> user id the session must belong to ("" = any)
+--
+-- Returns:
+--   {1, user} revoked
+--   {0}       nothing to revoke: no such live session of that user (missing,
+--             expired, already revoked, or another user's); nothing written
+local f = redis.call('HMGET', KEYS[1], 'u', 'e', 'x', 'r')
+local u, e, x, r = f[1], f[2], f[3], f[4]
+if r or not u or (ARGV[4] ~= '' and u ~= ARGV[4]) then
+  return {0}
+end
+local now = tonumber(ARGV[1])
+e = tonumber(e)
+if now >= e or now >= tonumber(x) then
+  return {0}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'r', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], e - now)
+redis.call('ZREM', KEYS[2], ARGV[2])
+return {1, u}

@@ -1,0 +1,50 @@
+-- revoke_all.lua: revoke every live session of a user, but perhaps one
+-- ("log out everywhere", "log out other devices"), in one atomic step.
+-- Scripts must not build key names, so the caller reads the index first and
+-- passes every session key; if the index changed since, nothing is written
+-- and the caller reads it again.
+--
+-- KEYS[1]    -> the user's session index (zset: session id -> expiry, unix ms)
+-- KEYS[2..n] -> the session hashes the caller found in the index
+-- ARGV[1]    -> now (unix ms)
+-- ARGV[2]    -> reason
+-- ARGV[3]    -> user id
+-- ARGV[4]    -> session id to keep ("" = none)
+-- ARGV[5..]  -> session ids of KEYS[2..n], in the same order
+--
+-- Returns:
+--   {1, revoked...} the session ids revoked (possibly none)
+--   {2}             nothing written: the index holds live sessions that are
+--                   not in KEYS; read it again and call again
+local now = tonumber(ARGV[1])
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local given = {}
+for i = 5, #ARGV do
+  given[ARGV[i]] = i - 3
+end
+local todo = {}
+for _, m in ipairs(live) do
+  if m ~= ARGV[4] then
+    local j = given[m]
+    if not j then
+      return {2}
+    end
+    local f = redis.call('HMGET', KEYS[j], 'u', 'e', 'x', 'r')
+    local revoke = f[1] == ARGV[3] and not f[4] and now < tonumber(f[2]) and now < tonumber(f[3])
+    todo[#todo + 1] = {KEYS[j], m, revoke and tonumber(f[2])}
+  end
+end
+
+-- Writes.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {1}
+for _, v in ipairs(todo) do
+  if v[3] then
+    redis.call('DEL', v[1])
+    redis.call('HSET', v[1], 'r', ARGV[2])
+    redis.call('PEXPIRE', v[1], v[3] - now)
+    out[#out + 1] = v[2]
+  end
+  redis.call('ZREM', KEYS[1], v[2])
+end
+return out

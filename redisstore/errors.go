@@ -1,0 +1,47 @@
+package redisstore
+
+import "errors"
+
+// Outcomes of presenting a token. Match them with errors.Is; none of them
+// means Redis failed, and none of them changed anything except ErrReused.
+var (
+	// ErrMalformed: the string is not a token of this store (wrong prefix,
+	// length, alphabet or checksum). Decided without calling Redis.
+	ErrMalformed = errors.New("redisstore: malformed token")
+	// ErrUnknown: the token is well formed but this store never issued it
+	// (its MAC does not verify, or its key id is not configured), or Redis
+	// knows nothing of it (for example a rotation lost in a failover).
+	ErrUnknown = errors.New("redisstore: unknown token")
+	// ErrExpired: the token's session passed its idle or absolute deadline.
+	ErrExpired = errors.New("redisstore: token expired")
+	// ErrRevoked: the token was rotated (Validate), or its session was
+	// revoked. The error is a *RevokedError when the reason is known.
+	ErrRevoked = errors.New("redisstore: token revoked")
+	// ErrReused: a token that had already been rotated was presented outside
+	// the grace window. The whole session was revoked by this call.
+	ErrReused = errors.New("redisstore: token reused, session revoked")
+)
+
+var (
+	// ErrInvalidArgument: the call's input is invalid. Nothing was written.
+	ErrInvalidArgument = errors.New("redisstore: invalid argument")
+	// ErrInvalidOptions: New was given options it cannot work with.
+	ErrInvalidOptions = errors.New("redisstore: invalid options")
+	// ErrContention: the call gave up after the user's sessions kept
+	// changing under it. Nothing was written; the call may be retried.
+	ErrContention = errors.New("redisstore: too much contention")
+	// ErrEvictionPolicy: Redis may evict keys under memory pressure, which
+	// would silently drop live sessions and revocations.
+	ErrEvictionPolicy = errors.New("redisstore: unsafe maxmemory-policy")
+)
+
+// RevokedError is returned, matching ErrRevoked, when a session was revoked
+// and the reason is still on record.
+type RevokedError struct {
+	Reason Reason
+}
+
+func (e *RevokedError) Error() string { return ErrRevoked.Error() + " (" + string(e.Reason) + ")" }
+
+// Is makes errors.Is(err, ErrRevoked) true.
+func (e *RevokedError) Is(target error) bool { return target == ErrRevoked }

@@ -1,0 +1,60 @@
+package redisstore
+
+import "time"
+
+// Reason says why a session was revoked.
+type Reason string
+
+// Revocation reasons, stored with the revoked session until it would have
+// expired and reported in events and in *RevokedError.
+const (
+	ReasonLogout    Reason = "logout"     // RevokeSession or RevokeToken
+	ReasonLogoutAll Reason = "logout_all" // RevokeAll
+	ReasonReuse     Reason = "reuse"      // a rotated token was replayed
+	ReasonEvicted   Reason = "evicted"    // Options.MaxSessions was reached at login
+)
+
+// EventKind names a security-relevant outcome.
+type EventKind int
+
+const (
+	// EventReuseDetected: a rotated token was presented outside the grace
+	// window; its session was revoked (Reason is ReasonReuse).
+	EventReuseDetected EventKind = iota + 1
+	// EventSessionRevoked: a session was revoked on request (Reason says how).
+	EventSessionRevoked
+	// EventSessionEvicted: a login pushed the user past Options.MaxSessions
+	// and the session that expires first was revoked (Reason is ReasonEvicted).
+	EventSessionEvicted
+	// EventGraceReplay: the immediate predecessor of the current token was
+	// presented within the grace window and got the current token again.
+	// Frequent grace replays from one session can mean a client bug.
+	EventGraceReplay
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventReuseDetected:
+		return "reuse_detected"
+	case EventSessionRevoked:
+		return "session_revoked"
+	case EventSessionEvicted:
+		return "session_evicted"
+	case EventGraceReplay:
+		return "grace_replay"
+	}
+	return "unknown"
+}
+
+// Event describes a security-relevant outcome. It never holds a token.
+type Event struct {
+	Kind      EventKind
+	UserID    string
+	SessionID string
+	Reason    Reason // for revocations
+	Time      time.Time
+}
+
+// ReasonRotated is not stored: Validate reports it for a token that has been
+// rotated.
+const ReasonRotated Reason = "rotated"

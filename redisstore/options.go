@@ -1,0 +1,120 @@
+package redisstore
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultKeyPrefix   = "sc:"
+	DefaultTokenPrefix = "sct_"
+	DefaultIdleTTL     = 14 * 24 * time.Hour
+	DefaultAbsoluteTTL = 30 * 24 * time.Hour
+	DefaultGrace       = 15 * time.Second
+)
+
+// Options configure a Store. The zero value of every field but Secret means
+// the documented default.
+type Options struct {
+	// Secret is the store's root secret, at least 32 bytes from a
+	// cryptographic random source. It keys the hash that places all of a
+	// user's keys on one cluster slot, so it must stay the same for the life
+	// of the data; unless Keys is set it also signs tokens (as key id 0).
+	// Required.
+	Secret []byte
+
+	// Keys sign and verify tokens in place of Secret. Keys[0] signs every
+	// new token; a token signed by any key in the list is accepted. To
+	// rotate, put a new key first, and drop the old one once AbsoluteTTL has
+	// passed. Default: Secret as key 0.
+	Keys []Key
+
+	// KeyPrefix starts every Redis key the store writes. It must not contain
+	// '{' or '}'. Default: "sc:".
+	KeyPrefix string
+
+	// TokenPrefix starts every token, so that secret scanners and people can
+	// recognise one: letters, digits and '_', at most 16 bytes.
+	// Default: "sct_".
+	TokenPrefix string
+
+	// IdleTTL is how long a token stays valid if it is not rotated; each
+	// rotation starts it again. Default: 14 days.
+	IdleTTL time.Duration
+
+	// AbsoluteTTL is the longest a session lives from its login, however
+	// often it is rotated. At least IdleTTL. Default: 30 days.
+	AbsoluteTTL time.Duration
+
+	// Grace is how long after a rotation the old token, presented again,
+	// returns the same successor instead of being treated as stolen. It
+	// covers parallel refreshes (browser tabs) and retries after a lost
+	// reply. Only the immediate predecessor is ever in grace. A negative
+	// value turns grace off: any second use of a token then revokes its
+	// session. Default: 15s.
+	Grace time.Duration
+
+	// GraceSameDevice honours grace only when the caller presents the same
+	// device id as the session's. Default: false.
+	GraceSameDevice bool
+
+	// MaxSessions caps the live sessions of one user. A login past the cap
+	// revokes, in the same atomic step, the sessions closest to expiry (the
+	// least recently used ones). Zero means no cap. Default: 0.
+	MaxSessions int
+
+	// Now is the clock that decides expiry and grace. Redis TTLs only
+	// reclaim memory after the fact. Default: time.Now.
+	Now func() time.Time
+
+	// OnEvent, if set, is called for every security-relevant outcome, on the
+	// goroutine of the call that caused it, after Redis has applied it. It
+	// must be quick and must not panic. Default: nil.
+	OnEvent func(Event)
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = DefaultKeyPrefix
+	}
+	if strings.ContainsAny(o.KeyPrefix, "{}") {
+		return o, fmt.Errorf("%w: KeyPrefix %q contains '{' or '}'", ErrInvalidOptions, o.KeyPrefix)
+	}
+	if o.TokenPrefix == "" {
+		o.TokenPrefix = DefaultTokenPrefix
+	}
+	if len(o.TokenPrefix) > 16 || strings.IndexFunc(o.TokenPrefix, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_')
+	}) >= 0 {
+		return o, fmt.Errorf("%w: TokenPrefix %q: want at most 16 letters, digits or '_'", ErrInvalidOptions, o.TokenPrefix)
+	}
+	if o.IdleTTL == 0 {
+		o.IdleTTL = DefaultIdleTTL
+	}
+	if o.AbsoluteTTL == 0 {
+		o.AbsoluteTTL = DefaultAbsoluteTTL
+	}
+	if o.IdleTTL < time.Millisecond || o.AbsoluteTTL < time.Millisecond {
+		return o, fmt.Errorf("%w: IdleTTL %v and AbsoluteTTL %v must be at least 1ms", ErrInvalidOptions, o.IdleTTL, o.AbsoluteTTL)
+	}
+	if o.AbsoluteTTL < o.IdleTTL {
+		return o, fmt.Errorf("%w: AbsoluteTTL %v is shorter than IdleTTL %v", ErrInvalidOptions, o.AbsoluteTTL, o.IdleTTL)
+	}
+	switch {
+	case o.Grace == 0:
+		o.Grace = DefaultGrace
+	case o.Grace < 0:
+		o.Grace = 0
+	case o.Grace >= o.IdleTTL:
+		return o, fmt.Errorf("%w: Grace %v is not shorter than IdleTTL %v", ErrInvalidOptions, o.Grace, o.IdleTTL)
+	}
+	if o.MaxSessions < 0 {
+		return o, fmt.Errorf("%w: MaxSessions %d is negative", ErrInvalidOptions, o.MaxSessions)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o, nil
+}

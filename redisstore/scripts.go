@@ -1,0 +1,82 @@
+package redisstore
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/lua"
+)
+
+// Scripts run through EVALSHA and fall back to EVAL on NOSCRIPT, so a script
+// cache emptied by a restart or a failover heals itself on first use.
+var (
+	scriptIssue     = redis.NewScript(lua.Issue)
+	scriptRotate    = redis.NewScript(lua.Rotate)
+	scriptRevoke    = redis.NewScript(lua.Revoke)
+	scriptRevokeAll = redis.NewScript(lua.RevokeAll)
+
+	allScripts = []*redis.Script{scriptIssue, scriptRotate, scriptRevoke, scriptRevokeAll}
+)
+
+// Reply codes, as documented in each script's header.
+const (
+	codeUnknown  = 0
+	codeOK       = 1
+	codeGrace    = 2 // rotate
+	codeRetry    = 2 // issue, revoke_all
+	codeReused   = 3
+	codeRevoked  = 4
+	codeExpired  = 5
+	maxAttempts  = 8 // for scripts that answer codeRetry
+	sessionIDLen = 16
+)
+
+// reply is a script's answer: a code and string fields.
+type reply struct {
+	code   int64
+	fields []string
+}
+
+func parseReply(v any, err error) (reply, error) {
+	if err != nil {
+		return reply{}, fmt.Errorf("redisstore: %w", err)
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) == 0 {
+		return reply{}, fmt.Errorf("redisstore: unexpected script reply %T", v)
+	}
+	code, ok := arr[0].(int64)
+	if !ok {
+		return reply{}, fmt.Errorf("redisstore: unexpected script reply code %T", arr[0])
+	}
+	r := reply{code: code}
+	if len(arr) > 1 {
+		r.fields = make([]string, len(arr)-1)
+		for i, f := range arr[1:] {
+			s, ok := f.(string)
+			if !ok {
+				return reply{}, fmt.Errorf("redisstore: unexpected script reply field %T", f)
+			}
+			r.fields[i] = s
+		}
+	}
+	return r, nil
+}
+
+// field returns the i-th field, or "" if the reply is short.
+func (r reply) field(i int) string {
+	if i < len(r.fields) {
+		return r.fields[i]
+	}
+	return ""
+}
+
+func parseMS(s string) (int64, error) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: bad timestamp in Redis: %w", err)
+	}
+	return v, nil
+}

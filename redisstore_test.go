@@ -1,0 +1,957 @@
+// The contract suite: every operation and outcome of the store, run against
+// an in-process miniredis always, a real Redis when
+// SESSIONCACHE_TEST_REDIS_URL is set, and a real Redis Cluster when
+// SESSIONCACHE_TEST_CLUSTER_ADDRS is set (see internal/redistest).
+package sessioncache_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+var secret = []byte("contract-suite-secret-0123456789abcdef")
+
+// fixture is one store on one backend, with the events it emitted.
+type fixture struct {
+	*redistest.Backend
+	store *redisstore.Store
+	opt   redisstore.Options
+
+	mu     sync.Mutex
+	events []redisstore.Event
+}
+
+func newFixture(t *testing.T, b *redistest.Backend, opt redisstore.Options) *fixture {
+	t.Helper()
+	f := &fixture{Backend: b}
+	if opt.Secret == nil {
+		opt.Secret = secret
+	}
+	opt.KeyPrefix = b.Prefix
+	if opt.Now == nil {
+		opt.Now = b.Clock.Now
+	}
+	opt.OnEvent = func(e redisstore.Event) {
+		f.mu.Lock()
+		f.events = append(f.events, e)
+		f.mu.Unlock()
+	}
+	s, err := redisstore.New(b.Client, opt)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	f.store, f.opt = s, opt
+	return f
+}
+
+func (f *fixture) takeEvents() []redisstore.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.events
+	f.events = nil
+	return e
+}
+
+func (f *fixture) issue(t *testing.T, user string, c redisstore.Client) redisstore.Grant {
+	t.Helper()
+	g, err := f.store.Issue(context.Background(), user, c)
+	if err != nil {
+		t.Fatalf("Issue(%q): %v", user, err)
+	}
+	return g
+}
+
+func (f *fixture) rotate(t *testing.T, tok string) redisstore.Grant {
+	t.Helper()
+	g, err := f.store.Rotate(context.Background(), tok, redisstore.Client{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	return g
+}
+
+// snapshot is the whole keyspace under the prefix, to prove that a call
+// changed nothing.
+func (f *fixture) snapshot(t *testing.T) map[string][]string {
+	t.Helper()
+	d, err := f.Dump(context.Background())
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	for _, v := range d {
+		sortStrings(v)
+	}
+	return d
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: err = %v, want %v", what, err, want)
+	}
+}
+
+func TestContract(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		for _, tc := range contract {
+			t.Run(tc.name, func(t *testing.T) {
+				// Each case gets its own prefix on the shared backend.
+				sub := *b
+				sub.Prefix = redistest.NewPrefix()
+				t.Cleanup(func() { cleanup(&sub) })
+				if b.Kind != redistest.Mini {
+					now := time.Now()
+					sub.Clock = b.Clock // real time; cases that move it do so on their own clock
+					_ = now
+				}
+				tc.run(t, &sub)
+			})
+		}
+	})
+}
+
+func cleanup(b *redistest.Backend) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys, err := b.Keys(ctx)
+	if err != nil {
+		return
+	}
+	for _, k := range keys {
+		b.Client.Del(ctx, k)
+	}
+}
+
+var contract = []struct {
+	name string
+	run  func(t *testing.T, b *redistest.Backend)
+}{
+	{"IssueValidate", testIssueValidate},
+	{"RotateChain", testRotateChain},
+	{"GraceReplay", testGraceReplay},
+	{"GraceExpired", testGraceExpired},
+	{"GrandparentNeverInGrace", testGrandparent},
+	{"GraceSameDevice", testGraceSameDevice},
+	{"GraceOff", testGraceOff},
+	{"ForgeryRevokesNothing", testForgery},
+	{"MalformedChangesNothing", testMalformed},
+	{"BadInputChangesNothing", testBadInput},
+	{"IdleExpiry", testIdleExpiry},
+	{"AbsoluteExpiry", testAbsoluteExpiry},
+	{"ListSessions", testListSessions},
+	{"RevokeSession", testRevokeSession},
+	{"RevokeToken", testRevokeToken},
+	{"RevokeAll", testRevokeAll},
+	{"MaxSessions", testMaxSessions},
+	{"KeyRotation", testKeyRotation},
+	{"EveryKeyHasTTL", testEveryKeyHasTTL},
+	{"NoRawTokenInRedis", testNoRawToken},
+	{"RaceOneWinnerGrace", testRaceGrace},
+	{"RaceOneWinnerNoGrace", testRaceNoGrace},
+	{"ConcurrentLogins", testConcurrentLogins},
+	{"ScriptCacheLoss", testScriptCacheLoss},
+}
+
+var laptop = redisstore.Client{DeviceID: "dev-laptop", DeviceName: "Firefox on Linux", IPAddress: "192.0.2.10", UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
+
+func testIssueValidate(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 24 * time.Hour})
+	ctx := context.Background()
+	start := b.Clock.Now()
+	g := f.issue(t, "user-1", laptop)
+	if !strings.HasPrefix(g.Token, redisstore.DefaultTokenPrefix) {
+		t.Errorf("token %.8s... lacks prefix %q", g.Token, redisstore.DefaultTokenPrefix)
+	}
+	s, err := f.store.Validate(ctx, g.Token)
+	if err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	want := redisstore.Session{
+		ID: g.SessionID, UserID: "user-1",
+		DeviceID: laptop.DeviceID, DeviceName: laptop.DeviceName, IPAddress: laptop.IPAddress, UserAgent: laptop.UserAgent,
+	}
+	got := s
+	got.CreatedAt, got.LastUsedAt, got.ExpiresAt, got.SessionExpiresAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("Validate session (-want +got):\n%s", d)
+	}
+	if d := s.ExpiresAt.Sub(s.CreatedAt); d != time.Hour {
+		t.Errorf("idle lifetime = %v, want 1h", d)
+	}
+	if d := s.SessionExpiresAt.Sub(s.CreatedAt); d != 24*time.Hour {
+		t.Errorf("absolute lifetime = %v, want 24h", d)
+	}
+	if s.CreatedAt.Before(start.Add(-time.Second)) || s.CreatedAt.After(b.Clock.Now().Add(time.Second)) {
+		t.Errorf("CreatedAt %v not near %v", s.CreatedAt, start)
+	}
+	if !g.ExpiresAt.Equal(s.ExpiresAt) || !g.SessionExpiresAt.Equal(s.SessionExpiresAt) {
+		t.Errorf("grant deadlines %v/%v differ from session %v/%v", g.ExpiresAt, g.SessionExpiresAt, s.ExpiresAt, s.SessionExpiresAt)
+	}
+	if strings.Contains(fmt.Sprint(g), g.Token) || strings.Contains(fmt.Sprintf("%#v", g), g.Token) {
+		t.Errorf("printing a Grant shows the token")
+	}
+}
+
+func testRotateChain(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 24 * time.Hour})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	b.Clock.Advance(10 * time.Minute)
+	moved := redisstore.Client{IPAddress: "2001:db8::1", UserAgent: "Firefox/129.0"}
+	g1, err := f.store.Rotate(ctx, g0.Token, moved)
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if g1.Token == g0.Token || g1.SessionID != g0.SessionID || g1.UserID != "user-1" || g1.Replayed {
+		t.Fatalf("Rotate grant = %v, want a new token of the same session", g1)
+	}
+	if !g1.ExpiresAt.After(g0.ExpiresAt) || !g1.SessionExpiresAt.Equal(g0.SessionExpiresAt) {
+		t.Errorf("after rotation: idle deadline %v (was %v) must slide, absolute %v (was %v) must not",
+			g1.ExpiresAt, g0.ExpiresAt, g1.SessionExpiresAt, g0.SessionExpiresAt)
+	}
+	s, err := f.store.Validate(ctx, g1.Token)
+	if err != nil {
+		t.Fatalf("Validate successor: %v", err)
+	}
+	if s.IPAddress != moved.IPAddress || s.UserAgent != moved.UserAgent || s.DeviceName != laptop.DeviceName {
+		t.Errorf("after rotation: IP %q UA %q name %q; want IP and UA updated, name kept", s.IPAddress, s.UserAgent, s.DeviceName)
+	}
+	if !s.LastUsedAt.After(s.CreatedAt) {
+		t.Errorf("LastUsedAt %v not after CreatedAt %v", s.LastUsedAt, s.CreatedAt)
+	}
+	_, err = f.store.Validate(ctx, g0.Token)
+	var re *redisstore.RevokedError
+	if !errors.As(err, &re) || re.Reason != redisstore.ReasonRotated {
+		t.Fatalf("Validate rotated token: err = %v, want RevokedError(rotated)", err)
+	}
+	// A long chain keeps working, and each step invalidates the last.
+	tok := g1.Token
+	for i := 0; i < 20; i++ {
+		tok = f.rotate(t, tok).Token
+	}
+	if _, err := f.store.Validate(ctx, tok); err != nil {
+		t.Fatalf("Validate after 21 rotations: %v", err)
+	}
+}
+
+func testGraceReplay(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: 10 * time.Second})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	g1 := f.rotate(t, g0.Token)
+	f.takeEvents()
+	before := f.snapshot(t)
+	b.Clock.Advance(5 * time.Second)
+	again, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	if err != nil {
+		t.Fatalf("Rotate predecessor in grace: %v", err)
+	}
+	if again.Token != g1.Token || !again.Replayed || !again.ExpiresAt.Equal(g1.ExpiresAt) {
+		t.Fatalf("grace replay returned a different grant (replayed=%v, same token=%v)", again.Replayed, again.Token == g1.Token)
+	}
+	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+		t.Errorf("grace replay wrote to Redis (-before +after):\n%s", d)
+	}
+	if ev := f.takeEvents(); len(ev) != 1 || ev[0].Kind != redisstore.EventGraceReplay || ev[0].SessionID != g0.SessionID {
+		t.Errorf("events = %v, want one grace_replay", ev)
+	}
+	// The successor still works, and rotates normally.
+	g2 := f.rotate(t, g1.Token)
+	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
+		t.Fatalf("Validate after grace: %v", err)
+	}
+}
+
+func testGraceExpired(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: 10 * time.Second})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	g1 := f.rotate(t, g0.Token)
+	f.takeEvents()
+	b.Clock.Advance(11 * time.Second)
+	_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	wantErr(t, "Rotate predecessor after grace", err, redisstore.ErrReused)
+	ev := f.takeEvents()
+	if len(ev) != 1 || ev[0].Kind != redisstore.EventReuseDetected || ev[0].UserID != "user-1" || ev[0].SessionID != g0.SessionID || ev[0].Reason != redisstore.ReasonReuse {
+		t.Errorf("events = %+v, want one reuse_detected for user-1", ev)
+	}
+	// The whole family is dead, its newest token included.
+	_, err = f.store.Rotate(ctx, g1.Token, redisstore.Client{})
+	var re *redisstore.RevokedError
+	if !errors.As(err, &re) || re.Reason != redisstore.ReasonReuse {
+		t.Fatalf("Rotate newest token after reuse: err = %v, want RevokedError(reuse)", err)
+	}
+	_, err = f.store.Validate(ctx, g1.Token)
+	wantErr(t, "Validate newest token after reuse", err, redisstore.ErrRevoked)
+	if l, _ := f.store.ListSessions(ctx, "user-1"); len(l) != 0 {
+		t.Errorf("ListSessions after reuse = %d sessions, want 0", len(l))
+	}
+}
+
+func testGrandparent(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	g1 := f.rotate(t, g0.Token)
+	g2 := f.rotate(t, g1.Token)
+	// g0 is the grandparent of the current token: never in grace, even
+	// right away.
+	_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	wantErr(t, "Rotate grandparent", err, redisstore.ErrReused)
+	_, err = f.store.Validate(ctx, g2.Token)
+	wantErr(t, "Validate newest after grandparent replay", err, redisstore.ErrRevoked)
+
+	// Any older generation, long after, for as long as the family lives.
+	g0 = f.issue(t, "user-1", laptop)
+	tok := g0.Token
+	for i := 0; i < 5; i++ {
+		tok = f.rotate(t, tok).Token
+		b.Clock.Advance(time.Hour)
+	}
+	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	wantErr(t, "Rotate generation 0 after 5 rotations", err, redisstore.ErrReused)
+	_, err = f.store.Validate(ctx, tok)
+	wantErr(t, "Validate newest after old replay", err, redisstore.ErrRevoked)
+}
+
+func testGraceSameDevice(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: time.Minute, GraceSameDevice: true})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: laptop.DeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: laptop.DeviceID})
+	if err != nil || again.Token != g1.Token {
+		t.Fatalf("same device in grace: err = %v, same token = %v", err, again.Token == g1.Token)
+	}
+	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: "other-device"})
+	wantErr(t, "other device in grace", err, redisstore.ErrReused)
+	_, err = f.store.Validate(ctx, g1.Token)
+	wantErr(t, "Validate after other-device replay", err, redisstore.ErrRevoked)
+}
+
+func testGraceOff(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: -1})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	g1 := f.rotate(t, g0.Token)
+	_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	wantErr(t, "second use without grace", err, redisstore.ErrReused)
+	_, err = f.store.Validate(ctx, g1.Token)
+	wantErr(t, "Validate successor", err, redisstore.ErrRevoked)
+}
+
+// forge returns tokens that look right but were never issued: each passes
+// the checksum, so only the MAC check can refuse them.
+func forge(t *testing.T, real string) []string {
+	t.Helper()
+	body := real[len(redisstore.DefaultTokenPrefix):]
+	raw, err := base64.RawURLEncoding.DecodeString(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	// Flip a bit in the generation, the secret, and the MAC; bump the
+	// generation down and up (a forged "old" token is the dangerous one).
+	for _, off := range []int{33, 50, 80} {
+		b := append([]byte(nil), raw...)
+		b[off] ^= 1
+		out = append(out, redisstore.DefaultTokenPrefix+base64.RawURLEncoding.EncodeToString(fixCRC(b)))
+	}
+	return out
+}
+
+func fixCRC(b []byte) []byte {
+	n := len(b) - 4
+	c := crc32IEEE(b[:n])
+	b[n], b[n+1], b[n+2], b[n+3] = byte(c>>24), byte(c>>16), byte(c>>8), byte(c)
+	return b
+}
+
+func testForgery(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: -1})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	g1 := f.rotate(t, g0.Token)
+	g2 := f.rotate(t, g1.Token)
+	// A token from a store with another secret.
+	other := newFixture(t, b, redisstore.Options{Secret: []byte("another-secret-another-secret-0123456789")})
+	foreign := other.issue(t, "user-1", laptop)
+	before := f.snapshot(t)
+	// Forgeries of an old generation and of the current one: the old-token
+	// ones would revoke the family if the store trusted them.
+	for _, forged := range append(forge(t, g0.Token), forge(t, g2.Token)...) {
+		_, err := f.store.Rotate(ctx, forged, redisstore.Client{})
+		wantErr(t, "Rotate forged", err, redisstore.ErrUnknown)
+		_, err = f.store.Validate(ctx, forged)
+		wantErr(t, "Validate forged", err, redisstore.ErrUnknown)
+		n, err := f.store.RevokeToken(ctx, forged)
+		if n != 0 || !errors.Is(err, redisstore.ErrUnknown) {
+			t.Fatalf("RevokeToken forged = %d, %v; want 0, ErrUnknown", n, err)
+		}
+	}
+	_, err := f.store.Rotate(ctx, foreign.Token, redisstore.Client{})
+	wantErr(t, "Rotate foreign", err, redisstore.ErrUnknown)
+	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+		t.Errorf("forgeries changed Redis (-before +after):\n%s", d)
+	}
+	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
+		t.Fatalf("Validate genuine token after forgeries: %v", err)
+	}
+	if ev := f.takeEvents(); len(ev) != 0 {
+		t.Errorf("forgeries emitted events: %v", ev)
+	}
+}
+
+func testMalformed(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	g := f.issue(t, "user-1", laptop)
+	before := f.snapshot(t)
+	flipped := []byte(g.Token)
+	flipped[20] ^= 0x01 // still base64url in most cases; checksum catches it
+	if flipped[20] == '-' || flipped[20] == '_' {
+		flipped[20] = 'A'
+	}
+	for _, tok := range []string{
+		"", "x", "sct_", g.Token[:len(g.Token)-1], g.Token + "A", "abc_" + g.Token[4:],
+		string(flipped), strings.ToUpper(g.Token), g.Token[:40] + "\x00" + g.Token[41:],
+		"sct_" + strings.Repeat("A", len(g.Token)-4),
+	} {
+		_, err := f.store.Rotate(ctx, tok, redisstore.Client{})
+		wantErr(t, fmt.Sprintf("Rotate(%.12q)", tok), err, redisstore.ErrMalformed)
+		_, err = f.store.Validate(ctx, tok)
+		wantErr(t, "Validate malformed", err, redisstore.ErrMalformed)
+		_, err = f.store.RevokeToken(ctx, tok)
+		wantErr(t, "RevokeToken malformed", err, redisstore.ErrMalformed)
+	}
+	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+		t.Errorf("malformed tokens changed Redis (-before +after):\n%s", d)
+	}
+}
+
+func testBadInput(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	g := f.issue(t, "user-1", laptop)
+	before := f.snapshot(t)
+	long := strings.Repeat("x", 1000)
+	for name, c := range map[string]redisstore.Client{
+		"long device id":   {DeviceID: long},
+		"long device name": {DeviceName: long},
+		"long user agent":  {UserAgent: long + long},
+		"bad IP":           {IPAddress: "999.1.1.1"},
+		"control char":     {DeviceName: "evil\x00name"},
+		"invalid UTF-8":    {UserAgent: "\xff\xfe"},
+	} {
+		_, err := f.store.Issue(ctx, "user-1", c)
+		wantErr(t, "Issue with "+name, err, redisstore.ErrInvalidArgument)
+		_, err = f.store.Rotate(ctx, g.Token, c)
+		wantErr(t, "Rotate with "+name, err, redisstore.ErrInvalidArgument)
+	}
+	for _, user := range []string{"", long, "a\nb", "\xff"} {
+		_, err := f.store.Issue(ctx, user, laptop)
+		wantErr(t, fmt.Sprintf("Issue(user %.10q)", user), err, redisstore.ErrInvalidArgument)
+		_, err = f.store.ListSessions(ctx, user)
+		wantErr(t, "ListSessions bad user", err, redisstore.ErrInvalidArgument)
+		_, err = f.store.RevokeAll(ctx, user, "")
+		wantErr(t, "RevokeAll bad user", err, redisstore.ErrInvalidArgument)
+	}
+	for _, sid := range []string{"", "not-a-uuid", g.SessionID + "x"} {
+		_, err := f.store.RevokeSession(ctx, "user-1", sid)
+		wantErr(t, "RevokeSession bad id", err, redisstore.ErrInvalidArgument)
+		_, err = f.store.RevokeAll(ctx, "user-1", sid+"!")
+		wantErr(t, "RevokeAll bad keep id", err, redisstore.ErrInvalidArgument)
+	}
+	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+		t.Errorf("bad input changed Redis (-before +after):\n%s", d)
+	}
+	if _, err := f.store.Validate(ctx, g.Token); err != nil {
+		t.Fatalf("token invalid after bad input: %v", err)
+	}
+}
+
+func testIdleExpiry(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 10 * time.Hour})
+	ctx := context.Background()
+	g0 := f.issue(t, "user-1", laptop)
+	b.Clock.Advance(59 * time.Minute)
+	g1 := f.rotate(t, g0.Token) // rotation slides the idle deadline
+	b.Clock.Advance(59 * time.Minute)
+	if _, err := f.store.Validate(ctx, g1.Token); err != nil {
+		t.Fatalf("Validate 59m after rotation: %v", err)
+	}
+	b.Clock.Advance(2 * time.Minute)
+	_, err := f.store.Validate(ctx, g1.Token)
+	wantErr(t, "Validate after idle TTL", err, redisstore.ErrExpired)
+	_, err = f.store.Rotate(ctx, g1.Token, redisstore.Client{})
+	wantErr(t, "Rotate after idle TTL", err, redisstore.ErrExpired)
+	if l, err := f.store.ListSessions(ctx, "user-1"); err != nil || len(l) != 0 {
+		t.Errorf("ListSessions after idle expiry = %d, %v; want none", len(l), err)
+	}
+	if n, err := f.store.RevokeAll(ctx, "user-1", ""); n != 0 || err != nil {
+		t.Errorf("RevokeAll after expiry = %d, %v; want 0", n, err)
+	}
+}
+
+func testAbsoluteExpiry(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 3 * time.Hour})
+	ctx := context.Background()
+	g := f.issue(t, "user-1", laptop)
+	abs := g.SessionExpiresAt
+	for i := 0; i < 6; i++ { // 6 x 35m = 3.5h of regular use
+		b.Clock.Advance(35 * time.Minute)
+		next, err := f.store.Rotate(ctx, g.Token, redisstore.Client{})
+		if b.Clock.Now().Before(abs) {
+			if err != nil {
+				t.Fatalf("rotation %d before the absolute deadline: %v", i, err)
+			}
+			if next.ExpiresAt.After(abs) || !next.SessionExpiresAt.Equal(abs) {
+				t.Fatalf("rotation %d: deadlines %v/%v pass absolute %v", i, next.ExpiresAt, next.SessionExpiresAt, abs)
+			}
+			g = next
+			continue
+		}
+		wantErr(t, "Rotate after absolute deadline", err, redisstore.ErrExpired)
+		_, err = f.store.Validate(ctx, g.Token)
+		wantErr(t, "Validate after absolute deadline", err, redisstore.ErrExpired)
+		return
+	}
+	t.Fatal("the session outlived its absolute deadline")
+}
+
+func testListSessions(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour})
+	ctx := context.Background()
+	phone := redisstore.Client{DeviceID: "dev-phone", DeviceName: "Pixel 9", IPAddress: "198.51.100.7", UserAgent: "App/3.1"}
+	gl := f.issue(t, "alice", laptop)
+	b.Clock.Advance(time.Minute)
+	gp := f.issue(t, "alice", phone)
+	b.Clock.Advance(time.Minute)
+	gs := f.issue(t, "alice", redisstore.Client{DeviceID: "short-lived"})
+	f.issue(t, "bob", laptop)
+	b.Clock.Advance(time.Minute)
+	f.rotate(t, gl.Token) // the laptop is now the most recently used
+	// Idle deadlines: phone t+61m, short-lived t+62m, laptop t+63m.
+	l, err := f.store.ListSessions(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range l {
+		ids = append(ids, s.ID)
+	}
+	if d := cmp.Diff([]string{gl.SessionID, gs.SessionID, gp.SessionID}, ids); d != "" {
+		t.Fatalf("ListSessions order, most recently used first (-want +got):\n%s", d)
+	}
+	if l[2].DeviceName != "Pixel 9" || l[2].IPAddress != phone.IPAddress || l[2].UserAgent != phone.UserAgent || l[2].DeviceID != phone.DeviceID {
+		t.Errorf("phone session = %+v", l[2])
+	}
+	// At t+62m+1s only the laptop is live.
+	b.Clock.Advance(59*time.Minute + time.Second)
+	l, err = f.store.ListSessions(ctx, "alice")
+	if err != nil || len(l) != 1 || l[0].ID != gl.SessionID {
+		t.Fatalf("after idle expiry: %d sessions, %v; want only the laptop", len(l), err)
+	}
+	if l, _ := f.store.ListSessions(ctx, "nobody"); len(l) != 0 {
+		t.Errorf("ListSessions(nobody) = %d sessions", len(l))
+	}
+}
+
+func testRevokeSession(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	g := f.issue(t, "alice", laptop)
+	other := f.issue(t, "alice", laptop)
+	bob := f.issue(t, "bob", laptop)
+	// Bob cannot revoke Alice's session by its id.
+	if n, err := f.store.RevokeSession(ctx, "bob", g.SessionID); n != 0 || err != nil {
+		t.Fatalf("RevokeSession of another user's session = %d, %v", n, err)
+	}
+	f.takeEvents()
+	if n, err := f.store.RevokeSession(ctx, "alice", g.SessionID); n != 1 || err != nil {
+		t.Fatalf("RevokeSession = %d, %v; want 1", n, err)
+	}
+	if ev := f.takeEvents(); len(ev) != 1 || ev[0].Kind != redisstore.EventSessionRevoked || ev[0].Reason != redisstore.ReasonLogout || ev[0].UserID != "alice" {
+		t.Errorf("events = %+v", ev)
+	}
+	if n, err := f.store.RevokeSession(ctx, "alice", g.SessionID); n != 0 || err != nil {
+		t.Fatalf("second RevokeSession = %d, %v; want 0", n, err)
+	}
+	_, err := f.store.Rotate(ctx, g.Token, redisstore.Client{})
+	var re *redisstore.RevokedError
+	if !errors.As(err, &re) || re.Reason != redisstore.ReasonLogout {
+		t.Fatalf("Rotate revoked: %v, want RevokedError(logout)", err)
+	}
+	for _, tok := range []string{other.Token, bob.Token} {
+		if _, err := f.store.Validate(ctx, tok); err != nil {
+			t.Fatalf("unrelated session hurt: %v", err)
+		}
+	}
+	if l, _ := f.store.ListSessions(ctx, "alice"); len(l) != 1 || l[0].ID != other.SessionID {
+		t.Errorf("ListSessions after revoke = %+v", l)
+	}
+}
+
+func testRevokeToken(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	g0 := f.issue(t, "alice", laptop)
+	g1 := f.rotate(t, g0.Token)
+	// Any genuine token of the session ends it, the rotated one included.
+	if n, err := f.store.RevokeToken(ctx, g0.Token); n != 1 || err != nil {
+		t.Fatalf("RevokeToken = %d, %v; want 1", n, err)
+	}
+	_, err := f.store.Validate(ctx, g1.Token)
+	wantErr(t, "Validate after RevokeToken", err, redisstore.ErrRevoked)
+	if n, err := f.store.RevokeToken(ctx, g1.Token); n != 0 || err != nil {
+		t.Fatalf("RevokeToken again = %d, %v; want 0", n, err)
+	}
+}
+
+func testRevokeAll(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	var gs []redisstore.Grant
+	for i := 0; i < 5; i++ {
+		gs = append(gs, f.issue(t, "alice", laptop))
+	}
+	bob := f.issue(t, "bob", laptop)
+	f.takeEvents()
+	n, err := f.store.RevokeAll(ctx, "alice", gs[2].SessionID)
+	if n != 4 || err != nil {
+		t.Fatalf("RevokeAll except one = %d, %v; want 4", n, err)
+	}
+	if ev := f.takeEvents(); len(ev) != 4 || ev[0].Reason != redisstore.ReasonLogoutAll {
+		t.Errorf("events = %+v, want 4 logout_all", ev)
+	}
+	for i, g := range gs {
+		_, err := f.store.Validate(ctx, g.Token)
+		if i == 2 && err != nil {
+			t.Fatalf("kept session: %v", err)
+		}
+		var re *redisstore.RevokedError
+		if i != 2 && (!errors.As(err, &re) || re.Reason != redisstore.ReasonLogoutAll) {
+			t.Fatalf("session %d after RevokeAll: %v", i, err)
+		}
+	}
+	if n, err := f.store.RevokeAll(ctx, "alice", ""); n != 1 || err != nil {
+		t.Fatalf("RevokeAll = %d, %v; want 1", n, err)
+	}
+	if n, err := f.store.RevokeAll(ctx, "alice", ""); n != 0 || err != nil {
+		t.Fatalf("RevokeAll again = %d, %v; want 0", n, err)
+	}
+	if _, err := f.store.Validate(ctx, bob.Token); err != nil {
+		t.Fatalf("bob hurt by alice's RevokeAll: %v", err)
+	}
+}
+
+func testMaxSessions(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{MaxSessions: 3, IdleTTL: time.Hour})
+	ctx := context.Background()
+	var gs []redisstore.Grant
+	for i := 0; i < 3; i++ {
+		gs = append(gs, f.issue(t, "alice", laptop))
+		b.Clock.Advance(time.Minute)
+	}
+	f.rotate(t, gs[0].Token) // session 0 is now the most recently used; 1 is the least
+	f.takeEvents()
+	g4 := f.issue(t, "alice", laptop)
+	ev := f.takeEvents()
+	if len(ev) != 1 || ev[0].Kind != redisstore.EventSessionEvicted || ev[0].SessionID != gs[1].SessionID || ev[0].Reason != redisstore.ReasonEvicted {
+		t.Fatalf("events = %+v, want session %s evicted", ev, gs[1].SessionID)
+	}
+	_, err := f.store.Validate(ctx, gs[1].Token)
+	var re *redisstore.RevokedError
+	if !errors.As(err, &re) || re.Reason != redisstore.ReasonEvicted {
+		t.Fatalf("evicted session: %v, want RevokedError(evicted)", err)
+	}
+	l, err := f.store.ListSessions(ctx, "alice")
+	if err != nil || len(l) != 3 {
+		t.Fatalf("ListSessions = %d, %v; want 3", len(l), err)
+	}
+	if _, err := f.store.Validate(ctx, g4.Token); err != nil {
+		t.Fatal(err)
+	}
+	// Expired sessions do not count against the cap.
+	b.Clock.Advance(2 * time.Hour)
+	for i := 0; i < 3; i++ {
+		f.issue(t, "alice", laptop)
+	}
+	if ev := f.takeEvents(); len(ev) != 0 {
+		t.Errorf("issuing after expiry evicted: %+v", ev)
+	}
+}
+
+func testKeyRotation(t *testing.T, b *redistest.Backend) {
+	k1 := redisstore.Key{ID: 1, Secret: []byte("key-one-key-one-key-one-key-one-key-one")}
+	k2 := redisstore.Key{ID: 2, Secret: []byte("key-two-key-two-key-two-key-two-key-two")}
+	ctx := context.Background()
+	old := newFixture(t, b, redisstore.Options{Keys: []redisstore.Key{k1}, Grace: time.Minute})
+	g0 := old.issue(t, "alice", laptop)
+	// Deploy with k2 first: old tokens still rotate, successors use k2.
+	both := newFixture(t, b, redisstore.Options{Keys: []redisstore.Key{k2, k1}, Grace: time.Minute})
+	both.store = mustNew(t, b, both.opt, old.opt.KeyPrefix)
+	g1, err := both.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	if err != nil {
+		t.Fatalf("rotate a k1 token with [k2 k1]: %v", err)
+	}
+	// A grace replay against the old deployment (k1 only) cannot re-derive
+	// a k2 token: it must not hand out anything else.
+	if g, err := old.store.Rotate(ctx, g0.Token, redisstore.Client{}); err == nil {
+		t.Fatalf("k1-only store answered a replay of a k2 successor: replayed=%v", g.Replayed)
+	}
+	// Drop k1: the k2 token still works, k1 tokens are unknown.
+	only2 := mustNew(t, b, redisstore.Options{Keys: []redisstore.Key{k2}, Now: b.Clock.Now}, old.opt.KeyPrefix)
+	if _, err := only2.Validate(ctx, g1.Token); err != nil {
+		t.Fatalf("k2 token under [k2]: %v", err)
+	}
+	_, err = only2.Validate(ctx, g0.Token)
+	wantErr(t, "k1 token under [k2]", err, redisstore.ErrUnknown)
+	// The user index does not move with the token keys: listing still works.
+	if l, err := only2.ListSessions(ctx, "alice"); err != nil || len(l) != 1 {
+		t.Fatalf("ListSessions after key rotation = %d, %v", len(l), err)
+	}
+}
+
+func mustNew(t *testing.T, b *redistest.Backend, opt redisstore.Options, prefix string) *redisstore.Store {
+	t.Helper()
+	if opt.Secret == nil {
+		opt.Secret = secret
+	}
+	opt.KeyPrefix = prefix
+	s, err := redisstore.New(b.Client, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func testEveryKeyHasTTL(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{MaxSessions: 2, Grace: time.Second})
+	ctx := context.Background()
+	// Exercise every write path: issue, rotate, grace, reuse, eviction,
+	// revoke, revoke all.
+	g := f.issue(t, "alice", laptop)
+	g1 := f.rotate(t, g.Token)
+	f.rotate(t, g.Token)
+	f.issue(t, "alice", laptop)
+	f.issue(t, "alice", laptop) // evicts
+	b.Clock.Advance(2 * time.Second)
+	f.store.Rotate(ctx, g.Token, redisstore.Client{}) // reuse
+	h := f.issue(t, "bob", laptop)
+	f.store.RevokeToken(ctx, h.Token)
+	f.issue(t, "carol", laptop)
+	f.store.RevokeAll(ctx, "carol", "")
+	_ = g1
+	keys, err := b.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) < 5 {
+		t.Fatalf("only %d keys written: %v", len(keys), keys)
+	}
+	for _, k := range keys {
+		ttl, err := b.Client.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl <= 0 {
+			t.Errorf("key %s has no TTL (%v)", k, ttl)
+		}
+	}
+}
+
+func testNoRawToken(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	var toks []string
+	g := f.issue(t, "alice", laptop)
+	toks = append(toks, g.Token)
+	for i := 0; i < 3; i++ {
+		g = f.rotate(t, g.Token)
+		toks = append(toks, g.Token)
+	}
+	d, err := b.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for k, vs := range d {
+		all.WriteString(k)
+		for _, v := range vs {
+			all.WriteString("\x00" + v)
+		}
+	}
+	blob := all.String()
+	for i, tok := range toks {
+		raw, _ := base64.RawURLEncoding.DecodeString(tok[len(redisstore.DefaultTokenPrefix):])
+		secretPart, macPart := raw[46:78], raw[78:94]
+		for what, needle := range map[string]string{
+			"token": tok, "token body": tok[4:], "token payload": string(raw),
+			"secret": string(secretPart), "secret prefix": string(secretPart[:12]), "MAC": string(macPart),
+			"secret (base64)": base64.RawURLEncoding.EncodeToString(secretPart)[:16],
+		} {
+			if strings.Contains(blob, needle) {
+				t.Errorf("Redis holds the %s of token %d", what, i)
+			}
+		}
+	}
+}
+
+func testRaceGrace(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
+	g := f.issue(t, "alice", laptop)
+	const n = 64
+	grants, errs := raceRotate(f, g.Token, n)
+	succ, fresh := map[string]int{}, 0
+	for i := range grants {
+		if errs[i] != nil {
+			t.Fatalf("rotation %d: %v", i, errs[i])
+		}
+		succ[grants[i].Token]++
+		if !grants[i].Replayed {
+			fresh++
+		}
+	}
+	if len(succ) != 1 || fresh != 1 {
+		t.Fatalf("%d concurrent rotations: %d distinct successors, %d created; want 1 and 1", n, len(succ), fresh)
+	}
+	t.Logf("%s: %d concurrent rotations -> 1 successor created, %d grace replays", b.Kind, n, n-1)
+	for tok := range succ {
+		if _, err := f.store.Validate(context.Background(), tok); err != nil {
+			t.Fatalf("the successor: %v", err)
+		}
+	}
+}
+
+func testRaceNoGrace(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: -1})
+	g := f.issue(t, "alice", laptop)
+	const n = 64
+	grants, errs := raceRotate(f, g.Token, n)
+	wins, reused, revoked := 0, 0, 0
+	var winner string
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+			winner = grants[i].Token
+		case errors.Is(err, redisstore.ErrReused):
+			reused++
+		case errors.Is(err, redisstore.ErrRevoked):
+			revoked++
+		default:
+			t.Fatalf("rotation %d: %v", i, err)
+		}
+	}
+	if wins != 1 || reused != 1 || revoked != n-2 {
+		t.Fatalf("%d concurrent rotations without grace: %d won, %d saw reuse, %d saw revoked; want 1, 1, %d", n, wins, reused, revoked, n-2)
+	}
+	t.Logf("%s: %d concurrent rotations without grace -> 1 winner, 1 reuse detection, %d refused", b.Kind, n, revoked)
+	_, err := f.store.Validate(context.Background(), winner)
+	wantErr(t, "winner after the race revoked the family", err, redisstore.ErrRevoked)
+}
+
+func raceRotate(f *fixture, tok string, n int) ([]redisstore.Grant, []error) {
+	grants, errs := make([]redisstore.Grant, n), make([]error, n)
+	var ready, done sync.WaitGroup
+	start := make(chan struct{})
+	ready.Add(n)
+	done.Add(n)
+	for i := 0; i < n; i++ {
+		go func() {
+			defer done.Done()
+			ready.Done()
+			<-start
+			grants[i], errs[i] = f.store.Rotate(context.Background(), tok, redisstore.Client{})
+		}()
+	}
+	ready.Wait()
+	close(start)
+	done.Wait()
+	return grants, errs
+}
+
+func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
+	// Logins racing each other and a RevokeAll: the cap holds, and after the
+	// RevokeAll no session issued before it survives.
+	f := newFixture(t, b, redisstore.Options{MaxSessions: 5})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := f.store.Issue(ctx, "alice", laptop); err != nil {
+				failed.Add(1)
+				t.Errorf("Issue: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	l, err := f.store.ListSessions(ctx, "alice")
+	if err != nil || len(l) != 5 {
+		t.Fatalf("after 32 concurrent logins with cap 5: %d sessions, %v", len(l), err)
+	}
+	evicted := 0
+	for _, e := range f.takeEvents() {
+		if e.Kind == redisstore.EventSessionEvicted {
+			evicted++
+		}
+	}
+	if evicted != 27 {
+		t.Errorf("evictions = %d, want 27", evicted)
+	}
+	if n, err := f.store.RevokeAll(ctx, "alice", ""); n != 5 || err != nil {
+		t.Fatalf("RevokeAll = %d, %v; want 5", n, err)
+	}
+}
+
+func testScriptCacheLoss(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	if err := f.store.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	g := f.issue(t, "alice", laptop)
+	flush := func(ctx context.Context, c redis.Cmdable) error { return c.ScriptFlush(ctx).Err() }
+	var err error
+	if cc, ok := b.Client.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return flush(ctx, c) })
+	} else {
+		err = flush(ctx, b.Client)
+	}
+	if err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	// The next call heals the cache (EVALSHA, NOSCRIPT, EVAL).
+	g = f.rotate(t, g.Token)
+	if _, err := f.store.Validate(ctx, g.Token); err != nil {
+		t.Fatal(err)
+	}
+}
