@@ -183,10 +183,19 @@ func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	if !strings.HasPrefix(g.Token, redisstore.DefaultTokenPrefix) {
 		t.Errorf("token %.8s... lacks prefix %q", g.Token, redisstore.DefaultTokenPrefix)
 	}
-	s, err := f.store.Validate(ctx, g.Token)
+	info, err := f.store.Validate(ctx, g.Token)
 	if err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
+	wantInfo := redisstore.TokenInfo{SessionID: g.SessionID, UserID: "user-1", ExpiresAt: g.ExpiresAt, SessionExpiresAt: g.SessionExpiresAt}
+	if d := cmp.Diff(wantInfo, info); d != "" {
+		t.Errorf("Validate (-want +got):\n%s", d)
+	}
+	l, err := f.store.ListSessions(ctx, "user-1")
+	if err != nil || len(l) != 1 {
+		t.Fatalf("ListSessions = %d sessions, %v; want 1", len(l), err)
+	}
+	s := l[0]
 	want := redisstore.Session{
 		ID: g.SessionID, UserID: "user-1",
 		DeviceID: laptop.DeviceID, DeviceName: laptop.DeviceName, IPAddress: laptop.IPAddress, UserAgent: laptop.UserAgent,
@@ -194,7 +203,7 @@ func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	got := s
 	got.CreatedAt, got.LastUsedAt, got.ExpiresAt, got.SessionExpiresAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("Validate session (-want +got):\n%s", d)
+		t.Errorf("listed session (-want +got):\n%s", d)
 	}
 	if d := s.ExpiresAt.Sub(s.CreatedAt); d != time.Hour {
 		t.Errorf("idle lifetime = %v, want 1h", d)
@@ -205,8 +214,8 @@ func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	if s.CreatedAt.Before(start.Add(-time.Second)) || s.CreatedAt.After(b.Clock.Now().Add(time.Second)) {
 		t.Errorf("CreatedAt %v not near %v", s.CreatedAt, start)
 	}
-	if !g.ExpiresAt.Equal(s.ExpiresAt) || !g.SessionExpiresAt.Equal(s.SessionExpiresAt) {
-		t.Errorf("grant deadlines %v/%v differ from session %v/%v", g.ExpiresAt, g.SessionExpiresAt, s.ExpiresAt, s.SessionExpiresAt)
+	if !g.ExpiresAt.Equal(s.ExpiresAt) || !g.SessionExpiresAt.Equal(s.SessionExpiresAt) || !s.LastUsedAt.Equal(s.CreatedAt) {
+		t.Errorf("grant deadlines %v/%v differ from session %+v", g.ExpiresAt, g.SessionExpiresAt, s)
 	}
 	if strings.Contains(fmt.Sprint(g), g.Token) || strings.Contains(fmt.Sprintf("%#v", g), g.Token) {
 		t.Errorf("printing a Grant shows the token")
@@ -230,15 +239,20 @@ func testRotateChain(t *testing.T, b *redistest.Backend) {
 		t.Errorf("after rotation: idle deadline %v (was %v) must slide, absolute %v (was %v) must not",
 			g1.ExpiresAt, g0.ExpiresAt, g1.SessionExpiresAt, g0.SessionExpiresAt)
 	}
-	s, err := f.store.Validate(ctx, g1.Token)
-	if err != nil {
-		t.Fatalf("Validate successor: %v", err)
+	info, err := f.store.Validate(ctx, g1.Token)
+	if err != nil || info.SessionID != g0.SessionID || !info.ExpiresAt.Equal(g1.ExpiresAt) {
+		t.Fatalf("Validate successor = %+v, %v", info, err)
 	}
+	l, err := f.store.ListSessions(ctx, "user-1")
+	if err != nil || len(l) != 1 {
+		t.Fatalf("ListSessions = %d, %v", len(l), err)
+	}
+	s := l[0]
 	if s.IPAddress != moved.IPAddress || s.UserAgent != moved.UserAgent || s.DeviceName != laptop.DeviceName {
 		t.Errorf("after rotation: IP %q UA %q name %q; want IP and UA updated, name kept", s.IPAddress, s.UserAgent, s.DeviceName)
 	}
-	if !s.LastUsedAt.After(s.CreatedAt) {
-		t.Errorf("LastUsedAt %v not after CreatedAt %v", s.LastUsedAt, s.CreatedAt)
+	if !s.LastUsedAt.After(s.CreatedAt) || !s.ExpiresAt.Equal(g1.ExpiresAt) {
+		t.Errorf("after rotation: LastUsedAt %v (created %v), ExpiresAt %v (grant %v)", s.LastUsedAt, s.CreatedAt, s.ExpiresAt, g1.ExpiresAt)
 	}
 	_, err = f.store.Validate(ctx, g0.Token)
 	var re *redisstore.RevokedError

@@ -2,27 +2,30 @@
 -- and enforce the user's session cap in the same atomic step. Reads and
 -- checks come first; nothing is written unless the session is created.
 --
+-- Scripts must not build key names, so to evict for the cap the caller must
+-- pass the keys of the user's sessions. The first call passes none; if the
+-- user may be at the cap, the script answers with the ids of all sessions in
+-- the index and the caller calls again with their keys.
+--
 -- KEYS[1]     -> the session hash to create
--- KEYS[2]     -> the user's session index (zset: session id -> expiry, unix ms)
--- KEYS[3..n]  -> sessions the caller expects to evict to respect the cap
+-- KEYS[2]     -> the user's session index (zset: session id -> keep-until)
+-- KEYS[3..n]  -> the user's sessions, for the cap
 -- ARGV[1]     -> now (unix ms)
 -- ARGV[2]     -> session id (member of KEYS[2])
 -- ARGV[3]     -> user id
 -- ARGV[4]     -> keyed hash of the first token
--- ARGV[5]     -> key id of the first token
--- ARGV[6]     -> idle deadline of the first token (unix ms)
+-- ARGV[5]     -> state of the first token: "0:key id:now:idle deadline"
+-- ARGV[6]     -> keep-until: when Redis may drop the session (unix ms)
 -- ARGV[7]     -> absolute deadline of the session (unix ms)
 -- ARGV[8..11] -> device id, device name, IP address, user agent ("" = none)
 -- ARGV[12]    -> most live sessions the user may have (0 = no cap)
 -- ARGV[13..]  -> session ids of KEYS[3..n], in the same order
 --
 -- Returns:
---   {1, evicted...} created; evicted lists the session ids revoked for the cap
---   {2, live...}    nothing written: the cap requires evicting sessions that
---                   are not in KEYS[3..n]; live lists the user's live session
---                   ids closest to expiry (the ones needed and up to 32 more,
---                   so that concurrent logins, which add sessions that expire
---                   last, do not spoil the list); call again with them
+--   {1, evicted...} created; evicted lists the session ids revoked for the
+--                   cap: the least recently used ones
+--   {2, ids...}     nothing written: the cap needs the keys of these
+--                   sessions (every id in the index); call again with them
 --   {0}             nothing written: the session id exists (never by chance)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0}
@@ -30,58 +33,67 @@ end
 local now = tonumber(ARGV[1])
 local cap = tonumber(ARGV[12])
 
-local victims = {}
+local victims, dead = {}, {}
 if cap > 0 then
-  local live = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
-  if live >= cap then
-    local need = live - cap + 1
+  local indexed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
+  if #indexed >= cap then
     local given = {}
     for i = 13, #ARGV do
       given[ARGV[i]] = i - 10
     end
-    -- Evict the given sessions closest to expiry, provided no session the
-    -- caller did not know of expires strictly sooner than one of them.
-    local byExpiry = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES')
-    local unknownFrom = nil
-    for i = 1, #byExpiry, 2 do
-      if #victims == need then
-        break
-      end
-      local m, score = byExpiry[i], tonumber(byExpiry[i + 1])
+    -- Sessions the caller did not pass were created after it read the
+    -- index: count them as live, never evict them.
+    local live, unknown = {}, 0
+    for _, m in ipairs(indexed) do
       local j = given[m]
-      if j and (not unknownFrom or score <= unknownFrom) then
-        local v = redis.call('HMGET', KEYS[j], 'e', 'r')
-        victims[#victims + 1] = {KEYS[j], m, tonumber(v[1]), v[2]}
-      elseif not j then
-        unknownFrom = unknownFrom or score
+      if j then
+        local v = redis.call('HMGET', KEYS[j], 's', 'r')
+        local t, e
+        if v[1] then
+          t, e = string.match(v[1], '^%d+:%d+:(%d+):(%d+)$')
+        end
+        if e and not v[2] and tonumber(e) > now then
+          live[#live + 1] = {KEYS[j], m, tonumber(t)}
+        else
+          dead[#dead + 1] = m
+        end
       else
-        break
+        unknown = unknown + 1
       end
     end
-    if #victims < need then
+    local need = #live + unknown - cap + 1
+    if need > #live then
       local out = {2}
-      for i = 1, math.min(#byExpiry, 2 * (need + 32)), 2 do
-        out[#out + 1] = byExpiry[i]
+      for _, m in ipairs(indexed) do
+        out[#out + 1] = m
       end
       return out
+    end
+    if need > 0 then
+      table.sort(live, function(a, b) return a[3] < b[3] end)
+      for i = 1, need do
+        victims[i] = live[i]
+      end
     end
   end
 end
 
 -- Writes.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, m in ipairs(dead) do
+  redis.call('ZREM', KEYS[2], m)
+end
 local out = {1}
 for _, v in ipairs(victims) do
-  if v[3] and not v[4] and v[3] > now then
-    redis.call('DEL', v[1])
-    redis.call('HSET', v[1], 'r', 'evicted')
-    redis.call('PEXPIRE', v[1], v[3] - now)
-  end
+  local ttl = redis.call('PTTL', v[1])
+  redis.call('DEL', v[1])
+  redis.call('HSET', v[1], 'r', 'evicted')
+  redis.call('PEXPIRE', v[1], ttl)
   redis.call('ZREM', KEYS[2], v[2])
   out[#out + 1] = v[2]
 end
 
-local set = {'u', ARGV[3], 'g', 0, 'h', ARGV[4], 'k', ARGV[5], 't', ARGV[1], 'c', ARGV[1], 'e', ARGV[6], 'x', ARGV[7]}
+local set = {'u', ARGV[3], 'h', ARGV[4], 's', ARGV[5], 'z', ARGV[6], 'c', ARGV[1], 'x', ARGV[7]}
 local names = {'d', 'n', 'i', 'a'}
 for i = 1, 4 do
   if ARGV[7 + i] ~= '' then
@@ -92,7 +104,7 @@ end
 redis.call('HSET', KEYS[1], unpack(set))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]) - now)
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
--- The index lives exactly as long as its longest-lived session.
+-- The index lives exactly as long as its longest-kept session.
 local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[2], tonumber(top[2]) - now)
 return out

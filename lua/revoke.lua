@@ -12,18 +12,18 @@
 --   {1, user} revoked
 --   {0}       nothing to revoke: no such live session of that user (missing,
 --             expired, already revoked, or another user's); nothing written
-local f = redis.call('HMGET', KEYS[1], 'u', 'e', 'x', 'r')
-local u, e, x, r = f[1], f[2], f[3], f[4]
+local f = redis.call('HMGET', KEYS[1], 'u', 'r', 's')
+local u, r, s = f[1], f[2], f[3]
 if r or not u or (ARGV[4] ~= '' and u ~= ARGV[4]) then
   return {0}
 end
-local now = tonumber(ARGV[1])
-e = tonumber(e)
-if now >= e or now >= tonumber(x) then
+local e = string.match(s, ':(%d+)$')
+if tonumber(ARGV[1]) >= tonumber(e) then
   return {0}
 end
+local ttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'r', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], e - now)
+redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZREM', KEYS[2], ARGV[2])
 return {1, u}

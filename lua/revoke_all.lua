@@ -4,7 +4,7 @@
 -- passes every session key; if the index changed since, nothing is written
 -- and the caller reads it again.
 --
--- KEYS[1]    -> the user's session index (zset: session id -> expiry, unix ms)
+-- KEYS[1]    -> the user's session index (zset: session id -> keep-until)
 -- KEYS[2..n] -> the session hashes the caller found in the index
 -- ARGV[1]    -> now (unix ms)
 -- ARGV[2]    -> reason
@@ -29,9 +29,10 @@ for _, m in ipairs(live) do
     if not j then
       return {2}
     end
-    local f = redis.call('HMGET', KEYS[j], 'u', 'e', 'x', 'r')
-    local revoke = f[1] == ARGV[3] and not f[4] and now < tonumber(f[2]) and now < tonumber(f[3])
-    todo[#todo + 1] = {KEYS[j], m, revoke and tonumber(f[2])}
+    local f = redis.call('HMGET', KEYS[j], 'u', 'r', 's')
+    local e = f[3] and string.match(f[3], ':(%d+)$')
+    local revoke = f[1] == ARGV[3] and not f[2] and e and tonumber(e) > now
+    todo[#todo + 1] = {KEYS[j], m, revoke and redis.call('PTTL', KEYS[j])}
   end
 end
 
@@ -39,10 +40,10 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local out = {1}
 for _, v in ipairs(todo) do
-  if v[3] then
+  if v[3] and v[3] > 0 then
     redis.call('DEL', v[1])
     redis.call('HSET', v[1], 'r', ARGV[2])
-    redis.call('PEXPIRE', v[1], v[3] - now)
+    redis.call('PEXPIRE', v[1], v[3])
     out[#out + 1] = v[2]
   end
   redis.call('ZREM', KEYS[1], v[2])

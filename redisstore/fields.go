@@ -3,65 +3,100 @@ package redisstore
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// Field names of a session hash. Short names keep small hashes small.
+// Fields of a session hash. Short names keep small hashes small.
 //
-//	u user id        g generation of the current token
-//	h hash of the current token           p hash of its predecessor
-//	k key id of the current token         t last used (login or rotation), unix ms
-//	e idle deadline, unix ms              x absolute deadline, unix ms
-//	c created, unix ms                    d, n, i, a device id, device name, IP, user agent
-//	r revocation reason: a revoked session keeps only this field (a tombstone)
-var sessionFields = []string{"u", "g", "h", "t", "e", "x", "c", "d", "n", "i", "a", "r"}
+//	h  keyed hash of the current token (16 bytes)
+//	p  keyed hash of its predecessor (16 bytes), after the first rotation
+//	s  state: "generation:key id:last used:idle deadline", times in unix ms;
+//	   one field, so that a rotation writes it in one piece
+//	u  user id               c  created, unix ms      x  absolute deadline, unix ms
+//	d  device id             n  device name           i  IP address    a  user agent
+//	r  revocation reason: a revoked session keeps only this field (a tombstone)
+var sessionFields = []string{"u", "s", "c", "x", "d", "n", "i", "a", "r"}
 
-type fields struct {
-	userID, hash, revoked                     string
-	deviceID, deviceName, ip, userAgent       string
-	gen, lastUsed, expires, absolute, created int64
+// state is the decoded s field.
+type state struct {
+	gen      uint32
+	keyID    byte
+	lastUsed int64
+	expires  int64
 }
 
-// readFields decodes an HMGET of sessionFields.
-func readFields(v []any) (fields, error) {
+func (st state) String() string {
+	var b [64]byte
+	return string(st.appendTo(b[:0]))
+}
+
+func parseState(s string) (state, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 4 {
+		return state{}, fmt.Errorf("redisstore: bad session state %q", s)
+	}
+	gen, err1 := strconv.ParseUint(parts[0], 10, 32)
+	kid, err2 := strconv.ParseUint(parts[1], 10, 8)
+	last, err3 := strconv.ParseInt(parts[2], 10, 64)
+	exp, err4 := strconv.ParseInt(parts[3], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+		return state{}, fmt.Errorf("redisstore: bad session state %q", s)
+	}
+	return state{gen: uint32(gen), keyID: byte(kid), lastUsed: last, expires: exp}, nil
+}
+
+// record is a session hash as ListSessions reads it.
+type record struct {
+	userID, revoked                     string
+	deviceID, deviceName, ip, userAgent string
+	st                                  state
+	created, absolute                   int64
+}
+
+// readRecord decodes an HMGET of sessionFields. A missing session has an
+// empty userID.
+func readRecord(v []any) (record, error) {
 	if len(v) != len(sessionFields) {
-		return fields{}, fmt.Errorf("redisstore: HMGET returned %d fields, want %d", len(v), len(sessionFields))
+		return record{}, fmt.Errorf("redisstore: HMGET returned %d fields, want %d", len(v), len(sessionFields))
 	}
 	str := func(i int) string {
 		s, _ := v[i].(string)
 		return s
 	}
-	f := fields{
-		userID: str(0), hash: str(2), revoked: str(11),
-		deviceID: str(7), deviceName: str(8), ip: str(9), userAgent: str(10),
+	r := record{
+		userID: str(0), revoked: str(8),
+		deviceID: str(4), deviceName: str(5), ip: str(6), userAgent: str(7),
 	}
-	if f.userID == "" {
-		return f, nil
+	if r.userID == "" {
+		return r, nil
 	}
-	for _, n := range []struct {
-		i   int
-		dst *int64
-	}{{1, &f.gen}, {3, &f.lastUsed}, {4, &f.expires}, {5, &f.absolute}, {6, &f.created}} {
-		x, err := strconv.ParseInt(str(n.i), 10, 64)
-		if err != nil {
-			return fields{}, fmt.Errorf("redisstore: session field %s: %w", sessionFields[n.i], err)
-		}
-		*n.dst = x
+	var err error
+	if r.st, err = parseState(str(1)); err != nil {
+		return record{}, err
 	}
-	return f, nil
+	r.created, err = strconv.ParseInt(str(2), 10, 64)
+	if err != nil {
+		return record{}, fmt.Errorf("redisstore: bad session field c: %w", err)
+	}
+	r.absolute, err = strconv.ParseInt(str(3), 10, 64)
+	if err != nil {
+		return record{}, fmt.Errorf("redisstore: bad session field x: %w", err)
+	}
+	return r, nil
 }
 
-func (f *fields) session(id string) Session {
+func (r *record) session(id string) Session {
 	return Session{
 		ID:               id,
-		UserID:           f.userID,
-		DeviceID:         f.deviceID,
-		DeviceName:       f.deviceName,
-		IPAddress:        f.ip,
-		UserAgent:        f.userAgent,
-		CreatedAt:        time.UnixMilli(f.created),
-		LastUsedAt:       time.UnixMilli(f.lastUsed),
-		ExpiresAt:        time.UnixMilli(f.expires),
-		SessionExpiresAt: time.UnixMilli(f.absolute),
+		UserID:           r.userID,
+		DeviceID:         r.deviceID,
+		DeviceName:       r.deviceName,
+		IPAddress:        r.ip,
+		UserAgent:        r.userAgent,
+		CreatedAt:        time.UnixMilli(r.created),
+		LastUsedAt:       time.UnixMilli(r.st.lastUsed),
+		ExpiresAt:        time.UnixMilli(r.st.expires),
+		SessionExpiresAt: time.UnixMilli(r.absolute),
 	}
 }

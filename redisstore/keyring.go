@@ -23,7 +23,6 @@ const MinSecretLen = 32
 // Labels that separate the keys derived from one secret, one per purpose.
 const (
 	labelMAC  = "sessioncache v1 token mac"
-	labelHash = "sessioncache v1 token hash"
 	labelNext = "sessioncache v1 successor"
 	labelUser = "sessioncache v1 user placement"
 )
@@ -32,8 +31,7 @@ const (
 // that no value computed for one purpose can stand in for another.
 type key struct {
 	id   byte
-	macs hmacPool // token MAC
-	hash hmacPool // keyed hash stored in Redis in place of the token
+	macs hmacPool // token MAC and the keyed hash stored in Redis
 	next hmacPool // derives a successor's secret from its predecessor
 }
 
@@ -41,13 +39,11 @@ func newKey(id byte, secret []byte) *key {
 	return &key{
 		id:   id,
 		macs: newHMACPool(deriveKey(secret, labelMAC)),
-		hash: newHMACPool(deriveKey(secret, labelHash)),
 		next: newHMACPool(deriveKey(secret, labelNext)),
 	}
 }
 
 func (k *key) mac(dst, msg []byte)  { k.macs.sum(dst, msg) }
-func (k *key) sum(dst, msg []byte)  { k.hash.sum(dst, msg) }
 func (k *key) succ(dst, msg []byte) { k.next.sum(dst, msg) }
 
 // keyring holds every key that verifies tokens; signer signs new ones.
@@ -80,12 +76,7 @@ func newKeyring(secret []byte, keys []Key) (*keyring, error) {
 
 // userHash writes the placement hash of userID to dst (userHashLen bytes).
 func (kr *keyring) userHash(dst []byte, userID string) {
-	var sum [sha256.Size]byte
-	h := kr.user.get()
-	h.Write([]byte(userID))
-	h.Sum(sum[:0])
-	kr.user.put(h)
-	copy(dst, sum[:userHashLen])
+	kr.user.sum(dst[:userHashLen], []byte(userID))
 }
 
 func deriveKey(secret []byte, label string) []byte {
@@ -95,26 +86,31 @@ func deriveKey(secret []byte, label string) []byte {
 }
 
 // hmacPool reuses keyed HMAC states: building one costs several allocations
-// and two SHA-256 blocks, and every token operation needs a few.
+// and two SHA-256 blocks, and every token operation needs a few. Each state
+// carries its own buffers, so that hashing does not move its input or output
+// to the heap.
 type hmacPool struct{ p *sync.Pool }
 
-func newHMACPool(k []byte) hmacPool {
-	return hmacPool{p: &sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}
+type hmacState struct {
+	h   hash.Hash
+	in  [payloadLen]byte
+	out [sha256.Size]byte
 }
 
-func (p hmacPool) get() hash.Hash { return p.p.Get().(hash.Hash) }
-
-func (p hmacPool) put(h hash.Hash) {
-	h.Reset()
-	p.p.Put(h)
+func newHMACPool(k []byte) hmacPool {
+	return hmacPool{p: &sync.Pool{New: func() any { return &hmacState{h: hmac.New(sha256.New, k)} }}}
 }
 
 // sum writes the HMAC of msg, truncated to len(dst) bytes, to dst.
 func (p hmacPool) sum(dst, msg []byte) {
-	var out [sha256.Size]byte
-	h := p.get()
-	h.Write(msg)
-	h.Sum(out[:0])
-	p.put(h)
-	copy(dst, out[:])
+	st := p.p.Get().(*hmacState)
+	for len(msg) > 0 {
+		n := copy(st.in[:], msg)
+		st.h.Write(st.in[:n])
+		msg = msg[n:]
+	}
+	st.h.Sum(st.out[:0])
+	st.h.Reset()
+	copy(dst, st.out[:])
+	p.p.Put(st)
 }

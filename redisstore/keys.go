@@ -26,8 +26,8 @@ func keysFor(prefix string, userHash, sessionID []byte) keys {
 	var sid [22]byte
 	b64.Encode(sid[:], sessionID)
 
-	base := make([]byte, 0, 2*(len(prefix)+tagLen+5)+len(sid)+len(rest))
-	base = append(base, prefix...)
+	var buf [160]byte
+	base := append(buf[:0], prefix...)
 	base = append(base, '{')
 	base = append(base, tag[:]...)
 	base = append(base, "}:s:"...)

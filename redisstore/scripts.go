@@ -33,10 +33,10 @@ const (
 	sessionIDLen = 16
 )
 
-// reply is a script's answer: a code and string fields.
+// reply is a script's answer: a code and fields.
 type reply struct {
-	code   int64
-	fields []string
+	code int64
+	arr  []any
 }
 
 func parseReply(v any, err error) (reply, error) {
@@ -51,26 +51,25 @@ func parseReply(v any, err error) (reply, error) {
 	if !ok {
 		return reply{}, fmt.Errorf("redisstore: unexpected script reply code %T", arr[0])
 	}
-	r := reply{code: code}
-	if len(arr) > 1 {
-		r.fields = make([]string, len(arr)-1)
-		for i, f := range arr[1:] {
-			s, ok := f.(string)
-			if !ok {
-				return reply{}, fmt.Errorf("redisstore: unexpected script reply field %T", f)
-			}
-			r.fields[i] = s
-		}
-	}
-	return r, nil
+	return reply{code: code, arr: arr[1:]}, nil
 }
 
-// field returns the i-th field, or "" if the reply is short.
+// field returns the i-th field after the code, or "" if there is none.
 func (r reply) field(i int) string {
-	if i < len(r.fields) {
-		return r.fields[i]
+	if i < len(r.arr) {
+		s, _ := r.arr[i].(string)
+		return s
 	}
 	return ""
+}
+
+// fields returns every field after the code.
+func (r reply) fields() []string {
+	out := make([]string, len(r.arr))
+	for i := range r.arr {
+		out[i] = r.field(i)
+	}
+	return out
 }
 
 func parseMS(s string) (int64, error) {

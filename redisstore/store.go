@@ -70,14 +70,14 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	if _, err := rand.Read(t.b[offSecret:offMAC]); err != nil {
 		return Grant{}, fmt.Errorf("redisstore: token secret: %w", err)
 	}
-	t.seal(signer)
 	var th [hashLen]byte
-	signer.sum(th[:], t.authenticated())
+	t.seal(signer, &th)
 
 	ks := keysFor(s.opt.KeyPrefix, uh[:], sid[:])
 	member := memberOf(ks.session)
 	keys := []string{ks.session, ks.index}
-	args := []any{nowMS, member, userID, th[:], int(signer.id), expMS, absMS,
+	st := state{gen: 0, keyID: signer.id, lastUsed: nowMS, expires: expMS}
+	args := []any{nowMS, member, userID, th[:], st.String(), s.keepUntil(expMS, absMS), absMS,
 		c.DeviceID, c.DeviceName, c.IPAddress, c.UserAgent, s.opt.MaxSessions}
 	base := len(args)
 	for attempt := 0; ; attempt++ {
@@ -87,7 +87,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		}
 		switch r.code {
 		case codeOK:
-			for _, m := range r.fields {
+			for _, m := range r.fields() {
 				s.emit(Event{Kind: EventSessionEvicted, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonEvicted, Time: now})
 			}
 			return Grant{
@@ -103,7 +103,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 			}
 			// The cap needs sessions evicted: pass the keys of the candidates.
 			keys, args = keys[:2], args[:base]
-			for _, m := range r.fields {
+			for _, m := range r.fields() {
 				keys = append(keys, sessionKey(ks.index, s.opt.KeyPrefix, m))
 				args = append(args, m)
 			}
@@ -134,8 +134,11 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	if err := c.validate(); err != nil {
 		return Grant{}, err
 	}
-	var old token
-	k, err := s.open(raw, &old)
+	f := getRotateFrame()
+	defer putRotateFrame(f)
+	old, next := &f.old, &f.next
+	var oldHash, nextHash [hashLen]byte
+	k, err := s.open(raw, old, &oldHash)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -146,25 +149,26 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	}
 	expMS := min(nowMS+s.opt.IdleTTL.Milliseconds(), absMS)
 	signer := s.kr.signer
-	var next token
-	successor(&next, &old, k, signer, expMS)
-
-	var oldHash, nextHash [hashLen]byte
-	k.sum(oldHash[:], old.authenticated())
-	signer.sum(nextHash[:], next.authenticated())
-
-	ks := keysFor(s.opt.KeyPrefix, old.userHash(), old.sessionID())
-	member := memberOf(ks.session)
-	sameDevice := 0
+	successor(next, old, k, signer, expMS, &nextHash)
+	f.pack(&oldHash, &nextHash, state{gen: next.generation(), keyID: signer.id, lastUsed: nowMS, expires: expMS})
+	f.now, f.exp, f.keep = nowMS, expMS, s.keepUntil(expMS, absMS)
+	f.gen, f.tokExp = int64(old.generation()), old.expiresMS()
+	f.grace = s.opt.Grace.Milliseconds()
+	f.device, f.ip, f.userAgent = "", c.IPAddress, c.UserAgent
 	if s.opt.GraceSameDevice {
-		sameDevice = 1
+		// A device id no session has, when the caller gives none.
+		f.device = "\x00"
+		if c.DeviceID != "" {
+			f.device = c.DeviceID
+		}
 	}
-	r, err := parseReply(scriptRotate.Run(ctx, s.rdb, []string{ks.session, ks.index},
-		old.generation(), oldHash[:], nextHash[:], int(signer.id), nowMS, expMS,
-		s.opt.Grace.Milliseconds(), c.DeviceID, sameDevice, c.IPAddress, c.UserAgent, member).Result())
+	ks := keysFor(s.opt.KeyPrefix, old.userHash(), old.sessionID())
+	f.keys = [2]string{ks.session, ks.index}
+	r, err := parseReply(scriptRotate.Run(ctx, s.rdb, f.keys[:], f.args[:]...).Result())
 	if err != nil {
 		return Grant{}, err
 	}
+	member := memberOf(ks.session)
 	g := Grant{
 		SessionID:        sessionIDString(member),
 		UserID:           r.field(0),
@@ -180,14 +184,13 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		// minted with, and check it against its stored hash.
 		kid, err1 := strconv.Atoi(r.field(1))
 		curExp, err2 := parseMS(r.field(2))
-		curKey := s.kr.byID[byte(kid)]
-		if err1 != nil || err2 != nil || kid < 0 || kid > 255 || curKey == nil {
+		if err1 != nil || err2 != nil || kid < 0 || kid > 255 || s.kr.byID[kid] == nil {
 			return Grant{}, ErrUnknown
 		}
+		curKey := s.kr.byID[kid]
 		var cur token
-		successor(&cur, &old, k, curKey, curExp)
 		var curHash [hashLen]byte
-		curKey.sum(curHash[:], cur.authenticated())
+		successor(&cur, old, k, curKey, curExp, &curHash)
 		if subtle.ConstantTimeCompare(curHash[:], []byte(r.field(3))) != 1 {
 			return Grant{}, ErrUnknown
 		}
@@ -204,53 +207,86 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	case codeExpired:
 		return Grant{}, ErrExpired
 	default:
-		return Grant{}, s.missing(&old, nowMS)
+		return Grant{}, s.missing(old, nowMS)
 	}
 }
 
-// Validate returns the session of a token if the token is the session's
-// current one and the session is live. It writes nothing: a rotated token
-// gets a *RevokedError with ReasonRotated, even within the grace window, and
-// is not treated as a replay. Other outcomes: ErrMalformed, ErrUnknown,
-// ErrExpired, ErrRevoked (a *RevokedError with the reason).
-func (s *Store) Validate(ctx context.Context, raw string) (Session, error) {
-	var t token
-	k, err := s.open(raw, &t)
-	if err != nil {
-		return Session{}, err
+// TokenInfo describes a valid token: what introspection (RFC 7662) reports.
+type TokenInfo struct {
+	SessionID string
+	UserID    string
+	// ExpiresAt is the token's idle deadline, SessionExpiresAt its session's
+	// absolute deadline.
+	ExpiresAt        time.Time
+	SessionExpiresAt time.Time
+}
+
+// Validate reports whether a token is the current token of a live session,
+// with one read of two fields (a second read explains a refusal). It writes
+// nothing: a rotated token gets a *RevokedError
+// with ReasonRotated, even within the grace window, and is not treated as a
+// replay. Other outcomes: ErrMalformed, ErrUnknown, ErrExpired, ErrRevoked
+// (a *RevokedError with the reason).
+func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
+	f := getValidateFrame()
+	defer putValidateFrame(f)
+	t := &f.t
+	var th [hashLen]byte
+	if _, err := s.open(raw, t, &th); err != nil {
+		return TokenInfo{}, err
 	}
 	nowMS := s.opt.Now().UnixMilli()
 	if nowMS >= t.absoluteMS() {
-		return Session{}, ErrExpired
+		return TokenInfo{}, ErrExpired
 	}
 	ks := keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID())
-	vals, err := s.rdb.HMGet(ctx, ks.session, sessionFields...).Result()
+	f.key = ks.session
+	vals, err := s.rdb.Do(ctx, f.args[:]...).Slice()
 	if err != nil {
-		return Session{}, fmt.Errorf("redisstore: %w", err)
+		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
-	f, err := readFields(vals)
+	if len(vals) != 2 {
+		return TokenInfo{}, fmt.Errorf("redisstore: HMGET returned %d fields, want 2", len(vals))
+	}
+	cur, _ := vals[0].(string)
+	if user, _ := vals[1].(string); user != "" && subtle.ConstantTimeCompare(th[:], []byte(cur)) == 1 {
+		// The current token: its own idle deadline is the session's.
+		if nowMS >= t.expiresMS() {
+			return TokenInfo{}, ErrExpired
+		}
+		return TokenInfo{
+			SessionID:        sessionIDString(memberOf(ks.session)),
+			UserID:           user,
+			ExpiresAt:        time.UnixMilli(t.expiresMS()),
+			SessionExpiresAt: time.UnixMilli(t.absoluteMS()),
+		}, nil
+	}
+	// Not the current token: one more read tells why.
+	vals, err = s.rdb.HMGet(ctx, ks.session, "r", "s").Result()
 	if err != nil {
-		return Session{}, err
+		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
-	if f.revoked != "" {
-		return Session{}, &RevokedError{Reason: Reason(f.revoked)}
+	if len(vals) != 2 {
+		return TokenInfo{}, fmt.Errorf("redisstore: HMGET returned %d fields, want 2", len(vals))
 	}
-	if f.userID == "" {
-		return Session{}, s.missing(&t, nowMS)
+	if reason, _ := vals[0].(string); reason != "" {
+		return TokenInfo{}, &RevokedError{Reason: Reason(reason)}
 	}
-	if nowMS >= f.expires || nowMS >= f.absolute {
-		return Session{}, ErrExpired
+	str, _ := vals[1].(string)
+	if str == "" {
+		return TokenInfo{}, s.missing(t, nowMS)
 	}
-	var th [hashLen]byte
-	k.sum(th[:], t.authenticated())
-	switch gen := int64(t.generation()); {
-	case gen == f.gen && subtle.ConstantTimeCompare(th[:], []byte(f.hash)) == 1:
-		return f.session(sessionIDString(memberOf(ks.session))), nil
-	case gen < f.gen:
-		return Session{}, &RevokedError{Reason: ReasonRotated}
-	default:
-		return Session{}, ErrUnknown
+	st, err := parseState(str)
+	if err != nil {
+		return TokenInfo{}, err
 	}
+	if nowMS >= st.expires {
+		return TokenInfo{}, ErrExpired
+	}
+	if t.generation() < st.gen {
+		return TokenInfo{}, &RevokedError{Reason: ReasonRotated}
+	}
+	return TokenInfo{}, ErrUnknown
 }
 
 // ListSessions returns the live sessions of userID, the most recently used
@@ -276,14 +312,14 @@ func (s *Store) ListSessions(ctx context.Context, userID string) ([]Session, err
 	}
 	out := make([]Session, 0, len(members))
 	for i, cmd := range cmds {
-		f, err := readFields(cmd.Val())
+		rec, err := readRecord(cmd.Val())
 		if err != nil {
 			return nil, err
 		}
-		if f.userID != userID || f.revoked != "" || nowMS >= f.expires || nowMS >= f.absolute {
+		if rec.userID != userID || rec.revoked != "" || nowMS >= rec.st.expires || nowMS >= rec.absolute {
 			continue
 		}
-		out = append(out, f.session(sessionIDString(members[i])))
+		out = append(out, rec.session(sessionIDString(members[i])))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].LastUsedAt.Equal(out[j].LastUsedAt) {
@@ -316,7 +352,8 @@ func (s *Store) RevokeSession(ctx context.Context, userID, sessionID string) (in
 // Garbage and forgeries get ErrMalformed or ErrUnknown and revoke nothing.
 func (s *Store) RevokeToken(ctx context.Context, raw string) (int, error) {
 	var t token
-	if _, err := s.open(raw, &t); err != nil {
+	var th [hashLen]byte
+	if _, err := s.open(raw, &t, &th); err != nil {
 		return 0, err
 	}
 	return s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout)
@@ -376,10 +413,10 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		if r.code == codeRetry {
 			continue
 		}
-		for _, m := range r.fields {
+		for _, m := range r.fields() {
 			s.emit(Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(nowMS)})
 		}
-		return len(r.fields), nil
+		return len(r.arr), nil
 	}
 	return 0, ErrContention
 }
@@ -436,13 +473,14 @@ func infoField(info, name string) string {
 	return ""
 }
 
-// open parses raw and checks its MAC. It returns the key that signed it.
-func (s *Store) open(raw string, t *token) (*key, error) {
+// open parses raw and checks its MAC. It returns the key that signed it,
+// and writes the token's keyed hash to h.
+func (s *Store) open(raw string, t *token, h *[hashLen]byte) (*key, error) {
 	if !parseToken(raw, s.opt.TokenPrefix, t) {
 		return nil, ErrMalformed
 	}
 	k := s.kr.byID[t.keyID()]
-	if k == nil || !t.verify(k) {
+	if k == nil || !t.verify(k, h) {
 		return nil, ErrUnknown
 	}
 	return k, nil
@@ -472,19 +510,32 @@ func (s *Store) liveMembers(ctx context.Context, userID string, nowMS int64) (st
 	return idx, members, nil
 }
 
+// keepUntil is when Redis may drop a session whose idle deadline is expMS.
+// Expiry is decided against the deadlines, not by Redis, so keys are kept a
+// margin longer: a rotation then refreshes the TTLs only when the margin is
+// used up, and most rotations write one hash and nothing else.
+func (s *Store) keepUntil(expMS, absMS int64) int64 {
+	return min(expMS+s.opt.IdleTTL.Milliseconds()/reclaimMarginDiv, absMS)
+}
+
+// reclaimMarginDiv sets the margin: Redis drops a session at most
+// IdleTTL/reclaimMarginDiv after it expired.
+const reclaimMarginDiv = 16
+
 func (s *Store) emit(e Event) {
 	if s.opt.OnEvent != nil {
 		s.opt.OnEvent(e)
 	}
 }
 
-// successor writes to next the successor of prev: its secret is a keyed hash
-// of prev (under the key that signed prev), so the same predecessor always
-// yields the same successor, and only this store can compute it.
-func successor(next, prev *token, prevKey, nextKey *key, expMS int64) {
+// successor writes to next the successor of prev, and its keyed hash to h.
+// The successor's secret is a keyed hash of prev (under the key that signed
+// prev), so the same predecessor always yields the same successor, and only
+// this store can compute it.
+func successor(next, prev *token, prevKey, nextKey *key, expMS int64, h *[hashLen]byte) {
 	next.setHeader(nextKey.id, prev.userHash(), prev.sessionID(), prev.generation()+1, expMS, prev.absoluteMS())
 	prevKey.succ(next.b[offSecret:offMAC], prev.authenticated())
-	next.seal(nextKey)
+	next.seal(nextKey, h)
 }
 
 // memberOf returns the session id part of a session key: its member in the

@@ -19,8 +19,13 @@ import (
 //	 34   6  idle deadline of this token, unix ms
 //	 40   6  absolute deadline of its session, unix ms
 //	 46  32  secret: crypto/rand at login, derived from the predecessor after
-//	 78  16  MAC: HMAC-SHA256 of bytes 0..77 under the key's MAC key, truncated
+//	 78  16  MAC: the first half of HMAC-SHA256(bytes 0..77) under the key
 //	 94   4  CRC-32 (IEEE) of bytes 0..93, to reject typos and garbage offline
+//
+// The second half of that HMAC is the token's keyed hash, the only trace of
+// the token that Redis keeps. Knowing one half tells nothing of the other, so
+// Redis's copy cannot be turned into a token, and one HMAC both checks a
+// token and finds it.
 const (
 	tokenVersion = 1
 
@@ -62,7 +67,7 @@ func (t *token) mac() []byte        { return t.b[offMAC:offCRC] }
 // signed is the part of the payload the MAC covers.
 func (t *token) signed() []byte { return t.b[:offMAC] }
 
-// authenticated is the part of the payload that hashes and derivations cover.
+// authenticated is the part of the payload that derivations cover.
 func (t *token) authenticated() []byte { return t.b[:offCRC] }
 
 func (t *token) setHeader(keyID byte, userHash, sessionID []byte, gen uint32, expiresMS, absoluteMS int64) {
@@ -75,9 +80,13 @@ func (t *token) setHeader(keyID byte, userHash, sessionID []byte, gen uint32, ex
 	putUint48(t.b[offAbsolute:], absoluteMS)
 }
 
-// seal writes the MAC and the checksum. The secret must be in place.
-func (t *token) seal(k *key) {
-	k.mac(t.b[offMAC:offCRC], t.signed())
+// seal writes the MAC and the checksum, and the token's keyed hash to h.
+// The secret must be in place.
+func (t *token) seal(k *key, h *[hashLen]byte) {
+	var sum [macLen + hashLen]byte
+	k.mac(sum[:], t.signed())
+	copy(t.b[offMAC:offCRC], sum[:macLen])
+	copy(h[:], sum[macLen:])
 	binary.BigEndian.PutUint32(t.b[offCRC:], crc32.ChecksumIEEE(t.b[:offCRC]))
 }
 
@@ -110,11 +119,13 @@ func parseToken(s, prefix string, t *token) bool {
 	return binary.BigEndian.Uint32(t.b[offCRC:]) == crc32.ChecksumIEEE(t.b[:offCRC])
 }
 
-// verify reports whether the token's MAC is valid under k, in constant time.
-func (t *token) verify(k *key) bool {
-	var want [macLen]byte
-	k.mac(want[:], t.signed())
-	return subtle.ConstantTimeCompare(want[:], t.mac()) == 1
+// verify reports whether the token's MAC is valid under k, in constant
+// time, and writes the token's keyed hash to h.
+func (t *token) verify(k *key, h *[hashLen]byte) bool {
+	var sum [macLen + hashLen]byte
+	k.mac(sum[:], t.signed())
+	copy(h[:], sum[macLen:])
+	return subtle.ConstantTimeCompare(sum[:macLen], t.mac()) == 1
 }
 
 func putUint48(b []byte, v int64) {
