@@ -171,6 +171,9 @@ var contract = []struct {
 	{"RaceOneWinnerNoGrace", testRaceNoGrace},
 	{"ConcurrentLogins", testConcurrentLogins},
 	{"ScriptCacheLoss", testScriptCacheLoss},
+	{"MemoryFlatInRotations", testMemoryFlat},
+	{"NoKeyLeftAfterLifetimes", testNoKeyLeft},
+	{"UsersSpreadOverSlots", testSpread},
 }
 
 var laptop = redisstore.Client{DeviceID: "dev-laptop", DeviceName: "Firefox on Linux", IPAddress: "192.0.2.10", UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
@@ -968,4 +971,213 @@ func testScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 	if _, err := f.store.Validate(ctx, g.Token); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// realisticClient is the metadata a browser session carries.
+var realisticClient = redisstore.Client{
+	DeviceID:   "5b0d1b5e-7d1c-4d3e-9a56-0c9f5e6b2a11",
+	DeviceName: "Chrome on macOS",
+	IPAddress:  "203.0.113.77",
+	UserAgent:  "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 Chrome/126.0",
+}
+
+func testMemoryFlat(t *testing.T, b *redistest.Backend) {
+	if b.Kind == redistest.Mini {
+		t.Skip("miniredis does not measure memory")
+	}
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	user := "8a1c6a0e-3f7b-4f0e-b1b7-6a2d9f1c0e42"
+	g := f.issue(t, user, realisticClient)
+	usage := func() int64 {
+		keys, err := b.Keys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, k := range keys {
+			n, err := b.Client.MemoryUsage(ctx, k, 0).Result()
+			if err != nil {
+				t.Fatalf("MEMORY USAGE %s: %v", k, err)
+			}
+			total += n
+		}
+		return total
+	}
+	rot := redisstore.Client{IPAddress: realisticClient.IPAddress, UserAgent: realisticClient.UserAgent}
+	var err error
+	g, err = f.store.Rotate(ctx, g.Token, rot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after1 := usage()
+	for i := 1; i < 1000; i++ {
+		if g, err = f.store.Rotate(ctx, g.Token, rot); err != nil {
+			t.Fatalf("rotation %d: %v", i, err)
+		}
+	}
+	after1000 := usage()
+	t.Logf("%s: Redis bytes for one session with realistic metadata (session hash + user index, MEMORY USAGE): %d after 1 rotation, %d after 1000", b.Kind, after1, after1000)
+	// The generation counter in the state field grows by three digits;
+	// nothing else may grow.
+	if after1000 > after1+8 {
+		t.Fatalf("memory grows with rotations: %d bytes after 1, %d after 1000", after1, after1000)
+	}
+	if after1000 > 600 {
+		t.Errorf("%d bytes per session, over the 600-byte budget", after1000)
+	}
+}
+
+func testNoKeyLeft(t *testing.T, b *redistest.Backend) {
+	// Short lifetimes on the real clock for real servers (Redis expires the
+	// keys on its own); on miniredis the clock moves.
+	opt := redisstore.Options{IdleTTL: 300 * time.Millisecond, AbsoluteTTL: 900 * time.Millisecond, Grace: 50 * time.Millisecond, MaxSessions: 2}
+	if b.Kind != redistest.Mini {
+		opt.Now = time.Now
+	}
+	f := newFixture(t, b, opt)
+	ctx := context.Background()
+	// Every kind of key: live sessions, rotated ones, a tombstone from each
+	// kind of revocation, an eviction, and indexes of several users.
+	g := f.issue(t, "alice", laptop)
+	g = f.rotate(t, g.Token)
+	f.issue(t, "alice", laptop)
+	f.issue(t, "alice", laptop) // evicts the first
+	h := f.issue(t, "bob", laptop)
+	h1 := f.rotate(t, h.Token)
+	f.rotate(t, h1.Token)
+	f.store.Rotate(ctx, h.Token, redisstore.Client{}) // reuse: tombstone
+	c := f.issue(t, "carol", laptop)
+	f.store.RevokeToken(ctx, c.Token)
+	f.issue(t, "dave", laptop)
+	f.store.RevokeAll(ctx, "dave", "")
+	keys, err := b.Keys(ctx)
+	if err != nil || len(keys) < 6 {
+		t.Fatalf("%d keys before expiry (%v): %v", len(keys), err, keys)
+	}
+	if b.Kind == redistest.Mini {
+		b.Clock.Advance(time.Second)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		keys, err = b.Keys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keys left after every lifetime passed: %v", keys)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func testSpread(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	slots := map[int64]bool{}
+	for i := 0; i < 64; i++ {
+		f.issue(t, fmt.Sprintf("user-%d", i), laptop)
+	}
+	keys, err := b.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if b.Kind == redistest.Cluster {
+			s, err := b.Client.ClusterKeySlot(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			slots[s] = true
+		} else {
+			slots[int64(len(slots))] = true
+			open, close := strings.IndexByte(k, '{'), strings.IndexByte(k, '}')
+			if open < 0 || close < open {
+				t.Fatalf("key %q has no hash tag", k)
+			}
+		}
+	}
+	if b.Kind == redistest.Cluster && len(slots) < 50 {
+		t.Fatalf("64 users' keys use %d slots: a global hash tag?", len(slots))
+	}
+}
+
+// TestRedisDown: a failing Redis is an error to the caller: never a valid
+// token, never a panic, never an outcome that blames the token.
+func TestRedisDown(t *testing.T) {
+	b := redistest.For(t, redistest.Mini)
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	g := f.issue(t, "alice", laptop)
+	b.Mini.Close()
+	outcomes := []error{redisstore.ErrMalformed, redisstore.ErrUnknown, redisstore.ErrExpired, redisstore.ErrRevoked, redisstore.ErrReused, redisstore.ErrInvalidArgument}
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s with Redis down: no error", what)
+		}
+		for _, o := range outcomes {
+			if errors.Is(err, o) {
+				t.Fatalf("%s with Redis down: %v, an outcome, not an infrastructure error", what, err)
+			}
+		}
+	}
+	_, err := f.store.Issue(ctx, "alice", laptop)
+	check("Issue", err)
+	_, err = f.store.Rotate(ctx, g.Token, redisstore.Client{})
+	check("Rotate", err)
+	_, err = f.store.Validate(ctx, g.Token)
+	check("Validate", err)
+	_, err = f.store.ListSessions(ctx, "alice")
+	check("ListSessions", err)
+	_, err = f.store.RevokeSession(ctx, "alice", g.SessionID)
+	check("RevokeSession", err)
+	_, err = f.store.RevokeToken(ctx, g.Token)
+	check("RevokeToken", err)
+	_, err = f.store.RevokeAll(ctx, "alice", "")
+	check("RevokeAll", err)
+	check("Ping", f.store.Ping(ctx))
+	// A cancelled context is an error too, returned promptly.
+	ctx2, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = f.store.Rotate(ctx2, g.Token, redisstore.Client{})
+	check("Rotate with cancelled context", err)
+}
+
+func TestEvictionPolicy(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		policy string
+		unsafe bool
+	}{{"noeviction", false}, {"allkeys-lru", true}, {"volatile-ttl", true}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			srv := redistest.StartServer(t, "--maxmemory-policy", tc.policy)
+			s, err := redisstore.New(srv.Client(t), redisstore.Options{Secret: secret})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = s.CheckEvictionPolicy(ctx)
+			if tc.unsafe != errors.Is(err, redisstore.ErrEvictionPolicy) || (!tc.unsafe && err != nil) {
+				t.Fatalf("CheckEvictionPolicy on %s = %v", tc.policy, err)
+			}
+		})
+	}
+	t.Run("cluster", func(t *testing.T) {
+		b := redistest.For(t, redistest.Cluster)
+		s, _ := redisstore.New(b.Client, redisstore.Options{Secret: secret})
+		if err := s.CheckEvictionPolicy(ctx); err != nil {
+			t.Fatalf("CheckEvictionPolicy on the test cluster: %v", err)
+		}
+	})
+	t.Run("miniredis", func(t *testing.T) {
+		// miniredis has no INFO memory: the check must fail, not pass.
+		b := redistest.For(t, redistest.Mini)
+		s, _ := redisstore.New(b.Client, redisstore.Options{Secret: secret})
+		if err := s.CheckEvictionPolicy(ctx); err == nil {
+			t.Fatal("CheckEvictionPolicy passed without INFO")
+		}
+	})
 }

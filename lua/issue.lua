@@ -70,7 +70,7 @@ if cap > 0 then
       return out
     end
     if need > 0 then
-      table.sort(live, function(a, b) return a[3] < b[3] end)
+      table.sort(live, function(a, b) return a[3] < b[3] or (a[3] == b[3] and a[2] < b[2]) end)
       for i = 1, need do
         victims[i] = live[i]
       end

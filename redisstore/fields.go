@@ -14,7 +14,8 @@ import (
 //	s  state: "generation:key id:last used:idle deadline", times in unix ms;
 //	   one field, so that a rotation writes it in one piece
 //	u  user id               c  created, unix ms      x  absolute deadline, unix ms
-//	d  device id             n  device name           i  IP address    a  user agent
+//	d  device id             n  device name           i  IP address
+//	a  user agent, packed (see useragent.go)
 //	r  revocation reason: a revoked session keeps only this field (a tombstone)
 var sessionFields = []string{"u", "s", "c", "x", "d", "n", "i", "a", "r"}
 
@@ -93,7 +94,7 @@ func (r *record) session(id string) Session {
 		DeviceID:         r.deviceID,
 		DeviceName:       r.deviceName,
 		IPAddress:        r.ip,
-		UserAgent:        r.userAgent,
+		UserAgent:        unpackUserAgent(r.userAgent),
 		CreatedAt:        time.UnixMilli(r.created),
 		LastUsedAt:       time.UnixMilli(r.st.lastUsed),
 		ExpiresAt:        time.UnixMilli(r.st.expires),

@@ -78,7 +78,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	keys := []string{ks.session, ks.index}
 	st := state{gen: 0, keyID: signer.id, lastUsed: nowMS, expires: expMS}
 	args := []any{nowMS, member, userID, th[:], st.String(), s.keepUntil(expMS, absMS), absMS,
-		c.DeviceID, c.DeviceName, c.IPAddress, c.UserAgent, s.opt.MaxSessions}
+		c.DeviceID, c.DeviceName, c.IPAddress, packUserAgent(c.UserAgent), s.opt.MaxSessions}
 	base := len(args)
 	for attempt := 0; ; attempt++ {
 		r, err := parseReply(scriptIssue.Run(ctx, s.rdb, keys, args...).Result())
@@ -154,7 +154,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	f.now, f.exp, f.keep = nowMS, expMS, s.keepUntil(expMS, absMS)
 	f.gen, f.tokExp = int64(old.generation()), old.expiresMS()
 	f.grace = s.opt.Grace.Milliseconds()
-	f.device, f.ip, f.userAgent = "", c.IPAddress, c.UserAgent
+	f.device, f.ip, f.userAgent = "", c.IPAddress, packUserAgent(c.UserAgent)
 	if s.opt.GraceSameDevice {
 		// A device id no session has, when the caller gives none.
 		f.device = "\x00"

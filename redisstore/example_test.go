@@ -1,0 +1,126 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// newExampleStore returns a store on an in-process miniredis. In production
+// rdb is a redis.NewClient, redis.NewFailoverClient or redis.NewClusterClient.
+func newExampleStore(opt redisstore.Options) (*redisstore.Store, func()) {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		panic(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	opt.Secret = []byte("an example secret of at least 32 bytes!")
+	store, err := redisstore.New(rdb, opt)
+	if err != nil {
+		panic(err)
+	}
+	return store, func() { rdb.Close(); mr.Close() }
+}
+
+func Example() {
+	store, done := newExampleStore(redisstore.Options{})
+	defer done()
+	ctx := context.Background()
+
+	// Login: the store mints the token; hand it to the client once.
+	login, err := store.Issue(ctx, "user-42", redisstore.Client{DeviceName: "Firefox on Linux", IPAddress: "192.0.2.1"})
+	if err != nil {
+		panic(err)
+	}
+	// Refresh: the old token in, its successor out, atomically.
+	next, err := store.Rotate(ctx, login.Token, redisstore.Client{IPAddress: "192.0.2.1"})
+	if err != nil {
+		panic(err)
+	}
+	info, err := store.Validate(ctx, next.Token)
+	fmt.Println(info.UserID, info.SessionID == login.SessionID, err)
+
+	sessions, _ := store.ListSessions(ctx, "user-42")
+	fmt.Println(len(sessions), sessions[0].DeviceName)
+
+	// Log out everywhere.
+	n, _ := store.RevokeAll(ctx, "user-42", "")
+	_, err = store.Validate(ctx, next.Token)
+	fmt.Println(n, errors.Is(err, redisstore.ErrRevoked))
+	// Output:
+	// user-42 true <nil>
+	// 1 Firefox on Linux
+	// 1 true
+}
+
+func ExampleStore_Rotate() {
+	store, done := newExampleStore(redisstore.Options{Grace: 10 * time.Second})
+	defer done()
+	ctx := context.Background()
+	login, _ := store.Issue(ctx, "user-42", redisstore.Client{})
+
+	first, _ := store.Rotate(ctx, login.Token, redisstore.Client{})
+	// A second tab (or a retry after a lost reply) presents the same token
+	// within the grace window: it gets the same successor, nobody is logged out.
+	again, err := store.Rotate(ctx, login.Token, redisstore.Client{})
+	fmt.Println(err, again.Token == first.Token, again.Replayed)
+
+	// Two rotations later the first token is a grandparent: never in grace.
+	// Presenting it is a replay, and the whole session is revoked.
+	second, _ := store.Rotate(ctx, first.Token, redisstore.Client{})
+	_, err = store.Rotate(ctx, login.Token, redisstore.Client{})
+	fmt.Println(errors.Is(err, redisstore.ErrReused))
+	_, err = store.Rotate(ctx, second.Token, redisstore.Client{})
+	var revoked *redisstore.RevokedError
+	fmt.Println(errors.As(err, &revoked), revoked.Reason)
+	// Output:
+	// <nil> true true
+	// true
+	// true reuse
+}
+
+func ExampleStore_Validate() {
+	store, done := newExampleStore(redisstore.Options{})
+	defer done()
+	ctx := context.Background()
+
+	_, err := store.Validate(ctx, "not a token")
+	fmt.Println(err)
+	_, err = store.Validate(ctx, "sct_AQelpaWlpaWlpaWlpaU8PDw8PDw8PDw8PDw8PDw8AAAAKQGjGFxQewG6YNM5yBfOdWIvOCBlbcnUrqjzT6oq367xg53tTndYQ-bfahbZxjBEJnUhTF4LrnladD_xHhByZEI")
+	fmt.Println(err)
+	// Output:
+	// redisstore: malformed token
+	// redisstore: unknown token
+}
+
+func ExampleOptions_maxSessions() {
+	var evicted []string
+	now := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	store, done := newExampleStore(redisstore.Options{
+		MaxSessions: 2,
+		// A clock that ticks a second per call, so that each login is
+		// used later than the one before.
+		Now: func() time.Time { now = now.Add(time.Second); return now },
+		OnEvent: func(e redisstore.Event) {
+			if e.Kind == redisstore.EventSessionEvicted {
+				evicted = append(evicted, e.SessionID)
+			}
+		},
+	})
+	defer done()
+	ctx := context.Background()
+	first, _ := store.Issue(ctx, "user-42", redisstore.Client{DeviceName: "old phone"})
+	store.Issue(ctx, "user-42", redisstore.Client{DeviceName: "laptop"})
+	store.Issue(ctx, "user-42", redisstore.Client{DeviceName: "new phone"})
+
+	sessions, _ := store.ListSessions(ctx, "user-42")
+	fmt.Println(len(sessions), len(evicted), evicted[0] == first.SessionID)
+	// Output:
+	// 2 1 true
+}

@@ -1,0 +1,47 @@
+package redisstore
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestNewValidatesOptions(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	defer rdb.Close()
+	secret := []byte("options-test-secret-options-test-secret")
+	for name, opt := range map[string]Options{
+		"no secret":        {},
+		"short secret":     {Secret: []byte("short")},
+		"short key":        {Secret: secret, Keys: []Key{{ID: 1, Secret: []byte("short")}}},
+		"duplicate key id": {Secret: secret, Keys: []Key{{ID: 1, Secret: secret}, {ID: 1, Secret: secret}}},
+		"brace in prefix":  {Secret: secret, KeyPrefix: "app{1}:"},
+		"bad token prefix": {Secret: secret, TokenPrefix: "bad-prefix"},
+		"long prefix":      {Secret: secret, TokenPrefix: "abcdefghijklmnopq"},
+		"absolute < idle":  {Secret: secret, IdleTTL: time.Hour, AbsoluteTTL: time.Minute},
+		"grace >= idle":    {Secret: secret, IdleTTL: time.Minute, Grace: time.Minute},
+		"negative cap":     {Secret: secret, MaxSessions: -1},
+	} {
+		if _, err := New(rdb, opt); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%s: New err = %v, want ErrInvalidOptions", name, err)
+		}
+	}
+	if _, err := New(nil, Options{Secret: secret}); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("nil client: err = %v", err)
+	}
+	s, err := New(rdb, Options{Secret: secret})
+	if err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	o := s.opt
+	if o.KeyPrefix != DefaultKeyPrefix || o.TokenPrefix != DefaultTokenPrefix || o.IdleTTL != DefaultIdleTTL ||
+		o.AbsoluteTTL != DefaultAbsoluteTTL || o.Grace != DefaultGrace || o.Now == nil {
+		t.Errorf("defaults not applied: %+v", o)
+	}
+	s, _ = New(rdb, Options{Secret: secret, Grace: -1})
+	if s.opt.Grace != 0 {
+		t.Errorf("negative Grace gives %v, want 0 (off)", s.opt.Grace)
+	}
+}
