@@ -1108,8 +1108,12 @@ func testSpread(t *testing.T, b *redistest.Backend) {
 // TestRedisDown: a failing Redis is an error to the caller: never a valid
 // token, never a panic, never an outcome that blames the token.
 func TestRedisDown(t *testing.T) {
-	b := redistest.For(t, redistest.Mini)
-	f := newFixture(t, b, redisstore.Options{})
+	b := *redistest.For(t, redistest.Mini)
+	// No retries: each failing call returns at once (go-redis retries a
+	// failed dial three times with backoff by default).
+	b.Client = redis.NewClient(&redis.Options{Addr: b.Mini.Addr(), MaxRetries: -1})
+	defer b.Client.Close()
+	f := newFixture(t, &b, redisstore.Options{})
 	ctx := context.Background()
 	g := f.issue(t, "alice", laptop)
 	b.Mini.Close()
@@ -1180,4 +1184,59 @@ func TestEvictionPolicy(t *testing.T) {
 			t.Fatal("CheckEvictionPolicy passed without INFO")
 		}
 	})
+}
+
+// TestRevocationReplicas: with RevocationReplicas, a revocation returns only
+// once a replica has it, and says so when none does.
+func TestRevocationReplicas(t *testing.T) {
+	ctx := context.Background()
+	master := redistest.StartServer(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.StartServer(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port))
+	rc := replica.Client(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(rc.Info(ctx, "replication").Val(), "master_link_status:up") {
+		if time.Now().After(deadline) {
+			t.Fatal("replica never linked")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mc := master.Client(t)
+	newStore := func(replicas int) *redisstore.Store {
+		s, err := redisstore.New(mc, redisstore.Options{Secret: secret, RevocationReplicas: replicas, ReplicationTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := newStore(1)
+	g, err := s.Issue(ctx, "alice", laptop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RevokeToken(ctx, g.Token); n != 1 || err != nil {
+		t.Fatalf("RevokeToken with one replica = %d, %v", n, err)
+	}
+	// The replica has the tombstone as soon as the call returns.
+	rs, _ := redisstore.New(rc, redisstore.Options{Secret: secret})
+	if _, err := rs.Validate(ctx, g.Token); !errors.Is(err, redisstore.ErrRevoked) {
+		t.Fatalf("Validate on the replica right after RevokeToken: %v", err)
+	}
+	// Asking for two replicas when there is one: applied, but reported.
+	s2 := newStore(2)
+	g, _ = s2.Issue(ctx, "alice", laptop)
+	n, err := s2.RevokeAll(ctx, "alice", "")
+	if n != 1 || !errors.Is(err, redisstore.ErrNotReplicated) {
+		t.Fatalf("RevokeAll wanting 2 replicas = %d, %v; want 1, ErrNotReplicated", n, err)
+	}
+	if _, err := s2.Validate(ctx, g.Token); !errors.Is(err, redisstore.ErrRevoked) {
+		t.Fatalf("revocation not applied: %v", err)
+	}
+	// Reuse detection waits too, and still reports the reuse.
+	g, _ = s2.Issue(ctx, "bob", laptop)
+	g1, _ := s2.Rotate(ctx, g.Token, redisstore.Client{})
+	s2.Rotate(ctx, g1.Token, redisstore.Client{})
+	_, err = s2.Rotate(ctx, g.Token, redisstore.Client{})
+	if !errors.Is(err, redisstore.ErrReused) || !errors.Is(err, redisstore.ErrNotReplicated) {
+		t.Fatalf("reuse wanting 2 replicas: %v", err)
+	}
 }

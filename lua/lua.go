@@ -26,4 +26,10 @@ var (
 	//
 	//go:embed revoke_all.lua
 	RevokeAll string
+
+	// Touch rewrites a key's TTL unchanged, so that a WAIT after it covers
+	// every earlier write to the key.
+	//
+	//go:embed touch.lua
+	Touch string
 )

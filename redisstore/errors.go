@@ -33,6 +33,10 @@ var (
 	// ErrEvictionPolicy: Redis may evict keys under memory pressure, which
 	// would silently drop live sessions and revocations.
 	ErrEvictionPolicy = errors.New("redisstore: unsafe maxmemory-policy")
+	// ErrNotReplicated: with Options.RevocationReplicas, fewer replicas than
+	// asked acknowledged a revocation in time. The revocation is applied on
+	// the master; a failover before the replicas catch up could undo it.
+	ErrNotReplicated = errors.New("redisstore: revocation not acknowledged by enough replicas")
 )
 
 // RevokedError is returned, matching ErrRevoked, when a session was revoked

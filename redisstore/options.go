@@ -13,6 +13,8 @@ const (
 	DefaultIdleTTL     = 14 * 24 * time.Hour
 	DefaultAbsoluteTTL = 30 * 24 * time.Hour
 	DefaultGrace       = 15 * time.Second
+
+	DefaultReplicationTimeout = 250 * time.Millisecond
 )
 
 // Options configure a Store. The zero value of every field but Secret means
@@ -65,6 +67,20 @@ type Options struct {
 	// least recently used ones). Zero means no cap. Default: 0.
 	MaxSessions int
 
+	// RevocationReplicas, if positive, makes every revocation (logout,
+	// log out everywhere, and the revocation of a session whose token was
+	// reused) wait until that many replicas acknowledge it (Redis WAIT).
+	// Replication is asynchronous: without it, a failover right after a
+	// revocation can bring the session back. A revocation that is not
+	// acknowledged within ReplicationTimeout stays applied on the master, and
+	// the call returns an error matching ErrNotReplicated. Rotations never
+	// wait: a lost rotation costs one re-login. Default: 0 (no wait).
+	RevocationReplicas int
+
+	// ReplicationTimeout bounds the wait for RevocationReplicas.
+	// Default: 250ms.
+	ReplicationTimeout time.Duration
+
 	// Now is the clock that decides expiry and grace. Redis TTLs only
 	// reclaim memory after the fact. Default: time.Now.
 	Now func() time.Time
@@ -109,6 +125,15 @@ func (o Options) withDefaults() (Options, error) {
 		o.Grace = 0
 	case o.Grace >= o.IdleTTL:
 		return o, fmt.Errorf("%w: Grace %v is not shorter than IdleTTL %v", ErrInvalidOptions, o.Grace, o.IdleTTL)
+	}
+	if o.RevocationReplicas < 0 {
+		return o, fmt.Errorf("%w: RevocationReplicas %d is negative", ErrInvalidOptions, o.RevocationReplicas)
+	}
+	if o.ReplicationTimeout == 0 {
+		o.ReplicationTimeout = DefaultReplicationTimeout
+	}
+	if o.ReplicationTimeout < time.Millisecond {
+		return o, fmt.Errorf("%w: ReplicationTimeout %v is under 1ms", ErrInvalidOptions, o.ReplicationTimeout)
 	}
 	if o.MaxSessions < 0 {
 		return o, fmt.Errorf("%w: MaxSessions %d is negative", ErrInvalidOptions, o.MaxSessions)

@@ -16,8 +16,9 @@ var (
 	scriptRotate    = redis.NewScript(lua.Rotate)
 	scriptRevoke    = redis.NewScript(lua.Revoke)
 	scriptRevokeAll = redis.NewScript(lua.RevokeAll)
+	scriptTouch     = redis.NewScript(lua.Touch)
 
-	allScripts = []*redis.Script{scriptIssue, scriptRotate, scriptRevoke, scriptRevokeAll}
+	allScripts = []*redis.Script{scriptIssue, scriptRotate, scriptRevoke, scriptRevokeAll, scriptTouch}
 )
 
 // Reply codes, as documented in each script's header.

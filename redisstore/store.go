@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -201,6 +202,9 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return g, nil
 	case codeReused:
 		s.emit(Event{Kind: EventReuseDetected, UserID: g.UserID, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(nowMS)})
+		if err := s.awaitReplicas(ctx, ks.session); err != nil {
+			return Grant{}, errors.Join(ErrReused, err)
+		}
 		return Grant{}, ErrReused
 	case codeRevoked:
 		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
@@ -371,7 +375,7 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 		return 0, nil
 	}
 	s.emit(Event{Kind: EventSessionRevoked, UserID: r.field(0), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(nowMS)})
-	return 1, nil
+	return 1, s.awaitReplicas(ctx, ks.session)
 }
 
 // RevokeAll revokes every live session of userID ("log out everywhere") in
@@ -416,7 +420,10 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		for _, m := range r.fields() {
 			s.emit(Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(nowMS)})
 		}
-		return len(r.arr), nil
+		if len(r.arr) == 0 {
+			return 0, nil
+		}
+		return len(r.arr), s.awaitReplicas(ctx, idx)
 	}
 	return 0, ErrContention
 }
