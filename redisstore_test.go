@@ -1240,3 +1240,84 @@ func TestRevocationReplicas(t *testing.T) {
 		t.Fatalf("reuse wanting 2 replicas: %v", err)
 	}
 }
+
+// TestOutOfMemory: at maxmemory with noeviction, logins and rotations fail
+// with an error and write nothing; revocations (which free memory) succeed.
+func TestOutOfMemory(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.StartServer(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+	rdb := srv.Client(t)
+	s, err := redisstore.New(rdb, redisstore.Options{Secret: secret, KeyPrefix: "oom:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, _ := s.Issue(ctx, "alice", laptop)
+	bob, _ := s.Issue(ctx, "bob", laptop)
+	carol, err := s.Issue(ctx, "carol", laptop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the server with unrelated data until it refuses writes, then
+	// lower maxmemory under what is used, so that it stays over the limit.
+	filler := strings.Repeat("x", 64<<10)
+	for i := 0; ; i++ {
+		if err := rdb.Set(ctx, fmt.Sprintf("filler:%d", i), filler, 0).Err(); err != nil {
+			if !strings.Contains(err.Error(), "OOM") {
+				t.Fatalf("filling: %v", err)
+			}
+			break
+		}
+	}
+	used, err := rdb.MemoryUsage(ctx, "filler:0").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := rdb.Info(ctx, "memory").Val()
+	var usedMemory int64
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+			fmt.Sscan(v, &usedMemory)
+		}
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", fmt.Sprint(usedMemory-2*used)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dump := func() map[string]string {
+		keys, _ := rdb.Keys(ctx, "oom:*").Result()
+		out := map[string]string{}
+		for _, k := range keys {
+			out[k] = fmt.Sprint(rdb.HGetAll(ctx, k).Val(), rdb.ZRange(ctx, k, 0, -1).Val())
+		}
+		return out
+	}
+	before := dump()
+	_, err = s.Issue(ctx, "dave", laptop)
+	if err == nil || !strings.Contains(err.Error(), "OOM") {
+		t.Fatalf("Issue at maxmemory: %v, want an OOM error", err)
+	}
+	_, err = s.Rotate(ctx, alice.Token, redisstore.Client{IPAddress: "192.0.2.99"})
+	if err == nil || !strings.Contains(err.Error(), "OOM") {
+		t.Fatalf("Rotate at maxmemory: %v, want an OOM error", err)
+	}
+	if d := cmp.Diff(before, dump()); d != "" {
+		t.Fatalf("failed calls changed the keyspace (-before +after):\n%s", d)
+	}
+	if _, err := s.Validate(ctx, alice.Token); err != nil {
+		t.Fatalf("Validate at maxmemory: %v", err)
+	}
+	if n, err := s.RevokeToken(ctx, alice.Token); n != 1 || err != nil {
+		t.Fatalf("RevokeToken at maxmemory = %d, %v", n, err)
+	}
+	if n, err := s.RevokeAll(ctx, "bob", ""); n != 1 || err != nil {
+		t.Fatalf("RevokeAll at maxmemory = %d, %v", n, err)
+	}
+	for _, tok := range []string{alice.Token, bob.Token} {
+		var re *redisstore.RevokedError
+		if _, err := s.Validate(ctx, tok); !errors.As(err, &re) {
+			t.Fatalf("revoked at maxmemory, then Validate: %v", err)
+		}
+	}
+	if _, err := s.Validate(ctx, carol.Token); err != nil {
+		t.Fatalf("carol: %v", err)
+	}
+}

@@ -78,7 +78,19 @@ if cap > 0 then
   end
 end
 
--- Writes.
+-- Writes. The first is the deny-OOM HSET: at maxmemory (noeviction) Redis
+-- refuses it before anything is written, and the login fails cleanly.
+local set = {'u', ARGV[3], 'h', ARGV[4], 's', ARGV[5], 'z', ARGV[6], 'c', ARGV[1], 'x', ARGV[7]}
+local names = {'d', 'n', 'i', 'a'}
+for i = 1, 4 do
+  if ARGV[7 + i] ~= '' then
+    set[#set + 1] = names[i]
+    set[#set + 1] = ARGV[7 + i]
+  end
+end
+redis.call('HSET', KEYS[1], unpack(set))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]) - now)
+
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 for _, m in ipairs(dead) do
   redis.call('ZREM', KEYS[2], m)
@@ -93,16 +105,6 @@ for _, v in ipairs(victims) do
   out[#out + 1] = v[2]
 end
 
-local set = {'u', ARGV[3], 'h', ARGV[4], 's', ARGV[5], 'z', ARGV[6], 'c', ARGV[1], 'x', ARGV[7]}
-local names = {'d', 'n', 'i', 'a'}
-for i = 1, 4 do
-  if ARGV[7 + i] ~= '' then
-    set[#set + 1] = names[i]
-    set[#set + 1] = ARGV[7 + i]
-  end
-end
-redis.call('HSET', KEYS[1], unpack(set))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]) - now)
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
 -- The index lives exactly as long as its longest-kept session.
 local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')

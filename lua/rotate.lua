@@ -2,6 +2,10 @@
 -- successor, in one atomic step. Reads and checks come first; nothing is
 -- written unless the call rotates or detects reuse.
 --
+-- At maxmemory (noeviction) the first write, a deny-OOM HSET, is refused
+-- before anything is written; the reuse path starts with DEL, which Redis
+-- allows, so a replay still revokes the session.
+--
 -- Expiry is decided by the caller's clock (ARGV[2]) against the deadlines in
 -- the token and in the s field; Redis TTLs only reclaim memory. The field z
 -- holds how long the key and its index entry are kept; a rotation extends
