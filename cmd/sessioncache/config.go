@@ -1,0 +1,364 @@
+package main
+
+import (
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// setting is one configuration value: an environment variable, usually a
+// flag of the same meaning, and its default. The table below is the single
+// source of the service's configuration; tests check that the README, the
+// Kubernetes manifests and docker-compose.yml use only these names.
+type setting struct {
+	env   string
+	flag  string // "" for values that must not appear in argv (secrets)
+	def   string
+	usage string
+	bool  bool
+}
+
+const (
+	envListen          = "SESSIONCACHE_LISTEN"
+	envRedisURL        = "SESSIONCACHE_REDIS_URL"
+	envRedisMode       = "SESSIONCACHE_REDIS_MODE"
+	envRedisMaster     = "SESSIONCACHE_REDIS_MASTER"
+	envKeyPrefix       = "SESSIONCACHE_KEY_PREFIX"
+	envIdleTTL         = "SESSIONCACHE_IDLE_TTL"
+	envAbsoluteTTL     = "SESSIONCACHE_ABSOLUTE_TTL"
+	envGrace           = "SESSIONCACHE_GRACE"
+	envGraceSameDevice = "SESSIONCACHE_GRACE_SAME_DEVICE"
+	envMaxSessions     = "SESSIONCACHE_MAX_SESSIONS"
+	envAPIKey          = "SESSIONCACHE_API_KEY"
+	envAPIKeyFile      = "SESSIONCACHE_API_KEY_FILE"
+	envSecret          = "SESSIONCACHE_SECRET"
+	envSecretFile      = "SESSIONCACHE_SECRET_FILE"
+	envAllowEvicting   = "SESSIONCACHE_ALLOW_EVICTING_POLICY"
+	envShutdownDelay   = "SESSIONCACHE_SHUTDOWN_DELAY"
+	envShutdownTimeout = "SESSIONCACHE_SHUTDOWN_TIMEOUT"
+	envLogLevel        = "SESSIONCACHE_LOG_LEVEL"
+)
+
+var settings = []setting{
+	{env: envListen, flag: "listen", def: "127.0.0.1:8080", usage: "address to serve HTTP on"},
+	{env: envRedisURL, flag: "redis-url", usage: "redis:// or rediss:// URL; cluster and sentinel take comma-separated host:port lists; unset: an embedded in-process miniredis"},
+	{env: envRedisMode, flag: "redis-mode", def: "standalone", usage: "standalone, cluster or sentinel"},
+	{env: envRedisMaster, flag: "redis-master", usage: "sentinel master name (sentinel mode only)"},
+	{env: envKeyPrefix, flag: "key-prefix", def: "sc:", usage: "prefix of every Redis key the service writes"},
+	{env: envIdleTTL, flag: "idle-ttl", def: "336h", usage: "idle lifetime of a token; each rotation starts it again"},
+	{env: envAbsoluteTTL, flag: "absolute-ttl", def: "720h", usage: "absolute lifetime of a session, from its login"},
+	{env: envGrace, flag: "grace", def: "15s", usage: "how long a rotated token may be presented again for the same successor; 0 turns grace off"},
+	{env: envGraceSameDevice, flag: "grace-same-device", def: "false", usage: "honour grace only for the session's device id", bool: true},
+	{env: envMaxSessions, flag: "max-sessions", def: "0", usage: "live sessions per user; a login past it revokes the oldest; 0 means no cap"},
+	{env: envAPIKey, usage: "bearer key required on /v1/* (environment only)"},
+	{env: envAPIKeyFile, flag: "api-key-file", usage: "file holding the bearer key required on /v1/*"},
+	{env: envSecret, usage: "secret of at least 32 bytes that signs tokens (environment only)"},
+	{env: envSecretFile, flag: "secret-file", usage: "file holding the secret that signs tokens"},
+	{env: envAllowEvicting, flag: "allow-evicting-policy", def: "false", usage: "become ready even if Redis may evict keys (unsafe)", bool: true},
+	{env: envShutdownDelay, flag: "shutdown-delay", def: "5s", usage: "after SIGTERM, how long /readyz fails before the listener closes"},
+	{env: envShutdownTimeout, flag: "shutdown-timeout", def: "20s", usage: "after the delay, how long in-flight requests may take"},
+	{env: envLogLevel, flag: "log-level", def: "info", usage: "debug, info, warn or error"},
+}
+
+// Redis deployment modes.
+const (
+	modeStandalone = "standalone"
+	modeCluster    = "cluster"
+	modeSentinel   = "sentinel"
+)
+
+// Limits on secrets read from the configuration.
+const (
+	minSecretLen = 32
+	minAPIKeyLen = 16
+)
+
+type config struct {
+	Listen          string
+	RedisURL        string // "" for the embedded miniredis
+	RedisMode       string
+	RedisMaster     string
+	KeyPrefix       string
+	IdleTTL         time.Duration
+	AbsoluteTTL     time.Duration
+	Grace           time.Duration // 0: grace off
+	GraceSameDevice bool
+	MaxSessions     int
+	AllowEvicting   bool
+	ShutdownDelay   time.Duration
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+
+	APIKey       []byte // nil: no key, loopback only
+	APIKeyFrom   string // where the key came from, for the start-up log
+	Secret       []byte
+	SecretFrom   string // "" when generated
+	RedisOptions redisOptions
+
+	// Check, if set, makes the process probe this path of the running
+	// service and exit (a container health check without curl).
+	Check string
+}
+
+// loadConfig reads the configuration from flags (which win) and the
+// environment, and validates it. Errors name the variable or flag at fault.
+func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (*config, error) {
+	raw := map[string]string{}
+	from := map[string]string{}
+	for _, s := range settings {
+		raw[s.env] = s.def
+		if v := getenv(s.env); v != "" {
+			raw[s.env], from[s.env] = v, s.env
+		}
+	}
+	fs := flag.NewFlagSet("sessioncache", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	for _, s := range settings {
+		if s.flag == "" {
+			continue
+		}
+		set := func(v string) error {
+			raw[s.env], from[s.env] = v, "-"+s.flag
+			return nil
+		}
+		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
+		if s.def != "" {
+			usage += ", default " + s.def
+		}
+		usage += ")"
+		if s.bool {
+			fs.BoolFunc(s.flag, usage, set)
+		} else {
+			fs.Func(s.flag, usage, set)
+		}
+	}
+	check := fs.String("check", "", "probe `path` (such as /readyz) of the service this configuration describes, and exit 0 if it answers 200")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag or an environment variable", fs.Args())
+	}
+	p := parser{raw: raw, from: from}
+	c := &config{
+		Listen:          p.str(envListen),
+		RedisURL:        p.str(envRedisURL),
+		RedisMode:       p.str(envRedisMode),
+		RedisMaster:     p.str(envRedisMaster),
+		KeyPrefix:       p.str(envKeyPrefix),
+		IdleTTL:         p.duration(envIdleTTL),
+		AbsoluteTTL:     p.duration(envAbsoluteTTL),
+		Grace:           p.duration(envGrace),
+		GraceSameDevice: p.boolean(envGraceSameDevice),
+		MaxSessions:     p.integer(envMaxSessions),
+		AllowEvicting:   p.boolean(envAllowEvicting),
+		ShutdownDelay:   p.duration(envShutdownDelay),
+		ShutdownTimeout: p.duration(envShutdownTimeout),
+		Check:           *check,
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(p.str(envLogLevel))); err != nil {
+		p.fail(envLogLevel, "want debug, info, warn or error")
+	}
+	c.APIKey, c.APIKeyFrom = p.secret(envAPIKey, envAPIKeyFile)
+	c.Secret, c.SecretFrom = p.secret(envSecret, envSecretFile)
+	if p.err != nil {
+		return nil, p.err
+	}
+	if err := c.validate(&p); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *config) validate(p *parser) error {
+	switch {
+	case c.IdleTTL <= 0:
+		p.fail(envIdleTTL, "must be positive")
+	case c.AbsoluteTTL < c.IdleTTL:
+		p.fail(envAbsoluteTTL, "must be at least "+envIdleTTL+" ("+c.IdleTTL.String()+")")
+	case c.Grace < 0 || c.Grace >= c.IdleTTL:
+		p.fail(envGrace, "must be at least 0 and shorter than "+envIdleTTL)
+	}
+	if c.MaxSessions < 0 {
+		p.fail(envMaxSessions, "must be 0 (no cap) or more")
+	}
+	if c.ShutdownDelay < 0 {
+		p.fail(envShutdownDelay, "must be at least 0")
+	}
+	if c.ShutdownTimeout <= 0 {
+		p.fail(envShutdownTimeout, "must be positive")
+	}
+	if c.APIKey != nil && len(c.APIKey) < minAPIKeyLen {
+		p.failAt(c.APIKeyFrom, fmt.Sprintf("the API key is %d bytes, at least %d required", len(c.APIKey), minAPIKeyLen))
+	}
+	if c.Secret != nil && len(c.Secret) < minSecretLen {
+		p.failAt(c.SecretFrom, fmt.Sprintf("the secret is %d bytes, at least %d required (for example: openssl rand -hex 32)", len(c.Secret), minSecretLen))
+	}
+	opts, err := parseRedis(c.RedisMode, c.RedisURL, c.RedisMaster)
+	if err != nil {
+		src := p.from[envRedisURL]
+		if src == "" {
+			src = envRedisURL
+		}
+		p.failAt(fmt.Sprintf("%s=%q", src, redactURL(c.RedisURL)), err.Error())
+	}
+	c.RedisOptions = opts
+	if p.err != nil {
+		return p.err
+	}
+	loopback, err := isLoopback(c.Listen)
+	if err != nil {
+		p.fail(envListen, err.Error())
+		return p.err
+	}
+	if c.APIKey == nil && !loopback {
+		return fmt.Errorf("refusing to listen on %s without an API key: anyone who can reach it could read and end every session. "+
+			"Set %s or %s, or listen on a loopback address such as 127.0.0.1:8080", c.Listen, envAPIKey, envAPIKeyFile)
+	}
+	return nil
+}
+
+// isLoopback reports whether every address a listener on addr accepts
+// connections on is a loopback address.
+func isLoopback(addr string) (bool, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("want host:port, such as 127.0.0.1:8080")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return false, fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback(), nil
+}
+
+// storeSecret returns the configured secret, or a random one and true.
+func (c *config) storeSecret() ([]byte, bool) {
+	if c.Secret != nil {
+		return c.Secret, false
+	}
+	b := make([]byte, minSecretLen)
+	rand.Read(b)
+	return b, true
+}
+
+// logAttrs describes the effective configuration, without secrets.
+func (c *config) logAttrs() []any {
+	redis := "embedded miniredis"
+	if c.RedisURL != "" {
+		redis = redactURL(c.RedisURL)
+	}
+	apiKey := "none (loopback only)"
+	if c.APIKey != nil {
+		apiKey = "set from " + c.APIKeyFrom
+	}
+	secret := "generated at start (tokens will not survive a restart)"
+	if c.Secret != nil {
+		secret = "set from " + c.SecretFrom
+	}
+	return []any{
+		slog.String("listen", c.Listen),
+		slog.String("redis", redis),
+		slog.String("redis_mode", c.RedisMode),
+		slog.String("redis_master", c.RedisMaster),
+		slog.String("key_prefix", c.KeyPrefix),
+		slog.String("idle_ttl", c.IdleTTL.String()),
+		slog.String("absolute_ttl", c.AbsoluteTTL.String()),
+		slog.String("grace", c.Grace.String()),
+		slog.Bool("grace_same_device", c.GraceSameDevice),
+		slog.Int("max_sessions", c.MaxSessions),
+		slog.Bool("allow_evicting_policy", c.AllowEvicting),
+		slog.String("shutdown_delay", c.ShutdownDelay.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.String("api_key", apiKey),
+		slog.String("secret", secret),
+	}
+}
+
+// parser turns raw strings into typed values and keeps the first error,
+// naming where the bad value came from.
+type parser struct {
+	raw, from map[string]string
+	err       error
+}
+
+// fail records that the value of env is wrong, quoting it.
+func (p *parser) fail(env, msg string) {
+	src := p.from[env]
+	if src == "" {
+		src = env
+	}
+	p.failAt(fmt.Sprintf("%s=%q", src, p.raw[env]), msg)
+}
+
+// failAt records an error about src, which must not hold a secret.
+func (p *parser) failAt(src, msg string) {
+	if p.err == nil {
+		p.err = fmt.Errorf("%s: %s", src, msg)
+	}
+}
+
+func (p *parser) str(env string) string { return p.raw[env] }
+
+func (p *parser) duration(env string) time.Duration {
+	d, err := time.ParseDuration(p.raw[env])
+	if err != nil {
+		p.fail(env, "not a Go duration (such as 15s, 30m or 336h)")
+	}
+	return d
+}
+
+func (p *parser) integer(env string) int {
+	n, err := strconv.Atoi(p.raw[env])
+	if err != nil {
+		p.fail(env, "not an integer")
+	}
+	return n
+}
+
+func (p *parser) boolean(env string) bool {
+	b, err := strconv.ParseBool(p.raw[env])
+	if err != nil {
+		p.fail(env, "want true or false")
+	}
+	return b
+}
+
+// secret reads a secret from env, or from the file named by fileEnv, and
+// says where it came from. Neither set: nil.
+func (p *parser) secret(env, fileEnv string) ([]byte, string) {
+	v, file := p.raw[env], p.raw[fileEnv]
+	switch {
+	case v != "" && file != "":
+		p.failAt(env, "set either "+env+" or "+fileEnv+", not both")
+		return nil, ""
+	case v != "":
+		return []byte(v), env
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			p.fail(fileEnv, err.Error())
+			return nil, ""
+		}
+		b = []byte(strings.TrimRight(string(b), "\r\n"))
+		if len(b) == 0 {
+			p.fail(fileEnv, "the file is empty")
+			return nil, ""
+		}
+		src := p.from[fileEnv]
+		return b, src + " (" + file + ")"
+	}
+	return nil, ""
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+const (
+	goodKey    = "an-api-key-of-some-length"
+	goodSecret = "a-secret-of-at-least-thirty-two-bytes!!"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := loadConfig(nil, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKey, c.Secret, c.LogLevel}
+	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, 15 * time.Second, 0, 5 * time.Second, []byte(nil), []byte(nil), slog.LevelInfo}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+	if c.RedisOptions.standalone != nil || c.RedisOptions.cluster != nil || c.RedisOptions.sentinel != nil {
+		t.Errorf("no URL must mean the embedded miniredis")
+	}
+	// Every setting's default parses (the table is what -h prints).
+	for _, s := range settings {
+		if !strings.HasPrefix(s.env, "SESSIONCACHE_") || s.usage == "" {
+			t.Errorf("setting %+v: want a SESSIONCACHE_ name and a usage", s)
+		}
+	}
+}
+
+func TestConfigFlagsWinOverEnvironment(t *testing.T) {
+	env := map[string]string{envListen: "127.0.0.1:1", envIdleTTL: "1h", envAbsoluteTTL: "2h", envGrace: "0"}
+	c, err := loadConfig([]string{"-listen", "[::1]:2", "-idle-ttl=90m", "-grace-same-device", "-max-sessions", "5"}, envOf(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "[::1]:2" || c.IdleTTL != 90*time.Minute || c.AbsoluteTTL != 2*time.Hour || c.Grace != 0 || !c.GraceSameDevice || c.MaxSessions != 5 {
+		t.Errorf("config = %+v", c)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"all interfaces without key", nil, map[string]string{envListen: "0.0.0.0:8080"}, "refusing to listen on 0.0.0.0:8080 without an API key"},
+		{"empty host without key", nil, map[string]string{envListen: ":8080"}, "refusing to listen on :8080 without an API key"},
+		{"ipv6 any without key", []string{"-listen", "[::]:8080"}, nil, "without an API key"},
+		{"public address without key", nil, map[string]string{envListen: "192.0.2.1:8080"}, "Set SESSIONCACHE_API_KEY or SESSIONCACHE_API_KEY_FILE"},
+		{"listen not host:port", []string{"-listen", "8080"}, nil, `-listen="8080": want host:port`},
+		{"listen bad port", nil, map[string]string{envListen: "127.0.0.1:http"}, "port"},
+		{"short key", nil, map[string]string{envAPIKey: "short"}, "SESSIONCACHE_API_KEY: the API key is 5 bytes, at least 16"},
+		{"short secret", nil, map[string]string{envSecret: "too-short-secret"}, "SESSIONCACHE_SECRET: the secret is 16 bytes, at least 32"},
+		{"secret twice", nil, map[string]string{envSecret: goodSecret, envSecretFile: "/x"}, "not both"},
+		{"missing secret file", nil, map[string]string{envSecretFile: filepath.Join(dir, "nope")}, "no such file"},
+		{"empty key file", nil, map[string]string{envAPIKeyFile: writeFile(t, dir, "empty", "\n")}, "the file is empty"},
+		{"days", nil, map[string]string{envIdleTTL: "14d"}, `SESSIONCACHE_IDLE_TTL="14d": not a Go duration`},
+		{"absolute < idle", []string{"-absolute-ttl", "1h"}, nil, `-absolute-ttl="1h": must be at least SESSIONCACHE_IDLE_TTL`},
+		{"grace >= idle", nil, map[string]string{envIdleTTL: "1m", envAbsoluteTTL: "1h", envGrace: "1m"}, "SESSIONCACHE_GRACE"},
+		{"negative grace", nil, map[string]string{envGrace: "-1s"}, "SESSIONCACHE_GRACE"},
+		{"max sessions", nil, map[string]string{envMaxSessions: "-1"}, "SESSIONCACHE_MAX_SESSIONS"},
+		{"max sessions text", []string{"-max-sessions", "ten"}, nil, `-max-sessions="ten": not an integer`},
+		{"bool", nil, map[string]string{envAllowEvicting: "yes please"}, "want true or false"},
+		{"log level", nil, map[string]string{envLogLevel: "loud"}, "SESSIONCACHE_LOG_LEVEL"},
+		{"shutdown timeout", nil, map[string]string{envShutdownTimeout: "0s"}, "SESSIONCACHE_SHUTDOWN_TIMEOUT"},
+		{"cluster without URL", nil, map[string]string{envRedisMode: "cluster"}, "needs SESSIONCACHE_REDIS_URL"},
+		{"unknown mode", nil, map[string]string{envRedisMode: "ring", envRedisURL: "redis://a:1"}, "want standalone, cluster or sentinel"},
+		{"http URL", nil, map[string]string{envRedisURL: "http://a:1"}, "want a redis:// or rediss:// URL"},
+		{"two hosts standalone", nil, map[string]string{envRedisURL: "redis://a:1,b:2"}, "set SESSIONCACHE_REDIS_MODE=cluster or sentinel"},
+		{"empty host in list", nil, map[string]string{envRedisMode: "cluster", envRedisURL: "redis://a:1,,b:2"}, "empty host"},
+		{"sentinel without master", nil, map[string]string{envRedisMode: "sentinel", envRedisURL: "redis://a:26379"}, "SESSIONCACHE_REDIS_MASTER"},
+		{"master without sentinel", nil, map[string]string{envRedisMaster: "m", envRedisURL: "redis://a:1"}, "not sentinel"},
+		{"bad URL option", nil, map[string]string{envRedisURL: "redis://:hunter2hunter2@a:1/0?pool_size=lots"}, "pool_size"},
+		{"arguments", []string{"serve"}, nil, "unexpected arguments"},
+		{"unknown flag", []string{"-port", "1"}, nil, "flag provided but not defined: -port"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(tc.args, envOf(tc.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+			for _, secret := range []string{"hunter2", "too-short-secret", "short\""} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q shows a secret", err)
+				}
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{
+		envListen:     "0.0.0.0:8080",
+		envAPIKeyFile: writeFile(t, dir, "key", goodKey+"\n"),
+	}
+	c, err := loadConfig([]string{"-secret-file", writeFile(t, dir, "secret", goodSecret+"\r\n")}, envOf(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.APIKey) != goodKey || string(c.Secret) != goodSecret {
+		t.Errorf("key %q secret %q: want them without the trailing newline", c.APIKey, c.Secret)
+	}
+	if !strings.HasPrefix(c.APIKeyFrom, envAPIKeyFile) || !strings.HasPrefix(c.SecretFrom, "-secret-file") {
+		t.Errorf("sources %q, %q", c.APIKeyFrom, c.SecretFrom)
+	}
+}
+
+func TestConfigRedisModes(t *testing.T) {
+	c, err := loadConfig(nil, envOf(map[string]string{envRedisMode: "cluster", envRedisURL: "redis://u:pw@a:1,b:2,c:3?dial_timeout=2s"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.RedisOptions.cluster
+	if o == nil || !cmp.Equal(o.Addrs, []string{"a:1", "b:2", "c:3"}) || o.Username != "u" || o.Password != "pw" || o.DialTimeout != 2*time.Second {
+		t.Errorf("cluster options = %+v", o)
+	}
+	c, err = loadConfig([]string{"-redis-mode", "sentinel", "-redis-master", "mymaster"},
+		envOf(map[string]string{envRedisURL: "redis://s1:26379,s2:26379/2?password=masterpw"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.RedisOptions.sentinel
+	if f == nil || !cmp.Equal(f.SentinelAddrs, []string{"s1:26379", "s2:26379"}) || f.MasterName != "mymaster" || f.DB != 2 || f.Password != "masterpw" {
+		t.Errorf("sentinel options = %+v", f)
+	}
+	c, err = loadConfig(nil, envOf(map[string]string{envRedisURL: "rediss://:pw@redis.example:6380/1"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.RedisOptions.standalone; s == nil || s.Addr != "redis.example:6380" || s.DB != 1 || s.TLSConfig == nil {
+		t.Errorf("standalone options = %+v", s)
+	}
+}
+
+// The start-up log shows the effective configuration, never a secret.
+func TestConfigLogHidesSecrets(t *testing.T) {
+	env := map[string]string{
+		envListen:   "0.0.0.0:8080",
+		envAPIKey:   goodKey,
+		envSecret:   goodSecret,
+		envRedisURL: "redis://user:redispass1@redis:6379/0",
+	}
+	c, err := loadConfig(nil, envOf(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", c.logAttrs()...)
+	out := buf.String()
+	for _, secret := range []string{goodKey, goodSecret, "redispass1"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("config log shows %q: %s", secret, out)
+		}
+	}
+	for _, want := range []string{`"listen":"0.0.0.0:8080"`, `"redis":"redis://user:xxxxx@redis:6379/0"`, `"idle_ttl":"336h0m0s"`, `"api_key":"set from SESSIONCACHE_API_KEY"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config log lacks %s: %s", want, out)
+		}
+	}
+}
+
+// The process refuses to start unsafely, with exit code 2 and one JSON
+// line that says why.
+func TestRunRefusesUnsafeStart(t *testing.T) {
+	var out bytes.Buffer
+	code := run(nil, envOf(map[string]string{envListen: "0.0.0.0:0"}), &out, nil)
+	if code != exitConfig || !strings.Contains(out.String(), `"level":"ERROR","msg":"refusing to start: refusing to listen on 0.0.0.0:0 without an API key`) {
+		t.Errorf("exit %d, output %s", code, out.String())
+	}
+}

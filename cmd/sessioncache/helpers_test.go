@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+var testSecret = []byte("handler-test-secret-0123456789abcdef")
+
+const (
+	alice = "0b9a0f4e-8e4b-4d1f-9a53-0f1c2d3e4f50"
+	bob   = "5f1e2d3c-4b5a-4968-8776-655443322110"
+)
+
+// testEnv is the service's handler on a miniredis, behind a real HTTP
+// server, with its logs captured. Every response it sees is checked
+// against openapi.yaml.
+type testEnv struct {
+	t       *testing.T
+	b       *redistest.Backend
+	srv     *server
+	http    *httptest.Server
+	client  *http.Client
+	apiKey  string
+	logs    *syncBuffer
+	metrics *metrics
+}
+
+// envSetup is what options of newTestEnv may change.
+type envSetup struct {
+	t      *testing.T
+	b      *redistest.Backend
+	server serverConfig
+	store  redisstore.Options
+	rdb    redis.UniversalClient
+}
+
+type envOption func(*envSetup)
+
+func withAPIKey(key string) envOption {
+	return func(s *envSetup) { s.server.apiKey = []byte(key) }
+}
+
+// withFastFailingRedis makes Redis calls fail at once when Redis is down,
+// instead of retrying.
+func withFastFailingRedis() envOption {
+	return func(s *envSetup) {
+		c := redis.NewClient(&redis.Options{Addr: s.b.Mini.Addr(), MaxRetries: -1, DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
+		s.t.Cleanup(func() { c.Close() })
+		s.rdb = c
+	}
+}
+
+func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
+	t.Helper()
+	b := redistest.For(t, redistest.Mini)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	set := envSetup{
+		t:      t,
+		b:      b,
+		server: serverConfig{log: log},
+		store:  redisstore.Options{Secret: testSecret, KeyPrefix: b.Prefix, Now: b.Clock.Now},
+		rdb:    b.Client,
+	}
+	for _, o := range opts {
+		o(&set)
+	}
+	m := newMetrics(set.rdb)
+	set.store.OnEvent = m.onEvent
+	store, err := redisstore.New(set.rdb, set.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set.server.store, set.server.metrics = store, m
+	s := newServer(set.server)
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	e := &testEnv{t: t, b: b, srv: s, http: hs, logs: logs, metrics: m, apiKey: string(set.server.apiKey)}
+	e.client = &http.Client{Transport: newOpenAPICheck(t, http.DefaultTransport)}
+	return e
+}
+
+// response is a decoded answer.
+type response struct {
+	status int
+	header http.Header
+	raw    string
+	body   map[string]any
+}
+
+func (r response) str(key string) string {
+	s, _ := r.body[key].(string)
+	return s
+}
+
+// do sends a request with a JSON body (if body is not "") and the
+// environment's API key.
+func (e *testEnv) do(method, path, body string) response {
+	e.t.Helper()
+	h := http.Header{}
+	if method == "POST" {
+		h.Set("Content-Type", "application/json")
+	}
+	if e.apiKey != "" {
+		h.Set("Authorization", "Bearer "+e.apiKey)
+	}
+	return e.send(method, path, body, h)
+}
+
+func (e *testEnv) send(method, path, body string, h http.Header) response {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, e.http.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			e.t.Fatalf("%s %s: body %q is not JSON: %v", method, path, raw, err)
+		}
+	}
+	return r
+}
+
+// must sends a request and fails the test unless the status is want.
+func (e *testEnv) must(want int, method, path, body string) response {
+	e.t.Helper()
+	r := e.do(method, path, body)
+	if r.status != want {
+		e.t.Fatalf("%s %s %s: status %d %s, want %d", method, path, body, r.status, r.raw, want)
+	}
+	return r
+}
+
+func (e *testEnv) login(user, device string) response {
+	e.t.Helper()
+	return e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_id":"`+device+`","device_name":"`+device+`"}`)
+}
+
+func tokenBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

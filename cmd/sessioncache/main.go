@@ -1,0 +1,198 @@
+// Command sessioncache serves the redisstore library over HTTP, for API
+// gateways and auth services that are not written in Go: logins, refresh
+// token rotation with reuse detection, introspection, revocation and the
+// listing of a user's sessions. See README.md beside this file and the
+// OpenAPI document at /openapi.yaml.
+//
+// With no configuration it listens on 127.0.0.1:8080 on an in-process
+// miniredis; every setting is an environment variable and a flag
+// (sessioncache -h lists them).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+func main() {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr, sig))
+}
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitConfig = 2
+)
+
+// run is the whole program: it serves until the first signal on sig, then
+// drains and returns the exit code. Logs go to out as JSON lines.
+func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os.Signal) int {
+	cfg, err := loadConfig(args, getenv, out)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		slog.New(slog.NewJSONHandler(out, nil)).Error("refusing to start: " + err.Error())
+		return exitConfig
+	}
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if cfg.Check != "" {
+		return probe(cfg, log)
+	}
+	log.Info("starting sessioncache", cfg.logAttrs()...)
+	redis.SetLogger(redisLogger{log})
+
+	secret, generated := cfg.storeSecret()
+	if generated {
+		log.Warn("no secret configured (" + envSecret + " or " + envSecretFile + "): generated a random one; tokens will not survive a restart")
+	}
+	if cfg.APIKey == nil {
+		log.Warn("no API key configured (" + envAPIKey + " or " + envAPIKeyFile + "): /v1 is open to every local process; listening on a loopback address only")
+	}
+	be, err := openRedis(cfg.RedisOptions)
+	if err != nil {
+		log.Error("cannot start: " + err.Error())
+		return exitFailed
+	}
+	defer be.Close()
+	checkEvict := be.embedded == nil && !cfg.AllowEvicting
+	switch {
+	case be.embedded != nil:
+		log.Info("using an embedded in-process miniredis: data lives in memory and is lost at exit; set "+envRedisURL+" to use a real Redis", "addr", be.embedded.Addr())
+	case cfg.AllowEvicting:
+		log.Warn(envAllowEvicting + "=true: Redis's maxmemory-policy is not checked; an evicting policy can silently drop live sessions and revocations")
+	}
+
+	m := newMetrics(be.client)
+	grace := cfg.Grace
+	if grace == 0 {
+		grace = -1 // the library's "off"
+	}
+	store, err := redisstore.New(be.client, redisstore.Options{
+		Secret:          secret,
+		KeyPrefix:       cfg.KeyPrefix,
+		IdleTTL:         cfg.IdleTTL,
+		AbsoluteTTL:     cfg.AbsoluteTTL,
+		Grace:           grace,
+		GraceSameDevice: cfg.GraceSameDevice,
+		MaxSessions:     cfg.MaxSessions,
+		OnEvent: func(e redisstore.Event) {
+			m.onEvent(e)
+			if e.Kind == redisstore.EventReuseDetected {
+				log.Warn("refresh token reuse detected: session revoked", "user_id", e.UserID, "session_id", e.SessionID)
+			}
+		},
+	})
+	if err != nil {
+		log.Error("refusing to start: " + err.Error())
+		return exitConfig
+	}
+	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKey: cfg.APIKey, checkEvict: checkEvict})
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen: " + err.Error())
+		return exitFailed
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/openapi.yaml")
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	go func() {
+		reason, err := s.checkReady(context.Background())
+		s.noteReadiness(reason, err)
+	}()
+
+	select {
+	case err := <-served:
+		log.Error("server failed: " + err.Error())
+		return exitFailed
+	case got := <-sig:
+		log.Info("received "+got.String()+": draining; /readyz fails from now on", "shutdown_delay", cfg.ShutdownDelay.String())
+	}
+	return drain(hs, s, cfg, log, sig)
+}
+
+// drain fails readiness, waits for load balancers to notice, then stops
+// accepting connections and waits for in-flight requests. A second signal
+// stops at once.
+func drain(hs *http.Server, s *server, cfg *config, log *slog.Logger, sig <-chan os.Signal) int {
+	s.draining.Store(true)
+	hs.SetKeepAlivesEnabled(false)
+	select {
+	case <-time.After(cfg.ShutdownDelay):
+	case <-sig:
+		log.Warn("second signal: stopping now")
+		hs.Close()
+		return exitFailed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-sig:
+			log.Warn("second signal: stopping now")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	log.Info("closing the listener; waiting for in-flight requests", "shutdown_timeout", cfg.ShutdownTimeout.String())
+	if err := hs.Shutdown(ctx); err != nil {
+		log.Error("in-flight requests did not finish: " + err.Error())
+		hs.Close()
+		return exitFailed
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+// probe asks the service this configuration describes for path, as a
+// container health check where there is no curl.
+func probe(cfg *config, log *slog.Logger) int {
+	host, port, _ := net.SplitHostPort(cfg.Listen)
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	if !strings.HasPrefix(cfg.Check, "/") {
+		log.Error("-check wants a path such as /readyz")
+		return exitConfig
+	}
+	url := "http://" + net.JoinHostPort(host, port) + cfg.Check
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(url)
+	if err != nil {
+		log.Error("check failed", "url", url, "error", err.Error())
+		return exitFailed
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		log.Error("check failed", "url", url, "status", resp.StatusCode)
+		return exitFailed
+	}
+	log.Debug("check passed", "url", url)
+	return exitOK
+}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// Request limits.
+const (
+	maxBodyBytes   = 64 << 10
+	maxHeaderBytes = 16 << 10
+	redisTimeout   = 5 * time.Second
+	readyTimeout   = 2 * time.Second
+)
+
+//go:embed openapi.yaml
+var openAPIDoc []byte
+
+// reply is what an API handler decided: the status and JSON body to send,
+// and the outcome to count. err is logged, never sent.
+type reply struct {
+	status  int
+	body    any
+	outcome string
+	err     error
+	header  http.Header
+}
+
+// errorBody is every error response.
+type errorBody struct {
+	Error  string `json:"error"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// route is one operation of the service.
+type route struct {
+	pattern string // net/http ServeMux pattern
+	op      string // the operation label in metrics and logs
+	auth    bool   // needs the API key
+	api     func(*http.Request) reply
+	raw     http.Handler // instead of api, for non-JSON answers
+	quiet   bool         // logged at debug level when it succeeds (probes, scrapes)
+}
+
+type server struct {
+	store        *redisstore.Store
+	log          *slog.Logger
+	metrics      *metrics
+	apiKey       []byte // SHA-256 of the key; nil: no key, loopback only
+	checkEvict   bool
+	draining     atomic.Bool
+	mux          *http.ServeMux
+	routes       []route
+	readyMu      sync.Mutex
+	lastReadyErr string
+}
+
+type serverConfig struct {
+	store      *redisstore.Store
+	log        *slog.Logger
+	metrics    *metrics
+	apiKey     []byte
+	checkEvict bool // check Redis's maxmemory-policy for readiness
+}
+
+func newServer(c serverConfig) *server {
+	s := &server{store: c.store, log: c.log, metrics: c.metrics, checkEvict: c.checkEvict, mux: http.NewServeMux(),
+		lastReadyErr: "not checked yet"}
+	if c.apiKey != nil {
+		h := sha256.Sum256(c.apiKey)
+		s.apiKey = h[:]
+	}
+	s.routes = []route{
+		{pattern: "POST /v1/sessions", op: "issue", auth: true, api: s.issue},
+		{pattern: "POST /v1/tokens/rotate", op: "rotate", auth: true, api: s.rotate},
+		{pattern: "POST /v1/tokens/introspect", op: "introspect", auth: true, api: s.introspect},
+		{pattern: "POST /v1/tokens/revoke", op: "revoke", auth: true, api: s.revokeToken},
+		{pattern: "GET /v1/users/{user_id}/sessions", op: "list_sessions", auth: true, api: s.listSessions},
+		{pattern: "DELETE /v1/users/{user_id}/sessions/{session_id}", op: "revoke_session", auth: true, api: s.revokeSession},
+		{pattern: "DELETE /v1/users/{user_id}/sessions", op: "revoke_all", auth: true, api: s.revokeAll},
+		{pattern: "GET /healthz", op: "healthz", quiet: true, api: s.healthz},
+		{pattern: "GET /readyz", op: "readyz", quiet: true, api: s.readyz},
+		{pattern: "GET /metrics", op: "metrics", quiet: true, raw: c.metrics.handler()},
+		{pattern: "GET /openapi.yaml", op: "openapi", quiet: true, raw: http.HandlerFunc(serveOpenAPI)},
+	}
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.pattern, s.wrap(rt))
+	}
+	return s
+}
+
+// ServeHTTP routes a request; unknown paths and methods get JSON errors.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	rec := &statusWriter{ResponseWriter: w}
+	s.mux.ServeHTTP(&jsonErrorWriter{statusWriter: rec}, r)
+	// The raw path is not logged: a client may have put a token in it.
+	s.logRequest(r, "unmatched", rec.status, "not_routed", start, slog.LevelInfo)
+}
+
+// wrap applies, around every route: panic recovery, the API key, the body
+// limit, JSON answers, metrics and one log line.
+func (s *server) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusWriter{ResponseWriter: w}
+		outcome := "ok"
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic while serving a request", "operation", rt.op, "panic", fmt.Sprint(v))
+				outcome = "internal_error"
+				if rec.status == 0 {
+					writeJSON(rec, http.StatusInternalServerError, errorBody{Error: "internal_error"}, nil)
+				}
+			}
+			s.metrics.observe(rt.op, outcome, time.Since(start).Seconds())
+			level := slog.LevelInfo
+			if rt.quiet && rec.status < 300 {
+				level = slog.LevelDebug
+			}
+			s.logRequest(r, rt.op, rec.status, outcome, start, level)
+		}()
+		if rt.auth {
+			if rp, ok := s.authorize(r); !ok {
+				outcome = rp.outcome
+				writeJSON(rec, rp.status, rp.body, rp.header)
+				return
+			}
+		}
+		if rt.raw != nil {
+			rt.raw.ServeHTTP(rec, r)
+			if rec.status >= 400 {
+				outcome = "error"
+			}
+			return
+		}
+		r.Body = http.MaxBytesReader(rec, r.Body, maxBodyBytes)
+		ctx, cancel := context.WithTimeout(r.Context(), redisTimeout)
+		defer cancel()
+		rp := rt.api(r.WithContext(ctx))
+		outcome = rp.outcome
+		if rp.err != nil {
+			s.log.Warn("request failed", "operation", rt.op, "outcome", rp.outcome, "error", rp.err.Error())
+		}
+		writeJSON(rec, rp.status, rp.body, rp.header)
+	})
+}
+
+func (s *server) logRequest(r *http.Request, op string, status int, outcome string, start time.Time, level slog.Level) {
+	s.log.LogAttrs(r.Context(), level, "request",
+		slog.String("method", r.Method),
+		slog.String("operation", op),
+		slog.Int("status", status),
+		slog.String("outcome", outcome),
+		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+		slog.String("remote", r.RemoteAddr),
+	)
+}
+
+// authorize checks the API key; without one, it accepts only requests that
+// name a loopback host, so that a web page cannot reach a key-less service
+// through DNS rebinding.
+func (s *server) authorize(r *http.Request) (reply, bool) {
+	if s.apiKey == nil {
+		if !loopbackHost(r.Host) {
+			return reply{status: http.StatusForbidden, outcome: "forbidden",
+				body: errorBody{Error: "forbidden", Reason: "without an API key the service answers only requests to a loopback host"}}, false
+		}
+		return reply{}, true
+	}
+	scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	given := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(given[:], s.apiKey) != 1 {
+		return reply{status: http.StatusUnauthorized, outcome: "unauthorized",
+			body:   errorBody{Error: "unauthorized", Reason: "missing or wrong API key (Authorization: Bearer <key>)"},
+			header: http.Header{"Www-Authenticate": {`Bearer realm="sessioncache"`}}}, false
+	}
+	return reply{}, true
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.IsLoopback()
+}
+
+func (s *server) healthz(*http.Request) reply {
+	return reply{status: http.StatusOK, body: map[string]string{"status": "ok"}, outcome: "ok"}
+}
+
+// readyz answers 200 when Redis answers, the scripts are loaded and (for a
+// real Redis) the eviction policy is safe; 503 while draining.
+func (s *server) readyz(r *http.Request) reply {
+	reason, err := s.checkReady(r.Context())
+	s.noteReadiness(reason, err)
+	if reason != "" {
+		return reply{status: http.StatusServiceUnavailable, outcome: "not_ready",
+			body: map[string]string{"status": "not_ready", "reason": reason}}
+	}
+	return reply{status: http.StatusOK, body: map[string]string{"status": "ready"}, outcome: "ok"}
+}
+
+// checkReady returns a short public reason the service is not ready, and
+// the detailed error for the log.
+func (s *server) checkReady(ctx context.Context) (string, error) {
+	if s.draining.Load() {
+		return "draining", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		return "redis_unavailable", err
+	}
+	if s.checkEvict {
+		if err := s.store.CheckEvictionPolicy(ctx); err != nil {
+			if errors.Is(err, redisstore.ErrEvictionPolicy) {
+				return "unsafe_eviction_policy", err
+			}
+			return "redis_unavailable", err
+		}
+	}
+	return "", nil
+}
+
+// noteReadiness logs changes of readiness, not every probe.
+func (s *server) noteReadiness(reason string, err error) {
+	msg := reason
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	s.readyMu.Lock()
+	changed := msg != s.lastReadyErr
+	s.lastReadyErr = msg
+	s.readyMu.Unlock()
+	switch {
+	case !changed:
+	case reason == "":
+		s.log.Info("ready")
+	case reason == "unsafe_eviction_policy":
+		s.log.Error("not ready: Redis may evict live sessions and revocations; set maxmemory-policy noeviction, or "+envAllowEvicting+"=true to accept the risk", "error", msg)
+	default:
+		s.log.Warn("not ready", "reason", msg)
+	}
+}
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(openAPIDoc)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any, header http.Header) {
+	for k, v := range header {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(body)
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// jsonErrorWriter turns the plain-text 404 and 405 answers of ServeMux
+// into JSON errors.
+type jsonErrorWriter struct {
+	*statusWriter
+	replaced bool
+}
+
+func (w *jsonErrorWriter) WriteHeader(code int) {
+	var e string
+	switch code {
+	case http.StatusNotFound:
+		e = "not_found"
+	case http.StatusMethodNotAllowed:
+		e = "method_not_allowed"
+	default:
+		w.statusWriter.WriteHeader(code)
+		return
+	}
+	w.replaced = true
+	writeJSON(w.statusWriter, code, errorBody{Error: e}, nil)
+}
+
+func (w *jsonErrorWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.statusWriter.Write(b)
+}

@@ -1,0 +1,419 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"hash/crc32"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// The whole life of a session over HTTP: login, rotation, a grace replay,
+// theft detection, listing and logout.
+func TestSessionLifecycle(t *testing.T) {
+	e := newTestEnv(t)
+	laptop := e.login(alice, "laptop")
+	phone := e.login(alice, "phone")
+	if laptop.str("user_id") != alice || laptop.str("session_id") == phone.str("session_id") {
+		t.Fatalf("logins = %v and %v", laptop.body, phone.body)
+	}
+	t0 := laptop.str("refresh_token")
+
+	e.b.Clock.Advance(time.Minute)
+	r1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", `{"refresh_token":"`+t0+`","ip_address":"192.0.2.7","user_agent":"curl/8"}`)
+	t1 := r1.str("refresh_token")
+	if t1 == "" || t1 == t0 || r1.str("session_id") != laptop.str("session_id") || r1.str("session_expires_at") != laptop.str("session_expires_at") {
+		t.Fatalf("rotation = %v, want a new token of the same session and the same absolute deadline", r1.body)
+	}
+	if r1.str("expires_at") <= laptop.str("expires_at") {
+		t.Errorf("idle deadline %s did not slide past %s", r1.str("expires_at"), laptop.str("expires_at"))
+	}
+	// A second tab presents t0 again within the grace window: same successor.
+	again := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0))
+	if again.str("refresh_token") != t1 {
+		t.Fatalf("grace replay returned another token")
+	}
+	t2 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1)).str("refresh_token")
+
+	// t0 is now a grandparent: presenting it is theft, the session dies.
+	r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t0))
+	if d := cmp.Diff(map[string]any{"error": "invalid_grant", "reason": "reused"}, r.body); d != "" {
+		t.Errorf("replay (-want +got):\n%s", d)
+	}
+	r = e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t2))
+	if r.str("reason") != "revoked" {
+		t.Errorf("newest token after theft: %v, want reason revoked", r.body)
+	}
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(t2)); r.raw != "{\"active\":false}\n" {
+		t.Errorf("introspect after theft = %s", r.raw)
+	}
+
+	list := e.must(http.StatusOK, "GET", "/v1/users/"+alice+"/sessions", "")
+	sessions, _ := list.body["sessions"].([]any)
+	if len(sessions) != 1 || sessions[0].(map[string]any)["session_id"] != phone.str("session_id") || sessions[0].(map[string]any)["device_name"] != "phone" {
+		t.Fatalf("sessions after theft = %s, want only the phone", list.raw)
+	}
+	r = e.must(http.StatusOK, "DELETE", "/v1/users/"+alice+"/sessions", "")
+	if r.raw != "{\"revoked\":1}\n" {
+		t.Errorf("log out everywhere = %s, want 1 revoked", r.raw)
+	}
+	if r := e.must(http.StatusOK, "GET", "/v1/users/"+alice+"/sessions", ""); r.raw != "{\"sessions\":[]}\n" {
+		t.Errorf("sessions after logout = %s, want an empty list", r.raw)
+	}
+
+	metrics := e.send("GET", "/metrics", "", nil).raw
+	for _, want := range []string{
+		`sessioncache_session_revocations_total{reason="reuse"} 1`,
+		`sessioncache_session_revocations_total{reason="logout_all"} 1`,
+		`sessioncache_grace_replays_total 1`,
+		`sessioncache_requests_total{operation="rotate",outcome="reused"} 1`,
+		`sessioncache_requests_total{operation="rotate",outcome="grace_replay"} 1`,
+		`sessioncache_requests_total{operation="issue",outcome="ok"} 2`,
+		`sessioncache_request_duration_seconds_count{operation="rotate",outcome="ok"} 2`,
+		`sessioncache_redis_pool_connections{state="total"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestIntrospect(t *testing.T) {
+	e := newTestEnv(t)
+	g := e.login(bob, "cli")
+	tok := g.str("refresh_token")
+	r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok))
+	want := map[string]any{"active": true, "user_id": bob, "session_id": g.str("session_id"),
+		"expires_at": g.str("expires_at"), "session_expires_at": g.str("session_expires_at")}
+	if d := cmp.Diff(want, r.body); d != "" {
+		t.Errorf("introspect (-want +got):\n%s", d)
+	}
+	for name, tok := range map[string]string{"garbage": "hello", "forged": forge(tok)} {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+			t.Errorf("introspect %s = %s, want inactive", name, r.raw)
+		}
+	}
+	e.b.Clock.Advance(redisstore.DefaultIdleTTL + time.Second)
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+		t.Errorf("introspect expired = %s, want inactive", r.raw)
+	}
+	if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+		t.Errorf("rotate expired = %s, want reason expired", r.raw)
+	}
+}
+
+func TestRotateRefusals(t *testing.T) {
+	e := newTestEnv(t)
+	tok := e.login(alice, "laptop").str("refresh_token")
+	cases := map[string]string{
+		"hello":                                "malformed",
+		tok[:len(tok)-8] + "AAAAAAAA":          "malformed", // checksum broken
+		strings.Replace(tok, "sct_", "xx_", 1): "malformed",
+		forge(tok):                             "unknown",
+	}
+	for tok, reason := range cases {
+		r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		if r.str("error") != "invalid_grant" || r.str("reason") != reason {
+			t.Errorf("rotate %.12s...: %s, want invalid_grant/%s", tok, r.raw, reason)
+		}
+	}
+	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
+	if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "revoked" {
+		t.Errorf("rotate after logout: %s, want revoked", r.raw)
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	e := newTestEnv(t)
+	a := e.login(alice, "a")
+	b := e.login(alice, "b")
+	c := e.login(alice, "c")
+	other := e.login(bob, "x")
+	// RFC 7009: 200 whatever the token.
+	for _, tok := range []string{"nonsense", a.str("refresh_token"), a.str("refresh_token")} {
+		e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
+	}
+	// One session, by id, only for its own user.
+	path := "/v1/users/" + alice + "/sessions/" + b.str("session_id")
+	if r := e.must(http.StatusOK, "DELETE", "/v1/users/"+bob+"/sessions/"+b.str("session_id"), ""); r.raw != "{\"revoked\":0}\n" {
+		t.Errorf("revoke another user's session = %s, want 0", r.raw)
+	}
+	if r := e.must(http.StatusOK, "DELETE", path, ""); r.raw != "{\"revoked\":1}\n" {
+		t.Errorf("revoke session = %s, want 1", r.raw)
+	}
+	if r := e.must(http.StatusOK, "DELETE", path, ""); r.raw != "{\"revoked\":0}\n" {
+		t.Errorf("revoke session twice = %s, want 0", r.raw)
+	}
+	d := e.login(alice, "d")
+	// Everywhere but d.
+	if r := e.must(http.StatusOK, "DELETE", "/v1/users/"+alice+"/sessions?except="+d.str("session_id"), ""); r.raw != "{\"revoked\":1}\n" {
+		t.Errorf("revoke all except d = %s, want 1 (c)", r.raw)
+	}
+	for tok, active := range map[string]bool{
+		a.str("refresh_token"): false, b.str("refresh_token"): false, c.str("refresh_token"): false,
+		d.str("refresh_token"): true, other.str("refresh_token"): true,
+	} {
+		r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok))
+		if r.body["active"] != active {
+			t.Errorf("after revocations, session %s active = %v, want %v", r.str("session_id"), r.body["active"], active)
+		}
+	}
+	// User ids are case-insensitive UUIDs: the upper-case form names the same user.
+	if r := e.must(http.StatusOK, "GET", "/v1/users/"+strings.ToUpper(alice)+"/sessions", ""); !strings.Contains(r.raw, d.str("session_id")) {
+		t.Errorf("upper-case user id lists %s, want session d", r.raw)
+	}
+}
+
+// dump returns every key and its content, in an order fit to compare.
+func dump(t *testing.T, e *testEnv) map[string][]string {
+	t.Helper()
+	d, err := e.b.Dump(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range d {
+		sort.Strings(v)
+	}
+	return d
+}
+
+// forge returns a token that passes the checksum but was never issued.
+func forge(tok string) string {
+	const prefix = redisstore.DefaultTokenPrefix
+	raw, err := base64.RawURLEncoding.DecodeString(tok[len(prefix):])
+	if err != nil {
+		panic(err)
+	}
+	raw[80] ^= 1 // a bit of the MAC
+	n := len(raw) - 4
+	binary.BigEndian.PutUint32(raw[n:], crc32.ChecksumIEEE(raw[:n]))
+	return prefix + base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// Bad input gets a clear 400 and changes nothing in Redis.
+func TestBadInputChangesNothing(t *testing.T) {
+	e := newTestEnv(t)
+	g := e.login(alice, "laptop")
+	tok := g.str("refresh_token")
+	before := dump(t, e)
+	long := strings.Repeat("x", 129)
+	cases := []struct {
+		method, path, body, reason string
+	}{
+		{"POST", "/v1/sessions", `{"user_id":"alice"}`, "user_id must be a UUID"},
+		{"POST", "/v1/sessions", `{}`, "user_id must be a UUID"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","admin":true}`, `unknown field "admin"`},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"`, "not valid JSON"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"} {}`, "more than one JSON value"},
+		{"POST", "/v1/sessions", `[1]`, "must be a JSON object"},
+		{"POST", "/v1/sessions", `{"user_id":42}`, "user_id must be a string"},
+		{"POST", "/v1/sessions", ``, "body is empty"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"` + long + `"}`, "device name is 129 bytes"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","ip_address":"localhost"}`, "IP address"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","user_agent":"a\u0000b"}`, "control character"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_id":"` + strings.Repeat("x", maxBodyBytes) + `"}`, "larger than 65536 bytes"},
+		{"POST", "/v1/sessions?user_id=" + alice, `{"user_id":"` + alice + `"}`, "unknown query parameter"},
+		{"POST", "/v1/tokens/rotate", `{}`, "refresh_token is required"},
+		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + strings.Repeat("a", 513) + `"}`, "longer than 512 bytes"},
+		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + tok + `","device_name":"x"}`, `unknown field "device_name"`},
+		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + tok + `","ip_address":"999.1.1.1"}`, "IP address"},
+		{"POST", "/v1/tokens/revoke", `{"token":"` + tok + `"}`, `unknown field "token"`},
+		{"POST", "/v1/tokens/introspect", `{"refresh_token":null}`, "refresh_token is required"},
+		{"GET", "/v1/users/not-a-uuid/sessions", ``, "user_id must be a UUID"},
+		{"GET", "/v1/users/" + alice + "/sessions?refresh_token=" + tok, ``, "unknown query parameter"},
+		{"DELETE", "/v1/users/" + alice + "/sessions/nope", ``, "session_id must be a UUID"},
+		{"DELETE", "/v1/users/" + alice + "/sessions?except=nope", ``, "except must be a UUID"},
+		{"DELETE", "/v1/users/" + alice + "/sessions?all=1", ``, "unknown query parameter"},
+	}
+	for _, tc := range cases {
+		r := e.do(tc.method, tc.path, tc.body)
+		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || !strings.Contains(r.str("reason"), tc.reason) {
+			t.Errorf("%s %.60s %.60s: %d %.200s, want 400 invalid_request with %q", tc.method, tc.path, tc.body, r.status, r.raw, tc.reason)
+		}
+	}
+	// A body that is not declared JSON is refused before it is read.
+	h := http.Header{"Content-Type": {"text/plain"}}
+	if r := e.send("POST", "/v1/sessions", `{"user_id":"`+alice+`"}`, h); r.status != http.StatusUnsupportedMediaType || r.str("error") != "invalid_request" {
+		t.Errorf("text/plain body: %d %s, want 415 invalid_request", r.status, r.raw)
+	}
+	if d := cmp.Diff(before, dump(t, e)); d != "" {
+		t.Errorf("bad requests changed Redis (-before +after):\n%s", d)
+	}
+}
+
+func TestAPIKey(t *testing.T) {
+	const key = "test-api-key-0123456789"
+	e := newTestEnv(t, withAPIKey(key))
+	body := `{"user_id":"` + alice + `"}`
+	json := http.Header{"Content-Type": {"application/json"}}
+	for name, auth := range map[string]string{
+		"missing":   "",
+		"wrong":     "Bearer test-api-key-0123456780",
+		"prefix":    "Bearer test-api-key",
+		"no scheme": key,
+		"basic":     "Basic " + key,
+	} {
+		h := json.Clone()
+		if auth != "" {
+			h.Set("Authorization", auth)
+		}
+		r := e.send("POST", "/v1/sessions", body, h)
+		if r.status != http.StatusUnauthorized || r.str("error") != "unauthorized" || r.header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s key: %d %s, want 401 unauthorized with WWW-Authenticate", name, r.status, r.raw)
+		}
+	}
+	h := json.Clone()
+	h.Set("Authorization", "bearer "+key)
+	if r := e.send("POST", "/v1/sessions", body, h); r.status != http.StatusCreated {
+		t.Errorf("right key: %d %s, want 201", r.status, r.raw)
+	}
+	// Probes and metrics need no key.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if r := e.send("GET", path, "", nil); r.status != http.StatusOK {
+			t.Errorf("GET %s without key: %d", path, r.status)
+		}
+	}
+	if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, `sessioncache_requests_total{operation="issue",outcome="unauthorized"} 5`) {
+		t.Errorf("/metrics does not count the 5 refusals")
+	}
+}
+
+// Without a key, a request must name a loopback host: a web page cannot
+// reach the service through DNS rebinding.
+func TestNoKeyLoopbackHostOnly(t *testing.T) {
+	e := newTestEnv(t)
+	h := http.Header{"Content-Type": {"application/json"}}
+	req := func(host string) int {
+		r := httptest.NewRequest("POST", "/v1/sessions", strings.NewReader(`{"user_id":"`+alice+`"}`))
+		r.Host = host
+		r.Header = h.Clone()
+		w := httptest.NewRecorder()
+		e.srv.ServeHTTP(w, r)
+		return w.Code
+	}
+	for host, want := range map[string]int{
+		"127.0.0.1:8080": http.StatusCreated, "localhost:8080": http.StatusCreated, "[::1]:8080": http.StatusCreated,
+		"evil.example:8080": http.StatusForbidden, "10.0.0.1": http.StatusForbidden,
+	} {
+		if got := req(host); got != want {
+			t.Errorf("Host %s: %d, want %d", host, got, want)
+		}
+	}
+}
+
+// With Redis down, the API answers 503 JSON, never 200 or 500; liveness
+// stays up and readiness fails.
+func TestRedisDown(t *testing.T) {
+	e := newTestEnv(t, withFastFailingRedis())
+	tok := e.login(alice, "laptop").str("refresh_token")
+	e.must(http.StatusOK, "GET", "/readyz", "")
+	e.b.Mini.Close()
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"}`},
+		{"POST", "/v1/tokens/rotate", tokenBody(tok)},
+		{"POST", "/v1/tokens/introspect", tokenBody(tok)},
+		{"POST", "/v1/tokens/revoke", tokenBody(tok)},
+		{"GET", "/v1/users/" + alice + "/sessions", ""},
+		{"DELETE", "/v1/users/" + alice + "/sessions", ""},
+		{"DELETE", "/v1/users/" + alice + "/sessions/" + bob, ""},
+	} {
+		r := e.do(c.method, c.path, c.body)
+		if r.status != http.StatusServiceUnavailable || r.str("error") != "unavailable" || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s %s with Redis down: %d %s, want 503 unavailable with Retry-After", c.method, c.path, r.status, r.raw)
+		}
+	}
+	if r := e.do("GET", "/readyz", ""); r.status != http.StatusServiceUnavailable || r.str("reason") != "redis_unavailable" {
+		t.Errorf("/readyz with Redis down: %d %s", r.status, r.raw)
+	}
+	e.must(http.StatusOK, "GET", "/healthz", "")
+}
+
+func TestDrainingFailsReadiness(t *testing.T) {
+	e := newTestEnv(t)
+	e.must(http.StatusOK, "GET", "/readyz", "")
+	e.srv.draining.Store(true)
+	if r := e.do("GET", "/readyz", ""); r.status != http.StatusServiceUnavailable || r.str("reason") != "draining" {
+		t.Errorf("/readyz while draining: %d %s", r.status, r.raw)
+	}
+	e.must(http.StatusOK, "GET", "/healthz", "")
+	e.login(alice, "still served while draining")
+}
+
+func TestNotFoundIsJSON(t *testing.T) {
+	e := newTestEnv(t)
+	if r := e.do("GET", "/v1/nope", ""); r.status != http.StatusNotFound || r.str("error") != "not_found" {
+		t.Errorf("unknown path: %d %s", r.status, r.raw)
+	}
+	if r := e.do("PUT", "/v1/sessions", ""); r.status != http.StatusMethodNotAllowed || r.str("error") != "method_not_allowed" || r.header.Get("Allow") == "" {
+		t.Errorf("wrong method: %d %s %v", r.status, r.raw, r.header)
+	}
+}
+
+func TestPanicBecomes500WithoutStack(t *testing.T) {
+	e := newTestEnv(t)
+	h := e.srv.wrap(route{op: "boom", api: func(*http.Request) reply { panic("secret detail") }})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/boom", nil))
+	if w.Code != http.StatusInternalServerError || w.Body.String() != "{\"error\":\"internal_error\"}\n" {
+		t.Errorf("panic: %d %q, want 500 {\"error\":\"internal_error\"}", w.Code, w.Body.String())
+	}
+	if !strings.Contains(e.logs.String(), `"operation":"boom","status":500`) {
+		t.Errorf("panic not logged as a 500 request:\n%s", e.logs)
+	}
+}
+
+// No token and no API key ever reaches the logs or the metrics, whatever
+// the client sends and wherever it puts them.
+func TestNoSecretsInLogsOrMetrics(t *testing.T) {
+	const key = "leak-test-api-key-0123456789"
+	e := newTestEnv(t, withAPIKey(key))
+	tokens := map[string]bool{}
+	g := e.login(alice, "laptop")
+	tok := g.str("refresh_token")
+	tokens[tok] = true
+	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	tokens[next] = true
+	e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok+"x"))
+	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(next))
+	e.do("POST", "/v1/sessions", `{"`+next+`":1}`)                    // a token as an unknown field
+	e.do("GET", "/v1/users/"+next+"/sessions", "")                    // in the path
+	e.do("GET", "/v1/users/"+alice+"/sessions?t="+next, "")           // in the query
+	e.do("GET", "/"+next, "")                                         // in an unknown path
+	e.send("POST", "/v1/tokens/revoke", tokenBody(next), http.Header{ // with a wrong key
+		"Content-Type": {"application/json"}, "Authorization": {"Bearer " + next}})
+	e.b.Clock.Advance(time.Minute)
+	e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)) // reuse: logged as an event
+	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(next))
+	metrics := e.send("GET", "/metrics", "", nil).raw
+	logs := e.logs.String()
+	if !strings.Contains(logs, `"outcome":"reused"`) || !strings.Contains(metrics, "sessioncache_requests_total") {
+		t.Fatalf("the logs or metrics are not what this test expects:\n%s", logs)
+	}
+	secrets := []string{key}
+	for tk := range tokens {
+		// Any 16 characters of a token are too many.
+		for i := 0; i+16 <= len(tk); i += 8 {
+			secrets = append(secrets, tk[i:i+16])
+		}
+	}
+	for _, s := range secrets {
+		if strings.Contains(logs, s) {
+			t.Errorf("logs hold %q:\n%s", s, logs)
+		}
+		if strings.Contains(metrics, s) {
+			t.Errorf("metrics hold %q", s)
+		}
+	}
+	if strings.Contains(logs, "Authorization") || strings.Contains(logs, "Bearer") {
+		t.Errorf("logs mention the Authorization header:\n%s", logs)
+	}
+}
