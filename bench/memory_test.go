@@ -87,7 +87,6 @@ func TestMemoryFlat(t *testing.T) {
 	}
 	ctx := context.Background()
 	rdb := newRedisClient(t, url)
-	defer rdb.Close()
 	prefix := newPrefix(t, rdb)
 	s, err := redisstore.New(rdb, redisstore.Options{Secret: benchSecret, KeyPrefix: prefix})
 	if err != nil {
@@ -168,7 +167,6 @@ func measureMemory(b *testing.B, sessions, rotations int) memoryResult {
 	// client is connected, so that connection buffers are not counted.
 	url := startRedis(b)
 	m := newRedisClient(b, url+"?pool_size=1")
-	defer m.Close()
 	const prefix = "scbench:mem:"
 	work := func(prefix string, f func(s *redisstore.Store) error) {
 		rdb := newRedisClient(b, url)

@@ -153,10 +153,10 @@ func newRedisClient(tb testing.TB, url string) *redis.Client {
 		opt.PoolSize = poolSize
 	}
 	c := redis.NewClient(opt)
+	tb.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
-		c.Close()
 		tb.Skipf("Redis at %s unreachable: %v", opt.Addr, err)
 	}
 	return c
@@ -186,10 +186,9 @@ func redisServers(b *testing.B) []*server {
 			b.Fatal(err)
 		}
 		b.Cleanup(mr.Close)
-		out = append(out, &server{name: "miniredis", rdb: redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: poolSize})})
-	}
-	for _, s := range out {
-		b.Cleanup(func() { s.rdb.Close() })
+		c := redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: poolSize})
+		b.Cleanup(func() { c.Close() })
+		out = append(out, &server{name: "miniredis", rdb: c})
 	}
 	if len(out) == 0 {
 		b.Skipf("no Redis: set %s (and, for the append-only comparison, %s or put redis-server on PATH); -short adds miniredis",

@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// HTTP drives the sessioncache service (cmd/sessioncache) through its JSON
+// API. The service's answers are mapped back to the library's outcomes: a
+// 401 invalid_grant with reason "reused" is redisstore.ErrReused, and so on.
+type HTTP struct {
+	base   string
+	apiKey string
+	client *http.Client
+}
+
+// NewHTTP returns a client of the service at base (such as
+// "http://127.0.0.1:8080"), sending apiKey as a bearer token if it is not
+// empty, over up to conns keep-alive connections.
+func NewHTTP(base, apiKey string, conns int) *HTTP {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = conns
+	tr.MaxIdleConnsPerHost = conns
+	return &HTTP{base: base, apiKey: apiKey, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+type httpGrant struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+type httpError struct {
+	Error  string `json:"error"`
+	Reason string `json:"reason"`
+}
+
+// call sends one request; a 2xx answer is decoded into out, anything else
+// becomes an error.
+func (h *HTTP) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, h.base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if h.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+h.apiKey)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e httpError
+		json.Unmarshal(data, &e)
+		if resp.StatusCode == http.StatusUnauthorized && e.Error == "invalid_grant" {
+			return reasonError(e.Reason)
+		}
+		return fmt.Errorf("bench: %s %s: %s: %s %s", method, path, resp.Status, e.Error, e.Reason)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("bench: %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// reasonError maps the service's reason for a refused token to the
+// library's error.
+func reasonError(reason string) error {
+	switch reason {
+	case "malformed":
+		return redisstore.ErrMalformed
+	case "expired":
+		return redisstore.ErrExpired
+	case "reused":
+		return redisstore.ErrReused
+	case "revoked":
+		return redisstore.ErrRevoked
+	}
+	return redisstore.ErrUnknown
+}
+
+// Issue implements Store: POST /v1/sessions.
+func (h *HTTP) Issue(ctx context.Context, userID string, c redisstore.Client) (string, error) {
+	var g httpGrant
+	err := h.call(ctx, http.MethodPost, "/v1/sessions", map[string]string{
+		"user_id": userID, "device_id": c.DeviceID, "device_name": c.DeviceName,
+		"ip_address": c.IPAddress, "user_agent": c.UserAgent,
+	}, &g)
+	return g.RefreshToken, err
+}
+
+// Rotate implements Store: POST /v1/tokens/rotate. The API does not say
+// whether an answer was a grace replay: replayed is always false.
+func (h *HTTP) Rotate(ctx context.Context, tok string, c redisstore.Client) (string, bool, error) {
+	var g httpGrant
+	err := h.call(ctx, http.MethodPost, "/v1/tokens/rotate", map[string]string{
+		"refresh_token": tok, "device_id": c.DeviceID, "ip_address": c.IPAddress, "user_agent": c.UserAgent,
+	}, &g)
+	return g.RefreshToken, false, err
+}
+
+// Validate implements Store: POST /v1/tokens/introspect; an inactive token
+// is ErrRevoked (the API does not say why).
+func (h *HTTP) Validate(ctx context.Context, tok string) error {
+	var r struct {
+		Active bool `json:"active"`
+	}
+	if err := h.call(ctx, http.MethodPost, "/v1/tokens/introspect", map[string]string{"refresh_token": tok}, &r); err != nil {
+		return err
+	}
+	if !r.Active {
+		return redisstore.ErrRevoked
+	}
+	return nil
+}
+
+// ListSessions implements Store: GET /v1/users/{id}/sessions.
+func (h *HTTP) ListSessions(ctx context.Context, userID string) (int, error) {
+	var r struct {
+		Sessions []json.RawMessage `json:"sessions"`
+	}
+	err := h.call(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(userID)+"/sessions", nil, &r)
+	return len(r.Sessions), err
+}
+
+// RevokeSession implements Store: POST /v1/tokens/revoke.
+func (h *HTTP) RevokeSession(ctx context.Context, tok string) error {
+	return h.call(ctx, http.MethodPost, "/v1/tokens/revoke", map[string]string{"refresh_token": tok}, nil)
+}
+
+// RevokeAll implements Store: DELETE /v1/users/{id}/sessions.
+func (h *HTTP) RevokeAll(ctx context.Context, userID string) (int, error) {
+	var r struct {
+		Revoked int `json:"revoked"`
+	}
+	err := h.call(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(userID)+"/sessions", nil, &r)
+	return r.Revoked, err
+}

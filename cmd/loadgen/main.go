@@ -1,0 +1,302 @@
+// Command loadgen drives sessioncache (the library on a Redis, or the HTTP
+// service) with N workers for a duration or a number of operations, shows
+// progress while it runs, and reports throughput and p50/p95/p99/p99.9
+// latency per operation, as text or as JSON.
+//
+//	loadgen -target library -redis redis://127.0.0.1:6379/0 -workers 64 -duration 30s -mix realistic
+//	loadgen -target http -http http://127.0.0.1:8080 -workers 64 -count 100000 -mix rotate -json
+//	loadgen -mix rotate -rate 20000 -duration 30s   # latency at a fixed load
+//
+// Each worker owns its sessions, so every outcome is predictable: an
+// unexpected one (a grace replay that does not return the current token, a
+// reuse that goes unnoticed) counts as an error. The baselines of bench/
+// (-target naive or postgres) take the same workload, without replays.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/bench"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+type config struct {
+	target, redisURL, httpURL, apiKey, pgURL, mixName, prefix string
+	workers, count, sessions, perUser                         int
+	duration, progress, grace                                 time.Duration
+	rate                                                      float64
+	json                                                      bool
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.target, "target", "library", "what to drive: library, http, naive (WATCH/MULTI baseline) or postgres (SQL baseline)")
+	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL for -target library and naive")
+	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "base URL of the service for -target http")
+	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SESSIONCACHE_API_KEY"), "bearer key for -target http (default $SESSIONCACHE_API_KEY)")
+	fs.StringVar(&c.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL for -target postgres")
+	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, or op=weight,... over "+fmt.Sprint(allOps))
+	fs.StringVar(&c.prefix, "prefix", "", "Redis key prefix for -target library and naive (default: loadgen:<random>:)")
+	fs.IntVar(&c.workers, "workers", 64, "concurrent workers")
+	fs.IntVar(&c.count, "count", 0, "stop after this many operations (0: run for -duration)")
+	fs.IntVar(&c.sessions, "sessions", 10000, "live sessions, logged in before the clock starts and shared out among the workers")
+	fs.IntVar(&c.perUser, "sessions-per-user", 2, "sessions of each user")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run, if -count is 0")
+	fs.DurationVar(&c.progress, "progress", time.Second, "progress line interval on stderr (0: none)")
+	fs.DurationVar(&c.grace, "grace", redisstore.DefaultGrace, "the store's grace window: replays are sent well within it")
+	fs.Float64Var(&c.rate, "rate", 0, "target operations per second over all workers (0: as fast as they go)")
+	fs.BoolVar(&c.json, "json", false, "print the report as JSON on stdout instead of text")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.workers < 1 || c.sessions < c.workers || c.perUser < 1 {
+		return c, errors.New("want -workers >= 1, -sessions >= -workers and -sessions-per-user >= 1")
+	}
+	if c.prefix == "" {
+		var b [4]byte
+		rand.Read(b[:])
+		c.prefix = "loadgen:" + hex.EncodeToString(b[:]) + ":"
+	}
+	return c, nil
+}
+
+// open returns the store to drive and a function that releases it.
+func open(ctx context.Context, c config) (bench.Store, func(), error) {
+	switch c.target {
+	case "library", "naive":
+		opt, err := redis.ParseURL(c.redisURL)
+		if err != nil {
+			return nil, nil, err
+		}
+		opt.PoolSize = max(opt.PoolSize, 2*c.workers)
+		rdb := redis.NewClient(opt)
+		if c.target == "naive" {
+			return bench.NewNaive(rdb, c.prefix, time.Hour), func() { rdb.Close() }, nil
+		}
+		secret := make([]byte, 32)
+		rand.Read(secret)
+		// Sessions idle out after an hour: what a run leaves behind goes away.
+		s, err := redisstore.New(rdb, redisstore.Options{Secret: secret, KeyPrefix: c.prefix, Grace: c.grace,
+			IdleTTL: time.Hour, AbsoluteTTL: 2 * time.Hour})
+		if err == nil {
+			err = s.Ping(ctx)
+		}
+		if err != nil {
+			rdb.Close()
+			return nil, nil, err
+		}
+		return bench.Library{S: s}, func() { rdb.Close() }, nil
+	case "http":
+		return bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers), func() {}, nil
+	case "postgres":
+		cfg, err := pgxpool.ParseConfig(c.pgURL)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.MaxConns = int32(c.workers)
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		pg, err := bench.NewPostgres(ctx, pool, time.Hour)
+		if err != nil {
+			pool.Close()
+			return nil, nil, err
+		}
+		return pg, func() { pg.Drop(context.Background()); pool.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("unknown -target %q (library, http, naive, postgres)", c.target)
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	c, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	m, err := parseMix(c.mixName)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	st, closeStore, err := open(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	var done, failed atomic.Int64
+	first := &firstErrors{seen: map[string]bool{}}
+	ws, err := setup(ctx, c, st, &done, &failed, first)
+	if err != nil {
+		return err
+	}
+	done.Store(0)
+	fmt.Fprintf(stderr, "loadgen: %d sessions ready; %s mix on %s with %d workers\n", c.sessions, c.mixName, c.target, c.workers)
+
+	// runCtx ends the run; the operations in flight then finish under ctx.
+	runCtx := ctx
+	if c.count == 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, c.duration)
+		defer cancel()
+	}
+	start := time.Now()
+	stopProgress := progress(stderr, c.progress, start, &done, &failed)
+	var claimed atomic.Int64
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			drive(runCtx, ctx, c, m, w, i, start, &claimed)
+		}()
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	stopProgress()
+
+	recs := make([]*recorder, len(ws))
+	for i, w := range ws {
+		recs[i] = w.rec
+	}
+	rep := buildReport(Report{Target: c.target, Mix: c.mixName, Workers: c.workers, Rate: c.rate,
+		Sessions: c.sessions, Seconds: secs, StartedAt: start}, recs, first)
+	if c.json {
+		return rep.writeJSON(stdout)
+	}
+	rep.writeText(stdout)
+	return nil
+}
+
+// setup logs in every session, shared out among the workers.
+func setup(ctx context.Context, c config, st bench.Store, done, failed *atomic.Int64, first *firstErrors) ([]*worker, error) {
+	ws := make([]*worker, c.workers)
+	for i := range ws {
+		n := c.sessions / c.workers
+		if i < c.sessions%c.workers {
+			n++
+		}
+		w := &worker{st: st, byUser: map[string][]int{}, grace: c.grace,
+			rnd: mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
+			rec: &recorder{hists: map[string]*bench.Histogram{}, errs: map[string]int64{}, done: done, failed: failed, first: first}}
+		var user string
+		for j := range n {
+			// The service takes UUIDs as user ids.
+			if j%c.perUser == 0 {
+				user = uuid.NewString()
+			}
+			w.slots = append(w.slots, slot{user: user})
+			w.byUser[user] = append(w.byUser[user], j)
+		}
+		ws[i] = w
+	}
+	errc := make(chan error, len(ws))
+	for _, w := range ws {
+		go func() {
+			for j := range w.slots {
+				tok, err := st.Issue(ctx, w.slots[j].user, login)
+				if err != nil {
+					errc <- fmt.Errorf("logging in the sessions: %w", err)
+					return
+				}
+				w.slots[j].cur, w.slots[j].fresh = tok, true
+			}
+			errc <- nil
+		}()
+	}
+	var firstErr error
+	for range ws {
+		if err := <-errc; firstErr == nil {
+			firstErr = err
+		}
+	}
+	return ws, firstErr
+}
+
+// drive runs one worker until runCtx ends or the count is reached; the
+// operations run under ctx. With a target rate, each worker runs on a
+// schedule of its own and latency counts from when each operation was due.
+func drive(runCtx, ctx context.Context, c config, m mix, w *worker, i int, start time.Time, claimed *atomic.Int64) {
+	var interval time.Duration
+	if c.rate > 0 {
+		interval = time.Duration(float64(c.workers) / c.rate * float64(time.Second))
+	}
+	// Stagger the workers' schedules over one interval.
+	due := start.Add(interval * time.Duration(i) / time.Duration(c.workers))
+	for runCtx.Err() == nil {
+		if c.count > 0 && claimed.Add(1) > int64(c.count) {
+			return
+		}
+		opStart := time.Now()
+		if interval > 0 {
+			if wait := time.Until(due); wait > 0 {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			opStart = due
+			due = due.Add(interval)
+		}
+		w.run(ctx, m.pick(w.rnd), opStart)
+	}
+}
+
+// progress prints a line every interval until the returned function is
+// called.
+func progress(w io.Writer, every time.Duration, start time.Time, done, failed *atomic.Int64) func() {
+	if every <= 0 {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		var last int64
+		lastT := start
+		for {
+			select {
+			case <-quit:
+				return
+			case now := <-t.C:
+				n := done.Load()
+				fmt.Fprintf(w, "loadgen: %6.1fs  %10d ops  %9.0f ops/s  %d errors\n",
+					now.Sub(start).Seconds(), n, float64(n-last)/now.Sub(lastT).Seconds(), failed.Load())
+				last, lastT = n, now
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-finished
+	}
+}

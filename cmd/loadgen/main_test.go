@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// runJSON runs loadgen with args and returns its JSON report.
+func runJSON(t *testing.T, args ...string) Report {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := run(append(args, "-json", "-progress", "0"), &out, &errOut); err != nil {
+		t.Fatalf("run: %v\n%s", err, errOut.String())
+	}
+	var rep Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	return rep
+}
+
+func checkReport(t *testing.T, rep Report, count int) {
+	t.Helper()
+	if rep.Total.Count < uint64(count) || rep.Total.Errors != 0 {
+		t.Errorf("total: %d operations, %d errors (%v); want at least %d and none", rep.Total.Count, rep.Total.Errors, rep.Errors, count)
+	}
+	for _, op := range []string{opValidate, opRotate, opIssue} {
+		if o := rep.Ops[op]; o.Count == 0 || o.P99 <= 0 || o.P50 > o.P99 || o.P99 > o.P999 {
+			t.Errorf("%s: %+v; want calls and ordered percentiles", op, o)
+		}
+	}
+}
+
+func TestLibraryRealisticMix(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rep := runJSON(t, "-target", "library", "-redis", "redis://"+mr.Addr()+"/0",
+		"-workers", "4", "-sessions", "40", "-count", "3000", "-mix", "realistic")
+	checkReport(t, rep, 3000)
+}
+
+func TestParseMix(t *testing.T) {
+	for _, bad := range []string{"nope", "rotate=x", "fly=1", "rotate=0"} {
+		if _, err := parseMix(bad); err == nil {
+			t.Errorf("parseMix(%q) accepted", bad)
+		}
+	}
+	m, err := parseMix("rotate=3,validate=1")
+	if err != nil || len(m.ops) != 2 || m.cum[0] != 0.75 {
+		t.Errorf("parseMix = %+v, %v", m, err)
+	}
+}
+
+// stubService serves the subset of the sessioncache HTTP API that loadgen
+// uses, on a library store, so that the http target is tested without the
+// service itself.
+func stubService(s *redisstore.Store) http.Handler {
+	reasons := map[error]string{redisstore.ErrMalformed: "malformed", redisstore.ErrUnknown: "unknown",
+		redisstore.ErrExpired: "expired", redisstore.ErrReused: "reused", redisstore.ErrRevoked: "revoked"}
+	reason := func(err error) string {
+		for e, r := range reasons {
+			if errors.Is(err, e) {
+				return r
+			}
+		}
+		return ""
+	}
+	reply := func(w http.ResponseWriter, status int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(v)
+	}
+	fail := func(w http.ResponseWriter, err error) {
+		if r := reason(err); r != "" {
+			reply(w, http.StatusUnauthorized, map[string]string{"error": "invalid_grant", "reason": r})
+			return
+		}
+		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable"})
+	}
+	type request struct {
+		UserID       string `json:"user_id"`
+		RefreshToken string `json:"refresh_token"`
+		redisstore.Client
+	}
+	decode := func(r *http.Request) (req request) {
+		b, _ := io.ReadAll(r.Body)
+		json.Unmarshal(b, &req)
+		return req
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		req := decode(r)
+		g, err := s.Issue(r.Context(), req.UserID, req.Client)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, http.StatusCreated, map[string]string{"refresh_token": g.Token, "session_id": g.SessionID})
+	})
+	mux.HandleFunc("POST /v1/tokens/{op}", func(w http.ResponseWriter, r *http.Request) {
+		tok, ctx := decode(r).RefreshToken, r.Context()
+		switch r.PathValue("op") {
+		case "rotate":
+			g, err := s.Rotate(ctx, tok, redisstore.Client{})
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			reply(w, http.StatusOK, map[string]string{"refresh_token": g.Token, "session_id": g.SessionID})
+		case "introspect":
+			_, err := s.Validate(ctx, tok)
+			reply(w, http.StatusOK, map[string]bool{"active": err == nil})
+		case "revoke":
+			s.RevokeToken(ctx, tok)
+			reply(w, http.StatusOK, map[string]string{})
+		}
+	})
+	mux.HandleFunc("GET /v1/users/{id}/sessions", func(w http.ResponseWriter, r *http.Request) {
+		list, err := s.ListSessions(r.Context(), r.PathValue("id"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, http.StatusOK, map[string]any{"sessions": list})
+	})
+	mux.HandleFunc("DELETE /v1/users/{id}/sessions", func(w http.ResponseWriter, r *http.Request) {
+		n, err := s.RevokeAll(r.Context(), r.PathValue("id"), "")
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, http.StatusOK, map[string]int{"revoked": n})
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer k" {
+			reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func TestHTTPRealisticMix(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	s, err := redisstore.New(rdb, redisstore.Options{Secret: []byte(strings.Repeat("s", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(stubService(s))
+	defer srv.Close()
+	rep := runJSON(t, "-target", "http", "-http", srv.URL, "-api-key", "k",
+		"-workers", "4", "-sessions", "40", "-count", "2000", "-mix", "realistic")
+	checkReport(t, rep, 2000)
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sessioncache/sessioncache/bench"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// Operations a worker can run.
+const (
+	opValidate  = "validate"   // introspect the current token
+	opRotate    = "rotate"     // refresh: rotate the current token
+	opReplay    = "replay"     // a second tab: present the predecessor again, within grace
+	opReuse     = "reuse"      // theft: present an older token; the session is revoked, then a new login
+	opIssue     = "issue"      // login: a new session for the user
+	opList      = "list"       // "show my devices"
+	opRevoke    = "revoke"     // "log out this device", then a new login
+	opRevokeAll = "revoke-all" // "log out everywhere", then a login per slot
+)
+
+var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll}
+
+// mixes are the named workloads; weights are relative.
+var mixes = map[string]string{
+	// Mostly validation, some rotation, few logins and revocations, a few
+	// replays: a gateway in front of browsers and mobile apps.
+	"realistic": "validate=80,rotate=14,replay=1.5,reuse=0.1,issue=2,list=1,revoke=1,revoke-all=0.4",
+	"validate":  "validate=1",
+	"rotate":    "rotate=1",
+	"replay":    "replay=1",
+	"issue":     "issue=1",
+	"list":      "list=1",
+	"revoke":    "revoke=1",
+}
+
+// mix picks operations by weight.
+type mix struct {
+	ops []string
+	cum []float64
+}
+
+// parseMix reads a named mix or "op=weight,op=weight...".
+func parseMix(s string) (mix, error) {
+	if named, ok := mixes[s]; ok {
+		s = named
+	}
+	var m mix
+	var total float64
+	for _, part := range strings.Split(s, ",") {
+		name, w, ok := strings.Cut(strings.TrimSpace(part), "=")
+		weight, err := strconv.ParseFloat(w, 64)
+		if !ok || err != nil || weight < 0 {
+			return mix{}, fmt.Errorf("mix %q: want a name (%s) or op=weight,...", s, strings.Join(mixNames(), ", "))
+		}
+		if !validOp(name) {
+			return mix{}, fmt.Errorf("mix: unknown operation %q (known: %s)", name, strings.Join(allOps, ", "))
+		}
+		total += weight
+		m.ops = append(m.ops, name)
+		m.cum = append(m.cum, total)
+	}
+	if total == 0 {
+		return mix{}, fmt.Errorf("mix %q: all weights are zero", s)
+	}
+	for i := range m.cum {
+		m.cum[i] /= total
+	}
+	return m, nil
+}
+
+func mixNames() []string {
+	var names []string
+	for n := range mixes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func validOp(name string) bool {
+	for _, o := range allOps {
+		if o == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (m mix) pick(r *rand.Rand) string {
+	x := r.Float64()
+	for i, c := range m.cum {
+		if x < c {
+			return m.ops[i]
+		}
+	}
+	return m.ops[len(m.ops)-1]
+}
+
+// A slot is one live session a worker drives, with the tokens it has seen.
+type slot struct {
+	user             string
+	cur, prev, older string
+	rotatedAt        time.Time
+	fresh            bool // no rotation since the login
+}
+
+// worker owns its slots: no other worker presents their tokens, so every
+// outcome is predictable and an unexpected one is an error.
+type worker struct {
+	st     bench.Store
+	slots  []slot
+	byUser map[string][]int
+	rnd    *rand.Rand
+	grace  time.Duration
+	rec    *recorder
+}
+
+var (
+	login = redisstore.Client{
+		DeviceID:   "3f6c1c9e-5b7a-4d2e-9a41-7c0e2b8d9f10",
+		DeviceName: "Firefox on Linux",
+		IPAddress:  "203.0.113.42",
+		UserAgent:  "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+	}
+	refresh = redisstore.Client{IPAddress: login.IPAddress, UserAgent: login.UserAgent}
+)
+
+// timed runs f, records its latency (from start, which may be earlier than
+// now when the worker is behind its schedule) under op, and returns its
+// error.
+func (w *worker) timed(op string, start time.Time, f func() error) error {
+	err := f()
+	w.rec.record(op, time.Since(start), err)
+	return err
+}
+
+func (w *worker) login(ctx context.Context, i int, start time.Time) error {
+	return w.timed(opIssue, start, func() error {
+		tok, err := w.st.Issue(ctx, w.slots[i].user, login)
+		if err == nil {
+			w.slots[i] = slot{user: w.slots[i].user, cur: tok, fresh: true}
+		}
+		return err
+	})
+}
+
+func (w *worker) rotate(ctx context.Context, i int, start time.Time) error {
+	s := &w.slots[i]
+	return w.timed(opRotate, start, func() error {
+		next, _, err := w.st.Rotate(ctx, s.cur, refresh)
+		if err == nil {
+			s.older, s.prev, s.cur, s.rotatedAt, s.fresh = s.prev, s.cur, next, time.Now(), false
+		}
+		return err
+	})
+}
+
+var errUnexpected = errors.New("unexpected outcome")
+
+// run performs one operation of the mix on a random slot. start is when the
+// operation was due.
+func (w *worker) run(ctx context.Context, op string, start time.Time) {
+	i := w.rnd.IntN(len(w.slots))
+	s := &w.slots[i]
+	switch op {
+	case opValidate:
+		w.timed(op, start, func() error { return w.st.Validate(ctx, s.cur) })
+	case opRotate:
+		w.rotate(ctx, i, start)
+	case opReplay:
+		// Only the immediate predecessor, and well within grace.
+		if s.fresh || time.Since(s.rotatedAt) > w.grace/2 {
+			w.rotate(ctx, i, start)
+			return
+		}
+		w.timed(op, start, func() error {
+			got, _, err := w.st.Rotate(ctx, s.prev, refresh)
+			if err == nil && got != s.cur {
+				err = fmt.Errorf("%w: a grace replay returned another token", errUnexpected)
+			}
+			return err
+		})
+	case opReuse:
+		if s.older == "" {
+			w.rotate(ctx, i, start)
+			return
+		}
+		err := w.timed(op, start, func() error {
+			_, _, err := w.st.Rotate(ctx, s.older, refresh)
+			if errors.Is(err, redisstore.ErrReused) {
+				return nil
+			}
+			return fmt.Errorf("%w: replaying a grandparent gave %v, want reuse detected", errUnexpected, err)
+		})
+		if err == nil {
+			w.login(ctx, i, time.Now())
+		}
+	case opIssue:
+		w.login(ctx, i, start)
+	case opList:
+		w.timed(op, start, func() error {
+			n, err := w.st.ListSessions(ctx, s.user)
+			if err == nil && n < len(w.byUser[s.user]) {
+				err = fmt.Errorf("%w: listed %d sessions, the user has at least %d", errUnexpected, n, len(w.byUser[s.user]))
+			}
+			return err
+		})
+	case opRevoke:
+		if w.timed(op, start, func() error { return w.st.RevokeSession(ctx, s.cur) }) == nil {
+			w.login(ctx, i, time.Now())
+		}
+	case opRevokeAll:
+		if w.timed(op, start, func() error { _, err := w.st.RevokeAll(ctx, s.user); return err }) == nil {
+			for _, j := range w.byUser[s.user] {
+				w.login(ctx, j, time.Now())
+			}
+		}
+	}
+}
