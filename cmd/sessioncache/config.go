@@ -37,6 +37,8 @@ const (
 	envGrace           = "SESSIONCACHE_GRACE"
 	envGraceSameDevice = "SESSIONCACHE_GRACE_SAME_DEVICE"
 	envMaxSessions     = "SESSIONCACHE_MAX_SESSIONS"
+	envReplicas        = "SESSIONCACHE_REVOCATION_REPLICAS"
+	envReplicaTimeout  = "SESSIONCACHE_REPLICATION_TIMEOUT"
 	envAPIKey          = "SESSIONCACHE_API_KEY"
 	envAPIKeyFile      = "SESSIONCACHE_API_KEY_FILE"
 	envSecret          = "SESSIONCACHE_SECRET"
@@ -58,6 +60,8 @@ var settings = []setting{
 	{env: envGrace, flag: "grace", def: "15s", usage: "how long a rotated token may be presented again for the same successor; 0 turns grace off"},
 	{env: envGraceSameDevice, flag: "grace-same-device", def: "false", usage: "honour grace only for the session's device id", bool: true},
 	{env: envMaxSessions, flag: "max-sessions", def: "0", usage: "live sessions per user; a login past it revokes the oldest; 0 means no cap"},
+	{env: envReplicas, flag: "revocation-replicas", def: "0", usage: "replicas that must acknowledge each revocation (Redis WAIT) before it is reported done; 0 does not wait"},
+	{env: envReplicaTimeout, flag: "replication-timeout", def: "250ms", usage: "how long a revocation waits for those replicas"},
 	{env: envAPIKey, usage: "bearer key required on /v1/* (environment only)"},
 	{env: envAPIKeyFile, flag: "api-key-file", usage: "file holding the bearer key required on /v1/*"},
 	{env: envSecret, usage: "secret of at least 32 bytes that signs tokens (environment only)"},
@@ -92,6 +96,8 @@ type config struct {
 	Grace           time.Duration // 0: grace off
 	GraceSameDevice bool
 	MaxSessions     int
+	Replicas        int
+	ReplicaTimeout  time.Duration
 	AllowEvicting   bool
 	ShutdownDelay   time.Duration
 	ShutdownTimeout time.Duration
@@ -159,6 +165,8 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		Grace:           p.duration(envGrace),
 		GraceSameDevice: p.boolean(envGraceSameDevice),
 		MaxSessions:     p.integer(envMaxSessions),
+		Replicas:        p.integer(envReplicas),
+		ReplicaTimeout:  p.duration(envReplicaTimeout),
 		AllowEvicting:   p.boolean(envAllowEvicting),
 		ShutdownDelay:   p.duration(envShutdownDelay),
 		ShutdownTimeout: p.duration(envShutdownTimeout),
@@ -189,6 +197,12 @@ func (c *config) validate(p *parser) error {
 	}
 	if c.MaxSessions < 0 {
 		p.fail(envMaxSessions, "must be 0 (no cap) or more")
+	}
+	if c.Replicas < 0 {
+		p.fail(envReplicas, "must be 0 (no wait) or more")
+	}
+	if c.ReplicaTimeout < time.Millisecond {
+		p.fail(envReplicaTimeout, "must be at least 1ms")
 	}
 	if c.ShutdownDelay < 0 {
 		p.fail(envShutdownDelay, "must be at least 0")
@@ -278,6 +292,8 @@ func (c *config) logAttrs() []any {
 		slog.String("grace", c.Grace.String()),
 		slog.Bool("grace_same_device", c.GraceSameDevice),
 		slog.Int("max_sessions", c.MaxSessions),
+		slog.Int("revocation_replicas", c.Replicas),
+		slog.String("replication_timeout", c.ReplicaTimeout.String()),
 		slog.Bool("allow_evicting_policy", c.AllowEvicting),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),

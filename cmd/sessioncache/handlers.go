@@ -121,7 +121,11 @@ func (s *server) rotate(r *http.Request) reply {
 		DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if reason := tokenOutcome(err); reason != "" {
-		return reply{status: http.StatusUnauthorized, outcome: reason, body: errorBody{Error: "invalid_grant", Reason: reason}}
+		rp := reply{status: http.StatusUnauthorized, outcome: reason, body: errorBody{Error: "invalid_grant", Reason: reason}}
+		if errors.Is(err, redisstore.ErrNotReplicated) {
+			rp.err = err // the reuse revocation may not survive a failover
+		}
+		return rp
 	}
 	if err != nil {
 		return failure(err)
@@ -271,6 +275,10 @@ func failure(err error) reply {
 	case errors.Is(err, redisstore.ErrContention):
 		return reply{status: http.StatusServiceUnavailable, outcome: "contention",
 			body:   errorBody{Error: "unavailable", Reason: "too much contention, retry"},
+			header: http.Header{"Retry-After": {"1"}}}
+	case errors.Is(err, redisstore.ErrNotReplicated):
+		return reply{status: http.StatusServiceUnavailable, outcome: "not_replicated", err: err,
+			body:   errorBody{Error: "unavailable", Reason: "the revocation is applied but not yet acknowledged by enough replicas; retry"},
 			header: http.Header{"Retry-After": {"1"}}}
 	case errors.Is(err, context.Canceled):
 		return reply{status: http.StatusServiceUnavailable, outcome: "canceled", body: errorBody{Error: "unavailable", Reason: "request canceled"}}

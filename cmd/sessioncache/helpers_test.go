@@ -26,16 +26,25 @@ const (
 	bob   = "5f1e2d3c-4b5a-4968-8776-655443322110"
 )
 
+// apiClient talks to a running service over HTTP. Every response it sees
+// is checked against openapi.yaml.
+type apiClient struct {
+	t      *testing.T
+	base   string
+	apiKey string
+	http   *http.Client
+}
+
+func newAPIClient(t *testing.T, base, apiKey string) *apiClient {
+	return &apiClient{t: t, base: base, apiKey: apiKey, http: &http.Client{Transport: newOpenAPICheck(t, http.DefaultTransport)}}
+}
+
 // testEnv is the service's handler on a miniredis, behind a real HTTP
-// server, with its logs captured. Every response it sees is checked
-// against openapi.yaml.
+// server, with its logs captured.
 type testEnv struct {
-	t       *testing.T
+	*apiClient
 	b       *redistest.Backend
 	srv     *server
-	http    *httptest.Server
-	client  *http.Client
-	apiKey  string
 	logs    *syncBuffer
 	metrics *metrics
 }
@@ -90,9 +99,7 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	s := newServer(set.server)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
-	e := &testEnv{t: t, b: b, srv: s, http: hs, logs: logs, metrics: m, apiKey: string(set.server.apiKey)}
-	e.client = &http.Client{Transport: newOpenAPICheck(t, http.DefaultTransport)}
-	return e
+	return &testEnv{apiClient: newAPIClient(t, hs.URL, string(set.server.apiKey)), b: b, srv: s, logs: logs, metrics: m}
 }
 
 // response is a decoded answer.
@@ -110,7 +117,7 @@ func (r response) str(key string) string {
 
 // do sends a request with a JSON body (if body is not "") and the
 // environment's API key.
-func (e *testEnv) do(method, path, body string) response {
+func (e *apiClient) do(method, path, body string) response {
 	e.t.Helper()
 	h := http.Header{}
 	if method == "POST" {
@@ -122,20 +129,20 @@ func (e *testEnv) do(method, path, body string) response {
 	return e.send(method, path, body, h)
 }
 
-func (e *testEnv) send(method, path, body string, h http.Header) response {
+func (e *apiClient) send(method, path, body string, h http.Header) response {
 	e.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(context.Background(), method, e.http.URL+path, rd)
+	req, err := http.NewRequestWithContext(context.Background(), method, e.base+path, rd)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	for k, v := range h {
 		req.Header[k] = v
 	}
-	resp, err := e.client.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -154,7 +161,7 @@ func (e *testEnv) send(method, path, body string, h http.Header) response {
 }
 
 // must sends a request and fails the test unless the status is want.
-func (e *testEnv) must(want int, method, path, body string) response {
+func (e *apiClient) must(want int, method, path, body string) response {
 	e.t.Helper()
 	r := e.do(method, path, body)
 	if r.status != want {
@@ -163,7 +170,7 @@ func (e *testEnv) must(want int, method, path, body string) response {
 	return r
 }
 
-func (e *testEnv) login(user, device string) response {
+func (e *apiClient) login(user, device string) response {
 	e.t.Helper()
 	return e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_id":"`+device+`","device_name":"`+device+`"}`)
 }

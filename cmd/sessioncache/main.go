@@ -87,13 +87,15 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		grace = -1 // the library's "off"
 	}
 	store, err := redisstore.New(be.client, redisstore.Options{
-		Secret:          secret,
-		KeyPrefix:       cfg.KeyPrefix,
-		IdleTTL:         cfg.IdleTTL,
-		AbsoluteTTL:     cfg.AbsoluteTTL,
-		Grace:           grace,
-		GraceSameDevice: cfg.GraceSameDevice,
-		MaxSessions:     cfg.MaxSessions,
+		Secret:             secret,
+		KeyPrefix:          cfg.KeyPrefix,
+		IdleTTL:            cfg.IdleTTL,
+		AbsoluteTTL:        cfg.AbsoluteTTL,
+		Grace:              grace,
+		GraceSameDevice:    cfg.GraceSameDevice,
+		MaxSessions:        cfg.MaxSessions,
+		RevocationReplicas: cfg.Replicas,
+		ReplicationTimeout: cfg.ReplicaTimeout,
 		OnEvent: func(e redisstore.Event) {
 			m.onEvent(e)
 			if e.Kind == redisstore.EventReuseDetected {

@@ -1,0 +1,355 @@
+package main
+
+// End-to-end tests: build the binary, start it as a process on a free
+// port, and talk to it over real HTTP.
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
+)
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// serviceBinary builds the service once per test run.
+func serviceBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "sessioncache-e2e-")
+		if binErr != nil {
+			return
+		}
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		binPath = filepath.Join(binDir, "sessioncache")
+		out, err := exec.Command(goTool, "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// proc is a running service.
+type proc struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	addr string
+	done chan struct{}
+	err  error // of Wait, once done is closed
+}
+
+// command prepares the binary with exactly env (and PATH): nothing leaks
+// in from the test's own environment.
+func command(t *testing.T, env map[string]string, args ...string) (*exec.Cmd, *syncBuffer) {
+	cmd := exec.Command(serviceBinary(t), args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	return cmd, logs
+}
+
+// startService starts the binary listening on a free loopback port and
+// waits until it says where.
+func startService(t *testing.T, env map[string]string) *proc {
+	t.Helper()
+	env[envListen] = "127.0.0.1:0"
+	cmd, logs := command(t, env)
+	p := &proc{cmd: cmd, logs: logs, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("service logs:\n%s", logs)
+		}
+	})
+	poll(t, 20*time.Second, "the service to listen", func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("the service exited: %v\n%s", p.err, logs)
+		default:
+		}
+		for _, l := range logLines(logs.String()) {
+			if l["msg"] == "listening" {
+				p.addr, _ = l["addr"].(string)
+				return true
+			}
+		}
+		return false
+	})
+	return p
+}
+
+// exitCode waits for the process to end.
+func (p *proc) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the service did not exit\n%s", p.logs)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return 0
+}
+
+func logLines(s string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// poll calls cond until it holds, or fails the test after d.
+func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// TestEndToEnd walks a session's life through the real binary on a real
+// Redis (and a real cluster): login, rotation, replay of an old token
+// (which revokes the session), listing, log out everywhere, SIGTERM.
+func TestEndToEnd(t *testing.T) {
+	for _, kind := range []redistest.Kind{redistest.Real, redistest.Cluster} {
+		t.Run(string(kind), func(t *testing.T) {
+			b := redistest.For(t, kind)
+			env := map[string]string{
+				envKeyPrefix:     b.Prefix,
+				envAPIKey:        randomHex(16),
+				envSecret:        randomHex(32),
+				envShutdownDelay: "100ms",
+			}
+			if kind == redistest.Real {
+				env[envRedisURL] = os.Getenv(redistest.EnvRedisURL)
+			} else {
+				env[envRedisURL] = "redis://" + os.Getenv(redistest.EnvClusterAddrs)
+				env[envRedisMode] = modeCluster
+			}
+			p := startService(t, env)
+			c := newAPIClient(t, "http://"+p.addr, env[envAPIKey])
+			walk(t, c)
+
+			keys, err := b.Keys(context.Background())
+			if err != nil || len(keys) == 0 {
+				t.Errorf("no keys under %s in Redis (%v): the service did not use it", b.Prefix, err)
+			}
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			if code := p.exitCode(t); code != 0 {
+				t.Errorf("exit code after SIGTERM = %d, want 0", code)
+			}
+			logs := p.logs.String()
+			if strings.Contains(logs, env[envAPIKey]) || strings.Contains(logs, env[envSecret]) {
+				t.Errorf("the logs show the API key or the secret")
+			}
+			if strings.Contains(logs, "sct_") {
+				t.Errorf("the logs show a token")
+			}
+		})
+	}
+}
+
+func walk(t *testing.T, c *apiClient) {
+	poll(t, 10*time.Second, "/readyz to answer 200", func() bool {
+		r, err := http.Get(c.base + "/readyz")
+		if err == nil {
+			r.Body.Close()
+		}
+		return err == nil && r.StatusCode == http.StatusOK
+	})
+	user := uuid.NewString()
+	laptop := c.login(user, "laptop")
+	phone := c.login(user, "phone")
+	t0 := laptop.str("refresh_token")
+	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
+	t2 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1)).str("refresh_token")
+	if r := c.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
+		t.Fatalf("replay of an old token: %s, want reason reused", r.raw)
+	}
+	if r := c.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t2)); r.str("reason") != "revoked" {
+		t.Fatalf("newest token after the replay: %s, want reason revoked", r.raw)
+	}
+	list := c.must(http.StatusOK, "GET", "/v1/users/"+user+"/sessions", "")
+	if !strings.Contains(list.raw, phone.str("session_id")) || strings.Contains(list.raw, laptop.str("session_id")) {
+		t.Fatalf("sessions after the replay: %s, want the phone only", list.raw)
+	}
+	if r := c.must(http.StatusOK, "DELETE", "/v1/users/"+user+"/sessions", ""); r.raw != "{\"revoked\":1}\n" {
+		t.Fatalf("log out everywhere: %s", r.raw)
+	}
+	if r := c.must(http.StatusOK, "GET", "/v1/users/"+user+"/sessions", ""); r.raw != "{\"sessions\":[]}\n" {
+		t.Fatalf("sessions after logout: %s", r.raw)
+	}
+	if r := c.send("POST", "/v1/sessions", `{"user_id":"`+user+`"}`, http.Header{"Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
+		t.Errorf("request without the API key: %d, want 401", r.status)
+	}
+	metrics := c.send("GET", "/metrics", "", nil).raw
+	for _, want := range []string{`sessioncache_session_revocations_total{reason="reuse"} 1`, `sessioncache_session_revocations_total{reason="logout_all"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// On SIGTERM, /readyz fails first, a request in flight finishes, and the
+// process exits 0.
+func TestEndToEndGracefulShutdown(t *testing.T) {
+	p := startService(t, map[string]string{envShutdownDelay: "1s"})
+	base := "http://" + p.addr
+	ready := func() int {
+		r, err := http.Get(base + "/readyz")
+		if err != nil {
+			return 0
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	poll(t, 10*time.Second, "/readyz to answer 200", func() bool { return ready() == http.StatusOK })
+	if code := exec.Command(serviceBinary(t), "-check", "/readyz", "-listen", p.addr).Run(); code != nil {
+		t.Errorf("-check /readyz on a ready service: %v", code)
+	}
+
+	// A login whose body is only half sent when the signal comes.
+	body := `{"user_id":"` + alice + `","device_name":"in flight"}`
+	conn, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/sessions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", p.addr, len(body), body[:10])
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	poll(t, 5*time.Second, "/readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
+	poll(t, 10*time.Second, "the listener to close", func() bool {
+		c, err := net.Dial("tcp", p.addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	select {
+	case <-p.done:
+		t.Fatalf("the process exited with a request in flight\n%s", p.logs)
+	default:
+	}
+	fmt.Fprint(conn, body[10:])
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("in-flight request: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Errorf("in-flight request: %d, want 201", resp.StatusCode)
+	}
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit code = %d, want 0", code)
+	}
+	var order []string
+	for _, l := range logLines(p.logs.String()) {
+		if msg, _ := l["msg"].(string); strings.HasPrefix(msg, "received terminated") || strings.HasPrefix(msg, "closing the listener") || msg == "stopped" {
+			order = append(order, strings.Fields(msg)[0])
+		}
+	}
+	if strings.Join(order, ",") != "received,closing,stopped" {
+		t.Errorf("shutdown log = %v, want received, closing, stopped", order)
+	}
+	if err := exec.Command(serviceBinary(t), "-check", "/healthz", "-listen", p.addr).Run(); err == nil {
+		t.Errorf("-check on a stopped service succeeded")
+	}
+}
+
+// The binary refuses to start unsafely: exit code 2, a clear message, and
+// it never listens.
+func TestEndToEndRefusesUnsafeStart(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{envListen: "0.0.0.0:0"}, "refusing to listen on 0.0.0.0:0 without an API key"},
+		{map[string]string{envSecret: "short"}, "the secret is 5 bytes, at least 32 required"},
+		{map[string]string{envIdleTTL: "2 weeks"}, "not a Go duration"},
+	}
+	for _, tc := range cases {
+		cmd, logs := command(t, tc.env)
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitConfig {
+			t.Errorf("%v: err %v, want exit code %d", tc.env, err, exitConfig)
+		}
+		if !strings.Contains(logs.String(), tc.want) || strings.Contains(logs.String(), `"msg":"listening"`) {
+			t.Errorf("%v: output %s, want %q and no listening", tc.env, logs, tc.want)
+		}
+	}
+}
