@@ -1,0 +1,170 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestCluster is a Redis Cluster started for one test, with replicas, on
+// free loopback ports (bus ports +10000).
+type TestCluster struct {
+	Nodes []*Server
+}
+
+// StartCluster starts masters*(1+replicas) nodes with the given
+// cluster-node-timeout, joins them with redis-cli --cluster create, and
+// waits until every node reports cluster_state:ok and knows every node. It
+// stops when the test ends.
+func StartCluster(tb testing.TB, masters, replicas int, nodeTimeout time.Duration) *TestCluster {
+	tb.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		unavailable(tb, "redis-cli not on PATH")
+	}
+	tc := &TestCluster{}
+	args := []string{"--cluster", "create"}
+	for i := 0; i < masters*(1+replicas); i++ {
+		s := StartServer(tb, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
+			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+		tc.Nodes = append(tc.Nodes, s)
+		args = append(args, s.Addr)
+	}
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	out, err := exec.Command(cli, args...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range tc.Nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr})
+		for {
+			ok, why := nodeReady(c, len(tc.Nodes), masters)
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.Close()
+				tb.Fatalf("cluster node %s not ready: %s", n.Addr, why)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		c.Close()
+	}
+	return tc
+}
+
+func nodeReady(c *redis.Client, nodes, masters int) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil {
+		return false, err.Error()
+	}
+	if !strings.Contains(info, "cluster_state:ok") {
+		return false, "cluster_state not ok"
+	}
+	if !strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(nodes)+"\r") {
+		return false, "not every node known"
+	}
+	if role, err := c.Do(ctx, "role").Slice(); err != nil || len(role) == 0 {
+		return false, fmt.Sprint("ROLE: ", err)
+	} else if role[0] == "slave" && (len(role) < 4 || role[3] != "connected") {
+		return false, "replica not in sync"
+	}
+	ns, err := ClusterNodes(ctx, c)
+	if err != nil {
+		return false, err.Error()
+	}
+	n := 0
+	for _, x := range ns {
+		if x.Master && len(x.Slots) > 0 {
+			n++
+		}
+	}
+	if n != masters {
+		return false, fmt.Sprintf("%d of %d masters with slots", n, masters)
+	}
+	return true, ""
+}
+
+// Addrs lists every node's address.
+func (tc *TestCluster) Addrs() []string {
+	out := make([]string, len(tc.Nodes))
+	for i, n := range tc.Nodes {
+		out[i] = n.Addr
+	}
+	return out
+}
+
+// Node returns the started node at addr, or nil.
+func (tc *TestCluster) Node(addr string) *Server {
+	for _, n := range tc.Nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// ClusterNode is one line of CLUSTER NODES.
+type ClusterNode struct {
+	ID, Addr string
+	Master   bool
+	Failed   bool
+	MasterID string
+	Slots    [][2]int // ranges, inclusive
+}
+
+// Serves reports whether the node serves slot.
+func (n ClusterNode) Serves(slot int) bool {
+	for _, r := range n.Slots {
+		if slot >= r[0] && slot <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// ClusterNodes parses CLUSTER NODES as seen by c.
+func ClusterNodes(ctx context.Context, c *redis.Client) ([]ClusterNode, error) {
+	s, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []ClusterNode
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		n := ClusterNode{ID: f[0], Addr: addr, MasterID: f[3],
+			Master: strings.Contains(f[2], "master"),
+			Failed: strings.Contains(f[2], "fail")}
+		for _, r := range f[8:] {
+			if strings.HasPrefix(r, "[") {
+				continue // a slot being migrated
+			}
+			lo, hi, found := strings.Cut(r, "-")
+			a, err1 := strconv.Atoi(lo)
+			b := a
+			var err2 error
+			if found {
+				b, err2 = strconv.Atoi(hi)
+			}
+			if err1 == nil && err2 == nil {
+				n.Slots = append(n.Slots, [2]int{a, b})
+			}
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

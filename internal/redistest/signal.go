@@ -1,0 +1,31 @@
+package redistest
+
+import (
+	"syscall"
+	"testing"
+)
+
+// Pause stops the server with SIGSTOP: it keeps its connections open and
+// answers nothing until Resume. The test's cleanup resumes it first.
+func (s *Server) Pause(tb testing.TB) {
+	tb.Helper()
+	if s.cmd == nil || s.cmd.Process == nil {
+		tb.Fatal("Pause: server not running")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		tb.Fatalf("SIGSTOP: %v", err)
+	}
+	p := s.cmd.Process
+	tb.Cleanup(func() { p.Signal(syscall.SIGCONT) })
+}
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume(tb testing.TB) {
+	tb.Helper()
+	if s.cmd == nil || s.cmd.Process == nil {
+		tb.Fatal("Resume: server not running")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		tb.Fatalf("SIGCONT: %v", err)
+	}
+}

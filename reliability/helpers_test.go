@@ -1,0 +1,201 @@
+// Package reliability_test runs sessioncache against Redis as it really
+// behaves: lost replies, script cache loss, restarts, Sentinel and Cluster
+// failover, memory limits, a stalled server, concurrency checked for
+// linearizability, hostile input. Every scenario starts its own redis-server
+// processes on free loopback ports and logs its figures on lines that start
+// with "FIGURE" (go test -v ./reliability | grep FIGURE). RELIABILITY.md
+// explains each scenario and records its figures.
+//
+// SESSIONCACHE_LONG=1 runs the long variants.
+package reliability_test
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/lua"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// EnvLong turns on the long variants.
+const EnvLong = "SESSIONCACHE_LONG"
+
+func long() bool { return os.Getenv(EnvLong) == "1" }
+
+// pick returns short in the default run and long under SESSIONCACHE_LONG=1.
+func pick[T any](short, long_ T) T {
+	if long() {
+		return long_
+	}
+	return short
+}
+
+var secret = []byte("reliability-suite-secret-0123456789abcdef")
+
+// newStore returns a store on c that records every token it hands out, for
+// the secret scans.
+func newStore(t testing.TB, c redis.UniversalClient, opt redisstore.Options) *redisstore.Store {
+	t.Helper()
+	if opt.Secret == nil {
+		opt.Secret = secret
+	}
+	s, err := redisstore.New(c, opt)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// figure logs one line of measured figures, in a fixed shape that
+// RELIABILITY.md quotes.
+func figure(t testing.TB, scenario string, kv ...any) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("FIGURE ")
+	b.WriteString(scenario)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", kv[i], kv[i+1])
+	}
+	t.Log(b.String())
+}
+
+// ms renders a duration in milliseconds, one decimal.
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+
+// rotateSHA is the EVALSHA digest of rotate.lua, for proxy rules.
+var rotateSHA = func() string { h := sha1.Sum([]byte(lua.Rotate)); return hex.EncodeToString(h[:]) }()
+
+// isRotate reports whether a command sent to Redis runs rotate.lua.
+func isRotate(args []string) bool {
+	if len(args) < 2 {
+		return false
+	}
+	switch strings.ToLower(args[0]) {
+	case "evalsha":
+		return args[1] == rotateSHA
+	case "eval":
+		return args[1] == lua.Rotate
+	}
+	return false
+}
+
+// tokens remembers every token the suite saw, so that keyspaces, files and
+// logs can be scanned for them.
+var tokens = struct {
+	sync.Mutex
+	all []string
+}{}
+
+func remember(tok string) {
+	if tok == "" {
+		return
+	}
+	tokens.Lock()
+	tokens.all = append(tokens.all, tok)
+	tokens.Unlock()
+}
+
+// counter counts outcomes by name, safe for concurrent use.
+type counter struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *counter) add(name string, n int) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]int)
+	}
+	c.m[name] += n
+	c.mu.Unlock()
+}
+
+func (c *counter) get(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[name]
+}
+
+func (c *counter) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.m))
+	for k := range c.m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%d", k, c.m[k])
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// errClass names an error for the counters: a store outcome, or the kind
+// of infrastructure failure.
+func errClass(err error) string {
+	var re redis.Error
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, redisstore.ErrReused):
+		return "reused"
+	case errors.Is(err, redisstore.ErrRevoked):
+		return "revoked"
+	case errors.Is(err, redisstore.ErrUnknown):
+		return "unknown"
+	case errors.Is(err, redisstore.ErrExpired):
+		return "expired"
+	case errors.Is(err, redisstore.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, redisstore.ErrNotReplicated):
+		return "not_replicated"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline"
+	case errors.As(err, &re):
+		f, _, _ := strings.Cut(re.Error(), " ")
+		return "redis_" + strings.ToLower(f)
+	}
+	s := err.Error()
+	for _, k := range []string{"connection refused", "connection reset", "EOF", "i/o timeout", "broken pipe", "closed"} {
+		if strings.Contains(s, k) {
+			return "net_" + strings.ReplaceAll(k, " ", "_")
+		}
+	}
+	return "other"
+}
+
+// waitFor polls cond every few milliseconds until it holds or the deadline
+// passes.
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func bg(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,200 @@
+package reliability_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// store wraps the library's Store and remembers every token it hands out.
+type store struct {
+	*redisstore.Store
+}
+
+func (s store) Issue(ctx context.Context, userID string, c redisstore.Client) (redisstore.Grant, error) {
+	g, err := s.Store.Issue(ctx, userID, c)
+	remember(g.Token)
+	return g, err
+}
+
+func (s store) Rotate(ctx context.Context, raw string, c redisstore.Client) (redisstore.Grant, error) {
+	g, err := s.Store.Rotate(ctx, raw, c)
+	remember(g.Token)
+	return g, err
+}
+
+func wrap(t testing.TB, c redis.UniversalClient, opt redisstore.Options) store {
+	t.Helper()
+	return store{newStore(t, c, opt)}
+}
+
+// Offsets in a token's payload (see redisstore/token.go): the secret is
+// bytes 46..78, the MAC 78..94.
+const (
+	offSecret = 46
+	offMAC    = 78
+	offCRC    = 94
+)
+
+// needles returns byte strings that only a leaked token would put
+// somewhere: part of its secret, raw and as encoded in the token, and its
+// MAC.
+func needles() map[string]string {
+	tokens.Lock()
+	all := append([]string(nil), tokens.all...)
+	tokens.Unlock()
+	out := make(map[string]string, 3*len(all))
+	for i, tok := range all {
+		body, ok := strings.CutPrefix(tok, redisstore.DefaultTokenPrefix)
+		if !ok {
+			continue
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(body)
+		if err != nil || len(raw) < offCRC {
+			continue
+		}
+		name := fmt.Sprintf("token #%d", i)
+		out[body[64:88]] = name + " (encoded secret)"
+		out[string(raw[offSecret:offSecret+16])] = name + " (raw secret)"
+		out[string(raw[offMAC:offCRC])] = name + " (raw MAC)"
+	}
+	return out
+}
+
+var tokenShape = regexp.MustCompile(regexp.QuoteMeta(redisstore.DefaultTokenPrefix) + `[A-Za-z0-9_-]{20,}`)
+
+// leaks returns what in data looks like a token or a piece of one the suite
+// handed out.
+func leaks(data []byte, ns map[string]string) []string {
+	var out []string
+	if m := tokenShape.Find(data); m != nil {
+		out = append(out, fmt.Sprintf("token-shaped string %.12q...", m))
+	}
+	for _, n := range []int{24, 16} {
+		for i := 0; i+n <= len(data); i++ {
+			if what, ok := ns[string(data[i:i+n])]; ok && len(what) > 0 {
+				out = append(out, what)
+				if len(out) > 5 {
+					return out
+				}
+			}
+		}
+	}
+	return out
+}
+
+var scannedBytes, scannedKeys atomic.Int64
+
+// startServer starts a redis-server for the test and registers, before its
+// stop, a scan of its whole keyspace and of its files (append-only file,
+// RDB) for tokens.
+func startServer(t testing.TB, args ...string) *redistest.Server {
+	t.Helper()
+	s := redistest.StartServer(t, args...)
+	t.Cleanup(func() { scanServer(t, s) })
+	return s
+}
+
+func scanServer(t testing.TB, s *redistest.Server) {
+	t.Helper()
+	ns := needles()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
+	defer c.Close()
+	if c.Ping(ctx).Err() == nil {
+		if found := scanKeyspace(ctx, t, c, ns); len(found) > 0 {
+			t.Errorf("keyspace of %s holds token material: %v", s.Addr, found)
+		}
+	}
+	filepath.WalkDir(s.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		scannedBytes.Add(int64(len(data)))
+		if found := leaks(data, ns); len(found) > 0 {
+			t.Errorf("%s holds token material: %v", path, found)
+		}
+		return nil
+	})
+}
+
+// scanKeyspace reads every key of the server (names and contents) and
+// looks for token material.
+func scanKeyspace(ctx context.Context, t testing.TB, c *redis.Client, ns map[string]string) []string {
+	var found []string
+	iter := c.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		scannedKeys.Add(1)
+		var vals []string
+		switch typ, _ := c.Type(ctx, k).Result(); typ {
+		case "hash":
+			m, _ := c.HGetAll(ctx, k).Result()
+			for f, v := range m {
+				vals = append(vals, f, v)
+			}
+		case "zset":
+			vals, _ = c.ZRange(ctx, k, 0, -1).Result()
+		case "string":
+			v, _ := c.Get(ctx, k).Result()
+			vals = []string{v}
+		}
+		data := []byte(k + "\x00" + strings.Join(vals, "\x00"))
+		scannedBytes.Add(int64(len(data)))
+		found = append(found, leaks(data, ns)...)
+	}
+	if err := iter.Err(); err != nil {
+		t.Logf("scan %s: %v", c.Options().Addr, err)
+	}
+	return found
+}
+
+// TestLeakScannerFindsTokens proves the scan can fail: a token written to
+// Redis, raw or encoded, is found.
+func TestLeakScannerFindsTokens(t *testing.T) {
+	s := redistest.StartServer(t)
+	c := s.Client(t)
+	ctx := bg(t)
+	st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix()})
+	g, err := st.Issue(ctx, "leak-probe", redisstore.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := needles()
+	if found := scanKeyspace(ctx, t, c, ns); len(found) != 0 {
+		t.Fatalf("clean keyspace reported: %v", found)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(g.Token, redisstore.DefaultTokenPrefix))
+	for name, v := range map[string]string{
+		"whole token":  g.Token,
+		"body only":    strings.TrimPrefix(g.Token, redisstore.DefaultTokenPrefix),
+		"raw payload":  string(raw),
+		"raw secret":   string(raw[offSecret:offMAC]),
+		"in a hash":    "x" + g.Token[10:],
+		"raw mac only": string(raw[offMAC:offCRC]),
+	} {
+		c.Set(ctx, "probe", v, 0)
+		if found := scanKeyspace(ctx, t, c, ns); len(found) == 0 {
+			t.Errorf("%s in Redis not found by the scan", name)
+		}
+		c.Del(ctx, "probe")
+	}
+}
