@@ -140,31 +140,54 @@ func scanServer(t testing.TB, s *redistest.Server) {
 // looks for token material.
 func scanKeyspace(ctx context.Context, t testing.TB, c *redis.Client, ns map[string]string) []string {
 	var found []string
-	iter := c.Scan(ctx, 0, "*", 1000).Iterator()
-	for iter.Next(ctx) {
-		k := iter.Val()
-		scannedKeys.Add(1)
-		var vals []string
-		switch typ, _ := c.Type(ctx, k).Result(); typ {
-		case "hash":
-			m, _ := c.HGetAll(ctx, k).Result()
-			for f, v := range m {
-				vals = append(vals, f, v)
-			}
-		case "zset":
-			vals, _ = c.ZRange(ctx, k, 0, -1).Result()
-		case "string":
-			v, _ := c.Get(ctx, k).Result()
-			vals = []string{v}
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, "*", 1000).Result()
+		if err != nil {
+			t.Logf("scan %s: %v", c.Options().Addr, err)
+			return found
 		}
-		data := []byte(k + "\x00" + strings.Join(vals, "\x00"))
-		scannedBytes.Add(int64(len(data)))
-		found = append(found, leaks(data, ns)...)
+		types := make([]*redis.StatusCmd, len(keys))
+		c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				types[i] = p.Type(ctx, k)
+			}
+			return nil
+		})
+		vals := make([]redis.Cmder, len(keys))
+		c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				switch types[i].Val() {
+				case "hash":
+					vals[i] = p.HGetAll(ctx, k)
+				case "zset":
+					vals[i] = p.ZRange(ctx, k, 0, -1)
+				case "string":
+					vals[i] = p.Get(ctx, k)
+				}
+			}
+			return nil
+		})
+		for i, k := range keys {
+			scannedKeys.Add(1)
+			data := []byte(k)
+			switch v := vals[i].(type) {
+			case *redis.MapStringStringCmd:
+				for f, x := range v.Val() {
+					data = append(append(append(data, 0), f...), x...)
+				}
+			case *redis.StringSliceCmd:
+				data = append(append(data, 0), strings.Join(v.Val(), "\x00")...)
+			case *redis.StringCmd:
+				data = append(append(data, 0), v.Val()...)
+			}
+			scannedBytes.Add(int64(len(data)))
+			found = append(found, leaks(data, ns)...)
+		}
+		if cursor = next; cursor == 0 {
+			return found
+		}
 	}
-	if err := iter.Err(); err != nil {
-		t.Logf("scan %s: %v", c.Options().Addr, err)
-	}
-	return found
 }
 
 // TestLeakScannerFindsTokens proves the scan can fail: a token written to
