@@ -353,3 +353,45 @@ func TestEndToEndRefusesUnsafeStart(t *testing.T) {
 		}
 	}
 }
+
+// The README's curl walk-through works as written against the default
+// service (embedded miniredis, no API key), and prints what it says.
+func TestReadmeWalkthrough(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("the walk-through needs %s", tool)
+		}
+	}
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := strings.Cut(string(b), "## Walk-through")
+	_, block, _ := strings.Cut(after, "```bash\n")
+	script, _, ok := strings.Cut(block, "```")
+	const base = "SC=http://127.0.0.1:8080\n"
+	if !ok || !strings.HasPrefix(script, base) {
+		t.Fatalf("README.md: no bash walk-through starting with %q", base)
+	}
+	p := startService(t, map[string]string{})
+	script = "set -euo pipefail\nSC=http://" + p.addr + "\n" + strings.TrimPrefix(script, base)
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walk-through: %v\n%s", err, out)
+	}
+	// Each "# {...}" or "# [...]" comment is the output of the line above it.
+	rest := string(out)
+	for _, line := range strings.Split(script, "\n") {
+		want, ok := strings.CutPrefix(line, "# ")
+		if !ok || !strings.HasPrefix(want, "{") && !strings.HasPrefix(want, "[") {
+			continue
+		}
+		i := strings.Index(rest, want+"\n")
+		if i < 0 {
+			t.Fatalf("walk-through output lacks %s (in order); output:\n%s", want, out)
+		}
+		rest = rest[i+len(want):]
+	}
+}
