@@ -64,6 +64,10 @@ func withAPIKey(key string) envOption {
 	return func(s *envSetup) { s.server.apiKey = []byte(key) }
 }
 
+func withStoreOptions(f func(*redisstore.Options)) envOption {
+	return func(s *envSetup) { f(&s.store) }
+}
+
 // withFastFailingRedis makes Redis calls fail at once when Redis is down,
 // instead of retrying.
 func withFastFailingRedis() envOption {
@@ -76,7 +80,12 @@ func withFastFailingRedis() envOption {
 
 func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
-	b := redistest.For(t, redistest.Mini)
+	return newTestEnvOn(t, redistest.For(t, redistest.Mini), opts...)
+}
+
+// newTestEnvOn is newTestEnv on the given backend.
+func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEnv {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	set := envSetup{

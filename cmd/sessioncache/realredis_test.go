@@ -1,0 +1,90 @@
+package main
+
+// Handler tests that need what miniredis lacks: INFO (the eviction policy)
+// and WAIT (replica acknowledgement).
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+func withEvictionCheck() envOption {
+	return func(s *envSetup) { s.server.checkEvict = true }
+}
+
+// privateRedis starts a redis-server of this test's own, on a Unix socket
+// in a temporary folder (no port to race for), with extra arguments.
+func privateRedis(t *testing.T, args ...string) redis.UniversalClient {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv(redistest.EnvRequireReal) == "1" {
+			t.Fatal("redis-server is not installed")
+		}
+		t.Skip("redis-server is not installed")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "redis.sock")
+	cmd := exec.Command(bin, append([]string{"--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
+	t.Cleanup(func() { c.Close() })
+	poll(t, 10*time.Second, "the private redis-server", func() bool { return c.Ping(context.Background()).Err() == nil })
+	return c
+}
+
+// On a real Redis the service is ready only if the Redis never evicts.
+func TestReadinessChecksEvictionPolicy(t *testing.T) {
+	safe := newTestEnvOn(t, redistest.For(t, redistest.Real), withEvictionCheck())
+	safe.must(http.StatusOK, "GET", "/readyz", "")
+
+	lru := privateRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+	b := &redistest.Backend{Kind: redistest.Real, Client: lru, Prefix: redistest.NewPrefix(), Clock: safe.b.Clock}
+	unsafe := newTestEnvOn(t, b, withEvictionCheck())
+	if r := unsafe.do("GET", "/readyz", ""); r.status != http.StatusServiceUnavailable || r.str("reason") != "unsafe_eviction_policy" {
+		t.Errorf("/readyz on allkeys-lru: %d %s, want 503 unsafe_eviction_policy", r.status, r.raw)
+	}
+	if logs := unsafe.logs.String(); !strings.Contains(logs, envAllowEvicting) {
+		t.Errorf("the log does not say how to override: %s", logs)
+	}
+	// SESSIONCACHE_ALLOW_EVICTING_POLICY=true turns the check off.
+	allowed := newTestEnvOn(t, b)
+	allowed.must(http.StatusOK, "GET", "/readyz", "")
+}
+
+// With revocation replicas asked for and none there, a revocation answers
+// 503, yet it is applied.
+func TestRevocationNotReplicated(t *testing.T) {
+	e := newTestEnvOn(t, redistest.For(t, redistest.Real), withStoreOptions(func(o *redisstore.Options) {
+		o.RevocationReplicas = 1
+		o.ReplicationTimeout = 20 * time.Millisecond
+	}))
+	g := e.login(alice, "laptop")
+	r := e.do("DELETE", "/v1/users/"+alice+"/sessions/"+g.str("session_id"), "")
+	if r.status != http.StatusServiceUnavailable || r.str("error") != "unavailable" {
+		t.Fatalf("revocation without replicas: %d %s, want 503", r.status, r.raw)
+	}
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(g.str("refresh_token"))); r.body["active"] != false {
+		t.Errorf("the session is still active after the unacknowledged revocation")
+	}
+	if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, `sessioncache_requests_total{operation="revoke_session",outcome="not_replicated"} 1`) {
+		t.Errorf("/metrics does not count the unacknowledged revocation")
+	}
+}
