@@ -41,6 +41,15 @@ func pick[T any](short, long_ T) T {
 	return short
 }
 
+func init() {
+	// go-redis logs every failed dial; the scenarios cause thousands.
+	redis.SetLogger(quietLogger{})
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
 var secret = []byte("reliability-suite-secret-0123456789abcdef")
 
 // newStore returns a store on c that records every token it hands out, for
