@@ -181,24 +181,34 @@ func randomHex(n int) string {
 }
 
 // TestEndToEnd walks a session's life through the real binary on a real
-// Redis (and a real cluster): login, rotation, replay of an old token
-// (which revokes the session), listing, log out everywhere, SIGTERM.
+// Redis, a real cluster and a Redis behind Sentinel: login, rotation,
+// replay of an old token (which revokes the session), listing, log out
+// everywhere, SIGTERM.
 func TestEndToEnd(t *testing.T) {
-	for _, kind := range []redistest.Kind{redistest.Real, redistest.Cluster} {
-		t.Run(string(kind), func(t *testing.T) {
-			b := redistest.For(t, kind)
+	for _, mode := range []string{modeStandalone, modeCluster, modeSentinel} {
+		t.Run(mode, func(t *testing.T) {
+			var b *redistest.Backend
 			env := map[string]string{
-				envKeyPrefix:     b.Prefix,
+				envRedisMode:     mode,
 				envAPIKey:        randomHex(16),
 				envSecret:        randomHex(32),
 				envShutdownDelay: "100ms",
 			}
-			if kind == redistest.Real {
+			switch mode {
+			case modeStandalone:
+				b = redistest.For(t, redistest.Real)
 				env[envRedisURL] = os.Getenv(redistest.EnvRedisURL)
-			} else {
+			case modeCluster:
+				b = redistest.For(t, redistest.Cluster)
 				env[envRedisURL] = "redis://" + os.Getenv(redistest.EnvClusterAddrs)
-				env[envRedisMode] = modeCluster
+			case modeSentinel:
+				master := redistest.StartServer(t)
+				sen := redistest.StartSentinels(t, master.Addr, 0, redistest.SentinelConfig{})
+				b = &redistest.Backend{Kind: redistest.Real, Client: master.Client(t), Prefix: redistest.NewPrefix()}
+				env[envRedisURL] = "redis://" + strings.Join(sen.Addrs, ",") + "/0"
+				env[envRedisMaster] = sen.Name
 			}
+			env[envKeyPrefix] = b.Prefix
 			p := startService(t, env)
 			c := newAPIClient(t, "http://"+p.addr, env[envAPIKey])
 			walk(t, c)

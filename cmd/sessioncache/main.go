@@ -135,25 +135,31 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Error("server failed: " + err.Error())
 		return exitFailed
 	case got := <-sig:
-		log.Info("received "+got.String()+": draining; /readyz fails from now on", "shutdown_delay", cfg.ShutdownDelay.String())
+		// Load balancers need the delay after SIGTERM; someone pressing
+		// Ctrl-C does not.
+		delay := cfg.ShutdownDelay
+		if got == os.Interrupt {
+			delay = 0
+		}
+		log.Info("received "+got.String()+": draining; /readyz fails from now on", "shutdown_delay", delay.String())
+		return drain(hs, s, delay, cfg.ShutdownTimeout, log, sig)
 	}
-	return drain(hs, s, cfg, log, sig)
 }
 
 // drain fails readiness, waits for load balancers to notice, then stops
 // accepting connections and waits for in-flight requests. A second signal
 // stops at once.
-func drain(hs *http.Server, s *server, cfg *config, log *slog.Logger, sig <-chan os.Signal) int {
+func drain(hs *http.Server, s *server, delay, timeout time.Duration, log *slog.Logger, sig <-chan os.Signal) int {
 	s.draining.Store(true)
 	hs.SetKeepAlivesEnabled(false)
 	select {
-	case <-time.After(cfg.ShutdownDelay):
+	case <-time.After(delay):
 	case <-sig:
 		log.Warn("second signal: stopping now")
 		hs.Close()
 		return exitFailed
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	go func() {
 		select {
@@ -163,7 +169,7 @@ func drain(hs *http.Server, s *server, cfg *config, log *slog.Logger, sig <-chan
 		case <-ctx.Done():
 		}
 	}()
-	log.Info("closing the listener; waiting for in-flight requests", "shutdown_timeout", cfg.ShutdownTimeout.String())
+	log.Info("closing the listener; waiting for in-flight requests", "shutdown_timeout", timeout.String())
 	if err := hs.Shutdown(ctx); err != nil {
 		log.Error("in-flight requests did not finish: " + err.Error())
 		hs.Close()
