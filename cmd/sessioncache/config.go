@@ -31,6 +31,7 @@ const (
 	envRedisURL        = "SESSIONCACHE_REDIS_URL"
 	envRedisMode       = "SESSIONCACHE_REDIS_MODE"
 	envRedisMaster     = "SESSIONCACHE_REDIS_MASTER"
+	envRedisTimeout    = "SESSIONCACHE_REDIS_TIMEOUT"
 	envKeyPrefix       = "SESSIONCACHE_KEY_PREFIX"
 	envIdleTTL         = "SESSIONCACHE_IDLE_TTL"
 	envAbsoluteTTL     = "SESSIONCACHE_ABSOLUTE_TTL"
@@ -54,6 +55,7 @@ var settings = []setting{
 	{env: envRedisURL, flag: "redis-url", usage: "redis:// or rediss:// URL; cluster and sentinel take comma-separated host:port lists; unset: an embedded in-process miniredis"},
 	{env: envRedisMode, flag: "redis-mode", def: "standalone", usage: "standalone, cluster or sentinel"},
 	{env: envRedisMaster, flag: "redis-master", usage: "sentinel master name (sentinel mode only)"},
+	{env: envRedisTimeout, flag: "redis-timeout", def: "2s", usage: "how long a request may wait for Redis before it is answered 503"},
 	{env: envKeyPrefix, flag: "key-prefix", def: "sc:", usage: "prefix of every Redis key the service writes"},
 	{env: envIdleTTL, flag: "idle-ttl", def: "336h", usage: "idle lifetime of a token; each rotation starts it again"},
 	{env: envAbsoluteTTL, flag: "absolute-ttl", def: "720h", usage: "absolute lifetime of a session, from its login"},
@@ -90,6 +92,7 @@ type config struct {
 	RedisURL        string // "" for the embedded miniredis
 	RedisMode       string
 	RedisMaster     string
+	RedisTimeout    time.Duration
 	KeyPrefix       string
 	IdleTTL         time.Duration
 	AbsoluteTTL     time.Duration
@@ -159,6 +162,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		RedisURL:        p.str(envRedisURL),
 		RedisMode:       p.str(envRedisMode),
 		RedisMaster:     p.str(envRedisMaster),
+		RedisTimeout:    p.duration(envRedisTimeout),
 		KeyPrefix:       p.str(envKeyPrefix),
 		IdleTTL:         p.duration(envIdleTTL),
 		AbsoluteTTL:     p.duration(envAbsoluteTTL),
@@ -197,6 +201,9 @@ func (c *config) validate(p *parser) error {
 	}
 	if c.MaxSessions < 0 {
 		p.fail(envMaxSessions, "must be 0 (no cap) or more")
+	}
+	if c.RedisTimeout < time.Millisecond {
+		p.fail(envRedisTimeout, "must be at least 1ms")
 	}
 	if c.Replicas < 0 {
 		p.fail(envReplicas, "must be 0 (no wait) or more")
@@ -286,6 +293,7 @@ func (c *config) logAttrs() []any {
 		slog.String("redis", redis),
 		slog.String("redis_mode", c.RedisMode),
 		slog.String("redis_master", c.RedisMaster),
+		slog.String("redis_timeout", c.RedisTimeout.String()),
 		slog.String("key_prefix", c.KeyPrefix),
 		slog.String("idle_ttl", c.IdleTTL.String()),
 		slog.String("absolute_ttl", c.AbsoluteTTL.String()),

@@ -84,7 +84,7 @@ func TestConfigErrors(t *testing.T) {
 		{"shutdown timeout", nil, map[string]string{envShutdownTimeout: "0s"}, "SESSIONCACHE_SHUTDOWN_TIMEOUT"},
 		{"cluster without URL", nil, map[string]string{envRedisMode: "cluster"}, "needs SESSIONCACHE_REDIS_URL"},
 		{"unknown mode", nil, map[string]string{envRedisMode: "ring", envRedisURL: "redis://a:1"}, "want standalone, cluster or sentinel"},
-		{"http URL", nil, map[string]string{envRedisURL: "http://a:1"}, "want a redis:// or rediss:// URL"},
+		{"http URL", nil, map[string]string{envRedisURL: "http://a:1"}, "want a redis://, rediss:// or (standalone) unix:// URL"},
 		{"two hosts standalone", nil, map[string]string{envRedisURL: "redis://a:1,b:2"}, "set SESSIONCACHE_REDIS_MODE=cluster or sentinel"},
 		{"empty host in list", nil, map[string]string{envRedisMode: "cluster", envRedisURL: "redis://a:1,,b:2"}, "empty host"},
 		{"sentinel without master", nil, map[string]string{envRedisMode: "sentinel", envRedisURL: "redis://a:26379"}, "SESSIONCACHE_REDIS_MASTER"},

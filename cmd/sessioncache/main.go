@@ -107,7 +107,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
-	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKey: cfg.APIKey, checkEvict: checkEvict})
+	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKey: cfg.APIKey, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout})
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 5 * time.Second,

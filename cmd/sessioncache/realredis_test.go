@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func withEvictionCheck() envOption {
 
 // privateRedis starts a redis-server of this test's own, on a Unix socket
 // in a temporary folder (no port to race for), with extra arguments.
-func privateRedis(t *testing.T, args ...string) redis.UniversalClient {
+func privateRedis(t *testing.T, args ...string) (proc *exec.Cmd, socket string, client redis.UniversalClient) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -47,7 +48,7 @@ func privateRedis(t *testing.T, args ...string) redis.UniversalClient {
 	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
 	t.Cleanup(func() { c.Close() })
 	poll(t, 10*time.Second, "the private redis-server", func() bool { return c.Ping(context.Background()).Err() == nil })
-	return c
+	return cmd, sock, c
 }
 
 // On a real Redis the service is ready only if the Redis never evicts.
@@ -55,7 +56,7 @@ func TestReadinessChecksEvictionPolicy(t *testing.T) {
 	safe := newTestEnvOn(t, redistest.For(t, redistest.Real), withEvictionCheck())
 	safe.must(http.StatusOK, "GET", "/readyz", "")
 
-	lru := privateRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+	_, _, lru := privateRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
 	b := &redistest.Backend{Kind: redistest.Real, Client: lru, Prefix: redistest.NewPrefix(), Clock: safe.b.Clock}
 	unsafe := newTestEnvOn(t, b, withEvictionCheck())
 	if r := unsafe.do("GET", "/readyz", ""); r.status != http.StatusServiceUnavailable || r.str("reason") != "unsafe_eviction_policy" {
@@ -67,6 +68,37 @@ func TestReadinessChecksEvictionPolicy(t *testing.T) {
 	// SESSIONCACHE_ALLOW_EVICTING_POLICY=true turns the check off.
 	allowed := newTestEnvOn(t, b)
 	allowed.must(http.StatusOK, "GET", "/readyz", "")
+}
+
+// A Redis that accepts connections but answers nothing (stopped with
+// SIGSTOP) gets a 503 within SESSIONCACHE_REDIS_TIMEOUT, not a hung request.
+func TestStalledRedis(t *testing.T) {
+	proc, sock, _ := privateRedis(t)
+	// The client the service itself makes for this URL.
+	opts, err := parseRedis(modeStandalone, "unix://"+sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := openRedis(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(be.Close)
+	c := be.client
+	b := &redistest.Backend{Kind: redistest.Real, Client: c, Prefix: redistest.NewPrefix(), Clock: redistest.For(t, redistest.Mini).Clock}
+	e := newTestEnvOn(t, b, func(s *envSetup) { s.server.redisTimeout = 200 * time.Millisecond })
+	tok := e.login(alice, "laptop").str("refresh_token")
+	if err := proc.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Process.Signal(syscall.SIGCONT)
+	for _, path := range []string{"/v1/tokens/rotate", "/v1/tokens/introspect"} {
+		start := time.Now()
+		r := e.do("POST", path, tokenBody(tok))
+		if took := time.Since(start); r.status != http.StatusServiceUnavailable || took > 2*time.Second {
+			t.Errorf("%s on a stalled Redis: %d %s after %v, want 503 within about 200ms", path, r.status, r.raw, took)
+		}
+	}
 }
 
 // With revocation replicas asked for and none there, a revocation answers

@@ -42,8 +42,16 @@ func parseRedis(mode, rawURL, master string) (redisOptions, error) {
 	if err != nil {
 		return o, fmt.Errorf("not a URL")
 	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return o, fmt.Errorf("want a redis:// or rediss:// URL")
+	switch {
+	case u.Scheme == "unix" && mode == modeStandalone:
+		o.standalone, err = redis.ParseURL(rawURL)
+		if err != nil {
+			return redisOptions{}, err
+		}
+		o.standalone.ContextTimeoutEnabled = true
+		return o, nil
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		return o, fmt.Errorf("want a redis://, rediss:// or (standalone) unix:// URL")
 	}
 	hosts := strings.Split(u.Host, ",")
 	if mode == modeStandalone && len(hosts) > 1 {

@@ -22,10 +22,10 @@ import (
 
 // Request limits.
 const (
-	maxBodyBytes   = 64 << 10
-	maxHeaderBytes = 16 << 10
-	redisTimeout   = 5 * time.Second
-	readyTimeout   = 2 * time.Second
+	maxBodyBytes        = 64 << 10
+	maxHeaderBytes      = 16 << 10
+	defaultRedisTimeout = 2 * time.Second
+	readyTimeout        = 2 * time.Second
 )
 
 //go:embed openapi.yaml
@@ -63,6 +63,7 @@ type server struct {
 	metrics      *metrics
 	apiKey       []byte // SHA-256 of the key; nil: no key, loopback only
 	checkEvict   bool
+	redisTimeout time.Duration
 	draining     atomic.Bool
 	mux          *http.ServeMux
 	routes       []route
@@ -76,11 +77,16 @@ type serverConfig struct {
 	metrics    *metrics
 	apiKey     []byte
 	checkEvict bool // check Redis's maxmemory-policy for readiness
+	// redisTimeout bounds the Redis calls of one request. Default: 2s.
+	redisTimeout time.Duration
 }
 
 func newServer(c serverConfig) *server {
 	s := &server{store: c.store, log: c.log, metrics: c.metrics, checkEvict: c.checkEvict, mux: http.NewServeMux(),
-		lastReadyErr: "not checked yet"}
+		redisTimeout: c.redisTimeout, lastReadyErr: "not checked yet"}
+	if s.redisTimeout <= 0 {
+		s.redisTimeout = defaultRedisTimeout
+	}
 	if c.apiKey != nil {
 		h := sha256.Sum256(c.apiKey)
 		s.apiKey = h[:]
@@ -157,7 +163,7 @@ func (s *server) wrap(rt route) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(rec, r.Body, maxBodyBytes)
-		ctx, cancel := context.WithTimeout(r.Context(), redisTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), s.redisTimeout)
 		defer cancel()
 		rp := rt.api(r.WithContext(ctx))
 		outcome = rp.outcome
