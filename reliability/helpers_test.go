@@ -31,6 +31,22 @@ import (
 // EnvLong turns on the long variants.
 const EnvLong = "SESSIONCACHE_LONG"
 
+// EnvKnownBugs makes the tests of known library bugs fail instead of skip.
+const EnvKnownBugs = "SESSIONCACHE_KNOWN_BUGS"
+
+// knownBug reports a library bug that RELIABILITY.md describes: the test
+// fails under SESSIONCACHE_KNOWN_BUGS=1 and is skipped otherwise, so that
+// CI stays green until the library is fixed. Once fixed, the test passes
+// and never reaches this call.
+func knownBug(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := "KNOWN LIBRARY BUG (RELIABILITY.md): " + fmt.Sprintf(format, args...)
+	if os.Getenv(EnvKnownBugs) == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
 func long() bool { return os.Getenv(EnvLong) == "1" }
 
 // pick returns short in the default run and long under SESSIONCACHE_LONG=1.
@@ -82,22 +98,26 @@ func figure(t testing.TB, scenario string, kv ...any) {
 // ms renders a duration in milliseconds, one decimal.
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
-// rotateSHA is the EVALSHA digest of rotate.lua, for proxy rules.
-var rotateSHA = func() string { h := sha1.Sum([]byte(lua.Rotate)); return hex.EncodeToString(h[:]) }()
-
-// isRotate reports whether a command sent to Redis runs rotate.lua.
-func isRotate(args []string) bool {
+// runs reports whether a command sent to Redis runs script.
+func runs(args []string, script string) bool {
 	if len(args) < 2 {
 		return false
 	}
 	switch strings.ToLower(args[0]) {
 	case "evalsha":
-		return args[1] == rotateSHA
+		h := sha1.Sum([]byte(script))
+		return args[1] == hex.EncodeToString(h[:])
 	case "eval":
-		return args[1] == lua.Rotate
+		return args[1] == script
 	}
 	return false
 }
+
+// isRotate and isIssue tell proxy rules which commands run rotate.lua and
+// issue.lua.
+func isRotate(args []string) bool { return runs(args, lua.Rotate) }
+func isIssue(args []string) bool  { return runs(args, lua.Issue) }
+func isRevoke(args []string) bool { return runs(args, lua.Revoke) }
 
 // tokens remembers every token the suite saw, so that keyspaces, files and
 // logs can be scanned for them.
