@@ -489,6 +489,10 @@ func testBadInput(t *testing.T, b *redistest.Backend) {
 		_, err = f.store.Rotate(ctx, g.Token, c)
 		wantErr(t, "Rotate with "+name, err, redisstore.ErrInvalidArgument)
 	}
+	var ae *redisstore.ArgumentError
+	if _, err := f.store.Issue(ctx, "user-1", redisstore.Client{IPAddress: "nope"}); !errors.As(err, &ae) || ae.Field != "IP address" {
+		t.Fatalf("Issue with a bad IP: %v, want an ArgumentError for the IP address", err)
+	}
 	for _, user := range []string{"", long, "a\nb", "\xff"} {
 		_, err := f.store.Issue(ctx, user, laptop)
 		wantErr(t, fmt.Sprintf("Issue(user %.10q)", user), err, redisstore.ErrInvalidArgument)

@@ -1,6 +1,9 @@
 package redisstore
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Outcomes of presenting a token. Match them with errors.Is; none of them
 // means Redis failed, and none of them changed anything except ErrReused.
@@ -38,6 +41,24 @@ var (
 	// the master; a failover before the replicas catch up could undo it.
 	ErrNotReplicated = errors.New("redisstore: revocation not acknowledged by enough replicas")
 )
+
+// ArgumentError is returned, matching ErrInvalidArgument, for invalid input.
+// Nothing was written.
+type ArgumentError struct {
+	Field  string // "user id", "session id", "device id", "device name", "IP address", "user agent"
+	Reason string // what is wrong with it, e.g. "is empty"
+}
+
+func (e *ArgumentError) Error() string {
+	return ErrInvalidArgument.Error() + ": " + e.Field + " " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidArgument) true.
+func (e *ArgumentError) Is(target error) bool { return target == ErrInvalidArgument }
+
+func argError(field, format string, args ...any) error {
+	return &ArgumentError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
 
 // RevokedError is returned, matching ErrRevoked, when a session was revoked
 // and the reason is still on record.

@@ -93,7 +93,7 @@ const (
 
 func validateUserID(id string) error {
 	if id == "" {
-		return fmt.Errorf("%w: user id is empty", ErrInvalidArgument)
+		return argError("user id", "is empty")
 	}
 	return checkText("user id", id, MaxUserIDLen)
 }
@@ -110,7 +110,7 @@ func (c *Client) validate() error {
 	}
 	if c.IPAddress != "" {
 		if _, err := netip.ParseAddr(c.IPAddress); err != nil {
-			return fmt.Errorf("%w: IP address %q is not an IPv4 or IPv6 address", ErrInvalidArgument, truncate(c.IPAddress))
+			return argError("IP address", "%q is not an IPv4 or IPv6 address", truncate(c.IPAddress))
 		}
 	}
 	return nil
@@ -119,14 +119,14 @@ func (c *Client) validate() error {
 // checkText accepts valid UTF-8 without control characters, up to max bytes.
 func checkText(what, s string, max int) error {
 	if len(s) > max {
-		return fmt.Errorf("%w: %s is %d bytes, at most %d allowed", ErrInvalidArgument, what, len(s), max)
+		return argError(what, "is %d bytes, at most %d allowed", len(s), max)
 	}
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidArgument, what)
+		return argError(what, "is not valid UTF-8")
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: %s holds a control character", ErrInvalidArgument, what)
+			return argError(what, "holds a control character")
 		}
 	}
 	return nil

@@ -560,7 +560,7 @@ func sessionIDString(member string) string {
 func parseSessionID(s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
 	if err != nil || len(s) != 36 {
-		return uuid.UUID{}, fmt.Errorf("%w: session id %q is not a UUID", ErrInvalidArgument, truncate(s))
+		return uuid.UUID{}, argError("session id", "%q is not a UUID", truncate(s))
 	}
 	return id, nil
 }

@@ -269,9 +269,10 @@ func tokenOutcome(err error) string {
 // failure answers an error that is not about a token: bad input is 400,
 // anything else means Redis could not do the work: 503, never 500.
 func failure(err error) reply {
+	var arg *redisstore.ArgumentError
 	switch {
-	case errors.Is(err, redisstore.ErrInvalidArgument):
-		return badRequest(http.StatusBadRequest, strings.TrimPrefix(err.Error(), redisstore.ErrInvalidArgument.Error()+": "))
+	case errors.As(err, &arg):
+		return badRequest(http.StatusBadRequest, arg.Field+" "+arg.Reason)
 	case errors.Is(err, redisstore.ErrContention):
 		return reply{status: http.StatusServiceUnavailable, outcome: "contention",
 			body:   errorBody{Error: "unavailable", Reason: "too much contention, retry"},
