@@ -364,15 +364,22 @@ func TestEndToEndRefusesUnsafeStart(t *testing.T) {
 	}
 }
 
-// The README's curl walk-through works as written against the default
-// service (embedded miniredis, no API key), and prints what it says.
+// The READMEs' curl walk-throughs (the service's and the project's) work as
+// written against the default service (embedded miniredis, no API key), and
+// print what they say.
 func TestReadmeWalkthrough(t *testing.T) {
 	for _, tool := range []string{"bash", "curl", "jq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("the walk-through needs %s", tool)
 		}
 	}
-	b, err := os.ReadFile("README.md")
+	for _, readme := range []string{"README.md", "../../README.md"} {
+		t.Run(readme, func(t *testing.T) { testWalkthrough(t, readme) })
+	}
+}
+
+func testWalkthrough(t *testing.T, readme string) {
+	b, err := os.ReadFile(readme)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +388,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	script, _, ok := strings.Cut(block, "```")
 	const base = "SC=http://127.0.0.1:8080\n"
 	if !ok || !strings.HasPrefix(script, base) {
-		t.Fatalf("README.md: no bash walk-through starting with %q", base)
+		t.Fatalf("%s: no bash walk-through starting with %q", readme, base)
 	}
 	p := startService(t, map[string]string{})
 	script = "set -euo pipefail\nSC=http://" + p.addr + "\n" + strings.TrimPrefix(script, base)
