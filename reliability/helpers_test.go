@@ -31,16 +31,16 @@ import (
 // EnvLong turns on the long variants.
 const EnvLong = "SESSIONCACHE_LONG"
 
-// EnvKnownBugs makes the tests of known library bugs fail instead of skip.
+// EnvKnownBugs makes the tests of known bugs fail instead of skip.
 const EnvKnownBugs = "SESSIONCACHE_KNOWN_BUGS"
 
-// knownBug reports a library bug that RELIABILITY.md describes: the test
+// knownBug reports a bug that RELIABILITY.md describes: the test
 // fails under SESSIONCACHE_KNOWN_BUGS=1 and is skipped otherwise, so that
-// CI stays green until the library is fixed. Once fixed, the test passes
+// CI stays green until the bug is fixed. Once fixed, the test passes
 // and never reaches this call.
 func knownBug(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := "KNOWN LIBRARY BUG (RELIABILITY.md): " + fmt.Sprintf(format, args...)
+	msg := "KNOWN BUG (RELIABILITY.md): " + fmt.Sprintf(format, args...)
 	if os.Getenv(EnvKnownBugs) == "1" {
 		t.Fatal(msg)
 	}
