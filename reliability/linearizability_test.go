@@ -257,6 +257,7 @@ func runFamily(st store, user string, workers, ops int, base time.Time) (*family
 // in ten cut half way (the connection reset; go-redis retries on a new
 // one). Each successor must also be the same token whoever receives it.
 func TestLinearizable(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	cases := []struct {
 		name  string
@@ -290,7 +291,7 @@ func TestLinearizable(t *testing.T) {
 			c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
 			t.Cleanup(func() { c.Close() })
 			st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix(), Grace: time.Hour, IdleTTL: 2 * time.Hour})
-			families, workers, ops := pick(24, 400), 4, pick(25, 50)
+			families, workers, ops := pick(16, 400), 4, pick(25, 50)
 			base := time.Now()
 			fams := make([]*family, families)
 			errs := make([]error, families)

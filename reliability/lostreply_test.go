@@ -48,6 +48,7 @@ func faultOnce(f redistest.Fault) func(args []string) redistest.Fault {
 // reuse may be reported. With grace off, the same fault revokes the
 // session: the control that shows the test can fail.
 func TestLostReplyRetry(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	cases := []struct {
 		name       string
@@ -63,6 +64,7 @@ func TestLostReplyRetry(t *testing.T) {
 	workers, chains := 8, pick(6, 50)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
 			c := redis.NewClient(&redis.Options{Addr: p.Addr}) // go-redis defaults: MaxRetries 3
 			t.Cleanup(func() { c.Close() })

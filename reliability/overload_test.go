@@ -20,6 +20,7 @@ import (
 // the revocation that a replayed token triggers) must still succeed, since
 // they are what an operator needs during an incident.
 func TestOutOfMemory(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
 	c := srv.Client(t)
 	b := &redistest.Backend{Kind: redistest.Real, Client: c, Prefix: redistest.NewPrefix()}
@@ -47,7 +48,7 @@ func TestOutOfMemory(t *testing.T) {
 	filled := 0
 	value := strings.Repeat("x", 4096)
 	for ; ; filled++ {
-		err := c.Set(ctx, fmt.Sprintf("filler:%d", filled), value, 0).Err()
+		err := c.Set(ctx, fmt.Sprintf("%s%d", fillerPrefix, filled), value, 0).Err()
 		if err == nil {
 			continue
 		}

@@ -22,6 +22,7 @@ import (
 // all; a restart may fail only the calls in flight while the server is
 // down, each with an error, and loses no session.
 func TestScriptCacheLoss(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, "--appendonly", "yes", "--appendfsync", "always", "--enable-debug-command", "yes")
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr}) // go-redis defaults
 	t.Cleanup(func() { c.Close() })
@@ -33,8 +34,8 @@ func TestScriptCacheLoss(t *testing.T) {
 	admin := srv.Client(t)
 	// Unrelated data in the append-only file, so that a restart takes as
 	// long to load as a real dataset's would.
-	filler := pick(200_000, 2_000_000)
-	if err := admin.Do(ctx, "debug", "populate", filler, "filler", 32).Err(); err != nil {
+	filler := pick(100_000, 2_000_000)
+	if err := admin.Do(ctx, "debug", "populate", filler, strings.TrimSuffix(fillerPrefix, ":"), 32).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := admin.BgRewriteAOF(ctx).Err(); err != nil {
@@ -92,6 +93,7 @@ func TestScriptCacheLoss(t *testing.T) {
 // process crash loses nothing either way (the kernel holds what Redis
 // wrote); only a machine crash can lose up to a second with everysec.
 func TestRestartPersistence(t *testing.T) {
+	t.Parallel()
 	for _, fsync := range []string{"always", "everysec"} {
 		t.Run("appendfsync="+fsync, func(t *testing.T) {
 			srv := startServer(t, "--appendonly", "yes", "--appendfsync", fsync)

@@ -31,6 +31,7 @@ const replicationLag = 30 * time.Millisecond
 // revocation) no acknowledged revocation may be lost; without it the
 // revocations in flight on the replication links are.
 func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
 	for _, replicas := range []int{0, 1} {
 		t.Run(fmt.Sprintf("RevocationReplicas=%d", replicas), func(t *testing.T) {
 			t.Parallel()
@@ -199,7 +200,7 @@ func issueMany(t testing.TB, st store, n, workers int) []redisstore.Grant {
 				if i >= n {
 					return
 				}
-				g, err := st.Issue(ctx, fmt.Sprintf("many-%d", i), redisstore.Client{})
+				g, err := st.Issue(ctx, userOf(i), redisstore.Client{})
 				if err != nil {
 					failed.Add(1)
 					continue
@@ -214,6 +215,9 @@ func issueMany(t testing.TB, st store, n, workers int) []redisstore.Grant {
 	}
 	return grants
 }
+
+// userOf names the user of the i-th session of issueMany.
+func userOf(i int) string { return fmt.Sprintf("many-%d", i) }
 
 func tokensOf(grants []redisstore.Grant) []string {
 	out := make([]string, len(grants))

@@ -131,6 +131,7 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 	const clients = 16
 	toks := make([]string, clients)
 	broken := make([]string, clients) // token presented in a request whose connection broke
+	brokenErr := make([]string, clients)
 	for i := range toks {
 		toks[i] = svc.login(t, newUUID())
 	}
@@ -158,6 +159,7 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 					// whether the service ran this rotation.
 					brokenN.Add(1)
 					broken[i] = toks[i]
+					brokenErr[i] = err.Error()
 					return
 				default:
 					other.Add(1)
@@ -189,6 +191,7 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 			_, out, err := svc.call(context.Background(), "POST", "/v1/tokens/introspect", map[string]any{"refresh_token": toks[i]})
 			if err == nil && out["active"] == false {
 				lostInFlight++
+				t.Logf("client %d: rotated without an answer: %s", i, brokenErr[i])
 			}
 		}
 		code, _, err := svc.call(context.Background(), "POST", "/v1/tokens/rotate", map[string]any{"refresh_token": toks[i]})
