@@ -254,7 +254,10 @@ func clusterFailover(t *testing.T, reloadInterval, recoverWithin time.Duration) 
 	if len(crossSlot) != 0 {
 		t.Errorf("CROSSSLOT: %q", crossSlot[0])
 	}
-	if out.get("revoked") != 0 {
+	// An outage longer than the grace window (15s) turns a rotation that
+	// ran just before it, and was retried after it, into a replay: the
+	// go-redis defaults variant may log a client out that way.
+	if out.get("revoked") != 0 && recoverWithin < redisstore.DefaultGrace {
 		t.Errorf("%d sessions revoked during the failover", out.get("revoked"))
 	}
 	if invalid != 0 {
