@@ -154,6 +154,7 @@ var contract = []struct {
 	{"GrandparentNeverInGrace", testGrandparent},
 	{"GraceSameDevice", testGraceSameDevice},
 	{"GraceOff", testGraceOff},
+	{"LateRetryIsNotAReplay", testLateRetry},
 	{"ForgeryRevokesNothing", testForgery},
 	{"MalformedChangesNothing", testMalformed},
 	{"BadInputChangesNothing", testBadInput},
@@ -1324,4 +1325,41 @@ func TestOutOfMemory(t *testing.T) {
 	if _, err := s.Validate(ctx, carol.Token); err != nil {
 		t.Fatalf("carol: %v", err)
 	}
+}
+
+// testLateRetry: a rotation whose reply was lost is retried (by go-redis)
+// with the arguments of the first attempt, its start time included. If
+// another tab rotated the session again meanwhile, the retry presents a
+// grandparent; having started before that rotation, it is refused without
+// revoking anything. The same token presented later is a replay.
+func testLateRetry(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{Grace: 10 * time.Second})
+	ctx := context.Background()
+	g0 := f.issue(t, "alice", laptop)
+	// Tab A's call starts now; its rotation runs, its reply is lost.
+	started := b.Clock.Now()
+	tabA := mustNew(t, b, redisstore.Options{Grace: 10 * time.Second, Now: func() time.Time { return started }}, f.opt.KeyPrefix)
+	if _, err := tabA.Rotate(ctx, g0.Token, redisstore.Client{}); err != nil {
+		t.Fatal(err)
+	}
+	// Tab B refreshes with the same token (grace), then once more.
+	b.Clock.Advance(time.Second)
+	g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	if err != nil || !g1.Replayed {
+		t.Fatalf("tab B in grace: %v (replayed %v)", err, g1.Replayed)
+	}
+	g2 := f.rotate(t, g1.Token)
+	// Tab A's retry arrives.
+	_, err = tabA.Rotate(ctx, g0.Token, redisstore.Client{})
+	var re *redisstore.RevokedError
+	if !errors.As(err, &re) || re.Reason != redisstore.ReasonRotated {
+		t.Fatalf("late retry: %v, want RevokedError(rotated)", err)
+	}
+	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
+		t.Fatalf("the session suffered from a late retry: %v", err)
+	}
+	// The same token presented after the last rotation is a replay.
+	b.Clock.Advance(time.Second)
+	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	wantErr(t, "replay after the last rotation", err, redisstore.ErrReused)
 }

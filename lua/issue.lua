@@ -27,7 +27,14 @@
 --   {2, ids...}     nothing written: the cap needs the keys of these
 --                   sessions (every id in the index); call again with them
 --   {0}             nothing written: the session id exists (never by chance)
-if redis.call('EXISTS', KEYS[1]) == 1 then
+--
+-- A client retry after a lost reply finds the session it created (same
+-- token hash) and gets {1} again.
+local existing = redis.call('HGET', KEYS[1], 'h')
+if existing then
+  if existing == ARGV[4] then
+    return {1}
+  end
   return {0}
 end
 local now = tonumber(ARGV[1])
@@ -99,7 +106,7 @@ local out = {1}
 for _, v in ipairs(victims) do
   local ttl = redis.call('PTTL', v[1])
   redis.call('DEL', v[1])
-  redis.call('HSET', v[1], 'r', 'evicted')
+  redis.call('HSET', v[1], 'r', 'evicted', 'u', ARGV[3])
   redis.call('PEXPIRE', v[1], ttl)
   redis.call('ZREM', KEYS[2], v[2])
   out[#out + 1] = v[2]

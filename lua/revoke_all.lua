@@ -10,17 +10,27 @@
 -- ARGV[2]    -> reason
 -- ARGV[3]    -> user id
 -- ARGV[4]    -> session id to keep ("" = none)
--- ARGV[5..]  -> session ids of KEYS[2..n], in the same order
+-- ARGV[5]    -> id of this call (random; a client retry resends it)
+-- ARGV[6..]  -> session ids of KEYS[2..n], in the same order
 --
 -- Returns:
---   {1, revoked...} the session ids revoked (possibly none)
+--   {1, revoked...} the session ids revoked by this call, or by its earlier
+--                   attempt whose reply was lost (possibly none)
 --   {2}             nothing written: the index holds live sessions that are
 --                   not in KEYS; read it again and call again
 local now = tonumber(ARGV[1])
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 local given = {}
-for i = 5, #ARGV do
-  given[ARGV[i]] = i - 3
+for i = 6, #ARGV do
+  given[ARGV[i]] = i - 4
+end
+-- Sessions this call already revoked, in an attempt whose reply was lost.
+local done = {}
+for i = 6, #ARGV do
+  local t = redis.call('HMGET', KEYS[i - 4], 'r', 'q')
+  if t[1] and t[2] == ARGV[5] then
+    done[#done + 1] = ARGV[i]
+  end
 end
 local todo = {}
 for _, m in ipairs(live) do
@@ -39,10 +49,13 @@ end
 -- Writes.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local out = {1}
+for _, m in ipairs(done) do
+  out[#out + 1] = m
+end
 for _, v in ipairs(todo) do
   if v[3] and v[3] > 0 then
     redis.call('DEL', v[1])
-    redis.call('HSET', v[1], 'r', ARGV[2])
+    redis.call('HSET', v[1], 'r', ARGV[2], 'u', ARGV[3], 'q', ARGV[5])
     redis.call('PEXPIRE', v[1], v[3])
     out[#out + 1] = v[2]
   end

@@ -15,7 +15,8 @@
 -- KEYS[1]  -> the session hash; its last 22 bytes are the session id
 -- KEYS[2]  -> the user's session index (zset: session id -> z)
 -- ARGV[1]  -> keyed hash of the presented token (16 bytes), keyed hash of the
---             successor (16 bytes), then the successor's state
+--             successor (16 bytes), an id of this call (8 random bytes; a
+--             client retry resends it), then the successor's state
 --             "generation:key id:now:idle deadline" (the s field)
 -- ARGV[2]  -> now (unix ms)
 -- ARGV[3]  -> idle deadline of the successor (unix ms, capped by the
@@ -37,8 +38,15 @@
 --                             of the current token, for the caller to derive
 --                             it again
 --   {3, user}                 reused: an older token came back; the session
---                             is revoked (a tombstone keeps the reason)
+--                             is revoked (a tombstone keeps the reason, the
+--                             user and this call's id, so that a retry of this
+--                             call gets {3, user} again)
 --   {4, reason}               revoked earlier; nothing written
+--   {6}                       superseded: an older token, in a call that
+--                             started before the session's last rotation
+--                             (a client retry arriving after another tab
+--                             rotated again), with grace on: not a replay;
+--                             nothing written
 --   {5}                       expired; nothing written
 --   {0}                       unknown: no such session, or a token it never
 --                             issued; nothing written
@@ -50,7 +58,7 @@ if cur[1] == presented then
   if now >= tonumber(ARGV[6]) then
     return {5}
   end
-  local set = {'h', string.sub(ARGV[1], 17, 32), 'p', presented, 's', string.sub(ARGV[1], 33)}
+  local set = {'h', string.sub(ARGV[1], 17, 32), 'p', presented, 's', string.sub(ARGV[1], 41)}
   local n = 6
   if ARGV[9] ~= '' and ARGV[9] ~= cur[4] then
     set[n + 1] = 'i'
@@ -80,9 +88,12 @@ if cur[1] == presented then
   return {1, cur[2]}
 end
 
-local f = redis.call('HMGET', KEYS[1], 'p', 's', 'd', 'r')
+local f = redis.call('HMGET', KEYS[1], 'p', 's', 'd', 'r', 'q')
 local p, s, d, r = f[1], f[2], f[3], f[4]
 if r then
+  if r == 'reuse' and f[5] == string.sub(ARGV[1], 33, 40) then
+    return {3, cur[2]}
+  end
   return {4, r}
 end
 if not s then
@@ -98,11 +109,14 @@ if gen == g - 1 and presented == p and now - t < tonumber(ARGV[7]) and (ARGV[8] 
   return {2, cur[2], k, e, cur[1]}
 end
 if gen < g then
+  if tonumber(ARGV[7]) > 0 and now < t then
+    return {6}
+  end
   -- A token of this session that was already rotated: revoke the session.
   -- The tombstone is kept as long as the session would have been.
   local ttl = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'r', 'reuse')
+  redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', cur[2], 'q', string.sub(ARGV[1], 33, 40))
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('ZREM', KEYS[2], string.sub(KEYS[1], -22))
   return {3, cur[2]}

@@ -16,7 +16,8 @@ import (
 //	u  user id               c  created, unix ms      x  absolute deadline, unix ms
 //	d  device id             n  device name           i  IP address
 //	a  user agent, packed (see useragent.go)
-//	r  revocation reason: a revoked session keeps only this field (a tombstone)
+//	r  revocation reason: a revoked session is replaced by a tombstone that
+//	   holds r, u and q, the id of the call that revoked it (for retries)
 var sessionFields = []string{"u", "s", "c", "x", "d", "n", "i", "a", "r"}
 
 // state is the decoded s field.
@@ -56,7 +57,7 @@ type record struct {
 }
 
 // readRecord decodes an HMGET of sessionFields. A missing session has an
-// empty userID.
+// empty userID, a revoked one a reason.
 func readRecord(v []any) (record, error) {
 	if len(v) != len(sessionFields) {
 		return record{}, fmt.Errorf("redisstore: HMGET returned %d fields, want %d", len(v), len(sessionFields))
@@ -69,7 +70,7 @@ func readRecord(v []any) (record, error) {
 		userID: str(0), revoked: str(8),
 		deviceID: str(4), deviceName: str(5), ip: str(6), userAgent: str(7),
 	}
-	if r.userID == "" {
+	if r.userID == "" || r.revoked != "" {
 		return r, nil
 	}
 	var err error

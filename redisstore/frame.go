@@ -1,6 +1,8 @@
 package redisstore
 
 import (
+	"encoding/binary"
+	mrand "math/rand/v2"
 	"strconv"
 	"sync"
 )
@@ -46,13 +48,20 @@ func putRotateFrame(f *rotateFrame) {
 	rotateFrames.Put(f)
 }
 
-// pack writes the presented token's hash, the successor's hash and the
-// successor's state into ARGV[1].
+// pack writes the presented token's hash, the successor's hash, an id for
+// this call and the successor's state into ARGV[1].
 func (f *rotateFrame) pack(oldHash, nextHash *[hashLen]byte, st state) {
 	copy(f.packed.b[:hashLen], oldHash[:])
 	copy(f.packed.b[hashLen:], nextHash[:])
-	f.packed.n = len(st.appendTo(f.packed.b[:2*hashLen]))
+	binary.BigEndian.PutUint64(f.packed.b[2*hashLen:], callID())
+	f.packed.n = len(st.appendTo(f.packed.b[:2*hashLen+8]))
 }
+
+// callID returns an id for one call of the store. A client retry resends the
+// call's arguments, id included, so a script can recognise the effect of its
+// own earlier attempt whose reply was lost. Ids need to be unique, not
+// secret.
+func callID() uint64 { return mrand.Uint64() }
 
 // validateFrame runs Validate's HMGET without allocating its arguments.
 type validateFrame struct {

@@ -23,15 +23,16 @@ var (
 
 // Reply codes, as documented in each script's header.
 const (
-	codeUnknown  = 0
-	codeOK       = 1
-	codeGrace    = 2 // rotate
-	codeRetry    = 2 // issue, revoke_all
-	codeReused   = 3
-	codeRevoked  = 4
-	codeExpired  = 5
-	maxAttempts  = 8 // for scripts that answer codeRetry
-	sessionIDLen = 16
+	codeUnknown    = 0
+	codeOK         = 1
+	codeGrace      = 2 // rotate
+	codeRetry      = 2 // issue, revoke_all
+	codeReused     = 3
+	codeRevoked    = 4
+	codeExpired    = 5
+	codeSuperseded = 6 // rotate
+	maxAttempts    = 8 // for scripts that answer codeRetry
+	sessionIDLen   = 16
 )
 
 // reply is a script's answer: a code and fields.

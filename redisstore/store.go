@@ -210,6 +210,8 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
 	case codeExpired:
 		return Grant{}, ErrExpired
+	case codeSuperseded:
+		return Grant{}, &RevokedError{Reason: ReasonRotated}
 	default:
 		return Grant{}, s.missing(old, nowMS)
 	}
@@ -367,7 +369,7 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	nowMS := s.opt.Now().UnixMilli()
 	member := memberOf(ks.session)
 	r, err := parseReply(scriptRevoke.Run(ctx, s.rdb, []string{ks.session, ks.index},
-		nowMS, member, string(reason), userID).Result())
+		nowMS, member, string(reason), userID, callID()).Result())
 	if err != nil {
 		return 0, err
 	}
@@ -393,6 +395,7 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		}
 		keepMember = b64.EncodeToString(sid[:])
 	}
+	id := callID()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		nowMS := s.opt.Now().UnixMilli()
 		idx, members, err := s.liveMembers(ctx, userID, nowMS)
@@ -401,8 +404,8 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		}
 		keys := make([]string, 1, len(members)+1)
 		keys[0] = idx
-		args := make([]any, 4, len(members)+4)
-		args[0], args[1], args[2], args[3] = nowMS, string(ReasonLogoutAll), userID, keepMember
+		args := make([]any, 5, len(members)+5)
+		args[0], args[1], args[2], args[3], args[4] = nowMS, string(ReasonLogoutAll), userID, keepMember, id
 		for _, m := range members {
 			if m == keepMember {
 				continue

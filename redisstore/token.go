@@ -48,7 +48,9 @@ const (
 	encodedLen = (payloadLen*8 + 5) / 6 // base64url without padding
 )
 
-var b64 = base64.RawURLEncoding
+// b64 decodes strictly: the unused low bits of the last character must be
+// zero, so each token has exactly one spelling.
+var b64 = base64.RawURLEncoding.Strict()
 
 // token is a parsed refresh token. It holds secret material: never log it.
 type token struct {

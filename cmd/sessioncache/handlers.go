@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -302,13 +303,24 @@ func decodeJSON(r *http.Request, dst any) (reply, bool) {
 	if rp, ok := checkQuery(r); !ok {
 		return rp, false
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return badRequest(http.StatusUnsupportedMediaType, "Content-Type must be application/json"), false
 	}
-	dec := json.NewDecoder(r.Body)
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return badRequest(http.StatusUnsupportedMediaType, "the body must be UTF-8 JSON, not charset "+cs), false
+	}
+	body, err := io.ReadAll(r.Body)
+	if err == nil {
+		// A key given twice is read differently by different parsers (a
+		// proxy or a WAF may see the first, encoding/json keeps the last).
+		err = noDuplicateKeys(body)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err = dec.Decode(dst)
+	if err == nil {
+		err = dec.Decode(dst)
+	}
 	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
 		err = errors.New("the body holds more than one JSON value")
 	}
@@ -341,6 +353,53 @@ func decodeJSON(r *http.Request, dst any) (reply, bool) {
 		reason = strings.TrimPrefix(err.Error(), "json: ")
 	}
 	return badRequest(http.StatusBadRequest, reason), false
+}
+
+// noDuplicateKeys reports an object in body that names a key twice. Syntax
+// errors are left to the decoder, which describes them better.
+func noDuplicateKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next string token is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if top != nil && top.object {
+					top.key = true
+				}
+				stack = append(stack, &frame{keys: map[string]bool{}, object: t == '{', key: t == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		case string:
+			if top != nil && top.object && top.key {
+				if top.keys[t] {
+					return fmt.Errorf("the key %q appears twice", t)
+				}
+				top.keys[t] = true
+				top.key = false
+				continue
+			}
+		}
+		if top != nil && top.object {
+			top.key = true
+		}
+	}
 }
 
 func checkToken(tok string) (reply, bool) {

@@ -146,12 +146,14 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	}
 }
 
-// drain fails readiness, waits for load balancers to notice, then stops
-// accepting connections and waits for in-flight requests. A second signal
-// stops at once.
+// drain fails readiness, waits for load balancers to notice (answers close
+// their connections meanwhile, see ServeHTTP), then stops accepting
+// connections and waits for in-flight requests. A second signal stops at
+// once. It does not call SetKeepAlivesEnabled(false): that closes idle
+// connections at once, including one whose request has just arrived
+// (golang/go#65802), and that request's answer is lost.
 func drain(hs *http.Server, s *server, delay, timeout time.Duration, log *slog.Logger, sig <-chan os.Signal) int {
 	s.draining.Store(true)
-	hs.SetKeepAlivesEnabled(false)
 	select {
 	case <-time.After(delay):
 	case <-sig:

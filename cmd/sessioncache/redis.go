@@ -79,6 +79,11 @@ func parseRedis(mode, rawURL, master string) (redisOptions, error) {
 		o.cluster, err = redis.ParseClusterURL(u.String())
 		if err == nil {
 			o.cluster.ContextTimeoutEnabled = true
+			// go-redis reloads the slot map on MOVED or every 60s by default,
+			// not on connection errors: after a master dies its slots would
+			// go to the dead node for up to a minute (58s measured, see
+			// RELIABILITY.md) although a replica took over in about 2.5s.
+			o.cluster.ClusterStateReloadInterval = time.Second
 		}
 	case modeSentinel:
 		o.sentinel, err = redis.ParseFailoverURL(u.String())

@@ -111,7 +111,13 @@ func newServer(c serverConfig) *server {
 }
 
 // ServeHTTP routes a request; unknown paths and methods get JSON errors.
+// While draining, every answer closes its connection, so that clients move
+// to other replicas before the listener closes and no idle keep-alive
+// connection is closed under a request that is just arriving.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		w.Header().Set("Connection", "close")
+	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
 		s.mux.ServeHTTP(w, r)
 		return

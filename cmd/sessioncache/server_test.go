@@ -227,6 +227,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + tok + `","device_name":"x"}`, `unknown field "device_name"`},
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + tok + `","ip_address":"999.1.1.1"}`, "IP address"},
 		{"POST", "/v1/tokens/revoke", `{"token":"` + tok + `"}`, `unknown field "token"`},
+		{"POST", "/v1/tokens/rotate", `{"refresh_token":"x","refresh_token":"` + tok + `"}`, `"refresh_token" appears twice`},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"a","ip_address":"192.0.2.1","device_name":"b"}`, `"device_name" appears twice`},
 		{"POST", "/v1/tokens/introspect", `{"refresh_token":null}`, "refresh_token is required"},
 		{"GET", "/v1/users/not-a-uuid/sessions", ``, "user_id must be a UUID"},
 		{"GET", "/v1/users/" + alice + "/sessions?refresh_token=" + tok, ``, "unknown query parameter"},
@@ -244,6 +246,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 	h := http.Header{"Content-Type": {"text/plain"}}
 	if r := e.send("POST", "/v1/sessions", `{"user_id":"`+alice+`"}`, h); r.status != http.StatusUnsupportedMediaType || r.str("error") != "invalid_request" {
 		t.Errorf("text/plain body: %d %s, want 415 invalid_request", r.status, r.raw)
+	}
+	// JSON is UTF-8 (RFC 8259); a body declared otherwise is not guessed at.
+	h = http.Header{"Content-Type": {"application/json; charset=utf-16"}}
+	if r := e.send("POST", "/v1/tokens/rotate", `{"refresh_token":"`+tok+`"}`, h); r.status != http.StatusUnsupportedMediaType {
+		t.Errorf("charset=utf-16 body: %d %s, want 415", r.status, r.raw)
+	}
+	h = http.Header{"Content-Type": {"application/json; charset=UTF-8"}}
+	if r := e.send("POST", "/v1/tokens/introspect", `{"refresh_token":"`+tok+`"}`, h); r.status != http.StatusOK {
+		t.Errorf("charset=UTF-8 body: %d %s, want 200", r.status, r.raw)
 	}
 	if d := cmp.Diff(before, dump(t, e)); d != "" {
 		t.Errorf("bad requests changed Redis (-before +after):\n%s", d)
