@@ -44,7 +44,7 @@ func newFixture(t *testing.T, b *redistest.Backend, opt redisstore.Options) *fix
 	if opt.Now == nil {
 		opt.Now = b.Clock.Now
 	}
-	opt.OnEvent = func(e redisstore.Event) {
+	opt.OnEvent = func(_ context.Context, e redisstore.Event) {
 		f.mu.Lock()
 		f.events = append(f.events, e)
 		f.mu.Unlock()
@@ -1362,4 +1362,27 @@ func testLateRetry(t *testing.T, b *redistest.Backend) {
 	b.Clock.Advance(time.Second)
 	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{})
 	wantErr(t, "replay after the last rotation", err, redisstore.ErrReused)
+}
+
+// TestEventContext: events carry the context of the call that caused them,
+// so a handler can attach the request's id or trace span.
+func TestEventContext(t *testing.T) {
+	type key struct{}
+	b := redistest.For(t, redistest.Mini)
+	var seen []any
+	s, err := redisstore.New(b.Client, redisstore.Options{Secret: secret, Grace: -1, OnEvent: func(ctx context.Context, e redisstore.Event) {
+		seen = append(seen, ctx.Value(key{}))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.WithValue(context.Background(), key{}, "request-7")
+	g, _ := s.Issue(ctx, "alice", laptop)
+	s.Rotate(ctx, g.Token, redisstore.Client{})
+	if _, err := s.Rotate(ctx, g.Token, redisstore.Client{}); !errors.Is(err, redisstore.ErrReused) {
+		t.Fatalf("replay: %v", err)
+	}
+	if len(seen) != 1 || seen[0] != "request-7" {
+		t.Fatalf("events saw contexts %v, want the caller's", seen)
+	}
 }

@@ -107,7 +107,7 @@ func ExampleOptions_maxSessions() {
 		// A clock that ticks a second per call, so that each login is
 		// used later than the one before.
 		Now: func() time.Time { now = now.Add(time.Second); return now },
-		OnEvent: func(e redisstore.Event) {
+		OnEvent: func(_ context.Context, e redisstore.Event) {
 			if e.Kind == redisstore.EventSessionEvicted {
 				evicted = append(evicted, e.SessionID)
 			}

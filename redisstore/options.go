@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -86,9 +87,10 @@ type Options struct {
 	Now func() time.Time
 
 	// OnEvent, if set, is called for every security-relevant outcome, on the
-	// goroutine of the call that caused it, after Redis has applied it. It
-	// must be quick and must not panic. Default: nil.
-	OnEvent func(Event)
+	// goroutine of the call that caused it, with that call's context (for
+	// request ids and trace spans), after Redis has applied it. It must be
+	// quick and must not panic. Default: nil.
+	OnEvent func(context.Context, Event)
 }
 
 func (o Options) withDefaults() (Options, error) {

@@ -89,7 +89,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		switch r.code {
 		case codeOK:
 			for _, m := range r.fields() {
-				s.emit(Event{Kind: EventSessionEvicted, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonEvicted, Time: now})
+				s.emit(ctx, Event{Kind: EventSessionEvicted, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonEvicted, Time: now})
 			}
 			return Grant{
 				Token:            t.encode(s.opt.TokenPrefix),
@@ -198,10 +198,10 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		g.Token = cur.encode(s.opt.TokenPrefix)
 		g.ExpiresAt = time.UnixMilli(curExp)
 		g.Replayed = true
-		s.emit(Event{Kind: EventGraceReplay, UserID: g.UserID, SessionID: g.SessionID, Time: time.UnixMilli(nowMS)})
+		s.emit(ctx, Event{Kind: EventGraceReplay, UserID: g.UserID, SessionID: g.SessionID, Time: time.UnixMilli(nowMS)})
 		return g, nil
 	case codeReused:
-		s.emit(Event{Kind: EventReuseDetected, UserID: g.UserID, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(nowMS)})
+		s.emit(ctx, Event{Kind: EventReuseDetected, UserID: g.UserID, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(nowMS)})
 		if err := s.awaitReplicas(ctx, ks.session); err != nil {
 			return Grant{}, errors.Join(ErrReused, err)
 		}
@@ -376,7 +376,7 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	if r.code != codeOK {
 		return 0, nil
 	}
-	s.emit(Event{Kind: EventSessionRevoked, UserID: r.field(0), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(nowMS)})
+	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: r.field(0), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(nowMS)})
 	return 1, s.awaitReplicas(ctx, ks.session)
 }
 
@@ -421,7 +421,7 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 			continue
 		}
 		for _, m := range r.fields() {
-			s.emit(Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(nowMS)})
+			s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(nowMS)})
 		}
 		if len(r.arr) == 0 {
 			return 0, nil
@@ -532,9 +532,9 @@ func (s *Store) keepUntil(expMS, absMS int64) int64 {
 // IdleTTL/reclaimMarginDiv after it expired.
 const reclaimMarginDiv = 16
 
-func (s *Store) emit(e Event) {
+func (s *Store) emit(ctx context.Context, e Event) {
 	if s.opt.OnEvent != nil {
-		s.opt.OnEvent(e)
+		s.opt.OnEvent(ctx, e)
 	}
 }
 

@@ -1,6 +1,7 @@
 package reliability_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -69,7 +70,7 @@ func TestLostReplyRetry(t *testing.T) {
 			c := redis.NewClient(&redis.Options{Addr: p.Addr}) // go-redis defaults: MaxRetries 3
 			t.Cleanup(func() { c.Close() })
 			var reuseEvents atomic.Int64
-			opt := redisstore.Options{KeyPrefix: redistest.NewPrefix(), OnEvent: func(e redisstore.Event) {
+			opt := redisstore.Options{KeyPrefix: redistest.NewPrefix(), OnEvent: func(_ context.Context, e redisstore.Event) {
 				if e.Kind == redisstore.EventReuseDetected {
 					reuseEvents.Add(1)
 				}

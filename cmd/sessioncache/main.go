@@ -96,10 +96,10 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		MaxSessions:        cfg.MaxSessions,
 		RevocationReplicas: cfg.Replicas,
 		ReplicationTimeout: cfg.ReplicaTimeout,
-		OnEvent: func(e redisstore.Event) {
-			m.onEvent(e)
+		OnEvent: func(ctx context.Context, e redisstore.Event) {
+			m.onEvent(ctx, e)
 			if e.Kind == redisstore.EventReuseDetected {
-				log.Warn("refresh token reuse detected: session revoked", "user_id", e.UserID, "session_id", e.SessionID)
+				log.WarnContext(ctx, "refresh token reuse detected: session revoked", "user_id", e.UserID, "session_id", e.SessionID)
 			}
 		},
 	})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,7 +54,7 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 }
 
 // onEvent counts the store's security events.
-func (m *metrics) onEvent(e redisstore.Event) {
+func (m *metrics) onEvent(_ context.Context, e redisstore.Event) {
 	switch e.Kind {
 	case redisstore.EventReuseDetected, redisstore.EventSessionRevoked, redisstore.EventSessionEvicted:
 		m.revocations.WithLabelValues(string(e.Reason)).Inc()
