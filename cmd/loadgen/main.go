@@ -60,7 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "base URL of the service for -target http")
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SESSIONCACHE_API_KEY"), "bearer key for -target http (default $SESSIONCACHE_API_KEY)")
 	fs.StringVar(&c.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL for -target postgres")
-	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, or op=weight,... over "+fmt.Sprint(allOps))
+	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), or op=weight,... over "+fmt.Sprint(allOps))
 	fs.StringVar(&c.prefix, "prefix", "", "Redis key prefix for -target library and naive (default: loadgen:<random>:)")
 	fs.IntVar(&c.workers, "workers", 64, "concurrent workers")
 	fs.IntVar(&c.count, "count", 0, "stop after this many operations (0: run for -duration)")
@@ -85,18 +85,35 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	return c, nil
 }
 
-// open returns the store to drive and a function that releases it.
-func open(ctx context.Context, c config) (bench.Store, func(), error) {
+// target is what loadgen drives.
+type target struct {
+	st bench.Store
+	// get is one raw GET through the store's Redis client: the ceiling to
+	// read the store's figures against (nil without a Redis client).
+	get   func(context.Context) error
+	close func()
+}
+
+// open returns the target of c.
+func open(ctx context.Context, c config) (target, error) {
 	switch c.target {
 	case "library", "naive":
 		opt, err := redis.ParseURL(c.redisURL)
 		if err != nil {
-			return nil, nil, err
+			return target{}, err
 		}
 		opt.PoolSize = max(opt.PoolSize, 2*c.workers)
 		rdb := redis.NewClient(opt)
+		key := c.prefix + "get"
+		if err := rdb.Set(ctx, key, "0123456789abcdef-user-0123456789", time.Hour).Err(); err != nil {
+			rdb.Close()
+			return target{}, err
+		}
+		t := target{get: func(ctx context.Context) error { return rdb.Get(ctx, key).Err() },
+			close: func() { rdb.Del(context.Background(), key); rdb.Close() }}
 		if c.target == "naive" {
-			return bench.NewNaive(rdb, c.prefix, time.Hour), func() { rdb.Close() }, nil
+			t.st = bench.NewNaive(rdb, c.prefix, time.Hour)
+			return t, nil
 		}
 		secret := make([]byte, 32)
 		rand.Read(secret)
@@ -107,30 +124,31 @@ func open(ctx context.Context, c config) (bench.Store, func(), error) {
 			err = s.Ping(ctx)
 		}
 		if err != nil {
-			rdb.Close()
-			return nil, nil, err
+			t.close()
+			return target{}, err
 		}
-		return bench.Library{S: s}, func() { rdb.Close() }, nil
+		t.st = bench.Library{S: s}
+		return t, nil
 	case "http":
-		return bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers), func() {}, nil
+		return target{st: bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
 	case "postgres":
 		cfg, err := pgxpool.ParseConfig(c.pgURL)
 		if err != nil {
-			return nil, nil, err
+			return target{}, err
 		}
 		cfg.MaxConns = int32(c.workers)
 		pool, err := pgxpool.NewWithConfig(ctx, cfg)
 		if err != nil {
-			return nil, nil, err
+			return target{}, err
 		}
 		pg, err := bench.NewPostgres(ctx, pool, time.Hour)
 		if err != nil {
 			pool.Close()
-			return nil, nil, err
+			return target{}, err
 		}
-		return pg, func() { pg.Drop(context.Background()); pool.Close() }, nil
+		return target{st: pg, close: func() { pg.Drop(context.Background()); pool.Close() }}, nil
 	}
-	return nil, nil, fmt.Errorf("unknown -target %q (library, http, naive, postgres)", c.target)
+	return target{}, fmt.Errorf("unknown -target %q (library, http, naive, postgres)", c.target)
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -144,15 +162,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	st, closeStore, err := open(ctx, c)
+	t, err := open(ctx, c)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer t.close()
+	if m.has(opGet) && t.get == nil {
+		return fmt.Errorf("-mix %s: the %s operation needs a Redis target (library or naive)", c.mixName, opGet)
+	}
 
 	var done, failed atomic.Int64
 	first := &firstErrors{seen: map[string]bool{}}
-	ws, err := setup(ctx, c, st, &done, &failed, first)
+	ws, err := setup(ctx, c, t, &done, &failed, first)
 	if err != nil {
 		return err
 	}
@@ -195,16 +216,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // setup logs in every session, shared out among the workers.
-func setup(ctx context.Context, c config, st bench.Store, done, failed *atomic.Int64, first *firstErrors) ([]*worker, error) {
+func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, first *firstErrors) ([]*worker, error) {
 	ws := make([]*worker, c.workers)
 	for i := range ws {
 		n := c.sessions / c.workers
 		if i < c.sessions%c.workers {
 			n++
 		}
-		w := &worker{st: st, byUser: map[string][]int{}, grace: c.grace,
+		w := &worker{st: t.st, get: t.get, byUser: map[string][]int{}, grace: c.grace,
 			rnd: mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
-			rec: &recorder{hists: map[string]*bench.Histogram{}, errs: map[string]int64{}, done: done, failed: failed, first: first}}
+			rec: &recorder{hists: map[string]*bench.Histogram{}, svc: map[string]*bench.Histogram{}, errs: map[string]int64{}, done: done, failed: failed, first: first}}
 		var user string
 		for j := range n {
 			// The service takes UUIDs as user ids.
@@ -220,7 +241,7 @@ func setup(ctx context.Context, c config, st bench.Store, done, failed *atomic.I
 	for _, w := range ws {
 		go func() {
 			for j := range w.slots {
-				tok, err := st.Issue(ctx, w.slots[j].user, login)
+				tok, err := t.st.Issue(ctx, w.slots[j].user, login)
 				if err != nil {
 					errc <- fmt.Errorf("logging in the sessions: %w", err)
 					return
@@ -241,7 +262,9 @@ func setup(ctx context.Context, c config, st bench.Store, done, failed *atomic.I
 
 // drive runs one worker until runCtx ends or the count is reached; the
 // operations run under ctx. With a target rate, each worker runs on a
-// schedule of its own and latency counts from when each operation was due.
+// schedule of its own, and an operation that starts late because the one
+// before it was slow counts its latency from when it was due (no
+// coordinated omission).
 func drive(runCtx, ctx context.Context, c config, m mix, w *worker, i int, start time.Time, claimed *atomic.Int64) {
 	var interval time.Duration
 	if c.rate > 0 {
@@ -256,13 +279,19 @@ func drive(runCtx, ctx context.Context, c config, m mix, w *worker, i int, start
 		opStart := time.Now()
 		if interval > 0 {
 			if wait := time.Until(due); wait > 0 {
+				// On time: the latency counts from the send, so that a
+				// timer that wakes late is not blamed on the store.
 				select {
 				case <-runCtx.Done():
 					return
 				case <-time.After(wait):
 				}
+				opStart = time.Now()
+			} else {
+				// Behind (the previous call was slow): count from when this
+				// one was due, as a client on its own schedule would see it.
+				opStart = due
 			}
-			opStart = due
 			due = due.Add(interval)
 		}
 		w.run(ctx, m.pick(w.rnd), opStart)

@@ -24,9 +24,10 @@ const (
 	opList      = "list"       // "show my devices"
 	opRevoke    = "revoke"     // "log out this device", then a new login
 	opRevokeAll = "revoke-all" // "log out everywhere", then a login per slot
+	opGet       = "get"        // the ceiling: one raw GET through the same Redis client
 )
 
-var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll}
+var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet}
 
 // mixes are the named workloads; weights are relative.
 var mixes = map[string]string{
@@ -39,6 +40,7 @@ var mixes = map[string]string{
 	"issue":     "issue=1",
 	"list":      "list=1",
 	"revoke":    "revoke=1",
+	"get":       "get=1",
 }
 
 // mix picks operations by weight.
@@ -94,6 +96,15 @@ func validOp(name string) bool {
 	return false
 }
 
+func (m mix) has(op string) bool {
+	for _, o := range m.ops {
+		if o == op {
+			return true
+		}
+	}
+	return false
+}
+
 func (m mix) pick(r *rand.Rand) string {
 	x := r.Float64()
 	for i, c := range m.cum {
@@ -116,6 +127,7 @@ type slot struct {
 // outcome is predictable and an unexpected one is an error.
 type worker struct {
 	st     bench.Store
+	get    func(context.Context) error // opGet; nil without a Redis client
 	slots  []slot
 	byUser map[string][]int
 	rnd    *rand.Rand
@@ -133,12 +145,14 @@ var (
 	refresh = redisstore.Client{IPAddress: login.IPAddress, UserAgent: login.UserAgent}
 )
 
-// timed runs f, records its latency (from start, which may be earlier than
-// now when the worker is behind its schedule) under op, and returns its
-// error.
+// timed runs f, records its latency under op, and returns its error. The
+// latency counts from start, which is earlier than now when the worker is
+// behind its schedule; the service time counts from when f was called.
 func (w *worker) timed(op string, start time.Time, f func() error) error {
+	sent := time.Now()
 	err := f()
-	w.rec.record(op, time.Since(start), err)
+	end := time.Now()
+	w.rec.record(op, end.Sub(start), end.Sub(sent), err)
 	return err
 }
 
@@ -165,8 +179,8 @@ func (w *worker) rotate(ctx context.Context, i int, start time.Time) error {
 
 var errUnexpected = errors.New("unexpected outcome")
 
-// run performs one operation of the mix on a random slot. start is when the
-// operation was due.
+// run performs one operation of the mix on a random slot. start is when
+// its latency starts (see drive).
 func (w *worker) run(ctx context.Context, op string, start time.Time) {
 	i := w.rnd.IntN(len(w.slots))
 	s := &w.slots[i]
@@ -205,6 +219,8 @@ func (w *worker) run(ctx context.Context, op string, start time.Time) {
 		}
 	case opIssue:
 		w.login(ctx, i, start)
+	case opGet:
+		w.timed(op, start, func() error { return w.get(ctx) })
 	case opList:
 		w.timed(op, start, func() error {
 			n, err := w.st.ListSessions(ctx, s.user)

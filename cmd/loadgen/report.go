@@ -16,7 +16,8 @@ import (
 // recorder keeps one worker's latencies per operation. Only its worker
 // writes the histograms; the counters are read by the progress line.
 type recorder struct {
-	hists  map[string]*bench.Histogram
+	hists  map[string]*bench.Histogram // from when each call was due
+	svc    map[string]*bench.Histogram // from when each call was sent
 	errs   map[string]int64
 	done   *atomic.Int64
 	failed *atomic.Int64
@@ -40,13 +41,14 @@ func (f *firstErrors) add(op string, err error) {
 	}
 }
 
-func (r *recorder) record(op string, d time.Duration, err error) {
-	h := r.hists[op]
+func (r *recorder) record(op string, d, svc time.Duration, err error) {
+	h, hs := r.hists[op], r.svc[op]
 	if h == nil {
-		h = new(bench.Histogram)
-		r.hists[op] = h
+		h, hs = new(bench.Histogram), new(bench.Histogram)
+		r.hists[op], r.svc[op] = h, hs
 	}
 	h.Record(d)
+	hs.Record(svc)
 	r.done.Add(1)
 	if err != nil {
 		r.errs[op]++
@@ -57,21 +59,25 @@ func (r *recorder) record(op string, d time.Duration, err error) {
 
 // Report is the result of a run, as -json prints it.
 type Report struct {
-	Target    string              `json:"target"`
-	Mix       string              `json:"mix"`
-	Workers   int                 `json:"workers"`
-	Rate      float64             `json:"target_rate_per_s,omitempty"`
-	Sessions  int                 `json:"sessions"`
-	Seconds   float64             `json:"seconds"`
-	Total     OpReport            `json:"total"`
-	Ops       map[string]OpReport `json:"ops"`
-	Errors    []string            `json:"first_errors,omitempty"`
-	StartedAt time.Time           `json:"started_at"`
+	Target   string              `json:"target"`
+	Mix      string              `json:"mix"`
+	Workers  int                 `json:"workers"`
+	Rate     float64             `json:"target_rate_per_s,omitempty"`
+	Sessions int                 `json:"sessions"`
+	Seconds  float64             `json:"seconds"`
+	Total    OpReport            `json:"total"`
+	Ops      map[string]OpReport `json:"ops"`
+	// Service is Total counted from when each call was sent: with a target
+	// rate, the difference to Total is the time calls waited behind a slow
+	// call of their worker.
+	Service   OpReport  `json:"service"`
+	Errors    []string  `json:"first_errors,omitempty"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // OpReport is the throughput and latency of one operation. Latencies are
-// in microseconds; with a target rate they count from when the operation
-// was due, so that a stalled server shows in them.
+// in microseconds; with a target rate, a call delayed by a slow call before
+// it counts from when it was due, so that a stalled server shows in them.
 type OpReport struct {
 	Count  uint64  `json:"count"`
 	Errors int64   `json:"errors"`
@@ -95,7 +101,7 @@ func opReport(h *bench.Histogram, errs int64, secs float64) OpReport {
 
 // buildReport merges the workers' recorders.
 func buildReport(rep Report, recs []*recorder, first *firstErrors) Report {
-	all := new(bench.Histogram)
+	all, svc := new(bench.Histogram), new(bench.Histogram)
 	byOp := map[string]*bench.Histogram{}
 	errs := map[string]int64{}
 	var totalErrs int64
@@ -106,6 +112,7 @@ func buildReport(rep Report, recs []*recorder, first *firstErrors) Report {
 			}
 			byOp[op].Merge(h)
 			all.Merge(h)
+			svc.Merge(r.svc[op])
 		}
 		for op, n := range r.errs {
 			errs[op] += n
@@ -117,6 +124,7 @@ func buildReport(rep Report, recs []*recorder, first *firstErrors) Report {
 		rep.Ops[op] = opReport(h, errs[op], rep.Seconds)
 	}
 	rep.Total = opReport(all, totalErrs, rep.Seconds)
+	rep.Service = opReport(svc, totalErrs, rep.Seconds)
 	rep.Errors = first.list
 	return rep
 }
@@ -130,7 +138,7 @@ func (rep Report) writeJSON(w io.Writer) error {
 func (rep Report) writeText(w io.Writer) {
 	fmt.Fprintf(w, "target %s, mix %s, %d workers, %d sessions, %.1fs", rep.Target, rep.Mix, rep.Workers, rep.Sessions, rep.Seconds)
 	if rep.Rate > 0 {
-		fmt.Fprintf(w, ", target rate %.0f/s (latency counted from when each call was due)", rep.Rate)
+		fmt.Fprintf(w, ", target rate %.0f/s (a call delayed by a slow one before it counts from when it was due)", rep.Rate)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -148,6 +156,9 @@ func (rep Report) writeText(w io.Writer) {
 		row(op, rep.Ops[op])
 	}
 	row("all", rep.Total)
+	if rep.Rate > 0 {
+		row("all, from send", rep.Service)
+	}
 	tw.Flush()
 	for _, e := range rep.Errors {
 		fmt.Fprintln(w, "error:", e)
