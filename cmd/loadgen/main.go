@@ -61,7 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SESSIONCACHE_API_KEY"), "bearer key for -target http (default $SESSIONCACHE_API_KEY)")
 	fs.StringVar(&c.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL for -target postgres")
 	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), or op=weight,... over "+fmt.Sprint(allOps))
-	fs.StringVar(&c.prefix, "prefix", "", "Redis key prefix for -target library and naive (default: loadgen:<random>:)")
+	fs.StringVar(&c.prefix, "prefix", "", "Redis key prefix for -target library and naive, deleted at the end (default: loadgen:<random>:)")
 	fs.IntVar(&c.workers, "workers", 64, "concurrent workers")
 	fs.IntVar(&c.count, "count", 0, "stop after this many operations (0: run for -duration)")
 	fs.IntVar(&c.sessions, "sessions", 10000, "live sessions, logged in before the clock starts and shared out among the workers")
@@ -94,6 +94,24 @@ type target struct {
 	close func()
 }
 
+// deletePrefix deletes every key the run wrote: never leave a shared
+// server full of test sessions.
+func deletePrefix(rdb *redis.Client, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 10000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			rdb.Unlink(ctx, batch...)
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		rdb.Unlink(ctx, batch...)
+	}
+}
+
 // open returns the target of c.
 func open(ctx context.Context, c config) (target, error) {
 	switch c.target {
@@ -110,7 +128,7 @@ func open(ctx context.Context, c config) (target, error) {
 			return target{}, err
 		}
 		t := target{get: func(ctx context.Context) error { return rdb.Get(ctx, key).Err() },
-			close: func() { rdb.Del(context.Background(), key); rdb.Close() }}
+			close: func() { deletePrefix(rdb, c.prefix); rdb.Close() }}
 		if c.target == "naive" {
 			t.st = bench.NewNaive(rdb, c.prefix, time.Hour)
 			return t, nil
