@@ -13,7 +13,8 @@
 -- ARGV[1]     -> now (unix ms)
 -- ARGV[2]     -> session id (member of KEYS[2])
 -- ARGV[3]     -> user id
--- ARGV[4]     -> keyed hash of the first token
+-- ARGV[4]     -> keyed hash of the first token's secret (16 bytes); the h
+--                field holds it followed by the user id
 -- ARGV[5]     -> state of the first token: "0:key id:now:idle deadline"
 -- ARGV[6]     -> keep-until: when Redis may drop the session (unix ms)
 -- ARGV[7]     -> absolute deadline of the session (unix ms)
@@ -32,7 +33,7 @@
 -- token hash) and gets {1} again.
 local existing = redis.call('HGET', KEYS[1], 'h')
 if existing then
-  if existing == ARGV[4] then
+  if string.sub(existing, 1, 16) == ARGV[4] then
     return {1}
   end
   return {0}
@@ -87,7 +88,7 @@ end
 
 -- Writes. The first is the deny-OOM HSET: at maxmemory (noeviction) Redis
 -- refuses it before anything is written, and the login fails cleanly.
-local set = {'u', ARGV[3], 'h', ARGV[4], 's', ARGV[5], 'z', ARGV[6], 'c', ARGV[1], 'x', ARGV[7]}
+local set = {'h', ARGV[4] .. ARGV[3], 's', ARGV[5], 'z', ARGV[6], 'c', ARGV[1], 'x', ARGV[7]}
 local names = {'d', 'n', 'i', 'a'}
 for i = 1, 4 do
   if ARGV[7 + i] ~= '' then

@@ -14,10 +14,12 @@
 --             was lost: the tombstone holds the call's id)
 --   {0}       nothing to revoke: no such live session of that user (missing,
 --             expired, already revoked, or another user's); nothing written
-local f = redis.call('HMGET', KEYS[1], 'u', 'r', 's', 'q')
-local u, r, s = f[1], f[2], f[3]
+-- A live session's h holds a 16-byte hash, then the user id; a tombstone
+-- holds u.
+local f = redis.call('HMGET', KEYS[1], 'h', 'r', 's', 'q', 'u')
+local u, r, s = f[1] and string.sub(f[1], 17), f[2], f[3]
 if r and f[4] == ARGV[5] then
-  return {1, u}
+  return {1, f[5]}
 end
 if r or not u or (ARGV[4] ~= '' and u ~= ARGV[4]) then
   return {0}

@@ -39,9 +39,9 @@ for _, m in ipairs(live) do
     if not j then
       return {2}
     end
-    local f = redis.call('HMGET', KEYS[j], 'u', 'r', 's')
+    local f = redis.call('HMGET', KEYS[j], 'h', 'r', 's')
     local e = f[3] and string.match(f[3], ':(%d+)$')
-    local revoke = f[1] == ARGV[3] and not f[2] and e and tonumber(e) > now
+    local revoke = f[1] and string.sub(f[1], 17) == ARGV[3] and not f[2] and e and tonumber(e) > now
     todo[#todo + 1] = {KEYS[j], m, revoke and redis.call('PTTL', KEYS[j])}
   end
 end

@@ -14,10 +14,13 @@
 --
 -- KEYS[1]  -> the session hash; its last 22 bytes are the session id
 -- KEYS[2]  -> the user's session index (zset: session id -> z)
--- ARGV[1]  -> keyed hash of the presented token (16 bytes), keyed hash of the
---             successor (16 bytes), an id of this call (8 random bytes; a
---             client retry resends it), then the successor's state
---             "generation:key id:now:idle deadline" (the s field)
+-- ARGV[1]  -> keyed hash of the presented token's secret (16 bytes), keyed
+--             hash of its successor's secret (16 bytes), an id of this call
+--             (8 random bytes; a client retry resends it), then the
+--             successor's state "generation:key id:now:idle deadline" (the
+--             s field). A successor's secret derives from its predecessor,
+--             so h equal to the successor's hash means the presented token
+--             is the immediate predecessor of the current one.
 -- ARGV[2]  -> now (unix ms)
 -- ARGV[3]  -> idle deadline of the successor (unix ms, capped by the
 --             absolute deadline)
@@ -32,11 +35,11 @@
 --
 -- Returns:
 --   {1, user}                 rotated: the successor is the current token
---   {2, user, kid, e, hash}   grace: the presented token is the immediate
+--   {2, user, kid, e}         grace: the presented token is the immediate
 --                             predecessor, rotated less than ARGV[7] ms ago;
---                             nothing written; key id, idle deadline and hash
---                             of the current token, for the caller to derive
---                             it again
+--                             nothing written; key id and idle deadline of
+--                             the current token, for the caller to derive it
+--                             again
 --   {3, user}                 reused: an older token came back; the session
 --                             is revoked (a tombstone keeps the reason, the
 --                             user and this call's id, so that a retry of this
@@ -52,25 +55,27 @@
 --                             issued; nothing written
 local now = tonumber(ARGV[2])
 local presented = string.sub(ARGV[1], 1, 16)
-local cur = redis.call('HMGET', KEYS[1], 'h', 'u', 'z', 'i', 'a')
+-- h holds the keyed hash of the current token's secret, then the user id.
+local cur = redis.call('HMGET', KEYS[1], 'h', 'z', 'i', 'a')
+local user = cur[1] and string.sub(cur[1], 17)
 
-if cur[1] == presented then
+if cur[1] and string.sub(cur[1], 1, 16) == presented then
   if now >= tonumber(ARGV[6]) then
     return {5}
   end
-  local set = {'h', string.sub(ARGV[1], 17, 32), 'p', presented, 's', string.sub(ARGV[1], 41)}
-  local n = 6
-  if ARGV[9] ~= '' and ARGV[9] ~= cur[4] then
+  local set = {'h', string.sub(ARGV[1], 17, 32) .. user, 's', string.sub(ARGV[1], 41)}
+  local n = 4
+  if ARGV[9] ~= '' and ARGV[9] ~= cur[3] then
     set[n + 1] = 'i'
     set[n + 2] = ARGV[9]
     n = n + 2
   end
-  if ARGV[10] ~= '' and ARGV[10] ~= cur[5] then
+  if ARGV[10] ~= '' and ARGV[10] ~= cur[4] then
     set[n + 1] = 'a'
     set[n + 2] = ARGV[10]
     n = n + 2
   end
-  local extend = tonumber(ARGV[3]) > tonumber(cur[3])
+  local extend = tonumber(ARGV[3]) > tonumber(cur[2])
   if extend then
     set[n + 1] = 'z'
     set[n + 2] = ARGV[4]
@@ -85,14 +90,14 @@ if cur[1] == presented then
       redis.call('PEXPIRE', KEYS[2], ttl)
     end
   end
-  return {1, cur[2]}
+  return {1, user}
 end
 
-local f = redis.call('HMGET', KEYS[1], 'p', 's', 'd', 'r', 'q')
-local p, s, d, r = f[1], f[2], f[3], f[4]
+local f = redis.call('HMGET', KEYS[1], 's', 'd', 'r', 'q', 'u')
+local s, d, r = f[1], f[2], f[3]
 if r then
-  if r == 'reuse' and f[5] == string.sub(ARGV[1], 33, 40) then
-    return {3, cur[2]}
+  if r == 'reuse' and f[4] == string.sub(ARGV[1], 33, 40) then
+    return {3, f[5]}
   end
   return {4, r}
 end
@@ -105,8 +110,8 @@ if now >= tonumber(e) then
   return {5}
 end
 local gen = tonumber(ARGV[5])
-if gen == g - 1 and presented == p and now - t < tonumber(ARGV[7]) and (ARGV[8] == '' or ARGV[8] == d) then
-  return {2, cur[2], k, e, cur[1]}
+if string.sub(cur[1], 1, 16) == string.sub(ARGV[1], 17, 32) and now - t < tonumber(ARGV[7]) and (ARGV[8] == '' or ARGV[8] == d) then
+  return {2, user, k, e}
 end
 if gen < g then
   if tonumber(ARGV[7]) > 0 and now < t then
@@ -116,9 +121,9 @@ if gen < g then
   -- The tombstone is kept as long as the session would have been.
   local ttl = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', cur[2], 'q', string.sub(ARGV[1], 33, 40))
+  redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', user, 'q', string.sub(ARGV[1], 33, 40))
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('ZREM', KEYS[2], string.sub(KEYS[1], -22))
-  return {3, cur[2]}
+  return {3, user}
 end
 return {0}

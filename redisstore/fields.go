@@ -9,16 +9,20 @@ import (
 
 // Fields of a session hash. Short names keep small hashes small.
 //
-//	h  keyed hash of the current token (16 bytes)
-//	p  keyed hash of its predecessor (16 bytes), after the first rotation
+//	h  keyed hash of the current token's secret (16 bytes), then the user
+//	   id: one field, so that Validate reads one field. The predecessor of
+//	   the current token is recognised by the hash of the secret derived
+//	   from it, so nothing of older tokens is kept.
 //	s  state: "generation:key id:last used:idle deadline", times in unix ms;
 //	   one field, so that a rotation writes it in one piece
-//	u  user id               c  created, unix ms      x  absolute deadline, unix ms
+//	c  created, unix ms      x  absolute deadline, unix ms
 //	d  device id             n  device name           i  IP address
+//	   (user and device ids that are UUIDs are kept in 17 bytes, see ids.go)
 //	a  user agent, packed (see useragent.go)
 //	r  revocation reason: a revoked session is replaced by a tombstone that
-//	   holds r, u and q, the id of the call that revoked it (for retries)
-var sessionFields = []string{"u", "s", "c", "x", "d", "n", "i", "a", "r"}
+//	   holds r, u (the user id) and q (the id of the call that revoked it,
+//	   for retries)
+var sessionFields = []string{"h", "s", "c", "x", "d", "n", "i", "a", "r"}
 
 // state is the decoded s field.
 type state struct {
@@ -67,8 +71,11 @@ func readRecord(v []any) (record, error) {
 		return s
 	}
 	r := record{
-		userID: str(0), revoked: str(8),
-		deviceID: str(4), deviceName: str(5), ip: str(6), userAgent: str(7),
+		revoked:  str(8),
+		deviceID: loadedID(str(4)), deviceName: str(5), ip: str(6), userAgent: str(7),
+	}
+	if h := str(0); len(h) > hashLen {
+		r.userID = loadedID(h[hashLen:])
 	}
 	if r.userID == "" || r.revoked != "" {
 		return r, nil

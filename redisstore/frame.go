@@ -28,8 +28,20 @@ type rotateFrame struct {
 
 	packed                             binArg // ARGV[1]
 	now, exp, keep, gen, tokExp, grace int64  // ARGV[2..7]
-	device, ip, userAgent              string // ARGV[8..10]
+	device, ip                         string // ARGV[8..9]
+	userAgent                          uaArg  // ARGV[10]
 }
+
+// uaArg is the packed user agent, written from a fixed buffer.
+type uaArg struct {
+	b [MaxUserAgentLen]byte
+	n int
+}
+
+// MarshalBinary implements encoding.BinaryMarshaler for go-redis.
+func (a *uaArg) MarshalBinary() ([]byte, error) { return a.b[:a.n], nil }
+
+func (a *uaArg) set(ua string) { a.n = len(appendPackedUserAgent(a.b[:0], ua)) }
 
 var rotateFrames = sync.Pool{New: func() any {
 	f := &rotateFrame{}
@@ -42,7 +54,8 @@ func getRotateFrame() *rotateFrame { return rotateFrames.Get().(*rotateFrame) }
 func putRotateFrame(f *rotateFrame) {
 	// Drop references to strings, and the secret material of both tokens.
 	f.keys = [2]string{}
-	f.device, f.ip, f.userAgent = "", "", ""
+	f.device, f.ip = "", ""
+	f.userAgent.n = 0
 	f.old, f.next = token{}, token{}
 	f.packed = binArg{}
 	rotateFrames.Put(f)
@@ -63,16 +76,16 @@ func (f *rotateFrame) pack(oldHash, nextHash *[hashLen]byte, st state) {
 // secret.
 func callID() uint64 { return mrand.Uint64() }
 
-// validateFrame runs Validate's HMGET without allocating its arguments.
+// validateFrame runs Validate's HGET without allocating its arguments.
 type validateFrame struct {
 	t    token
 	key  string
-	args [4]any
+	args [3]any
 }
 
 var validateFrames = sync.Pool{New: func() any {
 	f := &validateFrame{}
-	f.args = [4]any{"hmget", &f.key, "h", "u"}
+	f.args = [3]any{"hget", &f.key, "h"}
 	return f
 }}
 

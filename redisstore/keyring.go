@@ -25,6 +25,7 @@ const (
 	labelMAC  = "sessioncache v1 token mac"
 	labelNext = "sessioncache v1 successor"
 	labelUser = "sessioncache v1 user placement"
+	labelHash = "sessioncache v1 secret hash"
 )
 
 // key holds the keys derived from one secret. Each purpose has its own key so
@@ -51,6 +52,7 @@ type keyring struct {
 	signer *key
 	byID   [256]*key
 	user   hmacPool // user id -> user hash (placement), from Options.Secret
+	hash   hmacPool // token secret -> the hash Redis keeps, from Options.Secret
 }
 
 func newKeyring(secret []byte, keys []Key) (*keyring, error) {
@@ -60,7 +62,7 @@ func newKeyring(secret []byte, keys []Key) (*keyring, error) {
 	if len(keys) == 0 {
 		keys = []Key{{ID: 0, Secret: secret}}
 	}
-	kr := &keyring{user: newHMACPool(deriveKey(secret, labelUser))}
+	kr := &keyring{user: newHMACPool(deriveKey(secret, labelUser)), hash: newHMACPool(deriveKey(secret, labelHash))}
 	for i, k := range keys {
 		if len(k.Secret) < MinSecretLen {
 			return nil, fmt.Errorf("%w: Keys[%d].Secret is %d bytes, want at least %d", ErrInvalidOptions, i, len(k.Secret), MinSecretLen)
@@ -77,6 +79,14 @@ func newKeyring(secret []byte, keys []Key) (*keyring, error) {
 // userHash writes the placement hash of userID to dst (userHashLen bytes).
 func (kr *keyring) userHash(dst []byte, userID string) {
 	kr.user.sum(dst[:userHashLen], []byte(userID))
+}
+
+// secretHash writes to h the keyed hash of t's secret: all that Redis keeps
+// of a token. It is keyed by Options.Secret, not by the signing key, so that
+// it stays the same across signing-key rotation: the hash of a successor
+// derived now matches the hash stored when that successor was minted.
+func (kr *keyring) secretHash(h *[hashLen]byte, t *token) {
+	kr.hash.sum(h[:], t.secret())
 }
 
 func deriveKey(secret []byte, label string) []byte {

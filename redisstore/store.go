@@ -71,15 +71,16 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	if _, err := rand.Read(t.b[offSecret:offMAC]); err != nil {
 		return Grant{}, fmt.Errorf("redisstore: token secret: %w", err)
 	}
+	t.seal(signer)
 	var th [hashLen]byte
-	t.seal(signer, &th)
+	s.kr.secretHash(&th, &t)
 
 	ks := keysFor(s.opt.KeyPrefix, uh[:], sid[:])
 	member := memberOf(ks.session)
 	keys := []string{ks.session, ks.index}
 	st := state{gen: 0, keyID: signer.id, lastUsed: nowMS, expires: expMS}
-	args := []any{nowMS, member, userID, th[:], st.String(), s.keepUntil(expMS, absMS), absMS,
-		c.DeviceID, c.DeviceName, c.IPAddress, packUserAgent(c.UserAgent), s.opt.MaxSessions}
+	args := []any{nowMS, member, storedID(userID), th[:], st.String(), s.keepUntil(expMS, absMS), absMS,
+		storedID(c.DeviceID), c.DeviceName, c.IPAddress, packUserAgent(c.UserAgent), s.opt.MaxSessions}
 	base := len(args)
 	for attempt := 0; ; attempt++ {
 		r, err := parseReply(scriptIssue.Run(ctx, s.rdb, keys, args...).Result())
@@ -138,8 +139,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	f := getRotateFrame()
 	defer putRotateFrame(f)
 	old, next := &f.old, &f.next
-	var oldHash, nextHash [hashLen]byte
-	k, err := s.open(raw, old, &oldHash)
+	k, err := s.open(raw, old)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -150,17 +150,21 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	}
 	expMS := min(nowMS+s.opt.IdleTTL.Milliseconds(), absMS)
 	signer := s.kr.signer
-	successor(next, old, k, signer, expMS, &nextHash)
+	successor(next, old, k, signer, expMS)
+	var oldHash, nextHash [hashLen]byte
+	s.kr.secretHash(&oldHash, old)
+	s.kr.secretHash(&nextHash, next)
 	f.pack(&oldHash, &nextHash, state{gen: next.generation(), keyID: signer.id, lastUsed: nowMS, expires: expMS})
 	f.now, f.exp, f.keep = nowMS, expMS, s.keepUntil(expMS, absMS)
 	f.gen, f.tokExp = int64(old.generation()), old.expiresMS()
 	f.grace = s.opt.Grace.Milliseconds()
-	f.device, f.ip, f.userAgent = "", c.IPAddress, packUserAgent(c.UserAgent)
+	f.device, f.ip = "", c.IPAddress
+	f.userAgent.set(c.UserAgent)
 	if s.opt.GraceSameDevice {
 		// A device id no session has, when the caller gives none.
 		f.device = "\x00"
 		if c.DeviceID != "" {
-			f.device = c.DeviceID
+			f.device = storedID(c.DeviceID)
 		}
 	}
 	ks := keysFor(s.opt.KeyPrefix, old.userHash(), old.sessionID())
@@ -172,7 +176,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	member := memberOf(ks.session)
 	g := Grant{
 		SessionID:        sessionIDString(member),
-		UserID:           r.field(0),
+		UserID:           loadedID(r.field(0)),
 		ExpiresAt:        time.UnixMilli(expMS),
 		SessionExpiresAt: time.UnixMilli(absMS),
 	}
@@ -181,20 +185,16 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		g.Token = next.encode(s.opt.TokenPrefix)
 		return g, nil
 	case codeGrace:
-		// Derive the current token again, with the key and deadline it was
-		// minted with, and check it against its stored hash.
+		// The current token is the successor of the presented one (the
+		// script matched the hash of its secret): derive it again, with the
+		// key and deadline it was minted with.
 		kid, err1 := strconv.Atoi(r.field(1))
 		curExp, err2 := parseMS(r.field(2))
 		if err1 != nil || err2 != nil || kid < 0 || kid > 255 || s.kr.byID[kid] == nil {
 			return Grant{}, ErrUnknown
 		}
-		curKey := s.kr.byID[kid]
 		var cur token
-		var curHash [hashLen]byte
-		successor(&cur, old, k, curKey, curExp, &curHash)
-		if subtle.ConstantTimeCompare(curHash[:], []byte(r.field(3))) != 1 {
-			return Grant{}, ErrUnknown
-		}
+		successor(&cur, old, k, s.kr.byID[kid], curExp)
 		g.Token = cur.encode(s.opt.TokenPrefix)
 		g.ExpiresAt = time.UnixMilli(curExp)
 		g.Replayed = true
@@ -228,7 +228,7 @@ type TokenInfo struct {
 }
 
 // Validate reports whether a token is the current token of a live session,
-// with one read of two fields (a second read explains a refusal). It writes
+// with one read of one field (a second read explains a refusal). It writes
 // nothing: a rotated token gets a *RevokedError
 // with ReasonRotated, even within the grace window, and is not treated as a
 // replay. Other outcomes: ErrMalformed, ErrUnknown, ErrExpired, ErrRevoked
@@ -237,38 +237,36 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	f := getValidateFrame()
 	defer putValidateFrame(f)
 	t := &f.t
-	var th [hashLen]byte
-	if _, err := s.open(raw, t, &th); err != nil {
+	if _, err := s.open(raw, t); err != nil {
 		return TokenInfo{}, err
 	}
+	var th [hashLen]byte
+	s.kr.secretHash(&th, t)
 	nowMS := s.opt.Now().UnixMilli()
 	if nowMS >= t.absoluteMS() {
 		return TokenInfo{}, ErrExpired
 	}
 	ks := keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID())
 	f.key = ks.session
-	vals, err := s.rdb.Do(ctx, f.args[:]...).Slice()
-	if err != nil {
+	h, err := s.rdb.Do(ctx, f.args[:]...).Text()
+	if err != nil && err != redis.Nil {
 		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
-	if len(vals) != 2 {
-		return TokenInfo{}, fmt.Errorf("redisstore: HMGET returned %d fields, want 2", len(vals))
-	}
-	cur, _ := vals[0].(string)
-	if user, _ := vals[1].(string); user != "" && subtle.ConstantTimeCompare(th[:], []byte(cur)) == 1 {
+	// h holds the keyed hash of the current token's secret, then the user id.
+	if len(h) > hashLen && subtle.ConstantTimeCompare(th[:], []byte(h[:hashLen])) == 1 {
 		// The current token: its own idle deadline is the session's.
 		if nowMS >= t.expiresMS() {
 			return TokenInfo{}, ErrExpired
 		}
 		return TokenInfo{
 			SessionID:        sessionIDString(memberOf(ks.session)),
-			UserID:           user,
+			UserID:           loadedID(h[hashLen:]),
 			ExpiresAt:        time.UnixMilli(t.expiresMS()),
 			SessionExpiresAt: time.UnixMilli(t.absoluteMS()),
 		}, nil
 	}
 	// Not the current token: one more read tells why.
-	vals, err = s.rdb.HMGet(ctx, ks.session, "r", "s").Result()
+	vals, err := s.rdb.HMGet(ctx, ks.session, "r", "s").Result()
 	if err != nil {
 		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
@@ -358,8 +356,7 @@ func (s *Store) RevokeSession(ctx context.Context, userID, sessionID string) (in
 // Garbage and forgeries get ErrMalformed or ErrUnknown and revoke nothing.
 func (s *Store) RevokeToken(ctx context.Context, raw string) (int, error) {
 	var t token
-	var th [hashLen]byte
-	if _, err := s.open(raw, &t, &th); err != nil {
+	if _, err := s.open(raw, &t); err != nil {
 		return 0, err
 	}
 	return s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout)
@@ -369,14 +366,14 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	nowMS := s.opt.Now().UnixMilli()
 	member := memberOf(ks.session)
 	r, err := parseReply(scriptRevoke.Run(ctx, s.rdb, []string{ks.session, ks.index},
-		nowMS, member, string(reason), userID, callID()).Result())
+		nowMS, member, string(reason), storedID(userID), callID()).Result())
 	if err != nil {
 		return 0, err
 	}
 	if r.code != codeOK {
 		return 0, nil
 	}
-	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: r.field(0), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(nowMS)})
+	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: loadedID(r.field(0)), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(nowMS)})
 	return 1, s.awaitReplicas(ctx, ks.session)
 }
 
@@ -405,7 +402,7 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		keys := make([]string, 1, len(members)+1)
 		keys[0] = idx
 		args := make([]any, 5, len(members)+5)
-		args[0], args[1], args[2], args[3], args[4] = nowMS, string(ReasonLogoutAll), userID, keepMember, id
+		args[0], args[1], args[2], args[3], args[4] = nowMS, string(ReasonLogoutAll), storedID(userID), keepMember, id
 		for _, m := range members {
 			if m == keepMember {
 				continue
@@ -483,14 +480,13 @@ func infoField(info, name string) string {
 	return ""
 }
 
-// open parses raw and checks its MAC. It returns the key that signed it,
-// and writes the token's keyed hash to h.
-func (s *Store) open(raw string, t *token, h *[hashLen]byte) (*key, error) {
+// open parses raw and checks its MAC. It returns the key that signed it.
+func (s *Store) open(raw string, t *token) (*key, error) {
 	if !parseToken(raw, s.opt.TokenPrefix, t) {
 		return nil, ErrMalformed
 	}
 	k := s.kr.byID[t.keyID()]
-	if k == nil || !t.verify(k, h) {
+	if k == nil || !t.verify(k) {
 		return nil, ErrUnknown
 	}
 	return k, nil
@@ -538,14 +534,14 @@ func (s *Store) emit(ctx context.Context, e Event) {
 	}
 }
 
-// successor writes to next the successor of prev, and its keyed hash to h.
-// The successor's secret is a keyed hash of prev (under the key that signed
-// prev), so the same predecessor always yields the same successor, and only
-// this store can compute it.
-func successor(next, prev *token, prevKey, nextKey *key, expMS int64, h *[hashLen]byte) {
+// successor writes to next the successor of prev. The successor's secret is
+// a keyed hash of prev (under the key that signed prev), so the same
+// predecessor always yields the same secret, and only this store can compute
+// it; key id and deadline come from the caller.
+func successor(next, prev *token, prevKey, nextKey *key, expMS int64) {
 	next.setHeader(nextKey.id, prev.userHash(), prev.sessionID(), prev.generation()+1, expMS, prev.absoluteMS())
 	prevKey.succ(next.b[offSecret:offMAC], prev.authenticated())
-	next.seal(nextKey, h)
+	next.seal(nextKey)
 }
 
 // memberOf returns the session id part of a session key: its member in the

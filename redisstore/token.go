@@ -19,13 +19,13 @@ import (
 //	 34   6  idle deadline of this token, unix ms
 //	 40   6  absolute deadline of its session, unix ms
 //	 46  32  secret: crypto/rand at login, derived from the predecessor after
-//	 78  16  MAC: the first half of HMAC-SHA256(bytes 0..77) under the key
+//	 78  16  MAC: HMAC-SHA256(bytes 0..77) under the key, truncated
 //	 94   4  CRC-32 (IEEE) of bytes 0..93, to reject typos and garbage offline
 //
-// The second half of that HMAC is the token's keyed hash, the only trace of
-// the token that Redis keeps. Knowing one half tells nothing of the other, so
-// Redis's copy cannot be turned into a token, and one HMAC both checks a
-// token and finds it.
+// Redis keeps only a keyed hash of the current token's secret (see
+// keyring.secretHash): the MAC already binds the secret to every other field,
+// and a hash of the secret alone lets a script recognise the immediate
+// predecessor of the current token by the hash of the secret derived from it.
 const (
 	tokenVersion = 1
 
@@ -43,7 +43,7 @@ const (
 	userHashLen = offSession - offUser
 	secretLen   = offMAC - offSecret
 	macLen      = offCRC - offMAC
-	hashLen     = 16 // stored keyed hash of a token
+	hashLen     = 16 // stored keyed hash of a token's secret
 
 	encodedLen = (payloadLen*8 + 5) / 6 // base64url without padding
 )
@@ -82,13 +82,9 @@ func (t *token) setHeader(keyID byte, userHash, sessionID []byte, gen uint32, ex
 	putUint48(t.b[offAbsolute:], absoluteMS)
 }
 
-// seal writes the MAC and the checksum, and the token's keyed hash to h.
-// The secret must be in place.
-func (t *token) seal(k *key, h *[hashLen]byte) {
-	var sum [macLen + hashLen]byte
-	k.mac(sum[:], t.signed())
-	copy(t.b[offMAC:offCRC], sum[:macLen])
-	copy(h[:], sum[macLen:])
+// seal writes the MAC and the checksum. The secret must be in place.
+func (t *token) seal(k *key) {
+	k.mac(t.b[offMAC:offCRC], t.signed())
 	binary.BigEndian.PutUint32(t.b[offCRC:], crc32.ChecksumIEEE(t.b[:offCRC]))
 }
 
@@ -121,13 +117,11 @@ func parseToken(s, prefix string, t *token) bool {
 	return binary.BigEndian.Uint32(t.b[offCRC:]) == crc32.ChecksumIEEE(t.b[:offCRC])
 }
 
-// verify reports whether the token's MAC is valid under k, in constant
-// time, and writes the token's keyed hash to h.
-func (t *token) verify(k *key, h *[hashLen]byte) bool {
-	var sum [macLen + hashLen]byte
+// verify reports whether the token's MAC is valid under k, in constant time.
+func (t *token) verify(k *key) bool {
+	var sum [macLen]byte
 	k.mac(sum[:], t.signed())
-	copy(h[:], sum[macLen:])
-	return subtle.ConstantTimeCompare(sum[:macLen], t.mac()) == 1
+	return subtle.ConstantTimeCompare(sum[:], t.mac()) == 1
 }
 
 func putUint48(b []byte, v int64) {

@@ -1,6 +1,9 @@
 package redisstore
 
-import "strings"
+import (
+	"sort"
+	"strings"
+)
 
 // Redis keeps a small hash as a compact listpack only while every value is
 // at most hash-max-listpack-value bytes (64 by default); one longer value
@@ -38,22 +41,54 @@ var uaPhrases = [...]string{
 	0x1a: "FxiOS/",
 }
 
-var uaPack, uaUnpack = func() (*strings.Replacer, *strings.Replacer) {
-	var pack, unpack []string
-	// Longer phrases first: the replacer takes the first match in argument order.
-	for _, n := range []int{0x03, 0x02, 0x06, 0x16, 0x0d, 0x0e, 0x10, 0x12, 0x0f, 0x18, 0x0c, 0x0a, 0x11, 0x15, 0x01, 0x08, 0x05, 0x07, 0x09, 0x0b, 0x04, 0x14, 0x19, 0x1a, 0x13, 0x17} {
-		pack = append(pack, uaPhrases[n], string(rune(n)))
-		unpack = append(unpack, string(rune(n)), uaPhrases[n])
+// uaByFirst lists, for each first byte, the codes of the phrases starting
+// with it, longest first.
+var uaByFirst, uaUnpack = func() (*[256][]byte, *strings.Replacer) {
+	var by [256][]byte
+	var unpack []string
+	for code, ph := range uaPhrases {
+		if ph == "" {
+			continue
+		}
+		by[ph[0]] = append(by[ph[0]], byte(code))
+		unpack = append(unpack, string(rune(code)), ph)
 	}
-	return strings.NewReplacer(pack...), strings.NewReplacer(unpack...)
+	for _, codes := range by {
+		sort.Slice(codes, func(i, j int) bool { return len(uaPhrases[codes[i]]) > len(uaPhrases[codes[j]]) })
+	}
+	return &by, strings.NewReplacer(unpack...)
 }()
+
+// appendPackedUserAgent appends the stored form of a user agent to dst:
+// at each position the longest stock phrase that starts there becomes its
+// code. Rotate packs into a pooled buffer, without allocating.
+func appendPackedUserAgent(dst []byte, ua string) []byte {
+	for i := 0; i < len(ua); {
+		c := ua[i]
+		matched := false
+		for _, code := range uaByFirst[c] {
+			if ph := uaPhrases[code]; strings.HasPrefix(ua[i:], ph) {
+				dst = append(dst, code)
+				i += len(ph)
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			dst = append(dst, c)
+			i++
+		}
+	}
+	return dst
+}
 
 // packUserAgent returns the stored form of a user agent.
 func packUserAgent(ua string) string {
 	if ua == "" {
 		return ""
 	}
-	return uaPack.Replace(ua)
+	var buf [MaxUserAgentLen]byte
+	return string(appendPackedUserAgent(buf[:0], ua))
 }
 
 // unpackUserAgent returns the user agent a stored form stands for.
