@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
 // Where the benchmarks find their servers.
@@ -41,8 +42,7 @@ const poolSize = 128
 // TestMain stops them.
 var ownServers struct {
 	sync.Mutex
-	procs []*exec.Cmd
-	dirs  []string
+	all []*redistest.Server
 }
 
 func TestMain(m *testing.M) {
@@ -54,57 +54,29 @@ func TestMain(m *testing.M) {
 func stopOwnServers() {
 	ownServers.Lock()
 	defer ownServers.Unlock()
-	for _, p := range ownServers.procs {
-		p.Process.Kill()
-		p.Wait()
+	for _, s := range ownServers.all {
+		s.Stop()
 	}
-	for _, d := range ownServers.dirs {
-		os.RemoveAll(d)
-	}
-	ownServers.procs, ownServers.dirs = nil, nil
+	ownServers.all = nil
 }
 
 // startRedis starts a redis-server of this process's own on a free loopback
 // port with the given extra arguments, and returns its URL. It skips when
-// redis-server is not on PATH.
+// redis-server is not on PATH. The server outlives the benchmark that asked
+// for it (later ones share it); TestMain stops it.
 func startRedis(tb testing.TB, args ...string) string {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		tb.Skip("redis-server is not on PATH")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := redistest.Launch(args...)
 	if err != nil {
 		tb.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	dir, err := os.MkdirTemp("", "sessioncache-bench-redis-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", dir, "--logfile", dir + "/redis.log"}, args...)
-	cmd := exec.Command(bin, all...)
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		tb.Fatalf("redis-server: %v", err)
 	}
 	ownServers.Lock()
-	ownServers.procs = append(ownServers.procs, cmd)
-	ownServers.dirs = append(ownServers.dirs, dir)
+	ownServers.all = append(ownServers.all, srv)
 	ownServers.Unlock()
-	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
-	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
-	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c.Ping(context.Background()).Err() == nil {
-			return url
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("redis-server on port %d did not answer", port)
-		}
-	}
+	return "redis://" + srv.Addr + "/0"
 }
 
 // lazyServer starts one server of its own, the first time a benchmark asks.

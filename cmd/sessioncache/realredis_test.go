@@ -4,13 +4,9 @@ package main
 // and WAIT (replica acknowledgement).
 
 import (
-	"context"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,31 +20,15 @@ func withEvictionCheck() envOption {
 	return func(s *envSetup) { s.server.checkEvict = true }
 }
 
-// privateRedis starts a redis-server of this test's own, on a Unix socket
-// in a temporary folder (no port to race for), with extra arguments.
-func privateRedis(t *testing.T, args ...string) (proc *exec.Cmd, socket string, client redis.UniversalClient) {
+// privateRedis starts a redis-server of this test's own with extra
+// arguments, also listening on a Unix socket (the service's unix:// URLs).
+func privateRedis(t *testing.T, args ...string) (srv *redistest.Server, socket string, client redis.UniversalClient) {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv(redistest.EnvRequireReal) == "1" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(bin, append([]string{"--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
+	socket = filepath.Join(t.TempDir(), "redis.sock")
+	srv = redistest.StartServer(t, append([]string{"--unixsocket", socket}, args...)...)
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: socket})
 	t.Cleanup(func() { c.Close() })
-	poll(t, 10*time.Second, "the private redis-server", func() bool { return c.Ping(context.Background()).Err() == nil })
-	return cmd, sock, c
+	return srv, socket, c
 }
 
 // On a real Redis the service is ready only if the Redis never evicts.
@@ -73,7 +53,7 @@ func TestReadinessChecksEvictionPolicy(t *testing.T) {
 // A Redis that accepts connections but answers nothing (stopped with
 // SIGSTOP) gets a 503 within SESSIONCACHE_REDIS_TIMEOUT, not a hung request.
 func TestStalledRedis(t *testing.T) {
-	proc, sock, _ := privateRedis(t)
+	srv, sock, _ := privateRedis(t)
 	// The client the service itself makes for this URL.
 	opts, err := parseRedis(modeStandalone, "unix://"+sock, "")
 	if err != nil {
@@ -88,10 +68,8 @@ func TestStalledRedis(t *testing.T) {
 	b := &redistest.Backend{Kind: redistest.Real, Client: c, Prefix: redistest.NewPrefix(), Clock: redistest.For(t, redistest.Mini).Clock}
 	e := newTestEnvOn(t, b, func(s *envSetup) { s.server.redisTimeout = 200 * time.Millisecond })
 	tok := e.login(alice, "laptop").str("refresh_token")
-	if err := proc.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	defer proc.Process.Signal(syscall.SIGCONT)
+	srv.Pause(t)
+	defer srv.Resume(t)
 	for _, path := range []string{"/v1/tokens/rotate", "/v1/tokens/introspect"} {
 		start := time.Now()
 		r := e.do("POST", path, tokenBody(tok))

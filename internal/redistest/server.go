@@ -14,13 +14,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is a redis-server process started for one test.
+// Server is a redis-server process started for a test or a benchmark run.
 type Server struct {
 	Addr string
 	Port int
 	Dir  string
 	cmd  *exec.Cmd
 	args []string
+	// ownDir: Launch made Dir, and Stop removes it.
+	ownDir bool
 }
 
 // StartServer starts redis-server on a free loopback port with the given
@@ -29,25 +31,52 @@ type Server struct {
 // fails under SESSIONCACHE_TEST_REQUIRE_REAL=1.
 func StartServer(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		unavailable(tb, "redis-server not on PATH")
 	}
 	s := &Server{Dir: tb.TempDir(), args: args}
 	s.Port = FreePort(tb)
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
-	s.start(tb, bin)
+	if err := s.start(); err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(s.Stop)
 	return s
 }
 
-func (s *Server) start(tb testing.TB, bin string) {
-	tb.Helper()
+// Launch starts redis-server like StartServer, for a caller that outlives
+// one test (a benchmark binary's shared server): the caller calls Stop,
+// which also removes the server's folder.
+func Launch(args ...string) (*Server, error) {
+	dir, err := os.MkdirTemp("", "sessioncache-redis-")
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &Server{Dir: dir, Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), args: args, ownDir: true}
+	if err := s.start(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start() error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return fmt.Errorf("redis-server not on PATH: %w", err)
+	}
 	all := append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "no", "--dir", s.Dir, "--logfile", filepath.Join(s.Dir, "redis.log")}, s.args...)
 	s.cmd = exec.Command(bin, all...)
 	if err := s.cmd.Start(); err != nil {
-		tb.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	defer c.Close()
@@ -57,11 +86,11 @@ func (s *Server) start(tb testing.TB, bin string) {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
-			tb.Fatalf("redis-server on %s did not start: %v\n%s", s.Addr, err, log)
+			return fmt.Errorf("redis-server on %s did not start: %v\n%s", s.Addr, err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -74,18 +103,22 @@ func (s *Server) Stop() {
 		s.cmd.Wait()
 		s.cmd = nil
 	}
+	if s.ownDir {
+		os.RemoveAll(s.Dir)
+	}
 }
 
 // Restart stops the server and starts it again on the same port and
 // directory (an append-only file there survives).
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
-	s.Stop()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+	if err := s.start(); err != nil {
 		tb.Fatal(err)
 	}
-	s.start(tb, bin)
 }
 
 // Client returns a client for the server, closed when the test ends.
