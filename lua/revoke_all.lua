@@ -20,15 +20,14 @@
 --                   not in KEYS; read it again and call again
 local now = tonumber(ARGV[1])
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
-local given = {}
+-- One read of each session passed; sessions this call already revoked, in
+-- an attempt whose reply was lost, carry its id.
+local given, read, done = {}, {}, {}
 for i = 6, #ARGV do
   given[ARGV[i]] = i - 4
-end
--- Sessions this call already revoked, in an attempt whose reply was lost.
-local done = {}
-for i = 6, #ARGV do
-  local t = redis.call('HMGET', KEYS[i - 4], 'r', 'q')
-  if t[1] and t[2] == ARGV[5] then
+  local f = redis.call('HMGET', KEYS[i - 4], 'h', 'r', 's', 'q')
+  read[i - 4] = f
+  if f[2] and f[4] == ARGV[5] then
     done[#done + 1] = ARGV[i]
   end
 end
@@ -39,7 +38,7 @@ for _, m in ipairs(live) do
     if not j then
       return {2}
     end
-    local f = redis.call('HMGET', KEYS[j], 'h', 'r', 's')
+    local f = read[j]
     local e = f[3] and string.match(f[3], ':(%d+)$')
     local revoke = f[1] and string.sub(f[1], 17) == ARGV[3] and not f[2] and e and tonumber(e) > now
     todo[#todo + 1] = {KEYS[j], m, revoke and redis.call('PTTL', KEYS[j])}

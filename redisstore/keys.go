@@ -18,37 +18,31 @@ type keys struct {
 }
 
 // keysFor builds the keys of a session; userHash is userHashLen bytes,
-// sessionID 16 bytes.
+// sessionID 16 bytes. Both keys share one allocation.
 func keysFor(prefix string, userHash, sessionID []byte) keys {
-	var tag, rest [tagLen]byte
-	b64.Encode(tag[:], userHash[:6])
-	b64.Encode(rest[:], userHash[6:])
-	var sid [22]byte
-	b64.Encode(sid[:], sessionID)
-
 	var buf [160]byte
-	base := append(buf[:0], prefix...)
-	base = append(base, '{')
-	base = append(base, tag[:]...)
-	base = append(base, "}:s:"...)
-	base = append(base, sid[:]...)
-	n := len(base)
-	base = append(base, prefix...)
-	base = append(base, '{')
-	base = append(base, tag[:]...)
-	base = append(base, "}:u:"...)
-	base = append(base, rest[:]...)
-	// One allocation for both keys.
-	s := string(base)
+	b := appendTagged(buf[:0], prefix, userHash, 's')
+	b = b64.AppendEncode(b, sessionID)
+	n := len(b)
+	b = appendTagged(b, prefix, userHash, 'u')
+	b = b64.AppendEncode(b, userHash[6:])
+	s := string(b)
 	return keys{session: s[:n], index: s[n:]}
 }
 
 // indexKey builds the key of a user's session index.
 func indexKey(prefix string, userHash []byte) string {
-	var tag, rest [tagLen]byte
-	b64.Encode(tag[:], userHash[:6])
-	b64.Encode(rest[:], userHash[6:])
-	return prefix + "{" + string(tag[:]) + "}:u:" + string(rest[:])
+	var buf [64]byte
+	return string(b64.AppendEncode(appendTagged(buf[:0], prefix, userHash, 'u'), userHash[6:]))
+}
+
+// appendTagged appends prefix + "{T}:" + kind + ":", where T, the hash tag,
+// encodes the first 6 bytes of the user hash.
+func appendTagged(b []byte, prefix string, userHash []byte, kind byte) []byte {
+	b = append(b, prefix...)
+	b = append(b, '{')
+	b = b64.AppendEncode(b, userHash[:6])
+	return append(b, '}', ':', kind, ':')
 }
 
 // sessionKey builds the key of a session in the same slot as index, from

@@ -176,15 +176,16 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	member := memberOf(ks.session)
 	g := Grant{
 		SessionID:        sessionIDString(member),
-		UserID:           loadedID(r.field(0)),
 		ExpiresAt:        time.UnixMilli(expMS),
 		SessionExpiresAt: time.UnixMilli(absMS),
 	}
 	switch r.code {
 	case codeOK:
+		g.UserID = loadedID(r.field(0))
 		g.Token = next.encode(s.opt.TokenPrefix)
 		return g, nil
 	case codeGrace:
+		g.UserID = loadedID(r.field(0))
 		// The current token is the successor of the presented one (the
 		// script matched the hash of its secret): derive it again, with the
 		// key and deadline it was minted with.
@@ -201,6 +202,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		s.emit(ctx, Event{Kind: EventGraceReplay, UserID: g.UserID, SessionID: g.SessionID, Time: time.UnixMilli(nowMS)})
 		return g, nil
 	case codeReused:
+		g.UserID = loadedID(r.field(0))
 		s.emit(ctx, Event{Kind: EventReuseDetected, UserID: g.UserID, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(nowMS)})
 		if err := s.awaitReplicas(ctx, ks.session); err != nil {
 			return Grant{}, errors.Join(ErrReused, err)
