@@ -15,12 +15,14 @@ sc_port_free() {
 }
 
 # sc_free_ports N: print a base port P such that P..P+N-1 and their cluster
-# bus ports (+10000) are free. Ports stay below 45536, so bus ports stay
-# below 55536.
+# bus ports (+10000) are free. All of them stay below the kernel's ephemeral
+# range (ip_local_port_range), where outgoing connections take source ports
+# at any moment and a port free now may be taken when Redis binds it.
 sc_free_ports() {
-	local n=$1 tries base i ok
+	local n=$1 tries base i ok low
+	low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 	for tries in $(seq 1 200); do
-		base=$((20000 + (RANDOM % 25000)))
+		base=$((10000 + RANDOM % (low - 20000 - n)))
 		ok=1
 		for i in $(seq 0 $((n - 1))); do
 			if ! sc_port_free $((base + i)) || ! sc_port_free $((base + i + 10000)); then
@@ -50,10 +52,15 @@ sc_start_server() {
 }
 
 sc_wait_ping() {
-	local i
+	local i log="$SC_RUN_DIR/$1/redis.log"
 	for i in $(seq 1 100); do
 		if [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; then
 			return 0
+		fi
+		if grep -q "aborting" "$log" 2>/dev/null; then
+			echo "redis on port $1 did not start:" >&2
+			tail -3 "$log" >&2
+			return 1
 		fi
 		sleep 0.1
 	done
@@ -75,8 +82,23 @@ sc_standalone() {
 }
 
 sc_cluster() {
+	local attempt
+	# A port can still be taken between the check and the bind: try again
+	# on other ports.
+	for attempt in 1 2 3; do
+		if sc_cluster_once; then
+			return 0
+		fi
+		echo "cluster: attempt $attempt failed, retrying on other ports" >&2
+		sc_stop_ports $SC_CLUSTER_PORTS
+	done
+	return 1
+}
+
+sc_cluster_once() {
 	local base i addrs="" nodes=""
 	base=$(sc_free_ports 3) || return 1
+	SC_CLUSTER_PORTS="$base $((base + 1)) $((base + 2))"
 	for i in 0 1 2; do
 		sc_start_server $((base + i)) --cluster-enabled yes --cluster-node-timeout 3000 \
 			--cluster-config-file nodes.conf || return 1
@@ -111,12 +133,20 @@ sc_wait_cluster_ok() {
 	return 1
 }
 
-sc_stop_all() {
+# sc_stop_ports PORT...: stop the servers started here on these ports.
+sc_stop_ports() {
 	local port
-	[ -f "$SC_RUN_DIR/started" ] || return 0
-	while read -r port; do
+	for port in "$@"; do
 		redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 ||
 			{ [ -f "$SC_RUN_DIR/$port/redis.pid" ] && kill "$(cat "$SC_RUN_DIR/$port/redis.pid")" 2>/dev/null; }
-	done <"$SC_RUN_DIR/started"
+		[ -f "$SC_RUN_DIR/started" ] && sed -i "/^$port\$/d" "$SC_RUN_DIR/started"
+	done
+	return 0
+}
+
+sc_stop_all() {
+	[ -f "$SC_RUN_DIR/started" ] || return 0
+	# shellcheck disable=SC2046
+	sc_stop_ports $(cat "$SC_RUN_DIR/started")
 	rm -f "$SC_RUN_DIR/started"
 }

@@ -2,12 +2,15 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,17 +51,14 @@ func StartServer(tb testing.TB, args ...string) *Server {
 // one test (a benchmark binary's shared server): the caller calls Stop,
 // which also removes the server's folder.
 func Launch(args ...string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "sessioncache-redis-")
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	s := &Server{Dir: dir, Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), args: args, ownDir: true}
 	if err := s.start(); err != nil {
 		s.Stop()
@@ -128,24 +128,40 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 	return c
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago, below
-// 45536 so that a cluster bus port (+10000) is valid too.
+// FreePort returns a loopback TCP port that was free a moment ago, and
+// whose cluster bus port (+10000) was too. Both lie below the kernel's
+// ephemeral range, where outgoing connections take source ports at any
+// moment: a port found free there may be taken before Redis binds it.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if port < 45536 {
-			if bus, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
-				bus.Close()
-				return port
+	port, err := freePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return port
+}
+
+func freePort() (int, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 20100 {
+				low = v
 			}
 		}
 	}
-	tb.Fatal("no free port below 45536")
-	return 0
+	for i := 0; i < 200; i++ {
+		port := 10000 + mrand.IntN(low-20000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		bus, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000))
+		l.Close()
+		if err == nil {
+			bus.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free port pair below the ephemeral range")
 }
