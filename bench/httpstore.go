@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -20,6 +21,9 @@ type HTTP struct {
 	base   string
 	apiKey string
 	client *http.Client
+	// ListLimit is the page size ListSessions asks for (0: the service's
+	// default).
+	ListLimit int
 }
 
 // NewHTTP returns a client of the service at base (such as
@@ -138,13 +142,34 @@ func (h *HTTP) Validate(ctx context.Context, tok string) error {
 	return nil
 }
 
-// ListSessions implements Store: GET /v1/users/{id}/sessions.
+// ListSessions implements Store: GET /v1/users/{id}/sessions, every page.
 func (h *HTTP) ListSessions(ctx context.Context, userID string) (int, error) {
-	var r struct {
-		Sessions []json.RawMessage `json:"sessions"`
+	n, cursor := 0, ""
+	for {
+		var r struct {
+			Sessions   []json.RawMessage `json:"sessions"`
+			NextCursor string            `json:"next_cursor"`
+		}
+		q := url.Values{}
+		if h.ListLimit > 0 {
+			q.Set("limit", strconv.Itoa(h.ListLimit))
+		}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		path := "/v1/users/" + url.PathEscape(userID) + "/sessions"
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		if err := h.call(ctx, http.MethodGet, path, nil, &r); err != nil {
+			return n, err
+		}
+		n += len(r.Sessions)
+		if r.NextCursor == "" {
+			return n, nil
+		}
+		cursor = r.NextCursor
 	}
-	err := h.call(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(userID)+"/sessions", nil, &r)
-	return len(r.Sessions), err
 }
 
 // RevokeSession implements Store: POST /v1/tokens/revoke.

@@ -113,8 +113,12 @@ func (n *Naive) watch(ctx context.Context, fn func(*redis.Tx) error, keys ...str
 		}
 		n.retries.Add(1)
 	}
-	return redisstore.ErrContention
+	return errNaiveContention
 }
+
+// errNaiveContention: a naive transaction kept being aborted by concurrent
+// writes.
+var errNaiveContention = errors.New("bench: naive store: too much contention")
 
 // Rotate implements Store.
 func (n *Naive) Rotate(ctx context.Context, tok string, c redisstore.Client) (string, bool, error) {

@@ -27,7 +27,12 @@ type Store interface {
 }
 
 // Library adapts a *redisstore.Store to Store.
-type Library struct{ S *redisstore.Store }
+type Library struct {
+	S *redisstore.Store
+	// ListLimit is the page size ListSessions reads with (0: the store's
+	// default).
+	ListLimit int
+}
 
 // Issue implements Store.
 func (l Library) Issue(ctx context.Context, userID string, c redisstore.Client) (string, error) {
@@ -49,8 +54,19 @@ func (l Library) Validate(ctx context.Context, token string) error {
 
 // ListSessions implements Store.
 func (l Library) ListSessions(ctx context.Context, userID string) (int, error) {
-	s, err := l.S.ListSessions(ctx, userID)
-	return len(s), err
+	n := 0
+	opt := redisstore.ListOptions{Limit: l.ListLimit}
+	for {
+		p, err := l.S.ListSessions(ctx, userID, opt)
+		if err != nil {
+			return n, err
+		}
+		n += len(p.Sessions)
+		if p.Next == "" {
+			return n, nil
+		}
+		opt.Cursor = p.Next
+	}
 }
 
 // RevokeSession implements Store.

@@ -1,94 +1,167 @@
 -- issue.lua: create a session (the family of a new refresh token) at login,
--- and enforce the user's session cap in the same atomic step. Reads and
--- checks come first; nothing is written unless the session is created.
+-- and enforce the user's session cap. Reads and checks come first; nothing
+-- is written unless the session is created.
 --
--- Scripts must not build key names, so to evict for the cap the caller must
--- pass the keys of the user's sessions. The first call passes none; if the
--- user may be at the cap, the script answers with the ids of all sessions in
--- the index and the caller calls again with their keys.
+-- Deadlines come from Redis's TIME (one clock for every service instance).
+-- The session key expires exactly at the idle deadline; its entry in the
+-- user's index is scored by keep-until z (the idle deadline plus a margin),
+-- so that most rotations leave the index alone.
+--
+-- Bounded work: whatever the number of the user's sessions, one call prunes
+-- at most 16 index entries past their keep-until, counts the rest with
+-- ZCOUNT, reads at most the candidates passed, and evicts at most 32.
+--
+-- The cap. Scripts must not build key names, so to evict, the caller passes
+-- candidate sessions. The first call passes none: below the cap it creates
+-- the session; at the cap it writes nothing and answers {2, ids}, the least
+-- kept sessions of the index, and the caller calls again with their keys.
+-- That call evicts the least recently used of the candidates and creates
+-- the session in one atomic step. If concurrent logins took the candidates
+-- meanwhile, it creates the session anyway and answers with fresh
+-- candidates; the caller then runs evict.lua until the user is back at the
+-- cap. So a login never fails for contention, and a user holds more than
+-- the cap only while logins are in flight.
 --
 -- KEYS[1]     -> the session hash to create
 -- KEYS[2]     -> the user's session index (zset: session id -> keep-until)
--- KEYS[3..n]  -> the user's sessions, for the cap
--- ARGV[1]     -> now (unix ms)
--- ARGV[2]     -> session id (member of KEYS[2])
--- ARGV[3]     -> user id
--- ARGV[4]     -> keyed hash of the first token's secret (16 bytes); the h
+-- KEYS[3..n]  -> candidate sessions of the user, for the cap
+-- ARGV[1]     -> session id (member of KEYS[2])
+-- ARGV[2]     -> user id
+-- ARGV[3]     -> keyed hash of the first token's secret (16 bytes); the h
 --                field holds it followed by the user id
--- ARGV[5]     -> state of the first token: "0:key id:now:idle deadline"
--- ARGV[6]     -> keep-until: when Redis may drop the session (unix ms)
--- ARGV[7]     -> absolute deadline of the session (unix ms)
+-- ARGV[4]     -> "0:key id:" for the s field (see rotate.lua)
+-- ARGV[5]     -> idle lifetime (ms)
+-- ARGV[6]     -> absolute lifetime (ms)
+-- ARGV[7]     -> keep margin (ms)
 -- ARGV[8..11] -> device id, device name, IP address, user agent ("" = none)
 -- ARGV[12]    -> most live sessions the user may have (0 = no cap)
--- ARGV[13..]  -> session ids of KEYS[3..n], in the same order
+-- ARGV[13]    -> id of this call (8 random bytes; a client retry resends it)
+-- ARGV[14]    -> checksum of the IP address and user agent (4 bytes; see
+--                the s field in rotate.lua)
+-- ARGV[15..]  -> session ids of KEYS[3..n], in the same order
 --
--- Returns:
---   {1, evicted...} created; evicted lists the session ids revoked for the
---                   cap: the least recently used ones
---   {2, ids...}     nothing written: the cap needs the keys of these
---                   sessions (every id in the index); call again with them
---   {0}             nothing written: the session id exists (never by chance)
---
--- A client retry after a lost reply finds the session it created (same
--- token hash) and gets {1} again.
-local existing = redis.call('HGET', KEYS[1], 'h')
-if existing then
-  if string.sub(existing, 1, 16) == ARGV[4] then
-    return {1}
-  end
-  return {0}
-end
-local now = tonumber(ARGV[1])
+-- Returns {code, now (unix ms, Redis's clock), ...}:
+--   {1, now, e, x, k, evicted (k ids)..., ids...}
+--                   created, by this call or by its earlier attempt whose
+--                   reply was lost: e and x are the idle and absolute
+--                   deadlines; evicted lists the sessions this call revoked
+--                   for the cap; ids, if any, are candidates for evict.lua:
+--                   the user is still over the cap
+--   {2, now, ids...} nothing written: the user is at the cap; call again
+--                   with the keys of these sessions
+--   {4, now, reason, evicted...} nothing written: the session this call
+--                   created was revoked since (a retry that arrives after
+--                   a log-out-everywhere)
+--   {0, now}        nothing written: the session id exists (never by chance)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local call = ARGV[13]
 local cap = tonumber(ARGV[12])
 
-local victims, dead = {}, {}
+-- candidates appends to out up to n of the least kept live entries of the
+-- index, but those in skip.
+local function candidates(out, n, skip)
+  local skipped = {}
+  for _, m in ipairs(skip) do
+    skipped[m] = true
+  end
+  local added = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf', 'LIMIT', 0, n + #skip)) do
+    if not skipped[m] and added < n then
+      out[#out + 1] = m
+      added = added + 1
+    end
+  end
+  return out
+end
+
+-- over is how many sessions past the cap the user holds.
+local function over()
+  if cap <= 0 then
+    return 0
+  end
+  return redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') - cap
+end
+
+local cur = redis.call('HMGET', KEYS[1], 'h', 'r', 's', 'x')
+if cur[1] or cur[2] then
+  if cur[1] and string.sub(cur[1], 1, 16) ~= ARGV[3] then
+    return {0, now}
+  end
+  -- A retry: report what the first attempt did.
+  local evicted = {}
+  for j = 3, #KEYS do
+    local v = redis.call('HMGET', KEYS[j], 'r', 'q')
+    if v[1] == 'evicted' and v[2] == call then
+      evicted[#evicted + 1] = ARGV[j + 12]
+    end
+  end
+  local out
+  if cur[2] then
+    out = {4, now, cur[2]}
+  else
+    local last, idle = string.sub(cur[3], 15, 27), string.match(cur[3], '^%d+:%d+:(%d+)', 40)
+    out = {1, now, math.min(tonumber(last) + tonumber(idle), tonumber(cur[4])), tonumber(cur[4]), #evicted}
+  end
+  for _, m in ipairs(evicted) do
+    out[#out + 1] = m
+  end
+  if cur[1] then
+    local o = over()
+    if o > 0 then
+      candidates(out, math.min(o, 32) + 63, {ARGV[1]})
+    end
+  end
+  return out
+end
+
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
+local victims, more = {}, {}
 if cap > 0 then
-  local indexed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
-  if #indexed >= cap then
-    local given = {}
-    for i = 13, #ARGV do
-      given[ARGV[i]] = i - 10
+  local need = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') - cap + 1
+  if need > 0 then
+    if #KEYS == 2 then
+      return candidates({2, now}, math.min(need, 32) + 63, {})
     end
-    -- Sessions the caller did not pass were created after it read the
-    -- index: count them as live, never evict them.
-    local live, unknown = {}, 0
-    for _, m in ipairs(indexed) do
-      local j = given[m]
-      if j then
-        local v = redis.call('HMGET', KEYS[j], 's', 'r')
-        local t, e
-        if v[1] then
-          t, e = string.match(v[1], '^%d+:%d+:(%d+):(%d+)$')
-        end
-        if e and not v[2] and tonumber(e) > now then
-          live[#live + 1] = {KEYS[j], m, tonumber(t)}
+    local cands = {}
+    for j = 3, #KEYS do
+      local m = ARGV[j + 12]
+      local score = redis.call('ZSCORE', KEYS[2], m)
+      if score and tonumber(score) > now then
+        local v = redis.call('HMGET', KEYS[j], 'h', 's')
+        if v[1] and v[2] and string.sub(v[1], 17) == ARGV[2] then
+          cands[#cands + 1] = {KEYS[j], m, tonumber(string.sub(v[2], 15, 27))}
         else
+          -- Counted, but gone (expired within its keep margin, or not this
+          -- user's): drop it from the index.
           dead[#dead + 1] = m
+          need = need - 1
         end
-      else
-        unknown = unknown + 1
       end
     end
-    local need = #live + unknown - cap + 1
-    if need > #live then
-      local out = {2}
-      for _, m in ipairs(indexed) do
-        out[#out + 1] = m
-      end
-      return out
+    table.sort(cands, function(a, b) return a[3] < b[3] or (a[3] == b[3] and a[2] < b[2]) end)
+    local skip = {}
+    for i = 1, math.min(need, 32, #cands) do
+      victims[i] = cands[i]
+      skip[i] = cands[i][2]
     end
-    if need > 0 then
-      table.sort(live, function(a, b) return a[3] < b[3] or (a[3] == b[3] and a[2] < b[2]) end)
-      for i = 1, need do
-        victims[i] = live[i]
+    if need > #victims then
+      -- Still over the cap once created: fresh candidates for evict.lua.
+      for _, m in ipairs(dead) do
+        skip[#skip + 1] = m
       end
+      candidates(more, math.min(need - #victims, 32) + 63, skip)
     end
   end
 end
 
 -- Writes. The first is the deny-OOM HSET: at maxmemory (noeviction) Redis
 -- refuses it before anything is written, and the login fails cleanly.
-local set = {'h', ARGV[4] .. ARGV[3], 's', ARGV[5], 'z', ARGV[6], 'c', ARGV[1], 'x', ARGV[7]}
+local x = now + tonumber(ARGV[6])
+local e = math.min(now + tonumber(ARGV[5]), x)
+local z = math.min(e + tonumber(ARGV[7]), x)
+local set = {'h', ARGV[3] .. ARGV[2], 's', (z - tonumber(ARGV[5])) .. ':' .. now .. call .. ARGV[14] .. ARGV[4] .. ARGV[5],
+  'c', now, 'x', x}
 local names = {'d', 'n', 'i', 'a'}
 for i = 1, 4 do
   if ARGV[7 + i] ~= '' then
@@ -97,24 +170,27 @@ for i = 1, 4 do
   end
 end
 redis.call('HSET', KEYS[1], unpack(set))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]) - now)
+redis.call('PEXPIREAT', KEYS[1], e)
 
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-for _, m in ipairs(dead) do
-  redis.call('ZREM', KEYS[2], m)
+if #dead > 0 then
+  redis.call('ZREM', KEYS[2], unpack(dead))
 end
-local out = {1}
+local out = {1, now, e, x, #victims}
 for _, v in ipairs(victims) do
   local ttl = redis.call('PTTL', v[1])
   redis.call('DEL', v[1])
-  redis.call('HSET', v[1], 'r', 'evicted', 'u', ARGV[3])
+  redis.call('HSET', v[1], 'r', 'evicted', 'u', ARGV[2], 'q', call)
   redis.call('PEXPIRE', v[1], ttl)
   redis.call('ZREM', KEYS[2], v[2])
   out[#out + 1] = v[2]
 end
+for _, m in ipairs(more) do
+  out[#out + 1] = m
+end
 
-redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
--- The index lives exactly as long as its longest-kept session.
-local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', KEYS[2], tonumber(top[2]) - now)
+redis.call('ZADD', KEYS[2], z, ARGV[1])
+-- The index lives as long as its longest-kept session.
+if redis.call('PEXPIREAT', KEYS[2], z, 'GT') == 0 and redis.call('PTTL', KEYS[2]) < 0 then
+  redis.call('PEXPIREAT', KEYS[2], z)
+end
 return out

@@ -11,8 +11,13 @@ var (
 	//go:embed issue.lua
 	Issue string
 
+	// Evict brings a user back to the session cap after a login.
+	//
+	//go:embed evict.lua
+	Evict string
+
 	// Rotate exchanges the current token for its successor, answers grace
-	// replays and revokes a session on reuse.
+	// replays and retries, and revokes a session on reuse.
 	//
 	//go:embed rotate.lua
 	Rotate string
@@ -22,10 +27,20 @@ var (
 	//go:embed revoke.lua
 	Revoke string
 
-	// RevokeAll revokes all of a user's sessions but perhaps one.
+	// RevokeAll revokes one batch of a user's sessions.
 	//
 	//go:embed revoke_all.lua
 	RevokeAll string
+
+	// List reads one page of a user's session index.
+	//
+	//go:embed list.lua
+	List string
+
+	// Inspect reads why a token is not the current one, with Redis's clock.
+	//
+	//go:embed inspect.lua
+	Inspect string
 
 	// Touch rewrites a key's TTL unchanged, so that a WAIT after it covers
 	// every earlier write to the key.

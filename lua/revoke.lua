@@ -3,34 +3,36 @@
 --
 -- KEYS[1] -> the session hash
 -- KEYS[2] -> the user's session index
--- ARGV[1] -> now (unix ms)
--- ARGV[2] -> session id (member of KEYS[2])
--- ARGV[3] -> reason
--- ARGV[4] -> user id the session must belong to ("" = any)
--- ARGV[5] -> id of this call (random; a client retry resends it)
+-- ARGV[1] -> session id (member of KEYS[2])
+-- ARGV[2] -> reason
+-- ARGV[3] -> user id the session must belong to ("" = any)
+-- ARGV[4] -> id of this call (8 random bytes; a client retry resends it)
 --
--- Returns:
---   {1, user} revoked, by this call (or by its earlier attempt, whose reply
---             was lost: the tombstone holds the call's id)
---   {0}       nothing to revoke: no such live session of that user (missing,
---             expired, already revoked, or another user's); nothing written
+-- Returns {code, now (unix ms, Redis's clock), ...}:
+--   {1, now, user} revoked, by this call (or by its earlier attempt, whose
+--                  reply was lost: the tombstone holds the call's id)
+--   {0, now}       nothing to revoke: no such live session of that user
+--                  (missing, expired, already revoked, or another user's);
+--                  nothing written
 -- A live session's h holds a 16-byte hash, then the user id; a tombstone
--- holds u.
-local f = redis.call('HMGET', KEYS[1], 'h', 'r', 's', 'q', 'u')
-local u, r, s = f[1] and string.sub(f[1], 17), f[2], f[3]
-if r and f[4] == ARGV[5] then
-  return {1, f[5]}
+-- holds u. A session key that exists is live: it expires at its idle
+-- deadline.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], 'h', 'r', 'q', 'u')
+if f[2] then
+  if f[3] == ARGV[4] then
+    return {1, now, f[4]}
+  end
+  return {0, now}
 end
-if r or not u or (ARGV[4] ~= '' and u ~= ARGV[4]) then
-  return {0}
-end
-local e = string.match(s, ':(%d+)$')
-if tonumber(ARGV[1]) >= tonumber(e) then
-  return {0}
+local u = f[1] and string.sub(f[1], 17)
+if not u or (ARGV[3] ~= '' and u ~= ARGV[3]) then
+  return {0, now}
 end
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'r', ARGV[3], 'u', u, 'q', ARGV[5])
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 'u', u, 'q', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('ZREM', KEYS[2], ARGV[2])
-return {1, u}
+redis.call('ZREM', KEYS[2], ARGV[1])
+return {1, now, u}

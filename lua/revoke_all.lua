@@ -1,63 +1,61 @@
--- revoke_all.lua: revoke every live session of a user, but perhaps one
--- ("log out everywhere", "log out other devices"), in one atomic step.
--- Scripts must not build key names, so the caller reads the index first and
--- passes every session key; if the index changed since, nothing is written
--- and the caller reads it again.
+-- revoke_all.lua: revoke one batch of a user's sessions ("log out
+-- everywhere", "log out other devices"). Scripts must not build key names,
+-- so the caller reads a page of the user's index and passes those sessions;
+-- every session passed leaves the index (revoked, or dropped if it is gone
+-- or not this user's), so the caller reads the index from its start again
+-- until only the kept session is left. The work per call is bounded by the
+-- batch the caller passes, however many sessions the user has, and a
+-- concurrent login never makes a call fail: a session created meanwhile is
+-- simply revoked by a later batch.
 --
 -- KEYS[1]    -> the user's session index (zset: session id -> keep-until)
--- KEYS[2..n] -> the session hashes the caller found in the index
--- ARGV[1]    -> now (unix ms)
--- ARGV[2]    -> reason
--- ARGV[3]    -> user id
--- ARGV[4]    -> session id to keep ("" = none)
--- ARGV[5]    -> id of this call (random; a client retry resends it)
--- ARGV[6..]  -> session ids of KEYS[2..n], in the same order
+-- KEYS[2]    -> the session to keep, to check that it is a live session of
+--               the user (the first batch); KEYS[1] again to skip the check
+-- KEYS[3..n] -> the sessions of this batch
+-- ARGV[1]    -> reason
+-- ARGV[2]    -> user id
+-- ARGV[3]    -> session id to keep ("" = none)
+-- ARGV[4]    -> id of this call (8 random bytes; a client retry resends it)
+-- ARGV[5..]  -> session ids of KEYS[3..n], in the same order
 --
--- Returns:
---   {1, revoked...} the session ids revoked by this call, or by its earlier
---                   attempt whose reply was lost (possibly none)
---   {2}             nothing written: the index holds live sessions that are
---                   not in KEYS; read it again and call again
-local now = tonumber(ARGV[1])
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
--- One read of each session passed; sessions this call already revoked, in
--- an attempt whose reply was lost, carry its id.
-local given, read, done = {}, {}, {}
-for i = 6, #ARGV do
-  given[ARGV[i]] = i - 4
-  local f = redis.call('HMGET', KEYS[i - 4], 'h', 'r', 's', 'q')
-  read[i - 4] = f
-  if f[2] and f[4] == ARGV[5] then
-    done[#done + 1] = ARGV[i]
+-- Returns {code, now (unix ms, Redis's clock), ...}:
+--   {1, now, revoked...} the session ids revoked by this call (or by its
+--                        earlier attempt whose reply was lost)
+--   {0, now}             nothing written: the session to keep is not a
+--                        live session of this user
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if KEYS[2] ~= KEYS[1] then
+  local k = redis.call('HMGET', KEYS[2], 'h', 'r')
+  if not k[1] or k[2] or string.sub(k[1], 17) ~= ARGV[2] then
+    return {0, now}
   end
 end
-local todo = {}
-for _, m in ipairs(live) do
-  if m ~= ARGV[4] then
-    local j = given[m]
-    if not j then
-      return {2}
+
+local revoke, drop, out = {}, {}, {1, now}
+for j = 3, #KEYS do
+  local m = ARGV[j + 2]
+  if m ~= ARGV[3] then
+    local f = redis.call('HMGET', KEYS[j], 'h', 'r', 'q')
+    if f[2] then
+      if f[3] == ARGV[4] then
+        out[#out + 1] = m
+      end
+    elseif f[1] and string.sub(f[1], 17) == ARGV[2] then
+      revoke[#revoke + 1] = {KEYS[j], m, redis.call('PTTL', KEYS[j])}
     end
-    local f = read[j]
-    local e = f[3] and string.match(f[3], ':(%d+)$')
-    local revoke = f[1] and string.sub(f[1], 17) == ARGV[3] and not f[2] and e and tonumber(e) > now
-    todo[#todo + 1] = {KEYS[j], m, revoke and redis.call('PTTL', KEYS[j])}
+    drop[#drop + 1] = m
   end
 end
 
 -- Writes.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local out = {1}
-for _, m in ipairs(done) do
-  out[#out + 1] = m
+for _, v in ipairs(revoke) do
+  redis.call('DEL', v[1])
+  redis.call('HSET', v[1], 'r', ARGV[1], 'u', ARGV[2], 'q', ARGV[4])
+  redis.call('PEXPIRE', v[1], v[3])
+  out[#out + 1] = v[2]
 end
-for _, v in ipairs(todo) do
-  if v[3] and v[3] > 0 then
-    redis.call('DEL', v[1])
-    redis.call('HSET', v[1], 'r', ARGV[2], 'u', ARGV[3], 'q', ARGV[5])
-    redis.call('PEXPIRE', v[1], v[3])
-    out[#out + 1] = v[2]
-  end
-  redis.call('ZREM', KEYS[1], v[2])
+if #drop > 0 then
+  redis.call('ZREM', KEYS[1], unpack(drop))
 end
 return out

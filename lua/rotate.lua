@@ -2,128 +2,193 @@
 -- successor, in one atomic step. Reads and checks come first; nothing is
 -- written unless the call rotates or detects reuse.
 --
+-- One clock: every decision that compares moments (grace, expiry) uses
+-- Redis's TIME, read here, so service instances whose clocks disagree
+-- decide alike. The session key expires at the current token's idle
+-- deadline, so a key that exists holds a live session, and Validate needs
+-- no clock. A client retry after a lost reply is recognised by the id of
+-- its call, not by time: s holds the id of the call that created the
+-- current token, p that of its predecessor.
+--
+-- This is the hot path, so it is lean: two arguments (every argument costs
+-- Redis about half as much as a field read), two fields read, no number
+-- formatted (but for keep-until, once per IdleTTL/16). The arguments that
+-- only the slower outcomes need sit in
+-- ARGV[2] and are parsed only then; IP address and user agent are written
+-- only when their checksum differs from the one in s.
+--
 -- At maxmemory (noeviction) the first write, a deny-OOM HSET, is refused
 -- before anything is written; the reuse path starts with DEL, which Redis
 -- allows, so a replay still revokes the session.
 --
--- Expiry is decided by the caller's clock (ARGV[2]) against the deadlines in
--- the token and in the s field; Redis TTLs only reclaim memory. The field z
--- holds how long the key and its index entry are kept; a rotation extends
--- them only when the new idle deadline passes z, so most rotations write one
--- hash and nothing else.
+-- KEYS[1] -> the session hash; its last 22 bytes are the session id
+-- KEYS[2] -> the user's session index (zset: session id -> keep-until)
+-- ARGV[1] -> bytes:
+--              1..16  keyed hash of the presented token's secret
+--             17..32  keyed hash of its successor's secret (the successor's
+--                     secret derives from its predecessor: h equal to this
+--                     hash means the presented token is the immediate
+--                     predecessor of the current one)
+--             33..45  absolute deadline of the session, from the token
+--                     (unix ms, 13 digits)
+--             46..58  the absolute deadline less the idle lifetime: from
+--                     then on a rotation's idle deadline is the absolute one
+--             59      length L of the successor's "generation:key id:"
+--             60..67  id of this call (random; a client retry resends it)
+--             68..71  checksum of the caller's IP address and user agent;
+--                     four zero bytes if the caller gave only one of them
+--             72..    "generation:key id:" of the successor (L bytes), then
+--                     the idle lifetime (ms); from byte 60 on, the end of
+--                     the successor's s field
+-- ARGV[2] -> bytes, read only by the slower outcomes:
+--              1..10  generation of the presented token (decimal, padded)
+--             11..20  grace window (ms, padded); 0 turns grace off
+--             21..33  keep margin (ms, padded): the index keeps a session
+--                     this long past its idle deadline, so that most
+--                     rotations leave the index alone
+--             34      0 if grace does not look at devices; else 1 + the
+--                     length D of the caller's device id ("" if none),
+--                     which must equal the session's
+--             35..    the device id (D bytes), then 1 byte: the length of
+--                     the IP address to record, the address, then the user
+--                     agent to record (each "" = keep)
 --
--- KEYS[1]  -> the session hash; its last 22 bytes are the session id
--- KEYS[2]  -> the user's session index (zset: session id -> z)
--- ARGV[1]  -> keyed hash of the presented token's secret (16 bytes), keyed
---             hash of its successor's secret (16 bytes), an id of this call
---             (8 random bytes; a client retry resends it), then the
---             successor's state "generation:key id:now:idle deadline" (the
---             s field). A successor's secret derives from its predecessor,
---             so h equal to the successor's hash means the presented token
---             is the immediate predecessor of the current one.
--- ARGV[2]  -> now (unix ms)
--- ARGV[3]  -> idle deadline of the successor (unix ms, capped by the
---             absolute deadline)
--- ARGV[4]  -> keep-until to set if the idle deadline passes z (unix ms)
--- ARGV[5]  -> generation of the presented token
--- ARGV[6]  -> idle deadline carried by the presented token (unix ms)
--- ARGV[7]  -> grace window (ms); 0 turns grace off
--- ARGV[8]  -> device id of the caller if grace requires the session's device
---             id, "" if grace does not look at devices
--- ARGV[9]  -> IP address to record ("" = keep)
--- ARGV[10] -> user agent to record ("" = keep)
+-- The s field, bytes: 1..13 "extend after", 14 ":", 15..27 last used
+-- (both unix ms, 13 digits), 28..35 the id of the call that created the
+-- current token, 36..39 the checksum of the recorded IP address and user
+-- agent, then "generation:key id:idle lifetime" (ms). A rotation after
+-- "extend after" moves the session's keep-until in the index ("extend
+-- after" is keep-until less the idle lifetime); the token's idle deadline is
+-- last used + idle lifetime, capped by the absolute deadline. The p field:
+-- the last used (13 digits) and creator call id (8 bytes) of the previous
+-- token. Each value stays under 64 bytes, so the hash stays a listpack.
 --
--- Returns:
---   {1, user}                 rotated: the successor is the current token
---   {2, user, kid, e}         grace: the presented token is the immediate
---                             predecessor, rotated less than ARGV[7] ms ago;
---                             nothing written; key id and idle deadline of
---                             the current token, for the caller to derive it
---                             again
---   {3, user}                 reused: an older token came back; the session
---                             is revoked (a tombstone keeps the reason, the
---                             user and this call's id, so that a retry of this
---                             call gets {3, user} again)
---   {4, reason}               revoked earlier; nothing written
---   {6}                       superseded: an older token, in a call that
---                             started before the session's last rotation
---                             (a client retry arriving after another tab
---                             rotated again), with grace on: not a replay;
---                             nothing written
---   {5}                       expired; nothing written
---   {0}                       unknown: no such session, or a token it never
---                             issued; nothing written
-local now = tonumber(ARGV[2])
-local presented = string.sub(ARGV[1], 1, 16)
+-- Returns {code, now (unix ms, Redis's clock), ...}:
+--   {1, now, user}         rotated: the successor is the current token
+--                          (now as 13 digits of text); its idle deadline is
+--                          now + idle lifetime, capped by the absolute one
+--   {2, now, user, s, g[, last]}
+--                          hand out a token again (nothing written): g = 1,
+--                          the current token, to a retry of the call that
+--                          created it; g = 2, the current token, to a grace
+--                          replay (the presented token is its immediate
+--                          predecessor, rotated less than the grace window
+--                          ago); g = 3, the previous token (last used: last;
+--                          key id and idle lifetime as in s), to a late
+--                          retry of the call that created it
+--   {3, now, user}         reused: an older token came back; the session is
+--                          revoked (a tombstone keeps the reason, the user
+--                          and this call's id, so that a retry gets {3})
+--   {4, now, reason}       revoked earlier; nothing written
+--   {5, now}               the presented token is past its deadlines;
+--                          nothing written
+--   {0, now}               no such session (it expired, or Redis lost it),
+--                          or a token it never issued; nothing written
+local t = redis.call('TIME')
+-- Redis's time in unix ms, as 13 digits of text: times are compared as
+-- text (all are 13 digits until the year 2286), so the hot path neither
+-- parses nor formats a number.
+local us = t[2]
+local nows
+if #us == 6 then
+  nows = t[1] .. string.sub(us, 1, 3)
+else
+  local ms = #us > 3 and string.sub(us, 1, #us - 3) or '0'
+  nows = t[1] .. string.rep('0', 3 - #ms) .. ms
+end
+local a = ARGV[1]
 -- h holds the keyed hash of the current token's secret, then the user id.
-local cur = redis.call('HMGET', KEYS[1], 'h', 'z', 'i', 'a')
-local user = cur[1] and string.sub(cur[1], 17)
+local cur = redis.call('HMGET', KEYS[1], 'h', 's')
+local h, s = cur[1], cur[2]
 
-if cur[1] and string.sub(cur[1], 1, 16) == presented then
-  if now >= tonumber(ARGV[6]) then
-    return {5}
+if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
+  local abs = string.sub(a, 33, 45)
+  if nows >= abs then
+    return {5, nows}
   end
-  local set = {'h', string.sub(ARGV[1], 17, 32) .. user, 's', string.sub(ARGV[1], 41)}
-  local n = 4
-  if ARGV[9] ~= '' and ARGV[9] ~= cur[3] then
-    set[n + 1] = 'i'
-    set[n + 2] = ARGV[9]
-    n = n + 2
-  end
-  if ARGV[10] ~= '' and ARGV[10] ~= cur[4] then
-    set[n + 1] = 'a'
-    set[n + 2] = ARGV[10]
-    n = n + 2
-  end
-  local extend = tonumber(ARGV[3]) > tonumber(cur[2])
+  local user = string.sub(h, 17)
+  local l = string.byte(a, 59)
+  local ck = string.sub(a, 68, 71)
+  local ext = string.sub(s, 1, 14)
+  local extend = nows > string.sub(s, 1, 13)
+  local z
   if extend then
-    set[n + 1] = 'z'
-    set[n + 2] = ARGV[4]
+    local idle = tonumber(string.sub(a, 72 + l))
+    z = math.min(tonumber(nows) + idle + tonumber(string.sub(ARGV[2], 21, 33)), tonumber(abs))
+    ext = tostring(z - idle) .. ':'
   end
-  redis.call('HSET', KEYS[1], unpack(set))
-  if extend then
-    local ttl = tonumber(ARGV[4]) - now
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('ZADD', KEYS[2], ARGV[4], string.sub(KEYS[1], -22))
+  local hv, sv, pv = string.sub(a, 17, 32) .. user, ext .. nows .. string.sub(a, 60), string.sub(s, 15, 35)
+  if extend or ck ~= string.sub(s, 36, 39) or ck == '\0\0\0\0' then
+    local set, n = {'h', hv, 's', sv, 'p', pv}, 6
+    local b = ARGV[2]
+    local d = string.byte(b, 34)
+    local i = 35 + (d > 0 and d - 1 or 0)
+    local il = string.byte(b, i)
+    local ip, ua = string.sub(b, i + 1, i + il), string.sub(b, i + il + 1)
+    if ip ~= '' then
+      set[n + 1], set[n + 2], n = 'i', ip, n + 2
+    end
+    if ua ~= '' then
+      set[n + 1], set[n + 2] = 'a', ua
+    end
+    redis.call('HSET', KEYS[1], unpack(set))
+  else
+    redis.call('HSET', KEYS[1], 'h', hv, 's', sv, 'p', pv)
+  end
+  -- Relative, so that no number is formatted: Redis adds the idle lifetime
+  -- to its own clock, the TIME read above, to the millisecond.
+  if nows >= string.sub(a, 46, 58) then
+    redis.call('PEXPIREAT', KEYS[1], abs)
+  else
+    redis.call('PEXPIRE', KEYS[1], string.sub(a, 72 + l))
+  end
+  if z then
+    redis.call('ZADD', KEYS[2], z, string.sub(KEYS[1], -22))
     -- The index lives as long as its longest-kept session.
-    if redis.call('PEXPIRE', KEYS[2], ttl, 'GT') == 0 and redis.call('PTTL', KEYS[2]) < 0 then
-      redis.call('PEXPIRE', KEYS[2], ttl)
+    if redis.call('PEXPIREAT', KEYS[2], z, 'GT') == 0 and redis.call('PTTL', KEYS[2]) < 0 then
+      redis.call('PEXPIREAT', KEYS[2], z)
     end
   end
-  return {1, user}
+  return {1, nows, user}
 end
 
-local f = redis.call('HMGET', KEYS[1], 's', 'd', 'r', 'q', 'u')
-local s, d, r = f[1], f[2], f[3]
+local now = tonumber(nows)
+local call = string.sub(a, 60, 67)
+local f = redis.call('HMGET', KEYS[1], 'p', 'd', 'r', 'q', 'u')
+local r = f[3]
 if r then
-  if r == 'reuse' and f[4] == string.sub(ARGV[1], 33, 40) then
-    return {3, f[5]}
+  if f[4] == call then
+    return {3, now, f[5]}
   end
-  return {4, r}
+  return {4, now, r}
 end
-if not s then
-  return {0}
+if not h then
+  return {0, now}
 end
-local g, k, t, e = string.match(s, '^(%d+):(%d+):(%d+):(%d+)$')
-g, t = tonumber(g), tonumber(t)
-if now >= tonumber(e) then
-  return {5}
+local user = string.sub(h, 17)
+-- A retry of the call that created the current token, or its predecessor.
+if string.sub(s, 28, 35) == call then
+  return {2, now, user, s, 1}
 end
-local gen = tonumber(ARGV[5])
-if string.sub(cur[1], 1, 16) == string.sub(ARGV[1], 17, 32) and now - t < tonumber(ARGV[7]) and (ARGV[8] == '' or ARGV[8] == d) then
-  return {2, user, k, e}
+if f[1] and string.sub(f[1], 14, 21) == call then
+  return {2, now, user, s, 3, string.sub(f[1], 1, 13)}
 end
-if gen < g then
-  if tonumber(ARGV[7]) > 0 and now < t then
-    return {6}
-  end
+local b = ARGV[2]
+local g = tonumber(string.match(s, '^(%d+):', 40))
+local grace = tonumber(string.sub(b, 11, 20))
+local d = string.byte(b, 34)
+if grace > 0 and string.sub(h, 1, 16) == string.sub(a, 17, 32) and now - tonumber(string.sub(s, 15, 27)) < grace
+    and (d == 0 or string.sub(b, 35, 33 + d) == (f[2] or '')) then
+  return {2, now, user, s, 2}
+end
+if tonumber(string.sub(b, 1, 10)) < g then
   -- A token of this session that was already rotated: revoke the session.
-  -- The tombstone is kept as long as the session would have been.
+  -- The tombstone is kept as long as the session would have lived.
   local ttl = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', user, 'q', string.sub(ARGV[1], 33, 40))
+  redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', user, 'q', call)
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('ZREM', KEYS[2], string.sub(KEYS[1], -22))
-  return {3, user}
+  return {3, now, user}
 end
-return {0}
+return {0, now}

@@ -21,21 +21,34 @@ var (
 	// revoked. The error is a *RevokedError when the reason is known.
 	ErrRevoked = errors.New("redisstore: token revoked")
 	// ErrReused: a token that had already been rotated was presented outside
-	// the grace window. The whole session was revoked by this call.
-	ErrReused = errors.New("redisstore: token reused, session revoked")
+	// the grace window. The whole session was revoked by this call, so
+	// ErrReused also matches ErrRevoked. Later calls with any token of the
+	// session get a *RevokedError with ReasonReuse, which matches ErrRevoked
+	// only.
+	ErrReused error = reusedError{}
 )
+
+type reusedError struct{}
+
+func (reusedError) Error() string { return "redisstore: token reused, session revoked" }
+
+// Is makes errors.Is(ErrReused, ErrRevoked) true.
+func (reusedError) Is(target error) bool { return target == ErrRevoked }
 
 var (
 	// ErrInvalidArgument: the call's input is invalid. Nothing was written.
 	ErrInvalidArgument = errors.New("redisstore: invalid argument")
 	// ErrInvalidOptions: New was given options it cannot work with.
 	ErrInvalidOptions = errors.New("redisstore: invalid options")
-	// ErrContention: the call gave up after the user's sessions kept
-	// changing under it. Nothing was written; the call may be retried.
-	ErrContention = errors.New("redisstore: too much contention")
 	// ErrEvictionPolicy: Redis may evict keys under memory pressure, which
 	// would silently drop live sessions and revocations.
 	ErrEvictionPolicy = errors.New("redisstore: unsafe maxmemory-policy")
+	// ErrCorrupt: Redis holds a session that contradicts what the token
+	// proves: its user id is not the one the token was issued for. Someone
+	// with write access to Redis changed it, or the data is damaged. The
+	// token's session is not trusted; a Rotate or RevokeToken that got this
+	// answer may have been applied in Redis, but nothing is handed out.
+	ErrCorrupt = errors.New("redisstore: session record does not match its token")
 	// ErrNotReplicated: with Options.RevocationReplicas, fewer replicas than
 	// asked acknowledged a revocation in time. The revocation is applied on
 	// the master; a failover before the replicas catch up could undo it.
@@ -45,7 +58,7 @@ var (
 // ArgumentError is returned, matching ErrInvalidArgument, for invalid input.
 // Nothing was written.
 type ArgumentError struct {
-	Field  string // "user id", "session id", "device id", "device name", "IP address", "user agent"
+	Field  string // "user id", "session id", "device id", "device name", "IP address", "user agent", "cursor", "limit", "keep"
 	Reason string // what is wrong with it, e.g. "is empty"
 }
 

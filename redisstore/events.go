@@ -23,8 +23,9 @@ const (
 	EventReuseDetected EventKind = iota + 1
 	// EventSessionRevoked: a session was revoked on request (Reason says how).
 	EventSessionRevoked
-	// EventSessionEvicted: a login pushed the user past Options.MaxSessions
-	// and the session that expires first was revoked (Reason is ReasonEvicted).
+	// EventSessionEvicted: a login at Options.MaxSessions revoked one of the
+	// user's least recently used sessions (Reason is ReasonEvicted; see
+	// Store.Issue for which).
 	EventSessionEvicted
 	// EventGraceReplay: the immediate predecessor of the current token was
 	// presented within the grace window and got the current token again.
@@ -51,10 +52,11 @@ type Event struct {
 	Kind      EventKind
 	UserID    string
 	SessionID string
-	Reason    Reason // for revocations
-	Time      time.Time
+	Reason    Reason    // for revocations
+	Time      time.Time // when Redis applied it, by Redis's clock
 }
 
-// ReasonRotated is not stored: Validate reports it for a token that has been
-// rotated.
+// ReasonRotated is not stored: only Validate reports it, for a token that
+// has been rotated. Rotate answers a rotated token with a grace replay, the
+// same answer again (a retry of one call), or ErrReused.
 const ReasonRotated Reason = "rotated"

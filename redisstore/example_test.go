@@ -15,6 +15,12 @@ import (
 // newExampleStore returns a store on an in-process miniredis. In production
 // rdb is a redis.NewClient, redis.NewFailoverClient or redis.NewClusterClient.
 func newExampleStore(opt redisstore.Options) (*redisstore.Store, func()) {
+	store, _, done := newExampleStoreOn(opt)
+	return store, done
+}
+
+// newExampleStoreOn also returns the miniredis, whose clock is the store's.
+func newExampleStoreOn(opt redisstore.Options) (*redisstore.Store, *miniredis.Miniredis, func()) {
 	mr := miniredis.NewMiniRedis()
 	if err := mr.Start(); err != nil {
 		panic(err)
@@ -25,7 +31,7 @@ func newExampleStore(opt redisstore.Options) (*redisstore.Store, func()) {
 	if err != nil {
 		panic(err)
 	}
-	return store, func() { rdb.Close(); mr.Close() }
+	return store, mr, func() { rdb.Close(); mr.Close() }
 }
 
 func Example() {
@@ -46,8 +52,8 @@ func Example() {
 	info, err := store.Validate(ctx, next.Token)
 	fmt.Println(info.UserID, info.SessionID == login.SessionID, err)
 
-	sessions, _ := store.ListSessions(ctx, "user-42")
-	fmt.Println(len(sessions), sessions[0].DeviceName)
+	page, _ := store.ListSessions(ctx, "user-42", redisstore.ListOptions{})
+	fmt.Println(len(page.Sessions), page.Sessions[0].DeviceName)
 
 	// Log out everywhere.
 	n, _ := store.RevokeAll(ctx, "user-42", "")
@@ -66,8 +72,7 @@ func ExampleStore_Rotate() {
 	login, _ := store.Issue(ctx, "user-42", redisstore.Client{})
 
 	first, _ := store.Rotate(ctx, login.Token, redisstore.Client{})
-	// A second tab (or a retry after a lost reply) presents the same token
-	// within the grace window: it gets the same successor, nobody is logged out.
+	// A second tab presents the same token within the grace window: it gets the same successor, nobody is logged out.
 	again, err := store.Rotate(ctx, login.Token, redisstore.Client{})
 	fmt.Println(err, again.Token == first.Token, again.Replayed)
 
@@ -101,12 +106,8 @@ func ExampleStore_Validate() {
 
 func ExampleOptions_maxSessions() {
 	var evicted []string
-	now := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
-	store, done := newExampleStore(redisstore.Options{
+	store, mr, done := newExampleStoreOn(redisstore.Options{
 		MaxSessions: 2,
-		// A clock that ticks a second per call, so that each login is
-		// used later than the one before.
-		Now: func() time.Time { now = now.Add(time.Second); return now },
 		OnEvent: func(_ context.Context, e redisstore.Event) {
 			if e.Kind == redisstore.EventSessionEvicted {
 				evicted = append(evicted, e.SessionID)
@@ -115,12 +116,21 @@ func ExampleOptions_maxSessions() {
 	})
 	defer done()
 	ctx := context.Background()
-	first, _ := store.Issue(ctx, "user-42", redisstore.Client{DeviceName: "old phone"})
-	store.Issue(ctx, "user-42", redisstore.Client{DeviceName: "laptop"})
-	store.Issue(ctx, "user-42", redisstore.Client{DeviceName: "new phone"})
+	// Redis's clock decides; here it ticks a minute per login, so that each
+	// login is used later than the one before.
+	now := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	login := func(device string) redisstore.Grant {
+		now = now.Add(time.Minute)
+		mr.SetTime(now)
+		g, _ := store.Issue(ctx, "user-42", redisstore.Client{DeviceName: device})
+		return g
+	}
+	first := login("old phone")
+	login("laptop")
+	login("new phone")
 
-	sessions, _ := store.ListSessions(ctx, "user-42")
-	fmt.Println(len(sessions), len(evicted), evicted[0] == first.SessionID)
+	page, _ := store.ListSessions(ctx, "user-42", redisstore.ListOptions{})
+	fmt.Println(len(page.Sessions), len(evicted), evicted[0] == first.SessionID)
 	// Output:
 	// 2 1 true
 }

@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,8 +14,16 @@ import (
 //	   id: one field, so that Validate reads one field. The predecessor of
 //	   the current token is recognised by the hash of the secret derived
 //	   from it, so nothing of older tokens is kept.
-//	s  state: "generation:key id:last used:idle deadline", times in unix ms;
-//	   one field, so that a rotation writes it in one piece
+//	s  state: when the next rotation moves the session in the user's index
+//	   ("extend after"), last used, the id of the call that created the
+//	   current token (for retries), a checksum of the recorded IP address
+//	   and user agent (so that a rotation rewrites them only when they
+//	   change), then "generation:key id:idle lifetime"; times in unix ms of
+//	   Redis's clock (layout in rotate.lua). One field, so that a rotation
+//	   reads and writes it in one piece. The token's idle deadline is last
+//	   used + idle lifetime, capped by the absolute deadline.
+//	p  last used and creator call id of the previous token: a late retry of
+//	   the call that created it still gets its answer
 //	c  created, unix ms      x  absolute deadline, unix ms
 //	d  device id             n  device name           i  IP address
 //	   (user and device ids that are UUIDs are kept in 17 bytes, see ids.go)
@@ -26,30 +35,36 @@ var sessionFields = []string{"h", "s", "c", "x", "d", "n", "i", "a", "r"}
 
 // state is the decoded s field.
 type state struct {
+	extend   int64 // extend after
 	gen      uint32
 	keyID    byte
 	lastUsed int64
-	expires  int64
+	idle     int64 // ms
 }
 
-func (st state) String() string {
-	var b [64]byte
-	return string(st.appendTo(b[:0]))
-}
+// expires returns the idle deadline of the token the state describes, in a
+// session whose absolute deadline is absMS.
+func (st state) expires(absMS int64) int64 { return min(st.lastUsed+st.idle, absMS) }
 
+// parseState decodes an s field (see rotate.lua for the layout).
 func parseState(s string) (state, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 4 {
+	const tail = 13 + 1 + 13 + callIDLen + 4
+	if len(s) < tail || s[13] != ':' {
 		return state{}, fmt.Errorf("redisstore: bad session state %q", s)
 	}
-	gen, err1 := strconv.ParseUint(parts[0], 10, 32)
-	kid, err2 := strconv.ParseUint(parts[1], 10, 8)
-	last, err3 := strconv.ParseInt(parts[2], 10, 64)
-	exp, err4 := strconv.ParseInt(parts[3], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+	parts := strings.Split(s[tail:], ":")
+	if len(parts) != 3 {
 		return state{}, fmt.Errorf("redisstore: bad session state %q", s)
 	}
-	return state{gen: uint32(gen), keyID: byte(kid), lastUsed: last, expires: exp}, nil
+	ext, err0 := strconv.ParseInt(s[:13], 10, 64)
+	last, err1 := strconv.ParseInt(s[14:27], 10, 64)
+	gen, err2 := strconv.ParseUint(parts[0], 10, 32)
+	kid, err3 := strconv.ParseUint(parts[1], 10, 8)
+	idle, err4 := strconv.ParseInt(parts[2], 10, 64)
+	if err := errors.Join(err0, err1, err2, err3, err4); err != nil {
+		return state{}, fmt.Errorf("redisstore: bad session state %q", s)
+	}
+	return state{extend: ext, gen: uint32(gen), keyID: byte(kid), lastUsed: last, idle: idle}, nil
 }
 
 // record is a session hash as ListSessions reads it.
@@ -105,7 +120,7 @@ func (r *record) session(id string) Session {
 		UserAgent:        unpackUserAgent(r.userAgent),
 		CreatedAt:        time.UnixMilli(r.created),
 		LastUsedAt:       time.UnixMilli(r.st.lastUsed),
-		ExpiresAt:        time.UnixMilli(r.st.expires),
+		ExpiresAt:        time.UnixMilli(r.st.expires(r.absolute)),
 		SessionExpiresAt: time.UnixMilli(r.absolute),
 	}
 }

@@ -1,51 +1,46 @@
 package redisstore
 
 import (
+	"crypto/rand"
 	"encoding/binary"
-	mrand "math/rand/v2"
 	"strconv"
 	"sync"
 )
 
-// Rotate is the hot path: it runs through a pooled frame whose script
-// arguments are pointers into the frame. go-redis writes *int64, *string and
+// Rotate is the hot path: it runs through a pooled frame whose two script
+// arguments are written into fixed buffers. go-redis writes
 // encoding.BinaryMarshaler arguments without boxing them, so a rotation
 // allocates little beyond what go-redis itself needs.
 
-// binArg is a script argument written from a fixed buffer.
-type binArg struct {
-	b [hashLen*2 + 64]byte
+// fastArg is ARGV[1] of rotate.lua: what every rotation needs.
+type fastArg struct {
+	b [2*hashLen + 13 + 13 + 1 + callIDLen + 4 + 16 + 20]byte
 	n int
 }
 
 // MarshalBinary implements encoding.BinaryMarshaler for go-redis.
-func (a *binArg) MarshalBinary() ([]byte, error) { return a.b[:a.n], nil }
+func (a *fastArg) MarshalBinary() ([]byte, error) { return a.b[:a.n], nil }
+
+// slowArg is ARGV[2] of rotate.lua: what only the slower outcomes read.
+type slowArg struct {
+	b [34 + 1 + MaxDeviceIDLen + 1 + maxIPLen + MaxUserAgentLen]byte
+	n int
+}
+
+// MarshalBinary implements encoding.BinaryMarshaler for go-redis.
+func (a *slowArg) MarshalBinary() ([]byte, error) { return a.b[:a.n], nil }
 
 type rotateFrame struct {
 	old, next token
 	keys      [2]string
-	args      [10]any
-
-	packed                             binArg // ARGV[1]
-	now, exp, keep, gen, tokExp, grace int64  // ARGV[2..7]
-	device, ip                         string // ARGV[8..9]
-	userAgent                          uaArg  // ARGV[10]
+	args      [2]any
+	fast      fastArg
+	slow      slowArg
 }
-
-// uaArg is the packed user agent, written from a fixed buffer.
-type uaArg struct {
-	b [MaxUserAgentLen]byte
-	n int
-}
-
-// MarshalBinary implements encoding.BinaryMarshaler for go-redis.
-func (a *uaArg) MarshalBinary() ([]byte, error) { return a.b[:a.n], nil }
-
-func (a *uaArg) set(ua string) { a.n = len(appendPackedUserAgent(a.b[:0], ua)) }
 
 var rotateFrames = sync.Pool{New: func() any {
 	f := &rotateFrame{}
-	f.args = [10]any{&f.packed, &f.now, &f.exp, &f.keep, &f.gen, &f.tokExp, &f.grace, &f.device, &f.ip, &f.userAgent}
+	f.args = [2]any{&f.fast, &f.slow}
 	return f
 }}
 
@@ -54,27 +49,107 @@ func getRotateFrame() *rotateFrame { return rotateFrames.Get().(*rotateFrame) }
 func putRotateFrame(f *rotateFrame) {
 	// Drop references to strings, and the secret material of both tokens.
 	f.keys = [2]string{}
-	f.device, f.ip = "", ""
-	f.userAgent.n = 0
 	f.old, f.next = token{}, token{}
-	f.packed = binArg{}
+	f.fast, f.slow = fastArg{}, slowArg{}
 	rotateFrames.Put(f)
 }
 
-// pack writes the presented token's hash, the successor's hash, an id for
-// this call and the successor's state into ARGV[1].
-func (f *rotateFrame) pack(oldHash, nextHash *[hashLen]byte, st state) {
-	copy(f.packed.b[:hashLen], oldHash[:])
-	copy(f.packed.b[hashLen:], nextHash[:])
-	binary.BigEndian.PutUint64(f.packed.b[2*hashLen:], callID())
-	f.packed.n = len(st.appendTo(f.packed.b[:2*hashLen+8]))
+// rotateArgs are the inputs of rotate.lua, before packing.
+type rotateArgs struct {
+	oldHash, nextHash *[hashLen]byte
+	keyID             byte   // of the successor
+	gen               uint32 // of the successor
+	absMS, idleMS     int64
+	graceMS, marginMS int64
+	checkDevice       bool
+	device, ip        string // stored forms
+	ua                string // as given; packed here
 }
 
-// callID returns an id for one call of the store. A client retry resends the
-// call's arguments, id included, so a script can recognise the effect of its
-// own earlier attempt whose reply was lost. Ids need to be unique, not
-// secret.
-func callID() uint64 { return mrand.Uint64() }
+// pack writes both arguments of rotate.lua (see its header for the
+// layout), with a new call id.
+func (f *rotateFrame) pack(a *rotateArgs) error {
+	b := f.fast.b[:0]
+	b = append(b, a.oldHash[:]...)
+	b = append(b, a.nextHash[:]...)
+	b = appendPadded(b, a.absMS, 13)
+	b = appendPadded(b, a.absMS-a.idleMS, 13)
+	l := len(b)
+	b = append(b, 0)
+	b = b[:len(b)+callIDLen]
+	if err := newCallID(b[len(b)-callIDLen:]); err != nil {
+		return err
+	}
+	b = binary.BigEndian.AppendUint32(b, clientSum(a.ip, a.ua))
+	p := len(b)
+	b = appendStatePrefix(b, a.gen, a.keyID)
+	b[l] = byte(len(b) - p)
+	b = strconv.AppendInt(b, a.idleMS, 10)
+	f.fast.n = len(b)
+
+	b = f.slow.b[:0]
+	b = appendPadded(b, int64(a.gen-1), 10)
+	b = appendPadded(b, a.graceMS, 10)
+	b = appendPadded(b, a.marginMS, 13)
+	if a.checkDevice {
+		b = append(b, byte(len(a.device)+1))
+		b = append(b, a.device...)
+	} else {
+		b = append(b, 0)
+	}
+	b = append(b, byte(len(a.ip)))
+	b = append(b, a.ip...)
+	b = appendPackedUserAgent(b, a.ua)
+	f.slow.n = len(b)
+	return nil
+}
+
+// clientSum is the checksum of a recorded IP address and user agent (as
+// given, not packed) that
+// the s field keeps, so that a rotation rewrites them only when they
+// change. Zero means "not both known": a caller that gives only one of them
+// makes the script write it.
+func clientSum(ip, ua string) uint32 {
+	if ip == "" || ua == "" {
+		return 0
+	}
+	// FNV-1a, inline: hash/fnv would allocate on the hot path.
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	for i := 0; i < len(ip); i++ {
+		h = (h ^ uint32(ip[i])) * prime
+	}
+	h *= prime // the separator, a zero byte
+	for i := 0; i < len(ua); i++ {
+		h = (h ^ uint32(ua[i])) * prime
+	}
+	if h == 0 {
+		return 1
+	}
+	return h
+}
+
+// appendPadded appends v in decimal, zero-padded to width digits.
+func appendPadded(b []byte, v int64, width int) []byte {
+	var d [20]byte
+	s := strconv.AppendInt(d[:0], v, 10)
+	for i := len(s); i < width; i++ {
+		b = append(b, '0')
+	}
+	return append(b, s...)
+}
+
+// callIDLen is the length of a call id. A client retry resends the call's
+// arguments, id included, so a script recognises the effect of its own
+// earlier attempt whose reply was lost. Ids must be unique, not secret;
+// 8 bytes from crypto/rand make a collision between two calls of one session
+// negligible.
+const callIDLen = 8
+
+func newCallID(dst []byte) error {
+	_, err := rand.Read(dst[:callIDLen])
+	return err
+}
 
 // validateFrame runs Validate's HGET without allocating its arguments.
 type validateFrame struct {
@@ -96,12 +171,10 @@ func putValidateFrame(f *validateFrame) {
 	validateFrames.Put(f)
 }
 
-func (st state) appendTo(b []byte) []byte {
-	b = strconv.AppendUint(b, uint64(st.gen), 10)
+// appendStatePrefix appends "generation:key id:" for the s field.
+func appendStatePrefix(b []byte, gen uint32, keyID byte) []byte {
+	b = strconv.AppendUint(b, uint64(gen), 10)
 	b = append(b, ':')
-	b = strconv.AppendUint(b, uint64(st.keyID), 10)
-	b = append(b, ':')
-	b = strconv.AppendInt(b, st.lastUsed, 10)
-	b = append(b, ':')
-	return strconv.AppendInt(b, st.expires, 10)
+	b = strconv.AppendUint(b, uint64(keyID), 10)
+	return append(b, ':')
 }

@@ -14,8 +14,25 @@ const (
 	DefaultIdleTTL     = 14 * 24 * time.Hour
 	DefaultAbsoluteTTL = 30 * 24 * time.Hour
 	DefaultGrace       = 15 * time.Second
+	DefaultMaxSessions = 100
 
 	DefaultReplicationTimeout = 250 * time.Millisecond
+)
+
+// Named values of Options fields.
+const (
+	// NoGrace, as Options.Grace, turns grace off: any second presentation of
+	// a rotated token revokes its session (a retry of the same call is still
+	// recognised by its call id and gets the same answer).
+	NoGrace time.Duration = -1
+	// MaxGrace is the longest grace window New accepts. Grace hands the
+	// current token to whoever presents its predecessor, so it should stay
+	// short.
+	MaxGrace = 5 * time.Minute
+
+	// NoSessionCap, as Options.MaxSessions, lets a user hold any number of
+	// sessions. Every operation still does bounded work per call.
+	NoSessionCap = -1
 )
 
 // Options configure a Store. The zero value of every field but Secret means
@@ -53,19 +70,24 @@ type Options struct {
 
 	// Grace is how long after a rotation the old token, presented again,
 	// returns the same successor instead of being treated as stolen. It
-	// covers parallel refreshes (browser tabs) and retries after a lost
-	// reply. Only the immediate predecessor is ever in grace. A negative
-	// value turns grace off: any second use of a token then revokes its
-	// session. Default: 15s.
+	// covers parallel refreshes (browser tabs). Only the immediate
+	// predecessor is ever in grace, and whoever presents it gets the current
+	// token: see the threat model in the README. Redis's clock measures it.
+	// At most MaxGrace; NoGrace (or any negative value) turns grace off: any
+	// second use of a token then revokes its session. A client retry after
+	// a lost reply does not need grace: it is recognised by its call id.
+	// Default: 15s, or half of IdleTTL if that is shorter.
 	Grace time.Duration
 
-	// GraceSameDevice honours grace only when the caller presents the same
-	// device id as the session's. Default: false.
+	// GraceSameDevice honours grace only when the caller presents the
+	// session's device id: equal ids, where a caller without a device id
+	// matches only a session created without one. Default: false.
 	GraceSameDevice bool
 
-	// MaxSessions caps the live sessions of one user. A login past the cap
-	// revokes, in the same atomic step, the sessions closest to expiry (the
-	// least recently used ones). Zero means no cap. Default: 0.
+	// MaxSessions caps the live sessions of one user. A login at the cap
+	// revokes, in the same atomic step, the least recently used of the
+	// user's least-kept sessions (see Issue). NoSessionCap (or any negative
+	// value) lifts the cap. Default: 100.
 	MaxSessions int
 
 	// RevocationReplicas, if positive, makes every revocation (logout,
@@ -81,10 +103,6 @@ type Options struct {
 	// ReplicationTimeout bounds the wait for RevocationReplicas.
 	// Default: 250ms.
 	ReplicationTimeout time.Duration
-
-	// Now is the clock that decides expiry and grace. Redis TTLs only
-	// reclaim memory after the fact. Default: time.Now.
-	Now func() time.Time
 
 	// OnEvent, if set, is called for every security-relevant outcome, on the
 	// goroutine of the call that caused it, with that call's context (for
@@ -122,10 +140,13 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	switch {
 	case o.Grace == 0:
-		o.Grace = DefaultGrace
+		o.Grace = min(DefaultGrace, o.IdleTTL/2)
 	case o.Grace < 0:
-		o.Grace = 0
-	case o.Grace >= o.IdleTTL:
+		o.Grace = NoGrace
+	case o.Grace > MaxGrace:
+		return o, fmt.Errorf("%w: Grace %v is longer than MaxGrace %v", ErrInvalidOptions, o.Grace, MaxGrace)
+	}
+	if o.Grace >= o.IdleTTL {
 		return o, fmt.Errorf("%w: Grace %v is not shorter than IdleTTL %v", ErrInvalidOptions, o.Grace, o.IdleTTL)
 	}
 	if o.RevocationReplicas < 0 {
@@ -137,11 +158,11 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ReplicationTimeout < time.Millisecond {
 		return o, fmt.Errorf("%w: ReplicationTimeout %v is under 1ms", ErrInvalidOptions, o.ReplicationTimeout)
 	}
-	if o.MaxSessions < 0 {
-		return o, fmt.Errorf("%w: MaxSessions %d is negative", ErrInvalidOptions, o.MaxSessions)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
+	switch {
+	case o.MaxSessions == 0:
+		o.MaxSessions = DefaultMaxSessions
+	case o.MaxSessions < 0:
+		o.MaxSessions = NoSessionCap
 	}
 	return o, nil
 }

@@ -22,7 +22,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		"long prefix":      {Secret: secret, TokenPrefix: "abcdefghijklmnopq"},
 		"absolute < idle":  {Secret: secret, IdleTTL: time.Hour, AbsoluteTTL: time.Minute},
 		"grace >= idle":    {Secret: secret, IdleTTL: time.Minute, Grace: time.Minute},
-		"negative cap":     {Secret: secret, MaxSessions: -1},
+		"grace > max":      {Secret: secret, Grace: MaxGrace + time.Millisecond},
 	} {
 		if _, err := New(rdb, opt); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("%s: New err = %v, want ErrInvalidOptions", name, err)
@@ -37,11 +37,23 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 	o := s.opt
 	if o.KeyPrefix != DefaultKeyPrefix || o.TokenPrefix != DefaultTokenPrefix || o.IdleTTL != DefaultIdleTTL ||
-		o.AbsoluteTTL != DefaultAbsoluteTTL || o.Grace != DefaultGrace || o.Now == nil {
+		o.AbsoluteTTL != DefaultAbsoluteTTL || o.Grace != DefaultGrace || o.MaxSessions != DefaultMaxSessions {
 		t.Errorf("defaults not applied: %+v", o)
 	}
-	s, _ = New(rdb, Options{Secret: secret, Grace: -1})
-	if s.opt.Grace != 0 {
-		t.Errorf("negative Grace gives %v, want 0 (off)", s.opt.Grace)
+	for _, g := range []time.Duration{NoGrace, -time.Hour} {
+		s, _ = New(rdb, Options{Secret: secret, Grace: g})
+		if s.opt.Grace != NoGrace {
+			t.Errorf("Grace %v gives %v, want NoGrace", g, s.opt.Grace)
+		}
+	}
+	s, _ = New(rdb, Options{Secret: secret, Grace: MaxGrace})
+	if s.opt.Grace != MaxGrace {
+		t.Errorf("Grace MaxGrace gives %v", s.opt.Grace)
+	}
+	for _, c := range []int{NoSessionCap, -5} {
+		s, _ = New(rdb, Options{Secret: secret, MaxSessions: c})
+		if s.opt.MaxSessions != NoSessionCap {
+			t.Errorf("MaxSessions %d gives %d, want NoSessionCap", c, s.opt.MaxSessions)
+		}
 	}
 }

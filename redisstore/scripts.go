@@ -13,31 +13,36 @@ import (
 // cache emptied by a restart or a failover heals itself on first use.
 var (
 	scriptIssue     = redis.NewScript(lua.Issue)
+	scriptEvict     = redis.NewScript(lua.Evict)
 	scriptRotate    = redis.NewScript(lua.Rotate)
 	scriptRevoke    = redis.NewScript(lua.Revoke)
 	scriptRevokeAll = redis.NewScript(lua.RevokeAll)
+	scriptList      = redis.NewScript(lua.List)
+	scriptInspect   = redis.NewScript(lua.Inspect)
 	scriptTouch     = redis.NewScript(lua.Touch)
 
-	allScripts = []*redis.Script{scriptIssue, scriptRotate, scriptRevoke, scriptRevokeAll, scriptTouch}
+	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch}
 )
 
 // Reply codes, as documented in each script's header.
 const (
-	codeUnknown    = 0
-	codeOK         = 1
-	codeGrace      = 2 // rotate
-	codeRetry      = 2 // issue, revoke_all
-	codeReused     = 3
-	codeRevoked    = 4
-	codeExpired    = 5
-	codeSuperseded = 6 // rotate
-	maxAttempts    = 8 // for scripts that answer codeRetry
-	sessionIDLen   = 16
+	codeOK      = 1
+	codeHandOut = 2 // rotate: hand out the token a record describes
+	codeRetry   = 2 // issue: call again with candidates for eviction
+	codeReused  = 3
+	codeRevoked = 4
+	codeExpired = 5
 )
 
-// reply is a script's answer: a code and fields.
+// maxEvictCalls bounds the evict.lua calls of one login: at most 32
+// evictions each.
+const maxEvictCalls = 8
+
+// reply is a script's answer: a code, Redis's time when the script ran
+// (unix ms), and fields.
 type reply struct {
 	code int64
+	now  int64
 	arr  []any
 }
 
@@ -46,17 +51,24 @@ func parseReply(v any, err error) (reply, error) {
 		return reply{}, fmt.Errorf("redisstore: %w", err)
 	}
 	arr, ok := v.([]any)
-	if !ok || len(arr) == 0 {
+	if !ok || len(arr) < 2 {
 		return reply{}, fmt.Errorf("redisstore: unexpected script reply %T", v)
 	}
-	code, ok := arr[0].(int64)
-	if !ok {
-		return reply{}, fmt.Errorf("redisstore: unexpected script reply code %T", arr[0])
+	code, ok1 := arr[0].(int64)
+	now, ok2 := arr[1].(int64)
+	if s, ok := arr[1].(string); ok {
+		// rotate.lua's hot path answers the time as text.
+		v, err := strconv.ParseInt(s, 10, 64)
+		now, ok2 = v, err == nil
 	}
-	return reply{code: code, arr: arr[1:]}, nil
+	if !ok1 || !ok2 {
+		return reply{}, fmt.Errorf("redisstore: unexpected script reply (%T, %T)", arr[0], arr[1])
+	}
+	return reply{code: code, now: now, arr: arr[2:]}, nil
 }
 
-// field returns the i-th field after the code, or "" if there is none.
+// field returns the i-th field after the code and the time, or "" if there
+// is none or it is not a string.
 func (r reply) field(i int) string {
 	if i < len(r.arr) {
 		s, _ := r.arr[i].(string)
@@ -65,19 +77,24 @@ func (r reply) field(i int) string {
 	return ""
 }
 
-// fields returns every field after the code.
-func (r reply) fields() []string {
-	out := make([]string, len(r.arr))
-	for i := range r.arr {
-		out[i] = r.field(i)
+// int returns the i-th field as an integer.
+func (r reply) int(i int) (int64, error) {
+	if i < len(r.arr) {
+		if v, ok := r.arr[i].(int64); ok {
+			return v, nil
+		}
 	}
-	return out
+	return 0, fmt.Errorf("redisstore: script reply field %d is not an integer", i)
 }
 
-func parseMS(s string) (int64, error) {
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("redisstore: bad timestamp in Redis: %w", err)
+// strings returns every field from the i-th on.
+func (r reply) strings(from int) []string {
+	if from >= len(r.arr) {
+		return nil
 	}
-	return v, nil
+	out := make([]string, len(r.arr)-from)
+	for i := range out {
+		out[i] = r.field(from + i)
+	}
+	return out
 }

@@ -66,7 +66,11 @@ func (g Grant) LogValue() slog.Value {
 }
 
 // Client describes who presents a token: the device and the connection.
-// Every field is optional.
+// Every field is optional. Text fields must be valid UTF-8 within their
+// length limit, without control characters, line or paragraph separators,
+// or bidirectional formatting characters (which can make a "your devices"
+// list show something other than what is stored); anything else is refused
+// with ErrInvalidArgument, and nothing is written.
 type Client struct {
 	// DeviceID is a stable id of the device or app install (at most 128
 	// bytes). Recorded at login; with Options.GraceSameDevice, compared on
@@ -75,8 +79,9 @@ type Client struct {
 	// DeviceName is a name a person recognises, such as "Firefox on Linux"
 	// (at most 128 bytes). Recorded at login only.
 	DeviceName string
-	// IPAddress is the client's address, IPv4 or IPv6. Recorded at login and
-	// updated by each rotation.
+	// IPAddress is the client's address, IPv4 or IPv6, without a zone. It
+	// is stored in canonical form (net/netip). Recorded at login and updated
+	// by each rotation.
 	IPAddress string
 	// UserAgent is the client's User-Agent header (at most 512 bytes).
 	// Recorded at login and updated by each rotation.
@@ -98,43 +103,85 @@ func validateUserID(id string) error {
 	return checkText("user id", id, MaxUserIDLen)
 }
 
-func (c *Client) validate() error {
+// check validates c and returns the IP address as stored: canonical, or "".
+func (c *Client) check() (ip string, err error) {
 	if err := checkText("device id", c.DeviceID, MaxDeviceIDLen); err != nil {
-		return err
+		return "", err
 	}
 	if err := checkText("device name", c.DeviceName, MaxDeviceNameLen); err != nil {
-		return err
+		return "", err
 	}
 	if err := checkText("user agent", c.UserAgent, MaxUserAgentLen); err != nil {
-		return err
+		return "", err
 	}
-	if c.IPAddress != "" {
-		if _, err := netip.ParseAddr(c.IPAddress); err != nil {
-			return argError("IP address", "%q is not an IPv4 or IPv6 address", truncate(c.IPAddress))
-		}
+	if c.IPAddress == "" {
+		return "", nil
 	}
-	return nil
+	if len(c.IPAddress) > maxIPLen {
+		return "", argError("IP address", "is %d bytes, at most %d allowed", len(c.IPAddress), maxIPLen)
+	}
+	a, err := netip.ParseAddr(c.IPAddress)
+	if err != nil {
+		return "", argError("IP address", "%q is not an IPv4 or IPv6 address", truncate(c.IPAddress))
+	}
+	if a.Zone() != "" {
+		return "", argError("IP address", "%q has a zone, which means nothing off its host", truncate(c.IPAddress))
+	}
+	var buf [maxIPLen]byte
+	if canon := a.AppendTo(buf[:0]); string(canon) != c.IPAddress {
+		return string(canon), nil
+	}
+	return c.IPAddress, nil
 }
 
-// checkText accepts valid UTF-8 without control characters, up to max bytes.
+// maxIPLen is the longest IP address text accepted: an IPv6 address with an
+// embedded IPv4 one, written out in full.
+const maxIPLen = len("0000:0000:0000:0000:0000:ffff:255.255.255.255")
+
+// checkText accepts valid UTF-8 of at most max bytes without control
+// characters (Cc), line and paragraph separators (Zl, Zp) or bidirectional
+// formatting characters.
 func checkText(what, s string, max int) error {
 	if len(s) > max {
 		return argError(what, "is %d bytes, at most %d allowed", len(s), max)
 	}
-	if !utf8.ValidString(s) {
-		return argError(what, "is not valid UTF-8")
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return argError(what, "holds a control character")
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b >= 0x20 && b < 0x7f {
+			i++
+			continue
 		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return argError(what, "is not valid UTF-8")
+		}
+		switch {
+		case unicode.IsControl(r):
+			return argError(what, "holds a control character")
+		case r == '\u2028' || r == '\u2029':
+			return argError(what, "holds a line or paragraph separator")
+		case isBidiControl(r):
+			return argError(what, "holds a bidirectional formatting character (U+%04X)", r)
+		}
+		i += n
 	}
 	return nil
 }
 
+// isBidiControl reports whether r is one of the characters that change the
+// display order of text: U+061C, U+200E, U+200F, U+202A to U+202E and
+// U+2066 to U+2069.
+func isBidiControl(r rune) bool {
+	return r == 0x061c || r == 0x200e || r == 0x200f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+}
+
 func truncate(s string) string {
 	if len(s) > 64 {
-		return s[:64] + "..."
+		s = s[:64]
+		for len(s) > 0 && !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+		return s + "..."
 	}
 	return s
 }

@@ -4,9 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,97 +44,162 @@ func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 }
 
 // Issue starts a session for userID (a login) and returns its first refresh
-// token. If Options.MaxSessions is set and the user is at the cap, the
-// sessions closest to expiry are revoked in the same atomic step
-// (EventSessionEvicted). Invalid input returns ErrInvalidArgument and writes
-// nothing.
+// token. Its deadlines come from Redis's clock.
+//
+// At the session cap (Options.MaxSessions), the login revokes sessions
+// (EventSessionEvicted): of the user's least-kept sessions (the lowest
+// keep-until in the index, at most 95), the least recently used. Alone, a
+// login at the cap evicts and creates in one atomic step. Concurrent logins
+// never fail each other: a login whose candidates were taken meanwhile
+// creates its session anyway and then evicts, in further script calls,
+// until the user is back at the cap; a user holds more sessions than the cap
+// only while logins are in flight. Each script call evicts at most 32
+// sessions and a login makes at most 8 such calls, so a user far over a
+// lowered cap comes down by up to 256 sessions per login. If those calls
+// fail, the login still succeeds and the next one evicts.
+//
+// Invalid input returns ErrInvalidArgument and writes nothing. A retry after
+// a lost reply (go-redis retries by default) returns the same session and
+// reports the same evictions.
 func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, error) {
 	if err := validateUserID(userID); err != nil {
 		return Grant{}, err
 	}
-	if err := c.validate(); err != nil {
+	ip, err := c.check()
+	if err != nil {
 		return Grant{}, err
 	}
 	sid, err := uuid.NewRandom()
 	if err != nil {
 		return Grant{}, fmt.Errorf("redisstore: session id: %w", err)
 	}
-	now := s.opt.Now()
-	nowMS := now.UnixMilli()
-	absMS := nowMS + s.opt.AbsoluteTTL.Milliseconds()
-	expMS := min(nowMS+s.opt.IdleTTL.Milliseconds(), absMS)
-
-	signer := s.kr.signer
+	var call [callIDLen]byte
+	if err := newCallID(call[:]); err != nil {
+		return Grant{}, fmt.Errorf("redisstore: call id: %w", err)
+	}
 	var t token
-	var uh [userHashLen]byte
-	s.kr.userHash(uh[:], userID)
-	t.setHeader(signer.id, uh[:], sid[:], 0, expMS, absMS)
 	if _, err := rand.Read(t.b[offSecret:offMAC]); err != nil {
 		return Grant{}, fmt.Errorf("redisstore: token secret: %w", err)
 	}
-	t.seal(signer)
 	var th [hashLen]byte
 	s.kr.secretHash(&th, &t)
+	var uh [userHashLen]byte
+	s.kr.userHash(uh[:], userID)
+	signer := s.kr.signer
 
 	ks := keysFor(s.opt.KeyPrefix, uh[:], sid[:])
-	member := memberOf(ks.session)
 	keys := []string{ks.session, ks.index}
-	st := state{gen: 0, keyID: signer.id, lastUsed: nowMS, expires: expMS}
-	args := []any{nowMS, member, storedID(userID), th[:], st.String(), s.keepUntil(expMS, absMS), absMS,
-		storedID(c.DeviceID), c.DeviceName, c.IPAddress, packUserAgent(c.UserAgent), s.opt.MaxSessions}
-	base := len(args)
-	for attempt := 0; ; attempt++ {
-		r, err := parseReply(scriptIssue.Run(ctx, s.rdb, keys, args...).Result())
+	args := []any{memberOf(ks.session), storedID(userID), th[:], string(appendStatePrefix(nil, 0, signer.id)),
+		s.opt.IdleTTL.Milliseconds(), s.opt.AbsoluteTTL.Milliseconds(), s.margin(),
+		storedID(c.DeviceID), c.DeviceName, ip, packUserAgent(c.UserAgent), max(s.opt.MaxSessions, 0), call[:],
+		binary.BigEndian.AppendUint32(nil, clientSum(ip, c.UserAgent))}
+	r, err := parseReply(scriptIssue.Run(ctx, s.rdb, keys, args...).Result())
+	if err == nil && r.code == codeRetry {
+		// At the cap: call again with the keys of the candidates.
+		keys, args = candidateArgs(keys, args, ks.index, s.opt.KeyPrefix, r.strings(0))
+		r, err = parseReply(scriptIssue.Run(ctx, s.rdb, keys, args...).Result())
+	}
+	if err != nil {
+		return Grant{}, err
+	}
+	switch r.code {
+	case codeOK:
+	case codeRevoked:
+		s.emitEvicted(ctx, userID, r, r.strings(1))
+		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
+	case codeRetry:
+		return Grant{}, fmt.Errorf("redisstore: issue.lua asked for candidates twice")
+	default:
+		return Grant{}, fmt.Errorf("redisstore: session id %s already exists", sid)
+	}
+	expMS, err1 := r.int(0)
+	absMS, err2 := r.int(1)
+	k, err3 := r.int(2)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return Grant{}, err
+	}
+	rest := r.strings(3)
+	if k < 0 || int(k) > len(rest) {
+		return Grant{}, fmt.Errorf("redisstore: issue.lua reported %d evictions of %d ids", k, len(rest))
+	}
+	s.emitEvicted(ctx, userID, r, rest[:k])
+	s.evict(ctx, userID, ks.index, call[:], rest[k:])
+	t.setHeader(signer.id, uh[:], sid[:], 0, expMS, absMS)
+	t.seal(signer)
+	return Grant{
+		Token:            t.encode(s.opt.TokenPrefix),
+		SessionID:        sid.String(),
+		UserID:           userID,
+		ExpiresAt:        time.UnixMilli(expMS),
+		SessionExpiresAt: time.UnixMilli(absMS),
+	}, nil
+}
+
+// evict runs evict.lua until the user is back at the cap, for at most
+// maxEvictCalls calls, starting from candidates. Its failures are not the
+// login's: the session exists; the next login evicts.
+func (s *Store) evict(ctx context.Context, userID, index string, call []byte, candidates []string) {
+	for i := 0; i < maxEvictCalls && len(candidates) > 0; i++ {
+		keys, args := candidateArgs([]string{index}, []any{storedID(userID), s.opt.MaxSessions, call}, index, s.opt.KeyPrefix, candidates)
+		r, err := parseReply(scriptEvict.Run(ctx, s.rdb, keys, args...).Result())
 		if err != nil {
-			return Grant{}, err
+			return
 		}
-		switch r.code {
-		case codeOK:
-			for _, m := range r.fields() {
-				s.emit(ctx, Event{Kind: EventSessionEvicted, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonEvicted, Time: now})
-			}
-			return Grant{
-				Token:            t.encode(s.opt.TokenPrefix),
-				SessionID:        sid.String(),
-				UserID:           userID,
-				ExpiresAt:        time.UnixMilli(expMS),
-				SessionExpiresAt: time.UnixMilli(absMS),
-			}, nil
-		case codeRetry:
-			if attempt+1 >= maxAttempts {
-				return Grant{}, ErrContention
-			}
-			// The cap needs sessions evicted: pass the keys of the candidates.
-			keys, args = keys[:2], args[:base]
-			for _, m := range r.fields() {
-				keys = append(keys, sessionKey(ks.index, s.opt.KeyPrefix, m))
-				args = append(args, m)
-			}
-		default:
-			return Grant{}, fmt.Errorf("redisstore: session id %s already exists", sid)
+		k, err := r.int(0)
+		rest := r.strings(1)
+		if err != nil || k < 0 || int(k) > len(rest) {
+			return
 		}
+		s.emitEvicted(ctx, userID, r, rest[:k])
+		candidates = rest[k:]
+	}
+}
+
+// candidateArgs appends the keys and ids of candidate sessions to a
+// script's keys and arguments.
+func candidateArgs(keys []string, args []any, index, prefix string, ids []string) ([]string, []any) {
+	for _, m := range ids {
+		keys = append(keys, sessionKey(index, prefix, m))
+		args = append(args, m)
+	}
+	return keys, args
+}
+
+// emitEvicted reports sessions that a login evicted.
+func (s *Store) emitEvicted(ctx context.Context, userID string, r reply, ids []string) {
+	for _, m := range ids {
+		s.emit(ctx, Event{Kind: EventSessionEvicted, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonEvicted, Time: time.UnixMilli(r.now)})
 	}
 }
 
 // Rotate exchanges the current refresh token of a session for its successor,
 // atomically: of any number of concurrent rotations of one token, exactly one
-// creates the successor. The session's idle deadline starts again (never past
-// its absolute deadline), and c's IP address and user agent are recorded.
+// creates the successor. The session's idle deadline starts again from
+// Redis's clock (never past its absolute deadline), and c's IP address and
+// user agent are recorded.
 //
 // Within Options.Grace of a rotation, presenting the token it replaced again
-// (a second browser tab, a retry after a lost reply) returns the same
-// successor with Grant.Replayed set, and changes nothing. Any other token of
-// the session presented after its rotation (an older one, or the predecessor
-// after the grace window) is a replay: the whole session is revoked and
-// Rotate returns ErrReused.
+// (a second browser tab) returns the same successor with Grant.Replayed set,
+// and revokes nothing. Any other token of the session presented after its
+// rotation (an older one, or the predecessor after the grace window) is a
+// replay: the whole session is revoked and Rotate returns ErrReused.
+//
+// A retry of the same call after a lost reply (go-redis retries by default)
+// is recognised by the call's id, with or without grace, and returns what
+// the first attempt returned, even if another tab got the same successor
+// by a grace replay and rotated it once more meanwhile. The record is
+// bounded: a retry that arrives after two more rotations, or a retry of a
+// grace replay after one, is treated as what it then looks like, a replay.
 //
 // Other outcomes: ErrMalformed and ErrUnknown (decided without Redis for
-// garbage and forgeries, which never revoke anything), ErrExpired, and
-// ErrRevoked (a *RevokedError) for a session revoked earlier. A Redis failure
-// is returned as an error; the rotation then either happened in full or not
-// at all, and a retry within the grace window returns the same successor.
+// garbage and forgeries, which never revoke anything), ErrExpired, ErrRevoked
+// (a *RevokedError with the reason) for a session revoked earlier, and
+// ErrCorrupt if Redis holds another user id than the token's. A Redis
+// failure is returned as an error; the rotation then happened in full or not
+// at all.
 func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error) {
-	if err := c.validate(); err != nil {
+	ip, err := c.check()
+	if err != nil {
 		return Grant{}, err
 	}
 	f := getRotateFrame()
@@ -143,29 +209,22 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	if err != nil {
 		return Grant{}, err
 	}
-	nowMS := s.opt.Now().UnixMilli()
-	absMS := old.absoluteMS()
-	if nowMS >= absMS {
-		return Grant{}, ErrExpired
+	gen := old.generation() + 1
+	if gen == 0 {
+		return Grant{}, ErrExpired // 2^32 rotations
 	}
-	expMS := min(nowMS+s.opt.IdleTTL.Milliseconds(), absMS)
 	signer := s.kr.signer
-	successor(next, old, k, signer, expMS)
+	k.succ(next.b[offSecret:offMAC], old.authenticated())
 	var oldHash, nextHash [hashLen]byte
 	s.kr.secretHash(&oldHash, old)
 	s.kr.secretHash(&nextHash, next)
-	f.pack(&oldHash, &nextHash, state{gen: next.generation(), keyID: signer.id, lastUsed: nowMS, expires: expMS})
-	f.now, f.exp, f.keep = nowMS, expMS, s.keepUntil(expMS, absMS)
-	f.gen, f.tokExp = int64(old.generation()), old.expiresMS()
-	f.grace = s.opt.Grace.Milliseconds()
-	f.device, f.ip = "", c.IPAddress
-	f.userAgent.set(c.UserAgent)
-	if s.opt.GraceSameDevice {
-		// A device id no session has, when the caller gives none.
-		f.device = "\x00"
-		if c.DeviceID != "" {
-			f.device = storedID(c.DeviceID)
-		}
+	if err := f.pack(&rotateArgs{
+		oldHash: &oldHash, nextHash: &nextHash, keyID: signer.id, gen: gen,
+		absMS: old.absoluteMS(), idleMS: s.opt.IdleTTL.Milliseconds(),
+		graceMS: max(s.opt.Grace.Milliseconds(), 0), marginMS: s.margin(),
+		checkDevice: s.opt.GraceSameDevice, device: storedID(c.DeviceID), ip: ip, ua: c.UserAgent,
+	}); err != nil {
+		return Grant{}, fmt.Errorf("redisstore: call id: %w", err)
 	}
 	ks := keysFor(s.opt.KeyPrefix, old.userHash(), old.sessionID())
 	f.keys = [2]string{ks.session, ks.index}
@@ -173,37 +232,55 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	if err != nil {
 		return Grant{}, err
 	}
-	member := memberOf(ks.session)
 	g := Grant{
-		SessionID:        sessionIDString(member),
-		ExpiresAt:        time.UnixMilli(expMS),
-		SessionExpiresAt: time.UnixMilli(absMS),
+		SessionID:        sessionIDString(memberOf(ks.session)),
+		SessionExpiresAt: time.UnixMilli(old.absoluteMS()),
 	}
 	switch r.code {
 	case codeOK:
-		g.UserID = loadedID(r.field(0))
-		g.Token = next.encode(s.opt.TokenPrefix)
-		return g, nil
-	case codeGrace:
-		g.UserID = loadedID(r.field(0))
-		// The current token is the successor of the presented one (the
-		// script matched the hash of its secret): derive it again, with the
-		// key and deadline it was minted with.
-		kid, err1 := strconv.Atoi(r.field(1))
-		curExp, err2 := parseMS(r.field(2))
-		if err1 != nil || err2 != nil || kid < 0 || kid > 255 || s.kr.byID[kid] == nil {
-			return Grant{}, ErrUnknown
+		if g.UserID, err = s.boundUser(r.field(0), old); err != nil {
+			return Grant{}, err
 		}
-		var cur token
-		successor(&cur, old, k, s.kr.byID[kid], curExp)
-		g.Token = cur.encode(s.opt.TokenPrefix)
-		g.ExpiresAt = time.UnixMilli(curExp)
-		g.Replayed = true
-		s.emit(ctx, Event{Kind: EventGraceReplay, UserID: g.UserID, SessionID: g.SessionID, Time: time.UnixMilli(nowMS)})
+		expMS := min(r.now+s.opt.IdleTTL.Milliseconds(), old.absoluteMS())
+		next.setHeader(signer.id, old.userHash(), old.sessionID(), gen, expMS, old.absoluteMS())
+		next.seal(signer)
+		g.Token, g.ExpiresAt = next.encode(s.opt.TokenPrefix), time.UnixMilli(expMS)
+		return g, nil
+	case codeHandOut:
+		if g.UserID, err = s.boundUser(r.field(0), old); err != nil {
+			return Grant{}, err
+		}
+		// The token to hand out is the successor of the presented one (the
+		// script matched the hash of its secret, or this call's id): derive
+		// it again, with the key and deadline it was minted with.
+		st, err := parseState(r.field(1))
+		kind, kerr := r.int(2)
+		if err == nil && kerr == nil && kind == handOutPrevious {
+			// The previous token: its last used is in p; its key id and
+			// idle lifetime are taken from the current one (they differ
+			// only if a deploy changed them between two rotations).
+			st.gen--
+			st.lastUsed, err = strconv.ParseInt(r.field(3), 10, 64)
+		}
+		if err != nil || kerr != nil || st.gen != gen || s.kr.byID[st.keyID] == nil {
+			return Grant{}, fmt.Errorf("%w: cannot hand out generation %d from state %q", ErrCorrupt, gen, r.field(1))
+		}
+		nk := s.kr.byID[st.keyID]
+		expMS := st.expires(old.absoluteMS())
+		next.setHeader(nk.id, old.userHash(), old.sessionID(), gen, expMS, old.absoluteMS())
+		next.seal(nk)
+		g.Token, g.ExpiresAt = next.encode(s.opt.TokenPrefix), time.UnixMilli(expMS)
+		if kind == handOutGrace {
+			g.Replayed = true
+			s.emit(ctx, Event{Kind: EventGraceReplay, UserID: g.UserID, SessionID: g.SessionID, Time: time.UnixMilli(r.now)})
+		}
 		return g, nil
 	case codeReused:
-		g.UserID = loadedID(r.field(0))
-		s.emit(ctx, Event{Kind: EventReuseDetected, UserID: g.UserID, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(nowMS)})
+		user, err := s.boundUser(r.field(0), old)
+		if err != nil {
+			return Grant{}, err
+		}
+		s.emit(ctx, Event{Kind: EventReuseDetected, UserID: user, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(r.now)})
 		if err := s.awaitReplicas(ctx, ks.session); err != nil {
 			return Grant{}, errors.Join(ErrReused, err)
 		}
@@ -212,12 +289,17 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
 	case codeExpired:
 		return Grant{}, ErrExpired
-	case codeSuperseded:
-		return Grant{}, &RevokedError{Reason: ReasonRotated}
 	default:
-		return Grant{}, s.missing(old, nowMS)
+		return Grant{}, missing(old, r.now)
 	}
 }
+
+// Kinds of codeHandOut replies (1: a retry of the call that created the
+// current token).
+const (
+	handOutGrace    = 2 // a grace replay
+	handOutPrevious = 3 // a late retry of the call that created the previous token
+)
 
 // TokenInfo describes a valid token: what introspection (RFC 7662) reports.
 type TokenInfo struct {
@@ -230,11 +312,13 @@ type TokenInfo struct {
 }
 
 // Validate reports whether a token is the current token of a live session,
-// with one read of one field (a second read explains a refusal). It writes
-// nothing: a rotated token gets a *RevokedError
-// with ReasonRotated, even within the grace window, and is not treated as a
-// replay. Other outcomes: ErrMalformed, ErrUnknown, ErrExpired, ErrRevoked
-// (a *RevokedError with the reason).
+// with one read of one field and no clock: a session key exists exactly as
+// long as its current token is valid (Redis expires it). A refusal is
+// explained by a second read. Validate writes nothing: a rotated token gets a
+// *RevokedError with ReasonRotated, even within the grace window, and is not
+// treated as a replay. Other outcomes: ErrMalformed, ErrUnknown, ErrExpired,
+// ErrRevoked (a *RevokedError with the reason), and ErrCorrupt if Redis holds
+// another user id than the token's.
 func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	f := getValidateFrame()
 	defer putValidateFrame(f)
@@ -244,10 +328,6 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	}
 	var th [hashLen]byte
 	s.kr.secretHash(&th, t)
-	nowMS := s.opt.Now().UnixMilli()
-	if nowMS >= t.absoluteMS() {
-		return TokenInfo{}, ErrExpired
-	}
 	ks := keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID())
 	f.key = ks.session
 	h, err := s.rdb.Do(ctx, f.args[:]...).Text()
@@ -256,38 +336,36 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	}
 	// h holds the keyed hash of the current token's secret, then the user id.
 	if len(h) > hashLen && subtle.ConstantTimeCompare(th[:], []byte(h[:hashLen])) == 1 {
-		// The current token: its own idle deadline is the session's.
-		if nowMS >= t.expiresMS() {
-			return TokenInfo{}, ErrExpired
+		user, err := s.boundUser(h[hashLen:], t)
+		if err != nil {
+			return TokenInfo{}, err
 		}
 		return TokenInfo{
 			SessionID:        sessionIDString(memberOf(ks.session)),
-			UserID:           loadedID(h[hashLen:]),
+			UserID:           user,
 			ExpiresAt:        time.UnixMilli(t.expiresMS()),
 			SessionExpiresAt: time.UnixMilli(t.absoluteMS()),
 		}, nil
 	}
 	// Not the current token: one more read tells why.
-	vals, err := s.rdb.HMGet(ctx, ks.session, "r", "s").Result()
+	v, err := scriptInspect.Run(ctx, s.rdb, []string{ks.session}).Slice()
 	if err != nil {
 		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
-	if len(vals) != 2 {
-		return TokenInfo{}, fmt.Errorf("redisstore: HMGET returned %d fields, want 2", len(vals))
+	if len(v) != 3 {
+		return TokenInfo{}, fmt.Errorf("redisstore: inspect returned %d values, want 3", len(v))
 	}
-	if reason, _ := vals[0].(string); reason != "" {
+	nowMS, _ := v[0].(int64)
+	if reason, _ := v[1].(string); reason != "" {
 		return TokenInfo{}, &RevokedError{Reason: Reason(reason)}
 	}
-	str, _ := vals[1].(string)
+	str, _ := v[2].(string)
 	if str == "" {
-		return TokenInfo{}, s.missing(t, nowMS)
+		return TokenInfo{}, missing(t, nowMS)
 	}
 	st, err := parseState(str)
 	if err != nil {
 		return TokenInfo{}, err
-	}
-	if nowMS >= st.expires {
-		return TokenInfo{}, ErrExpired
 	}
 	if t.generation() < st.gen {
 		return TokenInfo{}, &RevokedError{Reason: ReasonRotated}
@@ -295,45 +373,132 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	return TokenInfo{}, ErrUnknown
 }
 
-// ListSessions returns the live sessions of userID, the most recently used
-// first. It never returns an expired or revoked session. It writes nothing.
-func (s *Store) ListSessions(ctx context.Context, userID string) ([]Session, error) {
+// ListOptions selects a page of ListSessions.
+type ListOptions struct {
+	// Cursor is SessionPage.Next of the previous page; "" asks for the
+	// first page.
+	Cursor string
+	// Limit is the most sessions a page holds, at most MaxListLimit.
+	// Default: DefaultListLimit.
+	Limit int
+}
+
+// Page sizes of ListSessions.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// SessionPage is one page of a user's sessions.
+type SessionPage struct {
+	Sessions []Session
+	// Next is the cursor of the next page, "" after the last page. A page
+	// may hold fewer than Limit sessions (even none) and still have a next
+	// one: entries of sessions that ended are skipped.
+	Next string
+}
+
+// ListSessions returns one page of the live sessions of userID, ordered by
+// keep-until, newest first: roughly the most recently used first (to within
+// IdleTTL/16). It never returns an expired or revoked session. The work per
+// call is bounded by the page size. Pages are read one at a time: a session
+// that is rotated while a listing pages through (its keep-until moves up)
+// may be skipped, one revoked may leave a neighbour listed twice. It writes
+// nothing. A bad cursor or limit returns ErrInvalidArgument.
+func (s *Store) ListSessions(ctx context.Context, userID string, opt ListOptions) (SessionPage, error) {
 	if err := validateUserID(userID); err != nil {
-		return nil, err
+		return SessionPage{}, err
 	}
-	nowMS := s.opt.Now().UnixMilli()
-	idx, members, err := s.liveMembers(ctx, userID, nowMS)
-	if err != nil || len(members) == 0 {
-		return nil, err
+	limit := opt.Limit
+	switch {
+	case limit == 0:
+		limit = DefaultListLimit
+	case limit < 0 || limit > MaxListLimit:
+		return SessionPage{}, argError("limit", "is %d, want 1 to %d", limit, MaxListLimit)
 	}
-	cmds := make([]*redis.SliceCmd, len(members))
+	curScore, curMember := "", ""
+	if opt.Cursor != "" {
+		score, sid, ok := parseCursor(opt.Cursor)
+		if !ok {
+			return SessionPage{}, argError("cursor", "%q is not a cursor of ListSessions", truncate(opt.Cursor))
+		}
+		curScore, curMember = strconv.FormatInt(score, 10), b64.EncodeToString(sid[:])
+	}
+	var uh [userHashLen]byte
+	s.kr.userHash(uh[:], userID)
+	idx := indexKey(s.opt.KeyPrefix, uh[:])
+	v, err := scriptList.Run(ctx, s.rdb, []string{idx}, curScore, curMember, limit+1).StringSlice()
+	if err != nil {
+		return SessionPage{}, fmt.Errorf("redisstore: %w", err)
+	}
+	if len(v)%2 != 0 {
+		return SessionPage{}, fmt.Errorf("redisstore: list returned %d values", len(v))
+	}
+	n := len(v) / 2
+	var page SessionPage
+	if n > limit {
+		n = limit
+		score, err := strconv.ParseFloat(v[2*n-1], 64)
+		if err != nil {
+			return SessionPage{}, fmt.Errorf("redisstore: bad index score %q", v[2*n-1])
+		}
+		if page.Next, err = encodeCursor(int64(score), v[2*n-2]); err != nil {
+			return SessionPage{}, err
+		}
+	}
+	if n == 0 {
+		return page, nil
+	}
+	cmds := make([]*redis.SliceCmd, n)
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, m := range members {
-			cmds[i] = p.HMGet(ctx, sessionKey(idx, s.opt.KeyPrefix, m), sessionFields...)
+		for i := range cmds {
+			cmds[i] = p.HMGet(ctx, sessionKey(idx, s.opt.KeyPrefix, v[2*i]), sessionFields...)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("redisstore: %w", err)
+		return SessionPage{}, fmt.Errorf("redisstore: %w", err)
 	}
-	out := make([]Session, 0, len(members))
+	page.Sessions = make([]Session, 0, n)
 	for i, cmd := range cmds {
 		rec, err := readRecord(cmd.Val())
 		if err != nil {
-			return nil, err
+			return SessionPage{}, err
 		}
-		if rec.userID != userID || rec.revoked != "" || nowMS >= rec.st.expires || nowMS >= rec.absolute {
+		if rec.userID != userID || rec.revoked != "" {
 			continue
 		}
-		out = append(out, rec.session(sessionIDString(members[i])))
+		page.Sessions = append(page.Sessions, rec.session(sessionIDString(v[2*i])))
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].LastUsedAt.Equal(out[j].LastUsedAt) {
-			return out[i].LastUsedAt.After(out[j].LastUsedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out, nil
+	return page, nil
+}
+
+// A cursor is base64url of the keep-until (8 bytes) and the session id (16
+// bytes) of the last index entry of a page.
+func encodeCursor(score int64, member string) (string, error) {
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(score))
+	if n, err := b64.Decode(b[8:], []byte(member)); err != nil || n != 16 {
+		return "", fmt.Errorf("redisstore: bad index member %q", member)
+	}
+	return b64.EncodeToString(b[:]), nil
+}
+
+func parseCursor(c string) (int64, [16]byte, bool) {
+	var b [24]byte
+	var sid [16]byte
+	if len(c) != b64.EncodedLen(len(b)) {
+		return 0, sid, false
+	}
+	if n, err := b64.Decode(b[:], []byte(c)); err != nil || n != len(b) {
+		return 0, sid, false
+	}
+	score := int64(binary.BigEndian.Uint64(b[:8]))
+	if score < 0 || score >= 1<<48 {
+		return 0, sid, false
+	}
+	copy(sid[:], b[8:])
+	return score, sid, true
 }
 
 // RevokeSession revokes one session of userID and returns how many sessions
@@ -349,7 +514,8 @@ func (s *Store) RevokeSession(ctx context.Context, userID, sessionID string) (in
 	}
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], userID)
-	return s.revoke(ctx, keysFor(s.opt.KeyPrefix, uh[:], sid[:]), userID, ReasonLogout)
+	n, _, err := s.revoke(ctx, keysFor(s.opt.KeyPrefix, uh[:], sid[:]), storedID(userID), ReasonLogout)
+	return n, err
 }
 
 // RevokeToken revokes the session of a token ("log out this device", RFC
@@ -361,73 +527,122 @@ func (s *Store) RevokeToken(ctx context.Context, raw string) (int, error) {
 	if _, err := s.open(raw, &t); err != nil {
 		return 0, err
 	}
-	return s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout)
+	n, user, err := s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout)
+	if n > 0 {
+		if _, uerr := s.boundUser(user, &t); uerr != nil {
+			return n, errors.Join(uerr, err)
+		}
+	}
+	return n, err
 }
 
-func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reason) (int, error) {
-	nowMS := s.opt.Now().UnixMilli()
+// revoke runs revoke.lua; it returns how many sessions it revoked and the
+// stored user id of the session.
+func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reason) (int, string, error) {
+	var call [callIDLen]byte
+	if err := newCallID(call[:]); err != nil {
+		return 0, "", fmt.Errorf("redisstore: call id: %w", err)
+	}
 	member := memberOf(ks.session)
 	r, err := parseReply(scriptRevoke.Run(ctx, s.rdb, []string{ks.session, ks.index},
-		nowMS, member, string(reason), storedID(userID), callID()).Result())
+		member, string(reason), userID, call[:]).Result())
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if r.code != codeOK {
-		return 0, nil
+		return 0, "", nil
 	}
-	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: loadedID(r.field(0)), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(nowMS)})
-	return 1, s.awaitReplicas(ctx, ks.session)
+	user := r.field(0)
+	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: loadedID(user), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(r.now)})
+	return 1, user, s.awaitReplicas(ctx, ks.session)
 }
 
-// RevokeAll revokes every live session of userID ("log out everywhere") in
-// one atomic step, except the session keep if it is not empty ("log out
-// other devices"). It returns how many sessions it revoked.
+// revokeBatch is how many sessions one call of revoke_all.lua revokes at
+// most: about a millisecond of Redis's time.
+const revokeBatch = 128
+
+// RevokeAll revokes every session of userID ("log out everywhere"), except
+// the session keep if it is not empty ("log out other devices"), and returns
+// how many it revoked. keep must be a live session of userID; otherwise
+// RevokeAll returns ErrInvalidArgument and revokes nothing.
+//
+// Sessions are revoked in batches of at most 128 per script call, so that a
+// user with any number of sessions never blocks Redis for others; the call
+// returns when the user's index holds no session but keep. Every session
+// that existed when RevokeAll was called is then refused. Logins that run
+// concurrently never make it fail or retry: a session they create before the
+// last batch is revoked too, one created after it survives.
 func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error) {
 	if err := validateUserID(userID); err != nil {
 		return 0, err
 	}
-	keepMember := ""
+	var uh [userHashLen]byte
+	s.kr.userHash(uh[:], userID)
+	idx := indexKey(s.opt.KeyPrefix, uh[:])
+	keepKey, keepMember := idx, ""
 	if keep != "" {
 		sid, err := parseSessionID(keep)
 		if err != nil {
 			return 0, err
 		}
 		keepMember = b64.EncodeToString(sid[:])
+		keepKey = sessionKey(idx, s.opt.KeyPrefix, keepMember)
 	}
-	id := callID()
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		nowMS := s.opt.Now().UnixMilli()
-		idx, members, err := s.liveMembers(ctx, userID, nowMS)
-		if err != nil {
-			return 0, err
+	var call [callIDLen]byte
+	if err := newCallID(call[:]); err != nil {
+		return 0, fmt.Errorf("redisstore: call id: %w", err)
+	}
+	stored := storedID(userID)
+	total := 0
+	for first := true; ; first = false {
+		// One more than a batch tells whether another follows; the kept
+		// session may be among them.
+		read := int64(revokeBatch)
+		if keepMember != "" {
+			read++
 		}
-		keys := make([]string, 1, len(members)+1)
-		keys[0] = idx
-		args := make([]any, 5, len(members)+5)
-		args[0], args[1], args[2], args[3], args[4] = nowMS, string(ReasonLogoutAll), storedID(userID), keepMember, id
+		members, err := s.rdb.ZRange(ctx, idx, 0, read).Result()
+		if err != nil {
+			return total, fmt.Errorf("redisstore: %w", err)
+		}
+		if i := slices.Index(members, keepMember); keepMember != "" && i >= 0 {
+			members = slices.Delete(members, i, i+1)
+		}
+		last := len(members) <= revokeBatch
+		members = members[:min(len(members), revokeBatch)]
+		if len(members) == 0 && !first {
+			break
+		}
+		keys := make([]string, 2, len(members)+2)
+		keys[0], keys[1] = idx, idx
+		if first {
+			keys[1] = keepKey
+		}
+		args := make([]any, 4, len(members)+4)
+		args[0], args[1], args[2], args[3] = string(ReasonLogoutAll), stored, keepMember, call[:]
 		for _, m := range members {
-			if m == keepMember {
-				continue
-			}
 			keys = append(keys, sessionKey(idx, s.opt.KeyPrefix, m))
 			args = append(args, m)
 		}
 		r, err := parseReply(scriptRevokeAll.Run(ctx, s.rdb, keys, args...).Result())
 		if err != nil {
-			return 0, err
+			return total, err
 		}
-		if r.code == codeRetry {
-			continue
+		if r.code != codeOK {
+			return 0, argError("keep", "session %s is not a live session of the user", keep)
 		}
-		for _, m := range r.fields() {
-			s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(nowMS)})
+		for _, m := range r.strings(0) {
+			s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(r.now)})
 		}
-		if len(r.arr) == 0 {
-			return 0, nil
+		total += len(r.arr)
+		if last {
+			break
 		}
-		return len(r.arr), s.awaitReplicas(ctx, idx)
 	}
-	return 0, ErrContention
+	if total == 0 {
+		return 0, nil
+	}
+	return total, s.awaitReplicas(ctx, idx)
 }
 
 // Ping checks that Redis answers and loads the scripts into its script
@@ -494,56 +709,44 @@ func (s *Store) open(raw string, t *token) (*key, error) {
 	return k, nil
 }
 
+// boundUser returns the user id that Redis holds for t's session, after
+// checking that it is the one t was issued for: the token carries a MACed
+// keyed hash of it. Anyone who can write to Redis could otherwise make
+// their own token report another user's id.
+func (s *Store) boundUser(stored string, t *token) (string, error) {
+	id := loadedID(stored)
+	var uh [userHashLen]byte
+	s.kr.userHash(uh[:], id)
+	if subtle.ConstantTimeCompare(uh[:], t.userHash()) != 1 {
+		return "", ErrCorrupt
+	}
+	return id, nil
+}
+
 // missing decides the outcome for a genuine token whose session Redis does
-// not hold: it expired, or Redis lost it.
-func (s *Store) missing(t *token, nowMS int64) error {
-	if nowMS >= t.expiresMS() {
+// not hold, by Redis's clock: it expired, or Redis lost it (a failover that
+// dropped the last writes).
+func missing(t *token, nowMS int64) error {
+	if nowMS >= t.expiresMS() || nowMS >= t.absoluteMS() {
 		return ErrExpired
 	}
 	return ErrUnknown
 }
 
-// liveMembers reads the ids of userID's sessions that have not expired.
-func (s *Store) liveMembers(ctx context.Context, userID string, nowMS int64) (string, []string, error) {
-	var uh [userHashLen]byte
-	s.kr.userHash(uh[:], userID)
-	idx := indexKey(s.opt.KeyPrefix, uh[:])
-	members, err := s.rdb.ZRangeByScore(ctx, idx, &redis.ZRangeBy{
-		Min: "(" + strconv.FormatInt(nowMS, 10),
-		Max: "+inf",
-	}).Result()
-	if err != nil {
-		return "", nil, fmt.Errorf("redisstore: %w", err)
-	}
-	return idx, members, nil
+// margin is how long past its idle deadline a session stays in its user's
+// index: a rotation updates the index only when the new idle deadline
+// passes the session's keep-until, so most rotations leave it alone.
+func (s *Store) margin() int64 {
+	return s.opt.IdleTTL.Milliseconds() / marginDiv
 }
 
-// keepUntil is when Redis may drop a session whose idle deadline is expMS.
-// Expiry is decided against the deadlines, not by Redis, so keys are kept a
-// margin longer: a rotation then refreshes the TTLs only when the margin is
-// used up, and most rotations write one hash and nothing else.
-func (s *Store) keepUntil(expMS, absMS int64) int64 {
-	return min(expMS+s.opt.IdleTTL.Milliseconds()/reclaimMarginDiv, absMS)
-}
-
-// reclaimMarginDiv sets the margin: Redis drops a session at most
-// IdleTTL/reclaimMarginDiv after it expired.
-const reclaimMarginDiv = 16
+// marginDiv sets the margin: IdleTTL/marginDiv.
+const marginDiv = 16
 
 func (s *Store) emit(ctx context.Context, e Event) {
 	if s.opt.OnEvent != nil {
 		s.opt.OnEvent(ctx, e)
 	}
-}
-
-// successor writes to next the successor of prev. The successor's secret is
-// a keyed hash of prev (under the key that signed prev), so the same
-// predecessor always yields the same secret, and only this store can compute
-// it; key id and deadline come from the caller.
-func successor(next, prev *token, prevKey, nextKey *key, expMS int64) {
-	next.setHeader(nextKey.id, prev.userHash(), prev.sessionID(), prev.generation()+1, expMS, prev.absoluteMS())
-	prevKey.succ(next.b[offSecret:offMAC], prev.authenticated())
-	next.seal(nextKey)
 }
 
 // memberOf returns the session id part of a session key: its member in the

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -232,33 +231,23 @@ func (s *service) send(r badRequest) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// fuzzService is one service shared by every input of FuzzServiceHTTP.
-var fuzzService struct {
-	once sync.Once
-	svc  *service
-	b    *redistest.Backend
-	toks []string
-}
-
 // FuzzServiceHTTP sends arbitrary requests to the service. Any answer but
 // a 5xx other than 503 is fine; a refused request (4xx) must change
 // nothing. go test runs the seeds; go test -fuzz=FuzzServiceHTTP
-// ./reliability explores.
+// ./reliability explores (each fuzzing worker process starts its own
+// service).
 func FuzzServiceHTTP(f *testing.F) {
-	fuzzService.once.Do(func() {
-		srv := redistest.StartServer(f)
-		fuzzService.svc = startService(f, srv.Addr, nil)
-		fuzzService.svc.waitReady(f)
-		user := newUUID()
-		for i := 0; i < 3; i++ {
-			fuzzService.toks = append(fuzzService.toks, fuzzService.svc.login(f, user))
-		}
-		fuzzService.b = &redistest.Backend{Kind: redistest.Real, Client: redis.NewClient(&redis.Options{Addr: srv.Addr}),
-			Prefix: fuzzService.svc.env["SESSIONCACHE_KEY_PREFIX"]}
-	})
-	svc, b := fuzzService.svc, fuzzService.b
-	f.Add("POST", "/v1/tokens/rotate", "application/json", []byte(`{"refresh_token":"`+fuzzService.toks[0]+`"x}`))
-	f.Add("POST", "/v1/tokens/revoke", "text/plain", []byte(`{"refresh_token":"`+fuzzService.toks[1]+`"}`))
+	srv := startServer(f)
+	svc := startService(f, srv.Addr, nil)
+	svc.waitReady(f)
+	user := newUUID()
+	var toks []string
+	for i := 0; i < 3; i++ {
+		toks = append(toks, svc.login(f, user))
+	}
+	b := &redistest.Backend{Kind: redistest.Real, Client: srv.Client(f), Prefix: svc.env["SESSIONCACHE_KEY_PREFIX"]}
+	f.Add("POST", "/v1/tokens/rotate", "application/json", []byte(`{"refresh_token":"`+toks[0]+`"x}`))
+	f.Add("POST", "/v1/tokens/revoke", "text/plain", []byte(`{"refresh_token":"`+toks[1]+`"}`))
 	f.Add("POST", "/v1/sessions", "application/json", []byte(`{"user_id":"\u0000"}`))
 	f.Add("GET", "/v1/users/%00/sessions", "", []byte(nil))
 	f.Add("PUT", "/v2", "application/json", []byte("\xff"))
@@ -288,7 +277,7 @@ func FuzzServiceHTTP(f *testing.F) {
 // and never change the keyspace (a forgery must not revoke anything).
 func FuzzTokenInput(f *testing.F) {
 	b := redistest.For(f, redistest.Mini)
-	st := wrap(f, b.Client, redisstore.Options{KeyPrefix: b.Prefix, Now: b.Clock.Now})
+	st := wrap(f, b.Client, redisstore.Options{KeyPrefix: b.Prefix})
 	ctx := context.Background()
 	g, err := st.Issue(ctx, "fuzz-user", redisstore.Client{})
 	if err != nil {
@@ -344,7 +333,7 @@ func payloadOf(tok string) string {
 // token differently; TestTokenCanonicalEncoding covers those.
 func TestTokenBitFlips(t *testing.T) {
 	b := redistest.For(t, redistest.Mini)
-	st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix, Now: b.Clock.Now})
+	st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix})
 	ctx := context.Background()
 	g, err := st.Issue(ctx, "flip-user", redisstore.Client{})
 	if err != nil {
@@ -389,7 +378,7 @@ func TestTokenBitFlips(t *testing.T) {
 // a deny list, a cache or a log search keyed by the string misses three.
 func TestTokenCanonicalEncoding(t *testing.T) {
 	b := redistest.For(t, redistest.Mini)
-	st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix, Now: b.Clock.Now})
+	st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix})
 	ctx := context.Background()
 	g, err := st.Issue(ctx, "canonical-user", redisstore.Client{})
 	if err != nil {

@@ -32,22 +32,6 @@ import (
 // EnvLong turns on the long variants.
 const EnvLong = "SESSIONCACHE_LONG"
 
-// EnvKnownBugs makes the tests of known bugs fail instead of skip.
-const EnvKnownBugs = "SESSIONCACHE_KNOWN_BUGS"
-
-// knownBug reports a bug that RELIABILITY.md describes: the test
-// fails under SESSIONCACHE_KNOWN_BUGS=1 and is skipped otherwise, so that
-// CI stays green until the bug is fixed. Once fixed, the test passes
-// and never reaches this call.
-func knownBug(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := "KNOWN BUG (RELIABILITY.md): " + fmt.Sprintf(format, args...)
-	if os.Getenv(EnvKnownBugs) == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 func long() bool { return os.Getenv(EnvLong) == "1" }
 
 // pick returns short in the default run and long under SESSIONCACHE_LONG=1.
@@ -244,4 +228,45 @@ func bg(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// listAll pages through every session of user, limit sessions a page
+// (0: the store's default).
+func listAll(ctx context.Context, st store, user string, limit int) ([]redisstore.Session, error) {
+	var all []redisstore.Session
+	opt := redisstore.ListOptions{Limit: limit}
+	for pages := 0; ; pages++ {
+		if pages > 10_000 {
+			return all, fmt.Errorf("ListSessions(%q): more than %d pages", user, pages)
+		}
+		p, err := st.ListSessions(ctx, user, opt)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, p.Sessions...)
+		if p.Next == "" {
+			return all, nil
+		}
+		opt.Cursor = p.Next
+	}
+}
+
+// callKey names one call of a script across its attempts: a go-redis retry
+// resends the same keys and arguments, call id included, while every call
+// has a call id of its own.
+func callKey(args []string) string { return strings.Join(args[2:], "\x00") }
+
+// taggedUA returns the user agent a command carries (in whichever argument
+// the script takes it) if it starts with tag: tag and what follows, up to
+// and including the first ';'. Tests tag calls with a user agent, the one
+// input of a rotation they choose freely.
+func taggedUA(args []string, tag string) string {
+	for _, a := range args[2:] {
+		if i := strings.Index(a, tag); i >= 0 {
+			if j := strings.IndexByte(a[i:], ';'); j >= 0 {
+				return a[i : i+j+1]
+			}
+		}
+	}
+	return ""
 }

@@ -39,7 +39,7 @@ func TestInvariants(t *testing.T) {
 		if b.Kind == redistest.Mini {
 			dur, families = pick(500*time.Millisecond, 10*time.Second), 50 // miniredis runs Lua at about 3k calls/s
 		}
-		st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix, Grace: time.Hour, IdleTTL: 2 * time.Hour, Now: b.Clock.Now})
+		st := wrap(t, b.Client, redisstore.Options{KeyPrefix: b.Prefix, Grace: redisstore.MaxGrace, IdleTTL: 2 * time.Hour})
 		ctx := context.Background()
 		var mu sync.Mutex
 		live := make([]*invFamily, families)

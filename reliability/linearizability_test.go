@@ -1,14 +1,17 @@
 package reliability_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,15 +22,22 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
-// The sequential model of one family (one session): the generation of its
-// current token, whether it is revoked, and when the call that made the
-// current token started. Every token of the family is named by its
-// generation. Grace is longer than any test, so the immediate predecessor is
-// always in grace.
+// The sequential model of one family (one session), after rotate.lua's
+// contract: the generation of its current token, whether it is revoked, and
+// what the script keeps to answer a retry of a call (go-redis runs a call
+// again, with the same call id, after a lost reply). Every token of the
+// family is named by its generation, every call the proxy hurts by a number
+// (0: a call that is never retried). Grace is longer than any test, so the
+// immediate predecessor is always in grace.
 type famState struct {
 	cur     int
 	revoked bool
-	lastRot int64 // start of the call that made the current token
+	// reusedBy is the call that detected reuse and revoked the family (the
+	// tombstone's q): its retry answers "reused" again.
+	reusedBy int
+	// sCall and pCall: the calls that created the current token and its
+	// predecessor (the ends of the fields s and p).
+	sCall, pCall int
 }
 
 type linOp int
@@ -38,32 +48,61 @@ const (
 	opRevoke
 )
 
+// attempt says which part of a rotation whose first reply was lost an
+// operation stands for.
+type attempt int
+
+const (
+	// whole: the call was not hurt, or went wrong as a whole.
+	whole attempt = iota
+	// first: the attempt whose reply the proxy dropped after Redis ran it,
+	// from the call to the moment its retry reached the proxy. It took
+	// effect; nobody saw its answer.
+	first
+	// retry: go-redis's retry, with the same call id, from then to the
+	// return; the caller sees its answer.
+	retry
+)
+
 type linIn struct {
-	op    linOp
-	gen   int   // of the token presented
-	start int64 // when the call started (the store's clock is read right after)
+	op      linOp
+	gen     int // of the token presented
+	call    int // rotations the proxy hurts: the call's number; 0 otherwise
+	attempt attempt
 }
 
 // linOut is what the caller saw. kind "error" is an infrastructure error:
-// the call may or may not have taken effect.
+// the call may or may not have taken effect; "lost" is the answer of a
+// first attempt, which nobody saw.
 type linOut struct {
-	kind string // rotate: new, replayed, reused, superseded, revoked, unknown; validate: active, inactive; revoke: revoke; any: error
+	kind string // rotate: new, replayed, reused, revoked, unknown; validate: active, inactive; revoke: revoke; any: error, lost
 	n    int    // revoke: sessions revoked
 }
 
-// step is the model: the next state and the output a call must see.
+// step is the model: the next state and the output a call must see. A
+// rotation runs rotate.lua's checks in its order: the current token
+// rotates; a revoked session refuses (but the call that revoked it for reuse
+// gets "reused" again); the call that created the current token or its
+// predecessor gets that token again ("new"); the immediate predecessor gets
+// a grace replay, which writes nothing; an older token revokes the session
+// for reuse.
 func step(s famState, in linIn) (famState, linOut) {
 	switch in.op {
 	case opRotate:
+		tagged := in.call != 0
 		switch {
+		case !s.revoked && in.gen == s.cur:
+			return famState{cur: s.cur + 1, sCall: in.call, pCall: s.sCall}, linOut{kind: "new"}
+		case s.revoked && tagged && in.call == s.reusedBy:
+			return s, linOut{kind: "reused"}
 		case s.revoked:
 			return s, linOut{kind: "revoked"}
-		case in.gen == s.cur:
-			return famState{cur: s.cur + 1, lastRot: in.start}, linOut{kind: "new"}
+		case tagged && (in.call == s.sCall || in.call == s.pCall):
+			return s, linOut{kind: "new"}
 		case in.gen == s.cur-1:
 			return s, linOut{kind: "replayed"}
 		case in.gen < s.cur-1:
-			return famState{cur: s.cur, revoked: true, lastRot: s.lastRot}, linOut{kind: "reused"}
+			return famState{cur: s.cur, revoked: true, reusedBy: in.call}, linOut{kind: "reused"}
 		}
 		return s, linOut{kind: "unknown"}
 	case opValidate:
@@ -75,52 +114,38 @@ func step(s famState, in linIn) (famState, linOut) {
 	if s.revoked {
 		return s, linOut{kind: "revoke", n: 0}
 	}
-	return famState{cur: s.cur, revoked: true, lastRot: s.lastRot}, linOut{kind: "revoke", n: 1}
+	return famState{cur: s.cur, revoked: true, reusedBy: s.reusedBy}, linOut{kind: "revoke", n: 1}
 }
 
-// familyModel checks histories in which every call ran at most once in
-// Redis.
-var familyModel = newFamilyModel(false)
-
-// retryModel checks histories in which a reply may be lost and go-redis
-// runs the call again: the caller then sees the second run's answer. A
-// rotation that took effect is then answered from the grace window
-// ("replayed"), or, if another call rotated again or revoked the session in
-// between, refused without harm ("superseded", "revoked"): the caller lost
-// its successor, the session did not suffer.
-var retryModel = newFamilyModel(true)
-
-func newFamilyModel(retried bool) porcupine.NondeterministicModel {
-	return porcupine.NondeterministicModel{
-		Init: func() []any { return []any{famState{}} },
-		Step: func(state, input, output any) []any {
-			s, in, out := state.(famState), input.(linIn), output.(linOut)
-			next, want := step(s, in)
-			switch {
-			case out.kind == "error":
-				if next == s {
-					return []any{s}
-				}
-				return []any{s, next}
-			case out == want:
-				return []any{next}
-			case want.kind == "reused" && out.kind == "superseded" && in.start < s.lastRot:
-				// An older token in a call that started before the last
-				// rotation (a late retry, or a race) is refused without
-				// revoking; one that started after it is a replay. The store
-				// compares milliseconds, so "reused" stays legal here too.
+// linModel checks histories against step: every operation takes effect
+// at one moment between its call and its return.
+var linModel = porcupine.NondeterministicModel{
+	Init: func() []any { return []any{famState{}} },
+	Step: func(state, input, output any) []any {
+		s, in, out := state.(famState), input.(linIn), output.(linOut)
+		next, want := step(s, in)
+		switch {
+		case in.attempt == first:
+			return []any{next}
+		case out.kind == "error":
+			if next == s {
 				return []any{s}
-			case retried && want.kind == "new" && (out.kind == "replayed" || out.kind == "superseded" || out.kind == "revoked"):
-				return []any{next}
 			}
-			return nil
-		},
-		DescribeOperation: func(input, output any) string {
-			in, out := input.(linIn), output.(linOut)
-			return fmt.Sprintf("%s(g%d) -> %s/%d", [...]string{"rotate", "validate", "revoke"}[in.op], in.gen, out.kind, out.n)
-		},
-		DescribeState: func(state any) string { return fmt.Sprintf("%+v", state.(famState)) },
-	}
+			return []any{s, next}
+		case out == want:
+			return []any{next}
+		}
+		return nil
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(linIn), output.(linOut)
+		call := ""
+		if in.attempt != whole {
+			call = fmt.Sprintf(", call %d %s", in.call, [...]string{"", "first attempt", "retry"}[in.attempt])
+		}
+		return fmt.Sprintf("%s(g%d%s) -> %s/%d", [...]string{"rotate", "validate", "revoke"}[in.op], in.gen, call, out.kind, out.n)
+	},
+	DescribeState: func(state any) string { return fmt.Sprintf("%+v", state.(famState)) },
 }
 
 // genOf reads the generation out of a token (bytes 30..34 of its payload).
@@ -159,15 +184,67 @@ func (f *family) learn(tok string) {
 	f.tokens[g] = tok
 }
 
+// dropUA starts the user agent of a rotation whose first attempt the
+// proxy is to hurt; the rest names the call, up to a ';' (see taggedUA).
+const dropUA = "reliability-drop/"
+
+// dropper is a proxy rule that drops the reply of the first attempt of
+// every rotation sent with a dropUA user agent, lets its retries through,
+// and notes when the first retry arrived. It asks other about every other
+// command.
+type dropper struct {
+	base    time.Time
+	other   func(args []string) redistest.Fault
+	mu      sync.Mutex
+	seen    map[string]bool  // callKey of the calls hurt
+	retryAt map[string]int64 // user agent -> when its retry arrived (ns since base)
+}
+
+func (d *dropper) rule(args []string) redistest.Fault {
+	if !isRotate(args) {
+		return d.other(args)
+	}
+	ua := taggedUA(args, dropUA)
+	if ua == "" {
+		return redistest.Pass
+	}
+	call := callKey(args)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.seen[call] {
+		d.seen[call] = true
+		return redistest.DropReply
+	}
+	if _, ok := d.retryAt[ua]; !ok {
+		d.retryAt[ua] = time.Since(d.base).Nanoseconds()
+	}
+	return redistest.Pass
+}
+
+// retried reports when the retry of the call sent with user agent ua
+// reached the proxy.
+func (d *dropper) retried(ua string) (int64, bool) {
+	if d == nil || ua == "" {
+		return 0, false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, ok := d.retryAt[ua]
+	return at, ok
+}
+
 // runFamily drives one family from workers goroutines, each making ops
-// calls, and returns it with its history.
-func runFamily(st store, user string, workers, ops int, base time.Time) (*family, error) {
+// calls, and returns it with its history. With a dropper, one rotation in
+// four loses the reply of its first attempt, and is recorded as two
+// operations: the first attempt and the retry.
+func runFamily(st store, user string, workers, ops int, base time.Time, d *dropper) (*family, error) {
 	ctx := context.Background()
 	g, err := st.Issue(ctx, user, redisstore.Client{})
 	if err != nil {
 		return nil, err
 	}
 	f := &family{tokens: map[int]string{0: g.Token}}
+	var calls atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -179,17 +256,20 @@ func runFamily(st store, user string, workers, ops int, base time.Time) (*family
 				pickTok := func(gen int) (int, string) { return gen, f.tokens[gen] }
 				var in linIn
 				var tok string
-				switch r := rand.IntN(100); {
-				case r < 35:
+				// In per mille: a theft or a logout ends the family, so they
+				// are rare enough that most families live through most of
+				// their calls.
+				switch r := rand.IntN(1000); {
+				case r < 350:
 					in.op = opRotate
 					in.gen, tok = pickTok(latest)
-				case r < 45 && latest > 0:
+				case r < 450 && latest > 0:
 					in.op = opRotate
 					in.gen, tok = pickTok(latest - 1)
-				case r < 46 && latest > 1:
+				case r < 453 && latest > 1:
 					in.op = opRotate
 					in.gen, tok = pickTok(rand.IntN(latest - 1))
-				case r < 99:
+				case r < 997:
 					in.op = opValidate
 					in.gen, tok = pickTok(rand.IntN(latest + 1))
 				default:
@@ -197,23 +277,28 @@ func runFamily(st store, user string, workers, ops int, base time.Time) (*family
 					in.gen, tok = pickTok(rand.IntN(latest + 1))
 				}
 				f.mu.Unlock()
+				var client redisstore.Client
+				if in.op == opRotate && d != nil && rand.IntN(4) == 0 {
+					in.call = int(calls.Add(1))
+					client.UserAgent = fmt.Sprintf("%s%s/%d;", dropUA, user, in.call)
+				}
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				call := time.Since(base).Nanoseconds()
-				in.start = call
 				out := linOut{}
 				switch in.op {
 				case opRotate:
 					var revokedErr *redisstore.RevokedError
-					g, err := st.Rotate(cctx, tok, redisstore.Client{})
+					g, err := st.Rotate(cctx, tok, client)
 					switch {
 					case err == nil && g.Replayed:
 						out.kind = "replayed"
 					case err == nil:
 						out.kind = "new"
-					case errors.Is(err, redisstore.ErrReused):
+					case errors.Is(err, redisstore.ErrReused): // before ErrRevoked, which it matches too
 						out.kind = "reused"
 					case errors.As(err, &revokedErr) && revokedErr.Reason == redisstore.ReasonRotated:
-						out.kind = "superseded"
+						// Only Validate reports a rotated token.
+						out.kind = "rotated"
 					case errors.Is(err, redisstore.ErrRevoked):
 						out.kind = "revoked"
 					case errors.Is(err, redisstore.ErrUnknown):
@@ -253,8 +338,17 @@ func runFamily(st store, user string, workers, ops int, base time.Time) (*family
 				if out.kind == "error" {
 					ret = 1 << 62 // may take effect at any time after the call
 				}
+				recorded := []porcupine.Operation{{ClientId: w, Input: in, Call: call, Output: out, Return: ret}}
+				if at, ok := d.retried(client.UserAgent); ok {
+					firstIn, retryIn := in, in
+					firstIn.attempt, retryIn.attempt = first, retry
+					recorded = []porcupine.Operation{
+						{ClientId: w, Input: firstIn, Call: call, Output: linOut{kind: "lost"}, Return: at},
+						{ClientId: w, Input: retryIn, Call: at + 1, Output: out, Return: ret},
+					}
+				}
 				f.mu.Lock()
-				f.history = append(f.history, porcupine.Operation{ClientId: w, Input: in, Call: call, Output: out, Return: ret})
+				f.history = append(f.history, recorded...)
 				f.mu.Unlock()
 			}
 		}()
@@ -265,44 +359,57 @@ func runFamily(st store, user string, workers, ops int, base time.Time) (*family
 
 // TestLinearizable records concurrent histories of rotations, replays,
 // validations and revocations of single families against real Redis, and
-// checks each with porcupine against the sequential model: once directly,
-// once through the fault proxy with a delay on every packet and one command
-// in ten cut half way (the connection reset; go-redis retries on a new
-// one). Each successor must also be the same token whoever receives it.
+// checks each with porcupine against the sequential model (linModel):
+// once directly; once through the fault proxy with a delay on every packet
+// and one command in ten cut half way (the connection reset: Redis never
+// ran it; go-redis retries on a new connection); once with lost replies:
+// one rotation in four loses the reply of its first attempt after Redis ran
+// it, and one other command in ten (validations, revocations) too. Each
+// successor must also be the same token whoever receives it.
 func TestLinearizable(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	cases := []struct {
 		name  string
 		fault redistest.Fault
-		model porcupine.NondeterministicModel
 	}{
-		{"direct", redistest.Pass, familyModel},
-		{"latency+resets", redistest.ResetRequest, familyModel},
-		{"latency+lost-replies", redistest.DropReply, retryModel},
+		{"direct", redistest.Pass},
+		{"latency+resets", redistest.ResetRequest},
+		{"latency+lost-replies", redistest.DropReply},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := srv.Addr
+			base := time.Now()
 			var p *redistest.Proxy
+			var d *dropper
 			if tc.fault != redistest.Pass {
 				p = redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{Delay: time.Millisecond})
-				p.SetRule(func(args []string) redistest.Fault {
+				rule := func(args []string) redistest.Fault {
 					switch strings.ToLower(args[0]) {
-					case "evalsha", "eval", "hmget":
+					case "evalsha", "eval", "hget":
 						if !isIssue(args) && rand.IntN(10) == 0 {
 							return tc.fault
 						}
 					}
 					return redistest.Pass
-				})
+				}
+				if tc.fault == redistest.DropReply {
+					d = &dropper{base: base, other: rule, seen: map[string]bool{}, retryAt: map[string]int64{}}
+					rule = d.rule
+				}
+				p.SetRule(rule)
 				addr = p.Addr
 			}
 			c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
 			t.Cleanup(func() { c.Close() })
-			st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix(), Grace: time.Hour, IdleTTL: 2 * time.Hour})
+			st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix(), Grace: redisstore.MaxGrace, IdleTTL: 2 * time.Hour})
+			// Load the scripts: a first attempt answered NOSCRIPT would not
+			// have run.
+			if err := st.Ping(bg(t)); err != nil {
+				t.Fatal(err)
+			}
 			families, workers, ops := pick(16, 400), 4, pick(25, 50)
-			base := time.Now()
 			fams := make([]*family, families)
 			errs := make([]error, families)
 			var wg sync.WaitGroup
@@ -310,7 +417,7 @@ func TestLinearizable(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					fams[i], errs[i] = runFamily(st, fmt.Sprintf("lin-%d", i), workers, ops, base)
+					fams[i], errs[i] = runFamily(st, fmt.Sprintf("lin-%d", i), workers, ops, base, d)
 				}()
 			}
 			wg.Wait()
@@ -326,21 +433,29 @@ func TestLinearizable(t *testing.T) {
 					t.Errorf("family %d: %s", i, b)
 				}
 				for _, op := range f.history {
-					n.add(op.Output.(linOut).kind, 1)
+					kind := op.Output.(linOut).kind
+					n.add(kind, 1)
+					if op.Input.(linIn).attempt == retry {
+						n.add("retried", 1)
+						n.add("retried_"+kind, 1)
+					}
 				}
-				res, info := porcupine.CheckOperationsVerbose(tc.model.ToModel(), f.history, 10*time.Second)
+				res, info := porcupine.CheckOperationsVerbose(linModel.ToModel(), f.history, 10*time.Second)
 				n.add("check_"+string(res), 1)
 				if res != porcupine.Ok {
 					path := fmt.Sprintf("%s/family-%d.html", t.TempDir(), i)
-					porcupine.VisualizePath(tc.model.ToModel(), info, path)
+					porcupine.VisualizePath(linModel.ToModel(), info, path)
 					illegal = append(illegal, fmt.Sprintf("family %d: %s (visualisation: %s)", i, res, path))
+					t.Logf("family %d, history by call time:\n%s\nlongest linearizable prefix:\n%s", i, describeHistory(f.history), longestPrefix(info))
 				}
 			}
-			kv := []any{"families", families, "ops", families * workers * ops, "new", n.get("new"), "replayed", n.get("replayed"),
+			kv := []any{"families", families, "calls", families * workers * ops, "new", n.get("new"), "replayed", n.get("replayed"),
 				"reused", n.get("reused"), "refused_revoked", n.get("revoked"), "revoke_calls", n.get("revoke"), "validations", n.get("active") + n.get("inactive"),
 				"errors", n.get("error"), "linearizable", n.get("check_Ok"), "recorded_in", ms(recorded), "checked_in", ms(time.Since(checkStart))}
 			if p != nil {
-				kv = append(kv, "commands_cut", p.Stats().ResetRequest, "replies_dropped", p.Stats().Dropped)
+				kv = append(kv, "commands_cut", p.Stats().ResetRequest, "replies_dropped", p.Stats().Dropped,
+					"retried_rotations", n.get("retried"), "retried_new", n.get("retried_new"), "retried_replayed", n.get("retried_replayed"),
+					"retried_reused", n.get("retried_reused"), "retried_revoked", n.get("retried_revoked"))
 				if p.Stats().ResetRequest+p.Stats().Dropped == 0 {
 					t.Error("the proxy hurt no command")
 				}
@@ -353,36 +468,110 @@ func TestLinearizable(t *testing.T) {
 	}
 }
 
+// describeHistory lists a history by call time, one call a line, in
+// microseconds since the start of the recording.
+func describeHistory(h []porcupine.Operation) string {
+	h = slices.Clone(h)
+	slices.SortFunc(h, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+	var b strings.Builder
+	for _, op := range h {
+		ret := "never"
+		if op.Return < 1<<62 {
+			ret = fmt.Sprint(op.Return / 1000)
+		}
+		fmt.Fprintf(&b, "  client %d [%d, %s] %s\n", op.ClientId, op.Call/1000, ret, linModel.DescribeOperation(op.Input, op.Output))
+	}
+	return b.String()
+}
+
+// longestPrefix describes the longest sequence of operations that the
+// model accepts (where the checker got stuck), with the state after each.
+func longestPrefix(info porcupine.LinearizationInfo) string {
+	var longest []porcupine.Operation
+	for _, part := range info.PartialLinearizationsOperations() {
+		for _, l := range part {
+			if len(l) > len(longest) {
+				longest = l
+			}
+		}
+	}
+	var b strings.Builder
+	s := famState{}
+	for _, op := range longest {
+		s, _ = step(s, op.Input.(linIn))
+		fmt.Fprintf(&b, "  client %d %s => %s\n", op.ClientId, linModel.DescribeOperation(op.Input, op.Output), linModel.DescribeState(s))
+	}
+	return b.String()
+}
+
 // TestModelRejects proves the checker can fail: histories that break the
-// model are refused.
+// model are refused, and histories the contract allows are accepted.
 func TestModelRejects(t *testing.T) {
-	m := familyModel.ToModel()
+	m := linModel.ToModel()
 	op := func(c int, in linIn, out linOut, call, ret int64) porcupine.Operation {
-		in.start = call
 		return porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret}
 	}
+	rot := func(gen int) linIn { return linIn{op: opRotate, gen: gen} }
+	validate := func(gen int) linIn { return linIn{op: opValidate, gen: gen} }
+	revoke := func(gen int) linIn { return linIn{op: opRevoke, gen: gen} }
+	// Call 1 presents g0; its first reply is lost (0-50), its retry runs
+	// at 51-100.
+	firstOf := func(gen int) linIn { return linIn{op: opRotate, gen: gen, call: 1, attempt: first} }
+	retryOf := func(gen int) linIn { return linIn{op: opRotate, gen: gen, call: 1, attempt: retry} }
+	lost := linOut{kind: "lost"}
 	bad := map[string][]porcupine.Operation{
 		"two new successors of one token": {
-			op(0, linIn{op: opRotate, gen: 0}, linOut{kind: "new"}, 0, 10),
-			op(1, linIn{op: opRotate, gen: 0}, linOut{kind: "new"}, 1, 11),
+			op(0, rot(0), linOut{kind: "new"}, 0, 10),
+			op(1, rot(0), linOut{kind: "new"}, 1, 11),
 		},
 		"revoked family validates": {
-			op(0, linIn{op: opRevoke, gen: 0}, linOut{kind: "revoke", n: 1}, 0, 10),
-			op(1, linIn{op: opValidate, gen: 0}, linOut{kind: "active"}, 20, 30),
-		},
-		"replay after the last rotation answered as a late retry": {
-			op(0, linIn{op: opRotate, gen: 0}, linOut{kind: "new"}, 0, 10),
-			op(0, linIn{op: opRotate, gen: 1}, linOut{kind: "new"}, 20, 30),
-			op(1, linIn{op: opRotate, gen: 0}, linOut{kind: "superseded"}, 40, 50),
+			op(0, revoke(0), linOut{kind: "revoke", n: 1}, 0, 10),
+			op(1, validate(0), linOut{kind: "active"}, 20, 30),
 		},
 		"grandparent in grace": {
-			op(0, linIn{op: opRotate, gen: 0}, linOut{kind: "new"}, 0, 10),
-			op(0, linIn{op: opRotate, gen: 1}, linOut{kind: "new"}, 20, 30),
-			op(1, linIn{op: opRotate, gen: 0}, linOut{kind: "replayed"}, 40, 50),
+			op(0, rot(0), linOut{kind: "new"}, 0, 10),
+			op(0, rot(1), linOut{kind: "new"}, 20, 30),
+			op(1, rot(0), linOut{kind: "replayed"}, 40, 50),
 		},
 		"replay reported as reuse": {
-			op(0, linIn{op: opRotate, gen: 0}, linOut{kind: "new"}, 0, 10),
-			op(1, linIn{op: opRotate, gen: 0}, linOut{kind: "reused"}, 20, 30),
+			op(0, rot(0), linOut{kind: "new"}, 0, 10),
+			op(1, rot(0), linOut{kind: "reused"}, 20, 30),
+		},
+		"Rotate reports a rotated token (the old superseded outcome)": {
+			op(0, rot(0), linOut{kind: "new"}, 0, 10),
+			op(0, rot(1), linOut{kind: "new"}, 20, 30),
+			op(1, rot(0), linOut{kind: "rotated"}, 40, 50),
+		},
+		"a first attempt that took no effect": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(1, validate(0), linOut{kind: "active"}, 60, 70),
+			op(0, retryOf(0), linOut{kind: "new"}, 51, 100),
+		},
+		"retry that rotates again": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(0, retryOf(0), linOut{kind: "new"}, 51, 100),
+			op(1, validate(1), linOut{kind: "inactive"}, 110, 120),
+		},
+		"late retry seen as reuse (bug 2)": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(1, rot(0), linOut{kind: "replayed"}, 10, 20),
+			op(1, rot(1), linOut{kind: "new"}, 30, 40),
+			op(0, retryOf(0), linOut{kind: "reused"}, 51, 100),
+		},
+		"late retry answered from the grace window": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(1, rot(0), linOut{kind: "replayed"}, 10, 20),
+			op(0, retryOf(0), linOut{kind: "replayed"}, 51, 100),
+		},
+		"retry answered revoked, session never revoked": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(0, retryOf(0), linOut{kind: "revoked"}, 51, 100),
+		},
+		"retry of a reuse detection answered revoked": {
+			op(1, rot(0), linOut{kind: "new"}, 0, 10),
+			op(1, rot(1), linOut{kind: "new"}, 20, 30),
+			op(0, firstOf(0), lost, 40, 50),
+			op(0, retryOf(0), linOut{kind: "revoked"}, 51, 100),
 		},
 	}
 	for name, h := range bad {
@@ -390,13 +579,53 @@ func TestModelRejects(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	good := []porcupine.Operation{
-		op(0, linIn{op: opRotate, gen: 0}, linOut{kind: "new"}, 0, 10),
-		op(1, linIn{op: opRotate, gen: 0}, linOut{kind: "replayed"}, 1, 11),
-		op(2, linIn{op: opRotate, gen: 0}, linOut{kind: "error"}, 2, 1<<62),
-		op(0, linIn{op: opValidate, gen: 1}, linOut{kind: "active"}, 20, 30),
+	good := map[string][]porcupine.Operation{
+		"grace replay and a failed call": {
+			op(0, rot(0), linOut{kind: "new"}, 0, 10),
+			op(1, rot(0), linOut{kind: "replayed"}, 1, 11),
+			op(2, rot(0), linOut{kind: "error"}, 2, 1<<62),
+			op(0, validate(1), linOut{kind: "active"}, 20, 30),
+		},
+		"late retry gets its first attempt's successor": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(1, rot(0), linOut{kind: "replayed"}, 10, 20),
+			op(1, rot(1), linOut{kind: "new"}, 30, 40),
+			op(0, retryOf(0), linOut{kind: "new"}, 51, 100),
+			op(1, validate(2), linOut{kind: "active"}, 110, 120),
+		},
+		"retry of a reuse detection": {
+			op(1, rot(0), linOut{kind: "new"}, 0, 10),
+			op(1, rot(1), linOut{kind: "new"}, 20, 30),
+			op(0, firstOf(0), lost, 40, 50),
+			op(0, retryOf(0), linOut{kind: "reused"}, 51, 100),
+		},
+		// A grace replay writes nothing: its retry is a new presentation.
+		"retry of a grace replay after one more rotation": {
+			op(1, rot(0), linOut{kind: "new"}, 0, 10),
+			op(0, firstOf(0), lost, 20, 50),
+			op(1, rot(1), linOut{kind: "new"}, 30, 40),
+			op(0, retryOf(0), linOut{kind: "reused"}, 51, 100),
+		},
+		"retry after a revocation": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(1, rot(0), linOut{kind: "replayed"}, 10, 20),
+			op(1, revoke(1), linOut{kind: "revoke", n: 1}, 30, 40),
+			op(0, retryOf(0), linOut{kind: "revoked"}, 51, 100),
+		},
+		// rotate.lua remembers the calls that created the current token and
+		// its predecessor: after two more rotations, call 1's retry is a
+		// replay of a grandparent (see TestRetryAfterConcurrentRotation).
+		"retry after two more rotations": {
+			op(0, firstOf(0), lost, 0, 50),
+			op(1, rot(0), linOut{kind: "replayed"}, 10, 20),
+			op(1, rot(1), linOut{kind: "new"}, 22, 30),
+			op(1, rot(2), linOut{kind: "new"}, 32, 40),
+			op(0, retryOf(0), linOut{kind: "reused"}, 51, 100),
+		},
 	}
-	if !porcupine.CheckOperations(m, good) {
-		t.Error("a valid history was refused")
+	for name, h := range good {
+		if !porcupine.CheckOperations(m, h) {
+			t.Errorf("%s: refused", name)
+		}
 	}
 }

@@ -15,53 +15,54 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
-// faultOnce returns a proxy rule that hurts the first attempt of every
-// other distinct rotation (told apart by the presented token's hash, the
-// first 16 bytes of ARGV[1]), and lets every retry through.
-func faultOnce(f redistest.Fault) func(args []string) redistest.Fault {
+// faultUA is the user agent of the rotations that faultFirst hurts.
+const faultUA = "reliability-fault;"
+
+// faultFirst returns a proxy rule that hurts the first attempt of every
+// rotation sent with faultUA and lets its retries through.
+func faultFirst(f redistest.Fault) func(args []string) redistest.Fault {
 	var mu sync.Mutex
 	seen := make(map[string]bool)
 	return func(args []string) redistest.Fault {
-		// EVALSHA sha 2 KEYS[1] KEYS[2] ARGV[1] ...
-		if !isRotate(args) || len(args) < 6 || len(args[5]) < 16 {
+		if !isRotate(args) || taggedUA(args, faultUA) == "" {
 			return redistest.Pass
 		}
-		h := args[5][:16]
+		call := callKey(args)
 		mu.Lock()
 		defer mu.Unlock()
-		if seen[h] {
+		if seen[call] {
 			return redistest.Pass
 		}
-		seen[h] = true
-		if h[0]&1 == 0 {
-			return redistest.Pass
-		}
+		seen[call] = true
 		return f
 	}
 }
 
 // TestLostReplyRetry: a proxy between the store and Redis loses the reply
-// of a rotation that Redis ran (the connection closed or reset), or cuts
-// the connection half way through the command (Redis never ran it).
-// go-redis, with its default settings (MaxRetries 3), retries on a new
-// connection. The retry must get the same successor (from the grace window
-// when Redis had run the first attempt), the session must live on, and no
-// reuse may be reported. With grace off, the same fault revokes the
-// session: the control that shows the test can fail.
+// of every other rotation after Redis ran it (the connection closed or
+// reset), or cuts the connection half way through the command (Redis never
+// ran it). go-redis, with its default settings (MaxRetries 3), retries on a
+// new connection with the same arguments, and so the same call id. The
+// retry must get the successor its first attempt created, as a plain
+// rotation (not a grace replay), with grace on or off; no reuse may be
+// reported and every session lives on. The control, in every case: the
+// token presented in the last (hurt) rotation of each chain, presented
+// again by another call, is a replay: a grace replay with grace on,
+// detected reuse (the session revoked) with grace off.
 func TestLostReplyRetry(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	cases := []struct {
-		name       string
-		fault      redistest.Fault
-		grace      bool
-		ranInRedis bool // the faulted attempt ran in Redis
+		name  string
+		fault redistest.Fault
+		grace bool
 	}{
-		{"DropReply", redistest.DropReply, true, true},
-		{"ResetReply", redistest.ResetReply, true, true},
-		{"ResetRequest", redistest.ResetRequest, true, false},
-		{"DropReplyGraceOff", redistest.DropReply, false, true},
+		{"DropReply", redistest.DropReply, true},
+		{"ResetReply", redistest.ResetReply, true},
+		{"ResetRequest", redistest.ResetRequest, true},
+		{"DropReplyGraceOff", redistest.DropReply, false},
 	}
+	const rotations = 8 // per chain; the odd ones are hurt, the last one too
 	workers, chains := 8, pick(6, 50)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,21 +70,19 @@ func TestLostReplyRetry(t *testing.T) {
 			p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
 			c := redis.NewClient(&redis.Options{Addr: p.Addr}) // go-redis defaults: MaxRetries 3
 			t.Cleanup(func() { c.Close() })
-			var reuseEvents atomic.Int64
+			var events counter
 			opt := redisstore.Options{KeyPrefix: redistest.NewPrefix(), OnEvent: func(_ context.Context, e redisstore.Event) {
-				if e.Kind == redisstore.EventReuseDetected {
-					reuseEvents.Add(1)
-				}
+				events.add(e.Kind.String(), 1)
 			}}
 			if !tc.grace {
-				opt.Grace = -1
+				opt.Grace = redisstore.NoGrace
 			}
 			st := wrap(t, c, opt)
 			ctx := bg(t)
 			if err := st.Ping(ctx); err != nil {
 				t.Fatal(err)
 			}
-			p.SetRule(faultOnce(tc.fault))
+			p.SetRule(faultFirst(tc.fault))
 
 			var n counter
 			var wg sync.WaitGroup
@@ -98,29 +97,53 @@ func TestLostReplyRetry(t *testing.T) {
 							continue
 						}
 						n.add("sessions", 1)
-						for r := 0; r < 8; r++ {
-							prev := g.Token
+						var prev string
+						ok := true
+						for r := 0; r < rotations && ok; r++ {
+							prev = g.Token
+							var cl redisstore.Client
+							if r%2 == 1 {
+								cl.UserAgent = faultUA
+							}
 							n.add("rotations", 1)
-							g, err = st.Rotate(ctx, prev, redisstore.Client{})
-							if err != nil {
+							g, err = st.Rotate(ctx, prev, cl)
+							switch {
+							case err != nil:
 								n.add("rotate_"+errClass(err), 1)
-								break
-							}
-							if g.Replayed {
+								ok = false
+							case g.Replayed:
 								n.add("replayed", 1)
+								ok = false
+							default:
+								// The successor is the session's current token,
+								// and the presented one is now rotated.
+								_, verr := st.Validate(ctx, g.Token)
+								_, perr := st.Validate(ctx, prev)
+								if verr != nil || !errors.Is(perr, redisstore.ErrRevoked) {
+									n.add("successor_invalid", 1)
+									ok = false
+									break
+								}
+								n.add("same_successor", 1)
 							}
-							// The successor is the session's current token, and
-							// the presented one is now rotated.
-							if _, err := st.Validate(ctx, g.Token); err != nil {
-								n.add("successor_invalid", 1)
-								break
-							}
-							if _, err := st.Validate(ctx, prev); !errors.Is(err, redisstore.ErrRevoked) {
-								n.add("predecessor_still_valid", 1)
-							}
-							n.add("same_successor", 1)
 						}
-						if _, err := st.Validate(ctx, g.Token); err == nil {
+						if !ok {
+							continue
+						}
+						n.add("chains_done", 1)
+						// Control: prev again, from another call.
+						again, err := st.Rotate(ctx, prev, redisstore.Client{})
+						_, verr := st.Validate(ctx, g.Token)
+						switch {
+						case tc.grace && err == nil && again.Replayed && again.Token == g.Token && verr == nil:
+							n.add("control_grace_replay", 1)
+						case !tc.grace && errors.Is(err, redisstore.ErrReused) && errors.Is(verr, redisstore.ErrRevoked):
+							n.add("control_reuse", 1)
+						default:
+							n.add("control_other", 1)
+							t.Errorf("control: prev again: %v (replayed %v, same token %v); current token: %v", err, again.Replayed, again.Token == g.Token, verr)
+						}
+						if verr == nil {
 							n.add("sessions_alive", 1)
 						}
 					}
@@ -129,39 +152,44 @@ func TestLostReplyRetry(t *testing.T) {
 			wg.Wait()
 			ps := p.Stats()
 			faulted := ps.Dropped + ps.ResetRequest
+			control := n.get("control_grace_replay")
+			if !tc.grace {
+				control = n.get("control_reuse")
+			}
 			figure(t, "lost_reply/"+tc.name, "rotations", n.get("rotations"), "faulted", faulted,
 				"replies_dropped", ps.Dropped, "requests_cut", ps.ResetRequest,
 				"same_successor", n.get("same_successor"), "replayed", n.get("replayed"),
-				"reuse_errors", n.get("rotate_reused"), "reuse_events", reuseEvents.Load(),
-				"errors_surfaced", n.get("rotations")-n.get("same_successor")-n.get("rotate_reused"),
-				"sessions", n.get("sessions"), "sessions_alive", n.get("sessions_alive"))
-			t.Logf("outcomes: %v", &n)
-			if faulted == 0 {
-				t.Fatal("the proxy faulted no rotation")
-			}
-			if !tc.grace {
-				// Control: every faulted rotation whose reply was lost is
-				// seen as a replay, and its session is revoked.
-				if got := n.get("rotate_reused"); int64(got) != faulted {
-					t.Errorf("grace off: %d rotations reported reuse, want %d (one per lost reply)", got, faulted)
-				}
-				return
+				"errors_surfaced", n.get("rotations")-n.get("same_successor")-n.get("replayed"),
+				"grace_replay_events", events.get(redisstore.EventGraceReplay.String()),
+				"reuse_events", events.get(redisstore.EventReuseDetected.String()),
+				"sessions", n.get("sessions"), "controls_detected", control, "sessions_alive", n.get("sessions_alive"))
+			t.Logf("outcomes: %v; events: %v", &n, &events)
+			sessions := n.get("sessions")
+			if want := int64(sessions * rotations / 2); faulted != want {
+				t.Errorf("the proxy hurt %d rotations, want %d (every other one)", faulted, want)
 			}
 			if n.get("rotations") != n.get("same_successor") {
-				t.Errorf("%d rotations, %d got the same successor; outcomes %v", n.get("rotations"), n.get("same_successor"), &n)
+				t.Errorf("%d rotations, %d got the successor as a plain rotation; outcomes %v", n.get("rotations"), n.get("same_successor"), &n)
 			}
-			if n.get("sessions") != n.get("sessions_alive") {
-				t.Errorf("%d sessions, %d alive", n.get("sessions"), n.get("sessions_alive"))
+			if sessions != workers*chains || n.get("chains_done") != sessions {
+				t.Errorf("%d of %d chains went through", n.get("chains_done"), workers*chains)
 			}
-			if r := reuseEvents.Load(); r != 0 {
-				t.Errorf("%d reuse events", r)
+			// Every event comes from the controls.
+			wantGrace, wantReuse, wantAlive := sessions, 0, sessions
+			if !tc.grace {
+				wantGrace, wantReuse, wantAlive = 0, sessions, 0
 			}
-			wantReplayed := int64(0)
-			if tc.ranInRedis {
-				wantReplayed = faulted
+			if control != sessions {
+				t.Errorf("control: %d of %d replays by another call detected", control, sessions)
 			}
-			if got := int64(n.get("replayed")); got != wantReplayed {
-				t.Errorf("%d rotations answered from the grace window, want %d", got, wantReplayed)
+			if got := events.get(redisstore.EventGraceReplay.String()); got != wantGrace {
+				t.Errorf("%d grace replay events, want %d (one per control)", got, wantGrace)
+			}
+			if got := events.get(redisstore.EventReuseDetected.String()); got != wantReuse {
+				t.Errorf("%d reuse events, want %d (one per control)", got, wantReuse)
+			}
+			if got := n.get("sessions_alive"); got != wantAlive {
+				t.Errorf("%d sessions alive after the controls, want %d", got, wantAlive)
 			}
 		})
 	}
@@ -194,7 +222,7 @@ func TestLostReplyIssue(t *testing.T) {
 	}
 	p.SetRule(dropFirst(isIssue))
 	g, err := st.Issue(ctx, "alice", redisstore.Client{DeviceID: "phone"})
-	l, lerr := st.ListSessions(ctx, "alice")
+	l, lerr := listAll(ctx, st, "alice", 0)
 	if lerr != nil {
 		t.Fatal(lerr)
 	}
@@ -243,62 +271,113 @@ func TestLostReplyRevoke(t *testing.T) {
 	}
 }
 
-// TestRetryAfterConcurrentRotation: client A's rotation runs in Redis but
-// its reply is lost; before go-redis's retry arrives, tab B presents the
-// same token (grace: it gets the successor) and rotates that successor. A's
-// retry now presents the grandparent of the current token. It is the same
-// request, not a theft, and must not revoke the session.
+// TestRetryAfterConcurrentRotation: tab A's rotation runs in Redis but its
+// reply is lost; before go-redis's retry arrives, tab B rotates the
+// session further. A's retry is the same call, recognised by its call id:
+// it must get what its first attempt got (the same token, a grace replay or
+// not), report no reuse and leave the session alive. Store.Rotate's doc
+// promises this "even if the session has been rotated once or twice more
+// meanwhile".
 func TestRetryAfterConcurrentRotation(t *testing.T) {
-	srv := startServer(t)
-	p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
-	ca := redis.NewClient(&redis.Options{Addr: p.Addr})
-	cb := srv.Client(t)
-	t.Cleanup(func() { ca.Close() })
-	opt := redisstore.Options{KeyPrefix: redistest.NewPrefix()}
-	a, b := wrap(t, ca, opt), wrap(t, cb, opt)
-	ctx := bg(t)
-	if err := a.Ping(ctx); err != nil {
-		t.Fatal(err)
+	cases := []struct {
+		name string
+		// graceFirst: B rotates first, so that A's first attempt is a grace
+		// replay; otherwise A's first attempt rotates, and B gets the
+		// successor by a grace replay.
+		graceFirst bool
+		more       int // rotations of B between A's first attempt and its retry
+		// beyond: the documented limit of retry recognition (rotate.lua
+		// keeps the creators of the current token and its predecessor; a
+		// grace replay records nothing): the late retry looks like, and is
+		// treated as, a replay.
+		beyond bool
+	}{
+		{"first_attempt_rotated/rotated_once_more", false, 1, false},
+		{"first_attempt_rotated/rotated_twice_more", false, 2, true},
+		{"first_attempt_grace_replay/rotated_once_more", true, 1, true},
 	}
-	g0, err := b.Issue(ctx, "carol", redisstore.Client{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := make(chan struct{})
-	var seen atomic.Int64
-	p.SetRule(func(args []string) redistest.Fault {
-		if !isRotate(args) {
-			return redistest.Pass
-		}
-		if seen.Add(1) == 1 {
-			return redistest.DropReply
-		}
-		<-release // hold the retry until tab B has rotated twice
-		return redistest.Pass
-	})
-	type res struct {
-		g   redisstore.Grant
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		g, err := a.Rotate(ctx, g0.Token, redisstore.Client{})
-		done <- res{g, err}
-	}()
-	waitFor(t, "the first attempt to run", 10*time.Second, func() bool { return p.Stats().Dropped == 1 })
-	g1, err := b.Rotate(ctx, g0.Token, redisstore.Client{})
-	if err != nil || !g1.Replayed {
-		t.Fatalf("tab B, same token: %v (replayed %v)", err, g1.Replayed)
-	}
-	g2, err := b.Rotate(ctx, g1.Token, redisstore.Client{})
-	if err != nil {
-		t.Fatalf("tab B, successor: %v", err)
-	}
-	close(release)
-	r := <-done
-	_, verr := b.Validate(ctx, g2.Token)
-	figure(t, "lost_reply/RetryAfterConcurrentRotation", "retry_outcome", errClass(r.err), "session_alive", verr == nil)
-	if errors.Is(r.err, redisstore.ErrReused) || verr != nil {
-		t.Fatalf("a go-redis retry that arrives after another tab rotated twice revokes the session: retry %v, current token %v", r.err, verr)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t)
+			p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
+			ca := redis.NewClient(&redis.Options{Addr: p.Addr})
+			cb := srv.Client(t)
+			t.Cleanup(func() { ca.Close() })
+			var events counter
+			opt := redisstore.Options{KeyPrefix: redistest.NewPrefix(), OnEvent: func(_ context.Context, e redisstore.Event) {
+				events.add(e.Kind.String(), 1)
+			}}
+			a, b := wrap(t, ca, opt), wrap(t, cb, opt)
+			ctx := bg(t)
+			if err := a.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+			g0, err := b.Issue(ctx, "carol", redisstore.Client{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g1 redisstore.Grant // the successor of g0
+			if tc.graceFirst {
+				if g1, err = b.Rotate(ctx, g0.Token, redisstore.Client{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			release := make(chan struct{})
+			var seen atomic.Int64
+			p.SetRule(func(args []string) redistest.Fault {
+				if !isRotate(args) {
+					return redistest.Pass
+				}
+				if seen.Add(1) == 1 {
+					return redistest.DropReply
+				}
+				<-release // hold the retry until tab B has rotated
+				return redistest.Pass
+			})
+			type res struct {
+				g   redisstore.Grant
+				err error
+			}
+			done := make(chan res, 1)
+			go func() {
+				g, err := a.Rotate(ctx, g0.Token, redisstore.Client{})
+				done <- res{g, err}
+			}()
+			waitFor(t, "the first attempt to run", 10*time.Second, func() bool { return p.Stats().Dropped == 1 })
+			if !tc.graceFirst {
+				if g1, err = b.Rotate(ctx, g0.Token, redisstore.Client{}); err != nil || !g1.Replayed {
+					t.Fatalf("tab B, same token: %v (replayed %v)", err, g1.Replayed)
+				}
+			}
+			cur := g1
+			for i := 0; i < tc.more; i++ {
+				if cur, err = b.Rotate(ctx, cur.Token, redisstore.Client{}); err != nil || cur.Replayed {
+					t.Fatalf("tab B, rotation %d: %v (replayed %v)", i+1, err, cur.Replayed)
+				}
+			}
+			close(release)
+			r := <-done
+			_, verr := b.Validate(ctx, cur.Token)
+			figure(t, "lost_reply/RetryAfterConcurrentRotation/"+tc.name, "retry_outcome", errClass(r.err),
+				"same_token", r.err == nil && r.g.Token == g1.Token, "retry_replayed", r.g.Replayed,
+				"session_alive", verr == nil, "events", events.String())
+			if tc.beyond {
+				// Documented (README, "Retries"): past the record, a late
+				// retry is a replay and revokes the session.
+				if !errors.Is(r.err, redisstore.ErrReused) || verr == nil {
+					t.Fatalf("a retry beyond the record of calls: retry %v, current token %v; want ErrReused and a revoked session", r.err, verr)
+				}
+				return
+			}
+			if r.err != nil || verr != nil {
+				t.Fatalf("a go-redis retry that arrives after another tab rotated %d more time(s): retry %v, current token %v", tc.more, r.err, verr)
+			}
+			if r.g.Token != g1.Token || r.g.Replayed != tc.graceFirst {
+				t.Errorf("the retry got another answer than its first attempt: same token %v, replayed %v (want %v)", r.g.Token == g1.Token, r.g.Replayed, tc.graceFirst)
+			}
+			if got := events.get(redisstore.EventGraceReplay.String()); got != 1 {
+				t.Errorf("%d grace replay events, want 1", got)
+			}
+		})
 	}
 }

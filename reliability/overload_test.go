@@ -86,7 +86,7 @@ func TestOutOfMemory(t *testing.T) {
 			n.add("validate_failed", 1)
 		}
 	}
-	if l, err := st.ListSessions(ctx, "user-0"); err != nil || len(l) != sessions/users {
+	if l, err := listAll(ctx, st, "user-0", 4); err != nil || len(l) != sessions/users {
 		t.Errorf("ListSessions at maxmemory: %d sessions, %v", len(l), err)
 	}
 	after := dump(t, b)

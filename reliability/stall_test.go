@@ -78,7 +78,7 @@ func TestStalledRedis(t *testing.T) {
 			return err
 		},
 		"ListSessions": func(ctx context.Context, st store, _ string) error {
-			_, err := st.ListSessions(ctx, "stall-1")
+			_, err := st.ListSessions(ctx, "stall-1", redisstore.ListOptions{})
 			return err
 		},
 		"RevokeAll": func(ctx context.Context, st store, _ string) error {

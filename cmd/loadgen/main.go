@@ -38,7 +38,7 @@ import (
 
 type config struct {
 	target, redisURL, httpURL, apiKey, pgURL, mixName, prefix string
-	workers, count, sessions, perUser                         int
+	workers, count, sessions, perUser, listLimit              int
 	duration, progress, grace                                 time.Duration
 	rate                                                      float64
 	json                                                      bool
@@ -66,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.count, "count", 0, "stop after this many operations (0: run for -duration)")
 	fs.IntVar(&c.sessions, "sessions", 10000, "live sessions, logged in before the clock starts and shared out among the workers")
 	fs.IntVar(&c.perUser, "sessions-per-user", 2, "sessions of each user")
+	fs.IntVar(&c.listLimit, "list-limit", 0, "sessions per page of the list operation, which reads every page (-target library and http; 0: the store's default)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run, if -count is 0")
 	fs.DurationVar(&c.progress, "progress", time.Second, "progress line interval on stderr (0: none)")
 	fs.DurationVar(&c.grace, "grace", redisstore.DefaultGrace, "the store's grace window: replays are sent well within it")
@@ -76,6 +77,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.workers < 1 || c.sessions < c.workers || c.perUser < 1 {
 		return c, errors.New("want -workers >= 1, -sessions >= -workers and -sessions-per-user >= 1")
+	}
+	if c.listLimit < 0 || c.listLimit > redisstore.MaxListLimit {
+		return c, fmt.Errorf("want -list-limit from 0 (the default) to %d", redisstore.MaxListLimit)
+	}
+	if c.target == "library" && c.perUser > redisstore.DefaultMaxSessions {
+		// A login at the cap would evict sessions that workers still hold.
+		return c, fmt.Errorf("-sessions-per-user %d: the store caps a user at %d sessions", c.perUser, redisstore.DefaultMaxSessions)
 	}
 	if c.prefix == "" {
 		var b [4]byte
@@ -145,10 +153,12 @@ func open(ctx context.Context, c config) (target, error) {
 			t.close()
 			return target{}, err
 		}
-		t.st = bench.Library{S: s}
+		t.st = bench.Library{S: s, ListLimit: c.listLimit}
 		return t, nil
 	case "http":
-		return target{st: bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
+		h := bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers)
+		h.ListLimit = c.listLimit
+		return target{st: h, close: func() {}}, nil
 	case "postgres":
 		cfg, err := pgxpool.ParseConfig(c.pgURL)
 		if err != nil {

@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -43,11 +45,58 @@ func checkReport(t *testing.T, rep Report, count int) {
 	}
 }
 
+// eachRedis runs f with the URL and a fresh key prefix of each Redis that
+// -target library can use: an in-process miniredis (on the wall clock), and
+// the real Redis of SESSIONCACHE_TEST_REDIS_URL.
+func eachRedis(t *testing.T, f func(t *testing.T, url, prefix string)) {
+	t.Run(string(redistest.Mini), func(t *testing.T) {
+		f(t, "redis://"+miniredis.RunT(t).Addr()+"/0", redistest.NewPrefix())
+	})
+	t.Run(string(redistest.Real), func(t *testing.T) {
+		b := redistest.For(t, redistest.Real)
+		f(t, os.Getenv(redistest.EnvRedisURL), b.Prefix)
+	})
+}
+
 func TestLibraryRealisticMix(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rep := runJSON(t, "-target", "library", "-redis", "redis://"+mr.Addr()+"/0",
-		"-workers", "4", "-sessions", "40", "-count", "3000", "-mix", "realistic")
-	checkReport(t, rep, 3000)
+	eachRedis(t, func(t *testing.T, url, prefix string) {
+		rep := runJSON(t, "-target", "library", "-redis", url, "-prefix", prefix,
+			"-workers", "4", "-sessions", "40", "-count", "3000", "-mix", "realistic")
+		checkReport(t, rep, 3000)
+	})
+}
+
+// The list operation reads every page: with 5 sessions a user and pages of
+// 2, a lister that stopped after the first page would see too few.
+func TestListReadsEveryPage(t *testing.T) {
+	args := []string{"-workers", "2", "-sessions", "20", "-sessions-per-user", "5", "-list-limit", "2", "-count", "200", "-mix", "list"}
+	check := func(t *testing.T, rep Report) {
+		if o := rep.Ops[opList]; o.Count != 200 || rep.Total.Errors != 0 {
+			t.Errorf("list: %+v, errors %v; want 200 calls and none", o, rep.Errors)
+		}
+	}
+	t.Run("library", func(t *testing.T) {
+		eachRedis(t, func(t *testing.T, url, prefix string) {
+			check(t, runJSON(t, append(args, "-target", "library", "-redis", url, "-prefix", prefix)...))
+		})
+	})
+	t.Run("http", func(t *testing.T) {
+		srv := httptest.NewServer(stubService(newStore(t, redistest.For(t, redistest.Mini))))
+		defer srv.Close()
+		check(t, runJSON(t, append(args, "-target", "http", "-http", srv.URL, "-api-key", "k")...))
+	})
+}
+
+func TestParseFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-list-limit", "-1"},
+		{"-list-limit", "1001"},
+		{"-target", "library", "-sessions-per-user", "101"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted", args)
+		}
+	}
 }
 
 func TestParseMix(t *testing.T) {
@@ -66,12 +115,18 @@ func TestParseMix(t *testing.T) {
 // uses, on a library store, so that the http target is tested without the
 // service itself.
 func stubService(s *redisstore.Store) http.Handler {
-	reasons := map[error]string{redisstore.ErrMalformed: "malformed", redisstore.ErrUnknown: "unknown",
-		redisstore.ErrExpired: "expired", redisstore.ErrReused: "reused", redisstore.ErrRevoked: "revoked"}
+	// ErrReused also matches ErrRevoked: it comes first.
+	reasons := []struct {
+		err    error
+		reason string
+	}{
+		{redisstore.ErrMalformed, "malformed"}, {redisstore.ErrUnknown, "unknown"}, {redisstore.ErrExpired, "expired"},
+		{redisstore.ErrReused, "reused"}, {redisstore.ErrRevoked, "revoked"},
+	}
 	reason := func(err error) string {
-		for e, r := range reasons {
-			if errors.Is(err, e) {
-				return r
+		for _, r := range reasons {
+			if errors.Is(err, r.err) {
+				return r.reason
 			}
 		}
 		return ""
@@ -84,6 +139,10 @@ func stubService(s *redisstore.Store) http.Handler {
 	fail := func(w http.ResponseWriter, err error) {
 		if r := reason(err); r != "" {
 			reply(w, http.StatusUnauthorized, map[string]string{"error": "invalid_grant", "reason": r})
+			return
+		}
+		if errors.Is(err, redisstore.ErrInvalidArgument) {
+			reply(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "reason": err.Error()})
 			return
 		}
 		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "unavailable"})
@@ -127,12 +186,26 @@ func stubService(s *redisstore.Store) http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /v1/users/{id}/sessions", func(w http.ResponseWriter, r *http.Request) {
-		list, err := s.ListSessions(r.Context(), r.PathValue("id"))
+		q := r.URL.Query()
+		opt := redisstore.ListOptions{Cursor: q.Get("cursor")}
+		if q.Has("limit") {
+			n, err := strconv.Atoi(q.Get("limit"))
+			if err != nil || n < 1 {
+				reply(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+				return
+			}
+			opt.Limit = n
+		}
+		page, err := s.ListSessions(r.Context(), r.PathValue("id"), opt)
 		if err != nil {
 			fail(w, err)
 			return
 		}
-		reply(w, http.StatusOK, map[string]any{"sessions": list})
+		body := map[string]any{"sessions": page.Sessions}
+		if page.Next != "" {
+			body["next_cursor"] = page.Next
+		}
+		reply(w, http.StatusOK, body)
 	})
 	mux.HandleFunc("DELETE /v1/users/{id}/sessions", func(w http.ResponseWriter, r *http.Request) {
 		n, err := s.RevokeAll(r.Context(), r.PathValue("id"), "")
@@ -151,20 +224,25 @@ func stubService(s *redisstore.Store) http.Handler {
 	})
 }
 
-func TestHTTPRealisticMix(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-	s, err := redisstore.New(rdb, redisstore.Options{Secret: []byte(strings.Repeat("s", 32))})
+// newStore returns a library store on b, its scripts loaded.
+func newStore(t *testing.T, b *redistest.Backend) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.New(b.Client, redisstore.Options{Secret: []byte(strings.Repeat("s", 32)), KeyPrefix: b.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(stubService(s))
-	defer srv.Close()
-	rep := runJSON(t, "-target", "http", "-http", srv.URL, "-api-key", "k",
-		"-workers", "4", "-sessions", "40", "-count", "2000", "-mix", "realistic")
-	checkReport(t, rep, 2000)
+	return s
+}
+
+func TestHTTPRealisticMix(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		srv := httptest.NewServer(stubService(newStore(t, b)))
+		defer srv.Close()
+		rep := runJSON(t, "-target", "http", "-http", srv.URL, "-api-key", "k",
+			"-workers", "4", "-sessions", "40", "-count", "2000", "-mix", "realistic")
+		checkReport(t, rep, 2000)
+	})
 }

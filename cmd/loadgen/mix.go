@@ -21,7 +21,7 @@ const (
 	opReplay    = "replay"     // a second tab: present the predecessor again, within grace
 	opReuse     = "reuse"      // theft: present an older token; the session is revoked, then a new login
 	opIssue     = "issue"      // login: a new session for the user
-	opList      = "list"       // "show my devices"
+	opList      = "list"       // "show my devices", every page
 	opRevoke    = "revoke"     // "log out this device", then a new login
 	opRevokeAll = "revoke-all" // "log out everywhere", then a login per slot
 	opGet       = "get"        // the ceiling: one raw GET through the same Redis client

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 // setting is one configuration value: an environment variable, usually a
@@ -59,9 +61,9 @@ var settings = []setting{
 	{env: envKeyPrefix, flag: "key-prefix", def: "sc:", usage: "prefix of every Redis key the service writes"},
 	{env: envIdleTTL, flag: "idle-ttl", def: "336h", usage: "idle lifetime of a token; each rotation starts it again"},
 	{env: envAbsoluteTTL, flag: "absolute-ttl", def: "720h", usage: "absolute lifetime of a session, from its login"},
-	{env: envGrace, flag: "grace", def: "15s", usage: "how long a rotated token may be presented again for the same successor; 0 turns grace off"},
+	{env: envGrace, flag: "grace", def: redisstore.DefaultGrace.String(), usage: "how long a rotated token may be presented again for the same successor, at most " + redisstore.MaxGrace.String() + "; 0 turns grace off"},
 	{env: envGraceSameDevice, flag: "grace-same-device", def: "false", usage: "honour grace only for the session's device id", bool: true},
-	{env: envMaxSessions, flag: "max-sessions", def: "0", usage: "live sessions per user; a login past it revokes the oldest; 0 means no cap"},
+	{env: envMaxSessions, flag: "max-sessions", def: strconv.Itoa(redisstore.DefaultMaxSessions), usage: "live sessions per user, at least 1; a login at the cap revokes the least recently used"},
 	{env: envReplicas, flag: "revocation-replicas", def: "0", usage: "replicas that must acknowledge each revocation (Redis WAIT) before it is reported done; 0 does not wait"},
 	{env: envReplicaTimeout, flag: "replication-timeout", def: "250ms", usage: "how long a revocation waits for those replicas"},
 	{env: envAPIKey, usage: "bearer key required on /v1/* (environment only)"},
@@ -96,7 +98,7 @@ type config struct {
 	KeyPrefix       string
 	IdleTTL         time.Duration
 	AbsoluteTTL     time.Duration
-	Grace           time.Duration // 0: grace off
+	Grace           time.Duration // 0: grace off (redisstore.NoGrace)
 	GraceSameDevice bool
 	MaxSessions     int
 	Replicas        int
@@ -196,11 +198,15 @@ func (c *config) validate(p *parser) error {
 		p.fail(envIdleTTL, "must be positive")
 	case c.AbsoluteTTL < c.IdleTTL:
 		p.fail(envAbsoluteTTL, "must be at least "+envIdleTTL+" ("+c.IdleTTL.String()+")")
-	case c.Grace < 0 || c.Grace >= c.IdleTTL:
-		p.fail(envGrace, "must be at least 0 and shorter than "+envIdleTTL)
+	case c.Grace < 0 || c.Grace > redisstore.MaxGrace:
+		p.fail(envGrace, "must be from 0 (off) to "+redisstore.MaxGrace.String())
+	case c.Grace >= c.IdleTTL:
+		p.fail(envGrace, "must be shorter than "+envIdleTTL+" ("+c.IdleTTL.String()+")")
 	}
-	if c.MaxSessions < 0 {
-		p.fail(envMaxSessions, "must be 0 (no cap) or more")
+	if c.MaxSessions < 1 {
+		// The library's NoSessionCap would let one user's sessions grow
+		// without bound; the service always caps them.
+		p.fail(envMaxSessions, "must be at least 1")
 	}
 	if c.RedisTimeout < time.Millisecond {
 		p.fail(envRedisTimeout, "must be at least 1ms")
@@ -264,6 +270,26 @@ func isLoopback(addr string) (bool, error) {
 	return err == nil && ip.IsLoopback(), nil
 }
 
+// storeOptions returns the library's options for this configuration, but
+// for OnEvent.
+func (c *config) storeOptions(secret []byte) redisstore.Options {
+	grace := c.Grace
+	if grace == 0 {
+		grace = redisstore.NoGrace // the library's 0 is its default
+	}
+	return redisstore.Options{
+		Secret:             secret,
+		KeyPrefix:          c.KeyPrefix,
+		IdleTTL:            c.IdleTTL,
+		AbsoluteTTL:        c.AbsoluteTTL,
+		Grace:              grace,
+		GraceSameDevice:    c.GraceSameDevice,
+		MaxSessions:        c.MaxSessions,
+		RevocationReplicas: c.Replicas,
+		ReplicationTimeout: c.ReplicaTimeout,
+	}
+}
+
 // storeSecret returns the configured secret, or a random one and true.
 func (c *config) storeSecret() ([]byte, bool) {
 	if c.Secret != nil {
@@ -297,7 +323,7 @@ func (c *config) logAttrs() []any {
 		slog.String("key_prefix", c.KeyPrefix),
 		slog.String("idle_ttl", c.IdleTTL.String()),
 		slog.String("absolute_ttl", c.AbsoluteTTL.String()),
-		slog.String("grace", c.Grace.String()),
+		slog.String("grace", graceString(c.Grace)),
 		slog.Bool("grace_same_device", c.GraceSameDevice),
 		slog.Int("max_sessions", c.MaxSessions),
 		slog.Int("revocation_replicas", c.Replicas),
@@ -309,6 +335,14 @@ func (c *config) logAttrs() []any {
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
 	}
+}
+
+// graceString shows a grace of 0 as off.
+func graceString(d time.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return d.String()
 }
 
 // parser turns raw strings into typed values and keeps the first error,

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -28,7 +31,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKey, c.Secret, c.LogLevel}
-	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, 15 * time.Second, 0, 5 * time.Second, []byte(nil), []byte(nil), slog.LevelInfo}
+	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, []byte(nil), []byte(nil), slog.LevelInfo}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -76,8 +79,10 @@ func TestConfigErrors(t *testing.T) {
 		{"days", nil, map[string]string{envIdleTTL: "14d"}, `SESSIONCACHE_IDLE_TTL="14d": not a Go duration`},
 		{"absolute < idle", []string{"-absolute-ttl", "1h"}, nil, `-absolute-ttl="1h": must be at least SESSIONCACHE_IDLE_TTL`},
 		{"grace >= idle", nil, map[string]string{envIdleTTL: "1m", envAbsoluteTTL: "1h", envGrace: "1m"}, "SESSIONCACHE_GRACE"},
-		{"negative grace", nil, map[string]string{envGrace: "-1s"}, "SESSIONCACHE_GRACE"},
-		{"max sessions", nil, map[string]string{envMaxSessions: "-1"}, "SESSIONCACHE_MAX_SESSIONS"},
+		{"negative grace", nil, map[string]string{envGrace: "-1s"}, `SESSIONCACHE_GRACE="-1s": must be from 0 (off) to 5m0s`},
+		{"grace over MaxGrace", []string{"-grace", (redisstore.MaxGrace + time.Millisecond).String()}, nil, `-grace="5m0.001s": must be from 0 (off) to 5m0s`},
+		{"no session cap", nil, map[string]string{envMaxSessions: "0"}, `SESSIONCACHE_MAX_SESSIONS="0": must be at least 1`},
+		{"negative session cap", nil, map[string]string{envMaxSessions: "-1"}, `SESSIONCACHE_MAX_SESSIONS="-1": must be at least 1`},
 		{"max sessions text", []string{"-max-sessions", "ten"}, nil, `-max-sessions="ten": not an integer`},
 		{"bool", nil, map[string]string{envAllowEvicting: "yes please"}, "want true or false"},
 		{"log level", nil, map[string]string{envLogLevel: "loud"}, "SESSIONCACHE_LOG_LEVEL"},
@@ -103,6 +108,40 @@ func TestConfigErrors(t *testing.T) {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("error %q shows a secret", err)
 				}
+			}
+		})
+	}
+}
+
+// The configuration maps onto the library's options, which the library
+// accepts: the service's grace 0 is the library's NoGrace (the library's 0
+// is its default), and the service always caps a user's sessions.
+func TestConfigStoreOptions(t *testing.T) {
+	cases := []struct {
+		name        string
+		env         map[string]string
+		grace       time.Duration
+		maxSessions int
+	}{
+		{"defaults", nil, redisstore.DefaultGrace, redisstore.DefaultMaxSessions},
+		{"grace off", map[string]string{envGrace: "0"}, redisstore.NoGrace, redisstore.DefaultMaxSessions},
+		{"longest grace", map[string]string{envGrace: redisstore.MaxGrace.String()}, redisstore.MaxGrace, redisstore.DefaultMaxSessions},
+		{"one session", map[string]string{envMaxSessions: "1"}, redisstore.DefaultGrace, 1},
+	}
+	rdb := redis.NewClient(&redis.Options{}) // New does not contact it
+	defer rdb.Close()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := loadConfig(nil, envOf(tc.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opt := c.storeOptions([]byte(goodSecret))
+			if opt.Grace != tc.grace || opt.MaxSessions != tc.maxSessions {
+				t.Errorf("Grace %v, MaxSessions %d; want %v, %d", opt.Grace, opt.MaxSessions, tc.grace, tc.maxSessions)
+			}
+			if _, err := redisstore.New(rdb, opt); err != nil {
+				t.Errorf("the library refuses the options: %v", err)
 			}
 		})
 	}

@@ -398,15 +398,43 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// The README documents every setting.
+// The README's configuration table documents every setting, with its flag
+// and its default.
 func TestReadmeListsEverySetting(t *testing.T) {
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range settings {
-		if !bytes.Contains(b, []byte("`"+s.env+"`")) {
-			t.Errorf("README.md does not document %s", s.env)
+	rows := map[string][]string{} // variable -> flag, default
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !strings.HasPrefix(cells[1], " `SESSIONCACHE_") {
+			continue
 		}
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		rows[strings.Trim(cells[1], "`")] = cells[2:4]
+	}
+	for _, s := range settings {
+		row, ok := rows[s.env]
+		if !ok {
+			t.Errorf("README.md does not document %s", s.env)
+			continue
+		}
+		flag := "(environment only)"
+		if s.flag != "" {
+			flag = "`-" + s.flag + "`"
+		}
+		if row[0] != flag {
+			t.Errorf("README.md: %s has flag %s, want %s", s.env, row[0], flag)
+		}
+		if s.def != "" && !strings.HasPrefix(row[1], "`"+s.def+"`") {
+			t.Errorf("README.md: %s defaults to %s, want `%s`", s.env, row[1], s.def)
+		}
+		delete(rows, s.env)
+	}
+	for env := range rows {
+		t.Errorf("README.md documents %s, which is no setting", env)
 	}
 }

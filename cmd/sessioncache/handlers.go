@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,6 +76,8 @@ type sessionBody struct {
 
 type sessionsBody struct {
 	Sessions []sessionBody `json:"sessions"`
+	// NextCursor fetches the next page; absent after the last.
+	NextCursor string `json:"next_cursor,omitempty"`
 }
 
 type revokedBody struct {
@@ -178,19 +181,25 @@ func (s *server) revokeToken(r *http.Request) reply {
 }
 
 func (s *server) listSessions(r *http.Request) reply {
-	if rp, ok := checkQuery(r); !ok {
-		return rp
-	}
 	user, rp, ok := parseUUID("user_id", r.PathValue("user_id"))
 	if !ok {
 		return rp
 	}
-	list, err := s.store.ListSessions(r.Context(), user)
+	q := r.URL.Query()
+	opt := redisstore.ListOptions{Cursor: q.Get("cursor")}
+	if q.Has("limit") {
+		n, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || n < 1 || n > redisstore.MaxListLimit {
+			return badRequest(http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d", redisstore.MaxListLimit))
+		}
+		opt.Limit = n
+	}
+	page, err := s.store.ListSessions(r.Context(), user, opt)
 	if err != nil {
 		return failure(err)
 	}
-	out := sessionsBody{Sessions: make([]sessionBody, 0, len(list))}
-	for _, x := range list {
+	out := sessionsBody{Sessions: make([]sessionBody, 0, len(page.Sessions)), NextCursor: page.Next}
+	for _, x := range page.Sessions {
 		out.Sessions = append(out.Sessions, sessionBody{
 			SessionID:        x.ID,
 			DeviceID:         x.DeviceID,
@@ -207,9 +216,6 @@ func (s *server) listSessions(r *http.Request) reply {
 }
 
 func (s *server) revokeSession(r *http.Request) reply {
-	if rp, ok := checkQuery(r); !ok {
-		return rp
-	}
 	user, rp, ok := parseUUID("user_id", r.PathValue("user_id"))
 	if !ok {
 		return rp
@@ -226,9 +232,6 @@ func (s *server) revokeSession(r *http.Request) reply {
 }
 
 func (s *server) revokeAll(r *http.Request) reply {
-	if rp, ok := checkQuery(r, "except"); !ok {
-		return rp
-	}
 	user, rp, ok := parseUUID("user_id", r.PathValue("user_id"))
 	if !ok {
 		return rp
@@ -241,6 +244,11 @@ func (s *server) revokeAll(r *http.Request) reply {
 		}
 	}
 	n, err := s.store.RevokeAll(r.Context(), user, keep)
+	var arg *redisstore.ArgumentError
+	if errors.As(err, &arg) && arg.Field == "keep" {
+		// The library's keep is this API's except.
+		return badRequest(http.StatusBadRequest, "except "+arg.Reason)
+	}
 	if err != nil {
 		return failure(err)
 	}
@@ -248,7 +256,8 @@ func (s *server) revokeAll(r *http.Request) reply {
 }
 
 // tokenOutcome names the outcome of presenting a token that was refused,
-// or returns "" if err is no such refusal.
+// or returns "" if err is no such refusal. ErrReused also matches
+// ErrRevoked, so it is checked first.
 func tokenOutcome(err error) string {
 	switch {
 	case err == nil:
@@ -267,17 +276,18 @@ func tokenOutcome(err error) string {
 	return ""
 }
 
-// failure answers an error that is not about a token: bad input is 400,
-// anything else means Redis could not do the work: 503, never 500.
+// failure answers an error that is not about a token: bad input is 400; a
+// session record that contradicts its token (tampering or damage in Redis)
+// is 500, logged at error level; anything else means Redis could not do the
+// work: 503.
 func failure(err error) reply {
 	var arg *redisstore.ArgumentError
 	switch {
 	case errors.As(err, &arg):
 		return badRequest(http.StatusBadRequest, arg.Field+" "+arg.Reason)
-	case errors.Is(err, redisstore.ErrContention):
-		return reply{status: http.StatusServiceUnavailable, outcome: "contention",
-			body:   errorBody{Error: "unavailable", Reason: "too much contention, retry"},
-			header: http.Header{"Retry-After": {"1"}}}
+	case errors.Is(err, redisstore.ErrCorrupt):
+		return reply{status: http.StatusInternalServerError, outcome: "corrupt", err: err,
+			body: errorBody{Error: "server_error", Reason: "session record does not match its token"}}
 	case errors.Is(err, redisstore.ErrNotReplicated):
 		return reply{status: http.StatusServiceUnavailable, outcome: "not_replicated", err: err,
 			body:   errorBody{Error: "unavailable", Reason: "the revocation is applied but not yet acknowledged by enough replicas; retry"},
@@ -300,9 +310,6 @@ func badRequest(status int, reason string) reply {
 // decodeJSON reads a request body of one JSON object with known fields
 // only, and checks the refresh token of a tokenHolder.
 func decodeJSON(r *http.Request, dst any) (reply, bool) {
-	if rp, ok := checkQuery(r); !ok {
-		return rp, false
-	}
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return badRequest(http.StatusUnsupportedMediaType, "Content-Type must be application/json"), false

@@ -92,7 +92,7 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 		t:      t,
 		b:      b,
 		server: serverConfig{log: log},
-		store:  redisstore.Options{Secret: testSecret, KeyPrefix: b.Prefix, Now: b.Clock.Now},
+		store:  redisstore.Options{Secret: testSecret, KeyPrefix: b.Prefix},
 		rdb:    b.Client,
 	}
 	for _, o := range opts {

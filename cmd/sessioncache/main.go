@@ -82,27 +82,14 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	}
 
 	m := newMetrics(be.client)
-	grace := cfg.Grace
-	if grace == 0 {
-		grace = -1 // the library's "off"
+	opt := cfg.storeOptions(secret)
+	opt.OnEvent = func(ctx context.Context, e redisstore.Event) {
+		m.onEvent(ctx, e)
+		if e.Kind == redisstore.EventReuseDetected {
+			log.WarnContext(ctx, "refresh token reuse detected: session revoked", "user_id", e.UserID, "session_id", e.SessionID)
+		}
 	}
-	store, err := redisstore.New(be.client, redisstore.Options{
-		Secret:             secret,
-		KeyPrefix:          cfg.KeyPrefix,
-		IdleTTL:            cfg.IdleTTL,
-		AbsoluteTTL:        cfg.AbsoluteTTL,
-		Grace:              grace,
-		GraceSameDevice:    cfg.GraceSameDevice,
-		MaxSessions:        cfg.MaxSessions,
-		RevocationReplicas: cfg.Replicas,
-		ReplicationTimeout: cfg.ReplicaTimeout,
-		OnEvent: func(ctx context.Context, e redisstore.Event) {
-			m.onEvent(ctx, e)
-			if e.Kind == redisstore.EventReuseDetected {
-				log.WarnContext(ctx, "refresh token reuse detected: session revoked", "user_id", e.UserID, "session_id", e.SessionID)
-			}
-		},
-	})
+	store, err := redisstore.New(be.client, opt)
 	if err != nil {
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig

@@ -27,7 +27,7 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sessioncache_requests_total",
-			Help: "HTTP requests by operation and outcome (ok, grace_replay, reused, expired, revoked, unknown, malformed, invalid_request, unauthorized, unavailable, ...).",
+			Help: "HTTP requests by operation and outcome (ok, grace_replay, reused, expired, revoked, unknown, malformed, invalid_request, unauthorized, unavailable, corrupt, ...).",
 		}, []string{"operation", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sessioncache_request_duration_seconds",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 var (
@@ -105,23 +108,47 @@ func (c *openAPICheck) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // The document describes exactly the routes the server has, under the
-// operation names used in metrics.
+// operation names used in metrics, with the query parameters each takes.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	d := loadDoc(t)
 	e := newTestEnv(t)
 	var want, got []string
 	for _, rt := range e.srv.routes {
-		want = append(want, rt.pattern+" "+rt.op)
+		query := slices.Sorted(slices.Values(rt.query))
+		want = append(want, rt.pattern+" "+rt.op+" query:"+strings.Join(query, ","))
 	}
 	for path, item := range d.Paths.Map() {
 		for method, op := range item.Operations() {
-			got = append(got, method+" "+path+" "+op.OperationID)
+			var query []string
+			for _, p := range append(item.Parameters, op.Parameters...) {
+				if p.Value.In == openapi3.ParameterInQuery {
+					query = append(query, p.Value.Name)
+				}
+			}
+			slices.Sort(query)
+			got = append(got, method+" "+path+" "+op.OperationID+" query:"+strings.Join(query, ","))
 		}
 	}
 	sort.Strings(want)
 	sort.Strings(got)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes vs openapi.yaml (-server +document):\n%s", diff)
+	}
+}
+
+// The document's page sizes are the library's.
+func TestOpenAPIListLimit(t *testing.T) {
+	op := loadDoc(t).Paths.Find("/v1/users/{user_id}/sessions").Get
+	p := op.Parameters.GetByInAndName(openapi3.ParameterInQuery, "limit")
+	if p == nil {
+		t.Fatal("list_sessions has no limit parameter")
+	}
+	s := p.Schema.Value
+	if s.Min == nil || *s.Min != 1 || s.Max == nil || *s.Max != redisstore.MaxListLimit {
+		t.Errorf("limit: minimum %v, maximum %v; want 1 and %d", s.Min, s.Max, redisstore.MaxListLimit)
+	}
+	if want := fmt.Sprintf("(default %d)", redisstore.DefaultListLimit); !strings.Contains(p.Description, want) {
+		t.Errorf("limit: description %q does not say %s", p.Description, want)
 	}
 }
 

@@ -37,7 +37,7 @@ func TestReadinessChecksEvictionPolicy(t *testing.T) {
 	safe.must(http.StatusOK, "GET", "/readyz", "")
 
 	_, _, lru := privateRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
-	b := &redistest.Backend{Kind: redistest.Real, Client: lru, Prefix: redistest.NewPrefix(), Clock: safe.b.Clock}
+	b := &redistest.Backend{Kind: redistest.Real, Client: lru, Prefix: redistest.NewPrefix()}
 	unsafe := newTestEnvOn(t, b, withEvictionCheck())
 	if r := unsafe.do("GET", "/readyz", ""); r.status != http.StatusServiceUnavailable || r.str("reason") != "unsafe_eviction_policy" {
 		t.Errorf("/readyz on allkeys-lru: %d %s, want 503 unsafe_eviction_policy", r.status, r.raw)
@@ -65,7 +65,7 @@ func TestStalledRedis(t *testing.T) {
 	}
 	t.Cleanup(be.Close)
 	c := be.client
-	b := &redistest.Backend{Kind: redistest.Real, Client: c, Prefix: redistest.NewPrefix(), Clock: redistest.For(t, redistest.Mini).Clock}
+	b := &redistest.Backend{Kind: redistest.Real, Client: c, Prefix: redistest.NewPrefix()}
 	e := newTestEnvOn(t, b, func(s *envSetup) { s.server.redisTimeout = 200 * time.Millisecond })
 	tok := e.login(alice, "laptop").str("refresh_token")
 	srv.Pause(t)

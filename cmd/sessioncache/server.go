@@ -49,9 +49,10 @@ type errorBody struct {
 
 // route is one operation of the service.
 type route struct {
-	pattern string // net/http ServeMux pattern
-	op      string // the operation label in metrics and logs
-	auth    bool   // needs the API key
+	pattern string   // net/http ServeMux pattern
+	op      string   // the operation label in metrics and logs
+	auth    bool     // needs the API key (the /v1 API)
+	query   []string // query parameters a /v1 route takes; others get 400
 	api     func(*http.Request) reply
 	raw     http.Handler // instead of api, for non-JSON answers
 	quiet   bool         // logged at debug level when it succeeds (probes, scrapes)
@@ -96,9 +97,9 @@ func newServer(c serverConfig) *server {
 		{pattern: "POST /v1/tokens/rotate", op: "rotate", auth: true, api: s.rotate},
 		{pattern: "POST /v1/tokens/introspect", op: "introspect", auth: true, api: s.introspect},
 		{pattern: "POST /v1/tokens/revoke", op: "revoke", auth: true, api: s.revokeToken},
-		{pattern: "GET /v1/users/{user_id}/sessions", op: "list_sessions", auth: true, api: s.listSessions},
+		{pattern: "GET /v1/users/{user_id}/sessions", op: "list_sessions", auth: true, query: []string{"cursor", "limit"}, api: s.listSessions},
 		{pattern: "DELETE /v1/users/{user_id}/sessions/{session_id}", op: "revoke_session", auth: true, api: s.revokeSession},
-		{pattern: "DELETE /v1/users/{user_id}/sessions", op: "revoke_all", auth: true, api: s.revokeAll},
+		{pattern: "DELETE /v1/users/{user_id}/sessions", op: "revoke_all", auth: true, query: []string{"except"}, api: s.revokeAll},
 		{pattern: "GET /healthz", op: "healthz", quiet: true, api: s.healthz},
 		{pattern: "GET /readyz", op: "readyz", quiet: true, api: s.readyz},
 		{pattern: "GET /metrics", op: "metrics", quiet: true, raw: c.metrics.handler()},
@@ -129,8 +130,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.logRequest(r, "unmatched", rec.status, "not_routed", start, slog.LevelInfo)
 }
 
-// wrap applies, around every route: panic recovery, the API key, the body
-// limit, JSON answers, metrics and one log line.
+// wrap applies, around every route: panic recovery, the API key, the query
+// parameters of API routes, the body limit, JSON answers, metrics and one
+// log line.
 func (s *server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -168,16 +170,33 @@ func (s *server) wrap(rt route) http.Handler {
 			}
 			return
 		}
-		r.Body = http.MaxBytesReader(rec, r.Body, maxBodyBytes)
-		ctx, cancel := context.WithTimeout(r.Context(), s.redisTimeout)
-		defer cancel()
-		rp := rt.api(r.WithContext(ctx))
+		rp := s.call(rt, rec, r)
 		outcome = rp.outcome
 		if rp.err != nil {
-			s.log.Warn("request failed", "operation", rt.op, "outcome", rp.outcome, "error", rp.err.Error())
+			// A 500 is the service's fault or Redis's data, not a passing
+			// outage: it needs someone to look.
+			level := slog.LevelWarn
+			if rp.status == http.StatusInternalServerError {
+				level = slog.LevelError
+			}
+			s.log.Log(r.Context(), level, "request failed", "operation", rt.op, "outcome", rp.outcome, "error", rp.err.Error())
 		}
 		writeJSON(rec, rp.status, rp.body, rp.header)
 	})
+}
+
+// call runs the handler of an API route, after checking the query
+// parameters of a /v1 route, with the body limit and the Redis timeout.
+func (s *server) call(rt route, w http.ResponseWriter, r *http.Request) reply {
+	if rt.auth {
+		if rp, ok := checkQuery(r, rt.query...); !ok {
+			return rp
+		}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	ctx, cancel := context.WithTimeout(r.Context(), s.redisTimeout)
+	defer cancel()
+	return rt.api(r.WithContext(ctx))
 }
 
 func (s *server) logRequest(r *http.Request, op string, status int, outcome string, start time.Time, level slog.Level) {

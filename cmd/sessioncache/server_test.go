@@ -4,16 +4,20 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 
+	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -109,6 +113,35 @@ func TestIntrospect(t *testing.T) {
 	if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
 		t.Errorf("rotate expired = %s, want reason expired", r.raw)
 	}
+}
+
+// Grace and expiry follow Redis's clock. On real servers the test waits for
+// it, so the lifetimes are short.
+func TestServerClockDecides(t *testing.T) {
+	const idle, grace = time.Second, 300 * time.Millisecond
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		e := newTestEnvOn(t, b, withStoreOptions(func(o *redisstore.Options) {
+			o.IdleTTL, o.AbsoluteTTL, o.Grace = idle, time.Minute, grace
+		}))
+		t0 := e.login(alice, "laptop").str("refresh_token")
+		t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
+		if got := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token"); got != t1 {
+			t.Errorf("replay within grace returned another token")
+		}
+		e.b.Clock.Advance(grace)
+		if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
+			t.Errorf("replay after grace: %s, want reason reused", r.raw)
+		}
+
+		tok := e.login(alice, "phone").str("refresh_token")
+		e.b.Clock.Advance(idle)
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+			t.Errorf("introspect after the idle lifetime = %s, want inactive", r.raw)
+		}
+		if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+			t.Errorf("rotate after the idle lifetime = %s, want reason expired", r.raw)
+		}
+	})
 }
 
 func TestRotateRefusals(t *testing.T) {
@@ -426,5 +459,188 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	}
 	if strings.Contains(logs, "Authorization") || strings.Contains(logs, "Bearer") {
 		t.Errorf("logs mention the Authorization header:\n%s", logs)
+	}
+}
+
+// A user's sessions come in pages of ?limit= (default 100), each with a
+// next_cursor until the last; every session is listed exactly once.
+func TestListSessionsPages(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		e := newTestEnvOn(t, b, withStoreOptions(func(o *redisstore.Options) { o.MaxSessions = 2 * redisstore.DefaultListLimit }))
+		want := map[string]bool{}
+		for i := range redisstore.DefaultListLimit + 1 {
+			want[e.login(alice, fmt.Sprint("device ", i)).str("session_id")] = true
+		}
+		e.login(bob, "not listed")
+		for _, tc := range []struct {
+			query string
+			sizes []int
+		}{
+			{"", []int{redisstore.DefaultListLimit, 1}},
+			{"?limit=40", []int{40, 40, 21}},
+			{"?limit=101", []int{101}},
+		} {
+			got := map[string]bool{}
+			var sizes []int
+			path := "/v1/users/" + alice + "/sessions" + tc.query
+			for {
+				r := e.must(http.StatusOK, "GET", path, "")
+				sessions, _ := r.body["sessions"].([]any)
+				sizes = append(sizes, len(sessions))
+				for _, s := range sessions {
+					id, _ := s.(map[string]any)["session_id"].(string)
+					if got[id] || !want[id] {
+						t.Errorf("%s: session %s listed twice or not alice's", tc.query, id)
+					}
+					got[id] = true
+				}
+				next, ok := r.body["next_cursor"].(string)
+				if !ok || len(sizes) > len(tc.sizes) {
+					break
+				}
+				sep := "?"
+				if tc.query != "" {
+					sep = tc.query + "&"
+				}
+				path = "/v1/users/" + alice + "/sessions" + sep + "cursor=" + url.QueryEscape(next)
+			}
+			if d := cmp.Diff(tc.sizes, sizes); d != "" {
+				t.Errorf("%q: page sizes (-want +got):\n%s", tc.query, d)
+			}
+			if len(got) != len(want) {
+				t.Errorf("%q: %d sessions listed, want %d", tc.query, len(got), len(want))
+			}
+		}
+	})
+}
+
+func TestListSessionsBadPaging(t *testing.T) {
+	e := newTestEnv(t)
+	g := e.login(alice, "laptop")
+	before := dump(t, e)
+	limitReason := fmt.Sprintf("limit must be an integer from 1 to %d", redisstore.MaxListLimit)
+	for query, reason := range map[string]string{
+		"limit=0":                       limitReason,
+		"limit=-1":                      limitReason,
+		"limit=1001":                    limitReason,
+		"limit=":                        limitReason,
+		"limit=ten":                     limitReason,
+		"limit=1.5":                     limitReason,
+		"cursor=nope":                   "cursor",
+		"cursor=" + g.str("session_id"): "cursor",
+		"cursor=" + strings.Repeat("_", 32) + "&limit=5": "cursor", // a keep-until past 2^48 ms
+		"page=2": "unknown query parameter",
+	} {
+		r := e.do("GET", "/v1/users/"+alice+"/sessions?"+query, "")
+		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || !strings.HasPrefix(r.str("reason"), reason) {
+			t.Errorf("?%s: %d %s, want 400 invalid_request starting %q", query, r.status, r.raw, reason)
+		}
+	}
+	r := e.must(http.StatusOK, "GET", "/v1/users/"+alice+"/sessions?limit="+fmt.Sprint(redisstore.MaxListLimit)+"&cursor=", "")
+	if sessions, _ := r.body["sessions"].([]any); len(sessions) != 1 || r.body["next_cursor"] != nil {
+		t.Errorf("the largest page, from the start: %s, want the one session and no next_cursor", r.raw)
+	}
+	if d := cmp.Diff(before, dump(t, e)); d != "" {
+		t.Errorf("listing changed Redis (-before +after):\n%s", d)
+	}
+}
+
+// "Log out my other devices" keeps a live session of the user; any other
+// except is refused, naming the parameter, and revokes nothing.
+func TestRevokeAllExceptMustBeLive(t *testing.T) {
+	e := newTestEnv(t)
+	a := e.login(alice, "a")
+	gone := e.login(alice, "gone")
+	other := e.login(bob, "x")
+	e.must(http.StatusOK, "DELETE", "/v1/users/"+alice+"/sessions/"+gone.str("session_id"), "")
+	before := dump(t, e)
+	for name, id := range map[string]string{
+		"unknown":        uuid.NewString(),
+		"revoked":        gone.str("session_id"),
+		"another user's": other.str("session_id"),
+	} {
+		r := e.do("DELETE", "/v1/users/"+alice+"/sessions?except="+id, "")
+		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || !strings.HasPrefix(r.str("reason"), "except ") || strings.Contains(r.str("reason"), "keep") {
+			t.Errorf("except %s session: %d %s, want 400 invalid_request about except", name, r.status, r.raw)
+		}
+	}
+	if d := cmp.Diff(before, dump(t, e)); d != "" {
+		t.Errorf("refused revocations changed Redis (-before +after):\n%s", d)
+	}
+	for _, g := range []response{a, other} {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(g.str("refresh_token"))); r.body["active"] != true {
+			t.Errorf("session %s was revoked by a refused call", g.str("session_id"))
+		}
+	}
+}
+
+// A session record whose user id contradicts its token (someone wrote to
+// Redis) is the service's problem, not the client's and not an outage: 500,
+// counted as corrupt and logged at error level, without the token.
+func TestCorruptSession(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		e := newTestEnvOn(t, b)
+		tok := e.login(alice, "laptop").str("refresh_token")
+		tamper(t, b, bob)
+		want := map[string]any{"error": "server_error", "reason": "session record does not match its token"}
+		// Introspection first: it writes nothing; the rotation is applied
+		// before the store sees the contradiction; revocation takes any
+		// token of the session.
+		ops := []string{"introspect", "rotate", "revoke"}
+		for _, op := range ops {
+			r := e.do("POST", "/v1/tokens/"+op, tokenBody(tok))
+			if d := cmp.Diff(want, r.body); r.status != http.StatusInternalServerError || d != "" {
+				t.Errorf("%s: status %d, want 500; body (-want +got):\n%s", op, r.status, d)
+			}
+		}
+		metrics := e.send("GET", "/metrics", "", nil).raw
+		for _, op := range ops {
+			if m := `sessioncache_requests_total{operation="` + op + `",outcome="corrupt"} 1`; !strings.Contains(metrics, m) {
+				t.Errorf("/metrics lacks %s", m)
+			}
+		}
+		logs := e.logs.String()
+		var errs int
+		for _, l := range logLines(logs) {
+			if l["level"] == "ERROR" && l["msg"] == "request failed" && l["outcome"] == "corrupt" {
+				errs++
+			}
+		}
+		if errs != len(ops) {
+			t.Errorf("%d error-level log lines about the corrupt session, want %d:\n%s", errs, len(ops), logs)
+		}
+		for i := 0; i+16 <= len(tok); i += 8 {
+			if strings.Contains(logs, tok[i:i+16]) {
+				t.Fatalf("the logs show the token:\n%s", logs)
+			}
+		}
+	})
+}
+
+// tamper rewrites the user id of the backend's only session, as someone
+// with write access to Redis could: the h field is the token hash (16
+// bytes), then the user id.
+func tamper(t *testing.T, b *redistest.Backend, user string) {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := b.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session []string
+	for _, k := range keys {
+		if strings.Contains(k, "}:s:") {
+			session = append(session, k)
+		}
+	}
+	if len(session) != 1 {
+		t.Fatalf("want one session key, have %q", keys)
+	}
+	h, err := b.Client.HGet(ctx, session[0], "h").Result()
+	if err != nil || len(h) <= 16 {
+		t.Fatalf("h field %q: %v", h, err)
+	}
+	if err := b.Client.HSet(ctx, session[0], "h", h[:16]+user).Err(); err != nil {
+		t.Fatal(err)
 	}
 }

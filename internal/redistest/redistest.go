@@ -44,42 +44,58 @@ type Backend struct {
 	Client redis.UniversalClient
 	// Prefix is unique to the test; every key it writes must start with it.
 	Prefix string
-	// Clock is the time the store under test must use (Options.Now).
+	// Clock is the server's clock: the one the store decides with.
 	Clock *Clock
 	// Mini is the in-process server, for the miniredis backend only.
 	Mini *miniredis.Miniredis
 }
 
-// Clock is a settable clock. On miniredis, Advance also moves the server's
-// time and TTLs. On a real server only the store's view moves: a test that
-// needs Redis itself to expire keys uses real time and polls.
+// Clock is the clock of a backend's Redis, which decides expiry and grace.
+// On miniredis it is settable: Advance moves the server's time (TIME and
+// PEXPIREAT) and its TTLs at once. A real server's clock cannot be moved:
+// Advance waits until it has moved on by d (polling TIME), so tests that
+// pass time on real servers use short durations.
 type Clock struct {
 	mu   sync.Mutex
 	now  time.Time
 	mini *miniredis.Miniredis
-	real bool
-	base time.Time // with real: Now is time.Now() + now.Sub(base)
+	rdb  redis.UniversalClient // real servers
 }
 
-// Now returns the clock's time.
+// Now returns the server's time.
 func (c *Clock) Now() time.Time {
+	if c.rdb != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		t, err := c.rdb.Time(ctx).Result()
+		if err != nil {
+			panic("redistest: TIME: " + err.Error())
+		}
+		return t
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.real {
-		return time.Now().Add(c.now.Sub(c.base))
-	}
 	return c.now
 }
 
-// Advance moves the clock forward by d.
+// Advance moves the server's clock forward by d, or on a real server waits
+// until its clock has moved on by d.
 func (c *Clock) Advance(d time.Duration) {
+	if c.rdb != nil {
+		target := c.Now().Add(d)
+		for {
+			left := target.Sub(c.Now())
+			if left <= 0 {
+				return
+			}
+			time.Sleep(min(left, 5*time.Millisecond))
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
-	if c.mini != nil {
-		c.mini.SetTime(c.now)
-		c.mini.FastForward(d)
-	}
+	c.mini.SetTime(c.now)
+	c.mini.FastForward(d)
 }
 
 // For returns the backend of the given kind, or skips (or fails, under
@@ -159,9 +175,7 @@ func realBackend(tb testing.TB, kind Kind, c redis.UniversalClient) *Backend {
 			unavailable(tb, "cluster not ready: "+err.Error())
 		}
 	}
-	b := &Backend{Kind: kind, Client: c, Prefix: NewPrefix()}
-	now := time.Now()
-	b.Clock = &Clock{now: now, base: now, real: true}
+	b := &Backend{Kind: kind, Client: c, Prefix: NewPrefix(), Clock: &Clock{rdb: c}}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -29,3 +29,19 @@ func (s *Server) Resume(tb testing.TB) {
 		tb.Fatalf("SIGCONT: %v", err)
 	}
 }
+
+// Prioritize raises the server's main thread to nice -10 when the test may
+// (it runs as root), so that a test that reads Redis's command times
+// (SLOWLOG) measures Redis and not the other load on a shared machine. It
+// reports whether it could.
+func (s *Server) Prioritize(tb testing.TB) bool {
+	tb.Helper()
+	if s.cmd == nil || s.cmd.Process == nil {
+		tb.Fatal("Prioritize: server not running")
+	}
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, s.cmd.Process.Pid, -10); err != nil {
+		tb.Logf("redis-server %s keeps its priority: %v", s.Addr, err)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,275 @@
+package sessioncache_test
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/lua"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// Exact retries: go-redis retries a command whose reply was lost (MaxRetries
+// 3 by default). The retry resends the script's arguments, the call's id
+// included, and must return, and make the store report, exactly what the
+// first attempt would have: the same result, the same events, once.
+
+// isScript reports whether a command runs script src (EVALSHA or EVAL).
+func isScript(args []string, src string) bool {
+	if len(args) < 2 {
+		return false
+	}
+	switch strings.ToLower(args[0]) {
+	case "evalsha":
+		sum := sha1.Sum([]byte(src))
+		return args[1] == hex.EncodeToString(sum[:])
+	case "eval":
+		return args[1] == src
+	}
+	return false
+}
+
+// dropFirst returns a proxy rule that drops the reply of the first command
+// that match accepts (Redis runs it; the client sees its connection close),
+// and counts the drops.
+func dropFirst(match func(args []string) bool) (func(args []string) redistest.Fault, func() int) {
+	var mu sync.Mutex
+	dropped := 0
+	return func(args []string) redistest.Fault {
+			mu.Lock()
+			defer mu.Unlock()
+			if dropped == 0 && match(args) {
+				dropped++
+				return redistest.DropReply
+			}
+			return redistest.Pass
+		}, func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return dropped
+		}
+}
+
+// eventsOf returns the events of kind k, without their times.
+func eventsOf(ev []redisstore.Event, k redisstore.EventKind) []redisstore.Event {
+	var out []redisstore.Event
+	for _, e := range ev {
+		if e.Kind == k {
+			e.Time = time.Time{}
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+var sortEvents = cmpopts.SortSlices(func(a, b redisstore.Event) bool { return a.SessionID < b.SessionID })
+
+func testLostReplies(t *testing.T, b *redistest.Backend) {
+	ctx := context.Background()
+	// faulty returns a fixture whose store runs through a proxy dropping the
+	// first reply of script src, and the drop counter.
+	faulty := func(t *testing.T, b *redistest.Backend, opt redisstore.Options, match func([]string) bool) (*fixture, func() int) {
+		rule, drops := dropFirst(match)
+		fb := *b
+		fb.Client = b.Faulty(t, rule)
+		f := newFixture(t, &fb, opt)
+		if err := f.store.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return f, drops
+	}
+	script := func(src string) func([]string) bool { return func(a []string) bool { return isScript(a, src) } }
+
+	t.Run("IssueWithEviction", func(t *testing.T) {
+		b := isolated(t, b)
+		opt := redisstore.Options{MaxSessions: 2}
+		// The second issue.lua call of a login at the cap is the one that
+		// evicts: it carries the candidates' keys.
+		f, drops := faulty(t, b, opt, func(a []string) bool { return isScript(a, lua.Issue) && len(a) > 2 && a[2] != "2" })
+		direct := newFixture(t, b, opt)
+		old := direct.issue(t, "alice", laptop)
+		b.Clock.Advance(5 * time.Millisecond)
+		direct.rotate(t, direct.issue(t, "alice", laptop).Token)
+		g, err := f.store.Issue(ctx, "alice", laptop)
+		if err != nil || drops() != 1 {
+			t.Fatalf("Issue with its reply dropped: %v (%d replies dropped)", err, drops())
+		}
+		want := []redisstore.Event{{Kind: redisstore.EventSessionEvicted, UserID: "alice", SessionID: old.SessionID, Reason: redisstore.ReasonEvicted}}
+		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionEvicted)); d != "" {
+			t.Errorf("eviction events of the retried Issue (-want +got):\n%s", d)
+		}
+		if _, err := f.store.Validate(ctx, g.Token); err != nil {
+			t.Fatalf("the retried login's token: %v", err)
+		}
+		if l := f.list(t, "alice"); len(l) != 2 {
+			t.Errorf("%d sessions after the retried login, want 2", len(l))
+		}
+	})
+	for _, grace := range []time.Duration{time.Minute, redisstore.NoGrace} {
+		t.Run("Rotate/grace="+grace.String(), func(t *testing.T) {
+			b := isolated(t, b)
+			opt := redisstore.Options{Grace: grace}
+			f, drops := faulty(t, b, opt, script(lua.Rotate))
+			g0 := f.issue(t, "alice", laptop)
+			g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+			if err != nil || drops() != 1 {
+				t.Fatalf("Rotate with its reply dropped: %v (%d replies dropped)", err, drops())
+			}
+			if g1.Replayed {
+				t.Errorf("the retried rotation reports a grace replay; the first attempt created the successor")
+			}
+			if ev := f.takeEvents(); len(ev) != 0 {
+				t.Errorf("events of a retried rotation: %+v, want none", ev)
+			}
+			if _, err := f.store.Validate(ctx, g1.Token); err != nil {
+				t.Fatalf("the retried rotation's successor: %v", err)
+			}
+			if g2 := f.rotate(t, g1.Token); g2.Token == g1.Token {
+				t.Fatal("no rotation after the retry")
+			}
+		})
+	}
+	t.Run("RotateReuse", func(t *testing.T) {
+		b := isolated(t, b)
+		opt := redisstore.Options{Grace: redisstore.NoGrace}
+		direct := newFixture(t, b, opt)
+		g0 := direct.issue(t, "alice", laptop)
+		direct.rotate(t, g0.Token)
+		f, drops := faulty(t, b, opt, script(lua.Rotate))
+		_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+		if !errors.Is(err, redisstore.ErrReused) || drops() != 1 {
+			t.Fatalf("reuse detection with its reply dropped: %v (%d dropped), want ErrReused", err, drops())
+		}
+		want := []redisstore.Event{{Kind: redisstore.EventReuseDetected, UserID: "alice", SessionID: g0.SessionID, Reason: redisstore.ReasonReuse}}
+		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventReuseDetected)); d != "" {
+			t.Errorf("events (-want +got):\n%s", d)
+		}
+	})
+	t.Run("RevokeSession", func(t *testing.T) {
+		b := isolated(t, b)
+		f, drops := faulty(t, b, redisstore.Options{}, script(lua.Revoke))
+		g := f.issue(t, "alice", laptop)
+		n, err := f.store.RevokeSession(ctx, "alice", g.SessionID)
+		if n != 1 || err != nil || drops() != 1 {
+			t.Fatalf("RevokeSession with its reply dropped = %d, %v (%d dropped); want 1", n, err, drops())
+		}
+		want := []redisstore.Event{{Kind: redisstore.EventSessionRevoked, UserID: "alice", SessionID: g.SessionID, Reason: redisstore.ReasonLogout}}
+		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionRevoked)); d != "" {
+			t.Errorf("events (-want +got):\n%s", d)
+		}
+	})
+	t.Run("RevokeToken", func(t *testing.T) {
+		b := isolated(t, b)
+		f, drops := faulty(t, b, redisstore.Options{}, script(lua.Revoke))
+		g := f.issue(t, "alice", laptop)
+		n, err := f.store.RevokeToken(ctx, g.Token)
+		if n != 1 || err != nil || drops() != 1 {
+			t.Fatalf("RevokeToken with its reply dropped = %d, %v (%d dropped); want 1", n, err, drops())
+		}
+		want := []redisstore.Event{{Kind: redisstore.EventSessionRevoked, UserID: "alice", SessionID: g.SessionID, Reason: redisstore.ReasonLogout}}
+		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionRevoked)); d != "" {
+			t.Errorf("events (-want +got):\n%s", d)
+		}
+	})
+	t.Run("RevokeAll", func(t *testing.T) {
+		b := isolated(t, b)
+		f, drops := faulty(t, b, redisstore.Options{}, script(lua.RevokeAll))
+		var want []redisstore.Event
+		for i := 0; i < 3; i++ {
+			g := f.issue(t, "alice", laptop)
+			want = append(want, redisstore.Event{Kind: redisstore.EventSessionRevoked, UserID: "alice", SessionID: g.SessionID, Reason: redisstore.ReasonLogoutAll})
+		}
+		n, err := f.store.RevokeAll(ctx, "alice", "")
+		if n != 3 || err != nil || drops() != 1 {
+			t.Fatalf("RevokeAll with its reply dropped = %d, %v (%d dropped); want 3", n, err, drops())
+		}
+		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionRevoked), sortEvents); d != "" {
+			t.Errorf("events (-want +got):\n%s", d)
+		}
+	})
+}
+
+// testLateRetry: tab A's rotation runs in Redis, its reply is lost, and
+// go-redis's retry is held up. Meanwhile tab B refreshes with the same
+// token (a grace replay) and then rotates once more. A's retry then
+// presents a grandparent; it is recognised by its call id and gets what
+// the first attempt got, without revoking anything. The same token
+// presented again later, by another call, is a replay.
+func testLateRetry(t *testing.T, b *redistest.Backend) {
+	ctx := context.Background()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	attempts := 0
+	rule := func(args []string) redistest.Fault {
+		if !isScript(args, lua.Rotate) {
+			return redistest.Pass
+		}
+		mu.Lock()
+		attempts++
+		n := attempts
+		mu.Unlock()
+		if n == 1 {
+			return redistest.DropReply
+		}
+		<-release // hold the retry
+		return redistest.Pass
+	}
+	fb := *b
+	fb.Client = b.Faulty(t, rule)
+	opt := redisstore.Options{Grace: time.Minute}
+	tabA := newFixture(t, &fb, opt)
+	if err := tabA.store.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, b, opt)
+	g0 := f.issue(t, "alice", laptop)
+	type result struct {
+		g   redisstore.Grant
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		g, err := tabA.store.Rotate(ctx, g0.Token, redisstore.Client{})
+		done <- result{g, err}
+	}()
+	// Wait until A's first attempt ran and its retry is held.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := attempts
+		mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tab A's rotation was never retried")
+		}
+	}
+	g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	if err != nil || !g1.Replayed {
+		t.Fatalf("tab B in grace: %v (replayed %v)", err, g1.Replayed)
+	}
+	g2 := f.rotate(t, g1.Token)
+	close(release)
+	r := <-done
+	if r.err != nil || r.g.Token != g1.Token || r.g.Replayed {
+		t.Fatalf("late retry: %v (same token as the first attempt: %v, replayed %v); want the first attempt's answer", r.err, r.g.Token == g1.Token, r.g.Replayed)
+	}
+	if ev := tabA.takeEvents(); len(ev) != 0 {
+		t.Errorf("late retry emitted %+v", ev)
+	}
+	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
+		t.Fatalf("the session suffered from a late retry: %v", err)
+	}
+	// The same token presented by another call is a replay.
+	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	wantErr(t, "replay after the last rotation", err, redisstore.ErrReused)
+}
