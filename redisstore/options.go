@@ -65,7 +65,8 @@ type Options struct {
 	IdleTTL time.Duration
 
 	// AbsoluteTTL is the longest a session lives from its login, however
-	// often it is rotated. At least IdleTTL. Default: 30 days.
+	// often it is rotated. At least IdleTTL, at most 100 years.
+	// Default: 30 days.
 	AbsoluteTTL time.Duration
 
 	// Grace is how long after a rotation the old token, presented again,
@@ -111,6 +112,10 @@ type Options struct {
 	OnEvent func(context.Context, Event)
 }
 
+// maxLifetime bounds AbsoluteTTL: the scripts compare times as 13-digit
+// text, which holds until the year 2286.
+const maxLifetime = 100 * 365 * 24 * time.Hour
+
 func (o Options) withDefaults() (Options, error) {
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = DefaultKeyPrefix
@@ -134,6 +139,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.IdleTTL < time.Millisecond || o.AbsoluteTTL < time.Millisecond {
 		return o, fmt.Errorf("%w: IdleTTL %v and AbsoluteTTL %v must be at least 1ms", ErrInvalidOptions, o.IdleTTL, o.AbsoluteTTL)
+	}
+	if o.AbsoluteTTL > maxLifetime {
+		return o, fmt.Errorf("%w: AbsoluteTTL %v is over 100 years", ErrInvalidOptions, o.AbsoluteTTL)
 	}
 	if o.AbsoluteTTL < o.IdleTTL {
 		return o, fmt.Errorf("%w: AbsoluteTTL %v is shorter than IdleTTL %v", ErrInvalidOptions, o.AbsoluteTTL, o.IdleTTL)

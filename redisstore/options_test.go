@@ -23,6 +23,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		"absolute < idle":  {Secret: secret, IdleTTL: time.Hour, AbsoluteTTL: time.Minute},
 		"grace >= idle":    {Secret: secret, IdleTTL: time.Minute, Grace: time.Minute},
 		"grace > max":      {Secret: secret, Grace: MaxGrace + time.Millisecond},
+		"lifetime > 100y":  {Secret: secret, AbsoluteTTL: 101 * 365 * 24 * time.Hour},
 	} {
 		if _, err := New(rdb, opt); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("%s: New err = %v, want ErrInvalidOptions", name, err)
