@@ -78,7 +78,7 @@ func (h *HTTP) call(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e httpError
 		json.Unmarshal(data, &e)
-		if resp.StatusCode == http.StatusUnauthorized && e.Error == "invalid_grant" {
+		if resp.StatusCode == http.StatusBadRequest && e.Error == "invalid_grant" {
 			return reasonError(e.Reason)
 		}
 		return fmt.Errorf("bench: %s %s: %s: %s %s", method, path, resp.Status, e.Error, e.Reason)

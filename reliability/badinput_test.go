@@ -50,7 +50,7 @@ func hostile(tokens []string, user, session string) (methods, paths, ctypes []st
 		[]byte(`{"refresh_token":"` + tok(3) + `","admin":true}`), []byte(`{"refresh_token":"` + tok(4) + `"} trailing`),
 		[]byte(`{"refresh_token":"` + tok(5) + `"}{"refresh_token":"` + tok(0) + `"}`),
 		[]byte("\xef\xbb\xbf" + `{"refresh_token":"` + tok(1) + `"}`), []byte(`{"refresh_token":"\ud800` + tok(2) + `"}`),
-		[]byte(`{"user_id":"not-a-uuid"}`), []byte(`{"user_id":"` + user + `\u0000"}`), []byte(`{"user_id":"\u202e` + user + `"}`),
+		[]byte(`{"user_id":"a\u0007b"}`), []byte(`{"user_id":"` + strings.Repeat("x", 257) + `"}`), []byte(`{"user_id":"` + user + `\u0000"}`), []byte(`{"user_id":"\u202e` + user + `"}`),
 		[]byte(`{"user_id":"` + user + `","device_name":"` + strings.Repeat("é", 40000) + `"}`),
 		[]byte(`{"user_id":"` + user + `","ip_address":"999.1.1.1"}`), []byte(`{"user_id":"` + user + `","unknown":1}`),
 		[]byte(`{"user_id":1e999999}`), []byte("\xff\xfe\xfd"), []byte("\x00\x00\x00\x00"), []byte(`{"user_id":"` + user + "\xff" + `"}`),

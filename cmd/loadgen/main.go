@@ -6,6 +6,7 @@
 //	loadgen -target library -redis redis://127.0.0.1:6379/0 -workers 64 -duration 30s -mix realistic
 //	loadgen -target http -http http://127.0.0.1:8080 -workers 64 -count 100000 -mix rotate -json
 //	loadgen -mix rotate -rate 20000 -duration 30s   # latency at a fixed load
+//	loadgen -target http -mix auth-validate -workers 64 -duration 10s   # forward auth beside introspection
 //
 // Each worker owns its sessions, so every outcome is predictable: an
 // unexpected one (a grace replay that does not return the current token, a
@@ -60,7 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "base URL of the service for -target http")
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SESSIONCACHE_API_KEY"), "bearer key for -target http (default $SESSIONCACHE_API_KEY)")
 	fs.StringVar(&c.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL for -target postgres")
-	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), or op=weight,... over "+fmt.Sprint(allOps))
+	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), auth (forward auth, -target http), auth-validate, or op=weight,... over "+fmt.Sprint(allOps))
 	fs.StringVar(&c.prefix, "prefix", "", "Redis key prefix for -target library and naive, deleted at the end (default: loadgen:<random>:)")
 	fs.IntVar(&c.workers, "workers", 64, "concurrent workers")
 	fs.IntVar(&c.count, "count", 0, "stop after this many operations (0: run for -duration)")
@@ -98,7 +99,10 @@ type target struct {
 	st bench.Store
 	// get is one raw GET through the store's Redis client: the ceiling to
 	// read the store's figures against (nil without a Redis client).
-	get   func(context.Context) error
+	get func(context.Context) error
+	// auth is one forward-auth request to the service (nil but for -target
+	// http).
+	auth  forwardAuth
 	close func()
 }
 
@@ -158,7 +162,7 @@ func open(ctx context.Context, c config) (target, error) {
 	case "http":
 		h := bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers)
 		h.ListLimit = c.listLimit
-		return target{st: h, close: func() {}}, nil
+		return target{st: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
 	case "postgres":
 		cfg, err := pgxpool.ParseConfig(c.pgURL)
 		if err != nil {
@@ -197,6 +201,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer t.close()
 	if m.has(opGet) && t.get == nil {
 		return fmt.Errorf("-mix %s: the %s operation needs a Redis target (library or naive)", c.mixName, opGet)
+	}
+	if m.has(opAuth) && t.auth == nil {
+		return fmt.Errorf("-mix %s: the %s operation needs the service (-target http)", c.mixName, opAuth)
 	}
 
 	var done, failed atomic.Int64
@@ -251,7 +258,7 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 		if i < c.sessions%c.workers {
 			n++
 		}
-		w := &worker{st: t.st, get: t.get, byUser: map[string][]int{}, grace: c.grace,
+		w := &worker{st: t.st, get: t.get, auth: t.auth, byUser: map[string][]int{}, grace: c.grace,
 			rnd: mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
 			rec: &recorder{hists: map[string]*bench.Histogram{}, svc: map[string]*bench.Histogram{}, errs: map[string]int64{}, done: done, failed: failed, first: first}}
 		var user string

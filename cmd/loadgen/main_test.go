@@ -138,7 +138,7 @@ func stubService(s *redisstore.Store) http.Handler {
 	}
 	fail := func(w http.ResponseWriter, err error) {
 		if r := reason(err); r != "" {
-			reply(w, http.StatusUnauthorized, map[string]string{"error": "invalid_grant", "reason": r})
+			reply(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "reason": r})
 			return
 		}
 		if errors.Is(err, redisstore.ErrInvalidArgument) {
@@ -215,7 +215,24 @@ func stubService(s *redisstore.Store) http.Handler {
 		}
 		reply(w, http.StatusOK, map[string]int{"revoked": n})
 	})
+	// Forward auth: the token is the bearer, the key in X-Sessioncache-Key.
+	mux.HandleFunc("GET /v1/auth", func(w http.ResponseWriter, r *http.Request) {
+		info, err := s.Validate(r.Context(), strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		if err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("X-Auth-User-Id", info.UserID)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/auth" {
+			if r.Header.Get("X-Sessioncache-Key") != "k" {
+				w.WriteHeader(http.StatusForbidden)
+				return
+			}
+			mux.ServeHTTP(w, r)
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer k" {
 			reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 			return
@@ -245,4 +262,49 @@ func TestHTTPRealisticMix(t *testing.T) {
 			"-workers", "4", "-sessions", "40", "-count", "2000", "-mix", "realistic")
 		checkReport(t, rep, 2000)
 	})
+}
+
+// The auth operation asks /v1/auth about the current token of each slot,
+// as a gateway does, and checks the user it names; it needs the service.
+func TestHTTPForwardAuth(t *testing.T) {
+	srv := httptest.NewServer(stubService(newStore(t, redistest.For(t, redistest.Mini))))
+	defer srv.Close()
+	// Rotations between the checks: the auth operation must follow the
+	// current token.
+	rep := runJSON(t, "-target", "http", "-http", srv.URL, "-api-key", "k",
+		"-workers", "4", "-sessions", "40", "-count", "1000", "-mix", "auth=3,validate=1,rotate=1")
+	if o := rep.Ops[opAuth]; o.Count < 400 || o.Errors != 0 || rep.Total.Errors != 0 || o.P50 > o.P99 {
+		t.Errorf("auth: %+v, errors %v; want about 600 calls and none failed", o, rep.Errors)
+	}
+	if rep.Ops[opValidate].Count == 0 || rep.Ops[opRotate].Count == 0 {
+		t.Errorf("the mix ran only %v", rep.Ops)
+	}
+
+	// Only a 200 naming the session's user is a success.
+	st := newStore(t, redistest.For(t, redistest.Mini))
+	srv2 := httptest.NewServer(stubService(st))
+	defer srv2.Close()
+	g, err := st.Issue(context.Background(), "8f2d7c1e-3b4a-4c5d-9e6f-7a8b9c0d1e2f", redisstore.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.Token, g.UserID); err != nil {
+		t.Errorf("a live session: %v", err)
+	}
+	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.Token, "someone else"); !errors.Is(err, errUnexpected) {
+		t.Errorf("another user named: %v, want an unexpected outcome", err)
+	}
+	if err := newForwardAuth(srv2.URL, "wrong", 1)(ctx, g.Token, g.UserID); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("wrong key: %v, want a 403 error", err)
+	}
+	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.Token+"x", g.UserID); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("a bad token: %v, want a 401 error", err)
+	}
+
+	var out, errOut bytes.Buffer
+	err = run([]string{"-target", "library", "-redis", "redis://" + miniredis.RunT(t).Addr(), "-mix", "auth", "-sessions", "1", "-workers", "1"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "needs the service") {
+		t.Errorf("-mix auth on the library: %v, want a refusal", err)
+	}
 }

@@ -25,9 +25,10 @@ const (
 	opRevoke    = "revoke"     // "log out this device", then a new login
 	opRevokeAll = "revoke-all" // "log out everywhere", then a login per slot
 	opGet       = "get"        // the ceiling: one raw GET through the same Redis client
+	opAuth      = "auth"       // forward auth: a gateway's GET /v1/auth with the current token (-target http)
 )
 
-var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet}
+var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet, opAuth}
 
 // mixes are the named workloads; weights are relative.
 var mixes = map[string]string{
@@ -41,6 +42,10 @@ var mixes = map[string]string{
 	"list":      "list=1",
 	"revoke":    "revoke=1",
 	"get":       "get=1",
+	// A gateway asking about every request, beside introspection of the
+	// same tokens in the same run.
+	"auth":          "auth=1",
+	"auth-validate": "auth=1,validate=1",
 }
 
 // mix picks operations by weight.
@@ -128,6 +133,7 @@ type slot struct {
 type worker struct {
 	st     bench.Store
 	get    func(context.Context) error // opGet; nil without a Redis client
+	auth   forwardAuth                 // opAuth; nil but for the service
 	slots  []slot
 	byUser map[string][]int
 	rnd    *rand.Rand
@@ -221,6 +227,8 @@ func (w *worker) run(ctx context.Context, op string, start time.Time) {
 		w.login(ctx, i, start)
 	case opGet:
 		w.timed(op, start, func() error { return w.get(ctx) })
+	case opAuth:
+		w.timed(op, start, func() error { return w.auth(ctx, s.cur, s.user) })
 	case opList:
 		w.timed(op, start, func() error {
 			n, err := w.st.ListSessions(ctx, s.user)

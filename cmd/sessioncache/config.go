@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -50,6 +51,7 @@ const (
 	envShutdownDelay   = "SESSIONCACHE_SHUTDOWN_DELAY"
 	envShutdownTimeout = "SESSIONCACHE_SHUTDOWN_TIMEOUT"
 	envLogLevel        = "SESSIONCACHE_LOG_LEVEL"
+	envAuthCookie      = "SESSIONCACHE_AUTH_COOKIE"
 )
 
 var settings = []setting{
@@ -70,10 +72,11 @@ var settings = []setting{
 	{env: envAPIKeyFile, flag: "api-key-file", usage: "file holding the bearer key required on /v1/*"},
 	{env: envSecret, usage: "secret of at least 32 bytes that signs tokens (environment only)"},
 	{env: envSecretFile, flag: "secret-file", usage: "file holding the secret that signs tokens"},
-	{env: envAllowEvicting, flag: "allow-evicting-policy", def: "false", usage: "become ready even if Redis may evict keys (unsafe)", bool: true},
+	{env: envAllowEvicting, flag: "allow-evicting-policy", def: "false", usage: "become ready, and write, even if Redis may evict keys (unsafe)", bool: true},
 	{env: envShutdownDelay, flag: "shutdown-delay", def: "5s", usage: "after SIGTERM, how long /readyz fails before the listener closes"},
 	{env: envShutdownTimeout, flag: "shutdown-timeout", def: "20s", usage: "after the delay, how long in-flight requests may take"},
 	{env: envLogLevel, flag: "log-level", def: "info", usage: "debug, info, warn or error"},
+	{env: envAuthCookie, flag: "auth-cookie", def: defaultAuthCookie, usage: "cookie that /v1/auth reads a token from when the request has no Authorization: Bearer header"},
 }
 
 // Redis deployment modes.
@@ -107,6 +110,7 @@ type config struct {
 	ShutdownDelay   time.Duration
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
+	AuthCookie      string
 
 	APIKey       []byte // nil: no key, loopback only
 	APIKeyFrom   string // where the key came from, for the start-up log
@@ -176,6 +180,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		AllowEvicting:   p.boolean(envAllowEvicting),
 		ShutdownDelay:   p.duration(envShutdownDelay),
 		ShutdownTimeout: p.duration(envShutdownTimeout),
+		AuthCookie:      p.str(envAuthCookie),
 		Check:           *check,
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(p.str(envLogLevel))); err != nil {
@@ -222,6 +227,9 @@ func (c *config) validate(p *parser) error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		p.fail(envShutdownTimeout, "must be positive")
+	}
+	if err := (&http.Cookie{Name: c.AuthCookie, Value: "v"}).Valid(); err != nil {
+		p.fail(envAuthCookie, "not a cookie name (letters, digits and !#$%&'*+-.^_`|~)")
 	}
 	if c.APIKey != nil && len(c.APIKey) < minAPIKeyLen {
 		p.failAt(c.APIKeyFrom, fmt.Sprintf("the API key is %d bytes, at least %d required", len(c.APIKey), minAPIKeyLen))
@@ -332,6 +340,7 @@ func (c *config) logAttrs() []any {
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.String("auth_cookie", c.AuthCookie),
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
 	}

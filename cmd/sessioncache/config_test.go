@@ -30,8 +30,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKey, c.Secret, c.LogLevel}
-	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, []byte(nil), []byte(nil), slog.LevelInfo}
+	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKey, c.Secret, c.LogLevel, c.AuthCookie}
+	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, []byte(nil), []byte(nil), slog.LevelInfo, "sc_session"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -48,11 +48,12 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigFlagsWinOverEnvironment(t *testing.T) {
 	env := map[string]string{envListen: "127.0.0.1:1", envIdleTTL: "1h", envAbsoluteTTL: "2h", envGrace: "0"}
-	c, err := loadConfig([]string{"-listen", "[::1]:2", "-idle-ttl=90m", "-grace-same-device", "-max-sessions", "5"}, envOf(env), io.Discard)
+	env[envAuthCookie] = "from_env"
+	c, err := loadConfig([]string{"-listen", "[::1]:2", "-idle-ttl=90m", "-grace-same-device", "-max-sessions", "5", "-auth-cookie", "__Host-session"}, envOf(env), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "[::1]:2" || c.IdleTTL != 90*time.Minute || c.AbsoluteTTL != 2*time.Hour || c.Grace != 0 || !c.GraceSameDevice || c.MaxSessions != 5 {
+	if c.Listen != "[::1]:2" || c.IdleTTL != 90*time.Minute || c.AbsoluteTTL != 2*time.Hour || c.Grace != 0 || !c.GraceSameDevice || c.MaxSessions != 5 || c.AuthCookie != "__Host-session" {
 		t.Errorf("config = %+v", c)
 	}
 }
@@ -86,6 +87,8 @@ func TestConfigErrors(t *testing.T) {
 		{"max sessions text", []string{"-max-sessions", "ten"}, nil, `-max-sessions="ten": not an integer`},
 		{"bool", nil, map[string]string{envAllowEvicting: "yes please"}, "want true or false"},
 		{"log level", nil, map[string]string{envLogLevel: "loud"}, "SESSIONCACHE_LOG_LEVEL"},
+		{"cookie name with a space", nil, map[string]string{envAuthCookie: "sc session"}, `SESSIONCACHE_AUTH_COOKIE="sc session": not a cookie name`},
+		{"cookie name with =", []string{"-auth-cookie", "a=b"}, nil, `-auth-cookie="a=b": not a cookie name`},
 		{"shutdown timeout", nil, map[string]string{envShutdownTimeout: "0s"}, "SESSIONCACHE_SHUTDOWN_TIMEOUT"},
 		{"cluster without URL", nil, map[string]string{envRedisMode: "cluster"}, "needs SESSIONCACHE_REDIS_URL"},
 		{"unknown mode", nil, map[string]string{envRedisMode: "ring", envRedisURL: "redis://a:1"}, "want standalone, cluster or sentinel"},

@@ -9,9 +9,14 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -54,8 +59,16 @@ type grantBody struct {
 	SessionExpiresAt string `json:"session_expires_at"`
 }
 
+// introspectBody is an RFC 7662 answer: active, and for an active token the
+// standard claims (sub, sid, exp, iat, token_type) and this API's own
+// fields.
 type introspectBody struct {
 	Active           bool   `json:"active"`
+	Sub              string `json:"sub,omitempty"`
+	Sid              string `json:"sid,omitempty"`
+	Exp              int64  `json:"exp,omitempty"`
+	Iat              int64  `json:"iat,omitempty"`
+	TokenType        string `json:"token_type,omitempty"`
 	UserID           string `json:"user_id,omitempty"`
 	SessionID        string `json:"session_id,omitempty"`
 	ExpiresAt        string `json:"expires_at,omitempty"`
@@ -103,9 +116,9 @@ func (s *server) issue(r *http.Request) reply {
 	if rp, ok := decodeJSON(r, &req); !ok {
 		return rp
 	}
-	user, rp, ok := parseUUID("user_id", req.UserID)
-	if !ok {
-		return rp
+	user := userID(req.UserID)
+	if user == unaddressableUserID {
+		return badRequest(http.StatusBadRequest, `user id "/" is refused: no path can name it (/v1/users/%2F/sessions is a trailing slash to the router)`)
 	}
 	g, err := s.store.Issue(r.Context(), user, redisstore.Client{
 		DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
@@ -125,7 +138,7 @@ func (s *server) rotate(r *http.Request) reply {
 		DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if reason := tokenOutcome(err); reason != "" {
-		rp := reply{status: http.StatusUnauthorized, outcome: reason, body: errorBody{Error: "invalid_grant", Reason: reason}}
+		rp := invalidGrant(reason)
 		if errors.Is(err, redisstore.ErrNotReplicated) {
 			rp.err = err // the reuse revocation may not survive a failover
 		}
@@ -140,14 +153,32 @@ func (s *server) rotate(r *http.Request) reply {
 	return grantReply(http.StatusOK, g, "ok")
 }
 
+// invalidGrant is the refusal of a refresh token, as RFC 6749 section 5.2
+// words it: 400, with this API's reason.
+func invalidGrant(reason string) reply {
+	return reply{status: http.StatusBadRequest, outcome: reason,
+		body: errorBody{Error: "invalid_grant", ErrorDescription: grantDescriptions[reason], Reason: reason}}
+}
+
+// grantDescriptions are the error_description of each reason a refresh
+// token is refused for (see tokenOutcome).
+var grantDescriptions = map[string]string{
+	"malformed": "not a refresh token of this service",
+	"unknown":   "unknown refresh token",
+	"expired":   "the refresh token has expired",
+	"revoked":   "the session of this refresh token has ended",
+	"reused":    "refresh token reused: its session is revoked",
+}
+
 // introspect answers as RFC 7662 does: any token that is not the current
-// token of a live session is simply inactive.
+// token of a live session is simply inactive. The token comes in a JSON
+// body (refresh_token) or in a form (token).
 func (s *server) introspect(r *http.Request) reply {
-	var req tokenRequest
-	if rp, ok := decodeJSON(r, &req); !ok {
+	tok, rp, ok := decodeToken(r)
+	if !ok {
 		return rp
 	}
-	info, err := s.store.Validate(r.Context(), req.RefreshToken)
+	info, err := s.store.Validate(r.Context(), tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return reply{status: http.StatusOK, outcome: reason, body: introspectBody{Active: false}}
 	}
@@ -155,7 +186,13 @@ func (s *server) introspect(r *http.Request) reply {
 		return failure(err)
 	}
 	return reply{status: http.StatusOK, outcome: "ok", body: introspectBody{
-		Active:           true,
+		Active:    true,
+		Sub:       info.UserID,
+		Sid:       info.SessionID,
+		Exp:       info.ExpiresAt.Unix(),
+		Iat:       info.SessionExpiresAt.Add(-s.absoluteTTL).Unix(),
+		TokenType: "refresh_token",
+		// The same, in this API's own names and format.
 		UserID:           info.UserID,
 		SessionID:        info.SessionID,
 		ExpiresAt:        timestamp(info.ExpiresAt),
@@ -164,13 +201,14 @@ func (s *server) introspect(r *http.Request) reply {
 }
 
 // revokeToken answers 200 whatever the token, as RFC 7009 says, unless
-// Redis failed.
+// Redis failed. The token comes in a JSON body (refresh_token) or in a form
+// (token).
 func (s *server) revokeToken(r *http.Request) reply {
-	var req tokenRequest
-	if rp, ok := decodeJSON(r, &req); !ok {
+	tok, rp, ok := decodeToken(r)
+	if !ok {
 		return rp
 	}
-	n, err := s.store.RevokeToken(r.Context(), req.RefreshToken)
+	n, err := s.store.RevokeToken(r.Context(), tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return reply{status: http.StatusOK, outcome: reason, body: revokedBody{}}
 	}
@@ -181,10 +219,7 @@ func (s *server) revokeToken(r *http.Request) reply {
 }
 
 func (s *server) listSessions(r *http.Request) reply {
-	user, rp, ok := parseUUID("user_id", r.PathValue("user_id"))
-	if !ok {
-		return rp
-	}
+	user := userID(r.PathValue("user_id"))
 	q := r.URL.Query()
 	opt := redisstore.ListOptions{Cursor: q.Get("cursor")}
 	if q.Has("limit") {
@@ -216,10 +251,7 @@ func (s *server) listSessions(r *http.Request) reply {
 }
 
 func (s *server) revokeSession(r *http.Request) reply {
-	user, rp, ok := parseUUID("user_id", r.PathValue("user_id"))
-	if !ok {
-		return rp
-	}
+	user := userID(r.PathValue("user_id"))
 	session, rp, ok := parseUUID("session_id", r.PathValue("session_id"))
 	if !ok {
 		return rp
@@ -232,16 +264,14 @@ func (s *server) revokeSession(r *http.Request) reply {
 }
 
 func (s *server) revokeAll(r *http.Request) reply {
-	user, rp, ok := parseUUID("user_id", r.PathValue("user_id"))
-	if !ok {
-		return rp
-	}
+	user := userID(r.PathValue("user_id"))
 	var keep string
 	if q := r.URL.Query(); q.Has("except") {
-		keep, rp, ok = parseUUID("except", q.Get("except"))
+		k, rp, ok := parseUUID("except", q.Get("except"))
 		if !ok {
 			return rp
 		}
+		keep = k
 	}
 	n, err := s.store.RevokeAll(r.Context(), user, keep)
 	var arg *redisstore.ArgumentError
@@ -307,21 +337,113 @@ func badRequest(status int, reason string) reply {
 	return reply{status: status, outcome: "invalid_request", body: errorBody{Error: "invalid_request", Reason: reason}}
 }
 
-// decodeJSON reads a request body of one JSON object with known fields
-// only, and checks the refresh token of a tokenHolder.
-func decodeJSON(r *http.Request, dst any) (reply, bool) {
+// Request body media types.
+const (
+	mediaJSON = "application/json"
+	mediaForm = "application/x-www-form-urlencoded"
+)
+
+// mediaType returns the media type of a request body, refusing a charset
+// other than UTF-8 (RFC 8259 makes JSON UTF-8; a form is read as UTF-8
+// too).
+func mediaType(r *http.Request) (string, reply, bool) {
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return badRequest(http.StatusUnsupportedMediaType, "Content-Type must be application/json"), false
+	if err != nil {
+		return "", reply{}, true
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return badRequest(http.StatusUnsupportedMediaType, "the body must be UTF-8 JSON, not charset "+cs), false
+		return "", badRequest(http.StatusUnsupportedMediaType, "the body must be UTF-8, not charset "+cs), false
+	}
+	return mt, reply{}, true
+}
+
+// decodeToken reads the refresh token of an RFC 7662 or RFC 7009 request:
+// a JSON body {"refresh_token"} or a form with token (and an ignored
+// token_type_hint).
+func decodeToken(r *http.Request) (string, reply, bool) {
+	mt, rp, ok := mediaType(r)
+	if !ok {
+		return "", rp, false
+	}
+	if mt == mediaForm {
+		form, rp, ok := decodeForm(r)
+		if !ok {
+			return "", rp, false
+		}
+		tok := form.Get("token")
+		if tok == "" && form.Has("refresh_token") {
+			return "", badRequest(http.StatusBadRequest, "token is required (refresh_token is the name in a JSON body, token in a form)"), false
+		}
+		rp, ok = checkToken("token", tok)
+		return tok, rp, ok
+	}
+	var req tokenRequest
+	if rp, ok := decodeJSON(r, &req); !ok {
+		if rp.status == http.StatusUnsupportedMediaType {
+			rp = badRequest(http.StatusUnsupportedMediaType, "Content-Type must be "+mediaJSON+" or "+mediaForm)
+		}
+		return "", rp, false
+	}
+	return req.RefreshToken, reply{}, true
+}
+
+// decodeForm reads an application/x-www-form-urlencoded body as strictly
+// as a JSON one: within the size limit, UTF-8, and no parameter twice
+// (RFC 6749 section 3.2). A parameter without a value is as good as absent,
+// and parameters the route does not know are ignored, both as RFC 6749
+// section 3.2 asks of OAuth endpoints (RFC 7662 and RFC 7009 clients may
+// send client_id and the like). Query parameters are not read: a token
+// never travels in a URL.
+func decodeForm(r *http.Request) (url.Values, reply, bool) {
+	body, err := io.ReadAll(r.Body)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, badRequest(http.StatusBadRequest, fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit)), false
+	case err != nil:
+		return nil, badRequest(http.StatusBadRequest, "the body could not be read"), false
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, badRequest(http.StatusBadRequest, "the body is not a valid form ("+mediaForm+")"), false
+	}
+	for k, vs := range form {
+		if len(vs) > 1 {
+			return nil, badRequest(http.StatusBadRequest, fmt.Sprintf("the parameter %.40q appears twice", k)), false
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(vs[0]) {
+			return nil, badRequest(http.StatusBadRequest, "the body is not valid UTF-8"), false
+		}
+		if vs[0] == "" {
+			delete(form, k)
+		}
+	}
+	return form, reply{}, true
+}
+
+// decodeJSON reads a request body of one JSON object with known fields
+// only, and checks the refresh token of a tokenHolder. Whatever another
+// parser could read differently is refused: a key given twice, a key that
+// matches a field only by case or Unicode folding (encoding/json would take
+// it for the field), invalid UTF-8 and unpaired UTF-16 surrogates (which
+// encoding/json would replace with U+FFFD).
+func decodeJSON(r *http.Request, dst any) (reply, bool) {
+	mt, rp, ok := mediaType(r)
+	if !ok {
+		return rp, false
+	}
+	if mt != mediaJSON {
+		return badRequest(http.StatusUnsupportedMediaType, "Content-Type must be "+mediaJSON), false
 	}
 	body, err := io.ReadAll(r.Body)
+	if err == nil && !utf8.Valid(body) {
+		err = errors.New("the body is not valid UTF-8")
+	}
 	if err == nil {
-		// A key given twice is read differently by different parsers (a
-		// proxy or a WAF may see the first, encoding/json keeps the last).
-		err = noDuplicateKeys(body)
+		err = checkSurrogates(body)
+	}
+	if err == nil {
+		err = checkKeys(body, jsonFields(dst))
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -333,7 +455,7 @@ func decodeJSON(r *http.Request, dst any) (reply, bool) {
 	}
 	if err == nil {
 		if th, ok := dst.(tokenHolder); ok {
-			return checkToken(th.token())
+			return checkToken("refresh_token", th.token())
 		}
 		return reply{}, true
 	}
@@ -362,9 +484,39 @@ func decodeJSON(r *http.Request, dst any) (reply, bool) {
 	return badRequest(http.StatusBadRequest, reason), false
 }
 
-// noDuplicateKeys reports an object in body that names a key twice. Syntax
-// errors are left to the decoder, which describes them better.
-func noDuplicateKeys(body []byte) error {
+// fieldCache maps a request type to the set of its JSON field names.
+var fieldCache sync.Map
+
+// jsonFields returns the JSON names of the fields of the struct dst points
+// to, or nil if it is not a pointer to a struct.
+func jsonFields(dst any) map[string]bool {
+	t := reflect.TypeOf(dst)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	t = t.Elem()
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]bool)
+	}
+	fields := map[string]bool{}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			fields[name] = true
+		}
+	}
+	fieldCache.Store(t, fields)
+	return fields
+}
+
+// checkKeys reports an object in body that names a key twice, and a key of
+// the top-level object that is not exactly one of fields (if fields is not
+// nil). encoding/json matches keys to fields ignoring case and Unicode
+// folding (USER_ID and u\u017fer_id are user_id to it) and keeps the last of
+// duplicates, where a proxy or a WAF may read the first or only the exact
+// key. Keys are compared decoded ("user\u005fid" is user_id). Syntax errors
+// are left to the decoder, which describes them better.
+func checkKeys(body []byte, fields map[string]bool) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	type frame struct {
 		keys   map[string]bool
@@ -396,7 +548,10 @@ func noDuplicateKeys(body []byte) error {
 		case string:
 			if top != nil && top.object && top.key {
 				if top.keys[t] {
-					return fmt.Errorf("the key %q appears twice", t)
+					return fmt.Errorf("the key %.40q appears twice", t)
+				}
+				if len(stack) == 1 && fields != nil && !fields[t] {
+					return unknownKey(t, fields)
 				}
 				top.keys[t] = true
 				top.key = false
@@ -409,14 +564,100 @@ func noDuplicateKeys(body []byte) error {
 	}
 }
 
-func checkToken(tok string) (reply, bool) {
+// unknownKey describes a key that is not a field: as encoding/json does, or
+// naming the field it differs from only by case or folding.
+func unknownKey(key string, fields map[string]bool) error {
+	for f := range fields {
+		if strings.EqualFold(key, f) {
+			return fmt.Errorf("the key %.40q is not %q: keys are case-sensitive", key, f)
+		}
+	}
+	return fmt.Errorf("unknown field %.40q", key)
+}
+
+// checkSurrogates refuses a \u escape of half a UTF-16 surrogate pair
+// without its other half: encoding/json would quietly make it U+FFFD.
+// Anything else is left to the decoder.
+func checkSurrogates(body []byte) error {
+	const bad = "the body holds an unpaired UTF-16 surrogate (\\u%04x), which is not a character"
+	inString := false
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case !inString:
+			inString = c == '"'
+		case c == '"':
+			inString = false
+		case c == '\\':
+			r, ok := escapedRune(body[i:])
+			if !ok {
+				i++ // a one-character escape, or bad syntax the decoder reports
+				continue
+			}
+			i += 5
+			if !utf16.IsSurrogate(r) {
+				continue
+			}
+			low, ok := escapedRune(body[i+1:])
+			if r >= 0xdc00 || !ok || low < 0xdc00 || low > 0xdfff {
+				return fmt.Errorf(bad, r)
+			}
+			i += 6
+		}
+	}
+	return nil
+}
+
+// escapedRune decodes the \uXXXX escape b starts with.
+func escapedRune(b []byte) (rune, bool) {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[2:6] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// checkToken checks the size of the refresh token in the field name.
+func checkToken(name, tok string) (reply, bool) {
 	switch {
 	case tok == "":
-		return badRequest(http.StatusBadRequest, "refresh_token is required"), false
+		return badRequest(http.StatusBadRequest, name+" is required"), false
 	case len(tok) > maxTokenLen:
-		return badRequest(http.StatusBadRequest, fmt.Sprintf("refresh_token is longer than %d bytes", maxTokenLen)), false
+		return badRequest(http.StatusBadRequest, fmt.Sprintf("%s is longer than %d bytes", name, maxTokenLen)), false
 	}
 	return reply{}, true
+}
+
+// unaddressableUserID is the one user id the service refuses although the
+// store takes it: Go's ServeMux reads a path segment that is only %2F as a
+// trailing slash, so no /v1/users/{user_id}/... path could name this user
+// (to list its sessions or log it out everywhere).
+const unaddressableUserID = "/"
+
+// userID returns a user id as the store takes it: any string, which the
+// store refuses if it is empty, over 256 bytes, not UTF-8 or holds control
+// or bidirectional formatting characters (400, naming the user id). A UUID
+// in its 36-character form is written in lower case, so that a user whose
+// id is a UUID has one id whatever the caller's case; other ids are
+// compared byte for byte.
+func userID(v string) string {
+	if len(v) == 36 {
+		if id, err := uuid.Parse(v); err == nil {
+			return id.String()
+		}
+	}
+	return v
 }
 
 // parseUUID accepts a UUID in its 36-character form and returns it in

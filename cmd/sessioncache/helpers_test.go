@@ -105,6 +105,9 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 		t.Fatal(err)
 	}
 	set.server.store, set.server.metrics = store, m
+	if set.server.absoluteTTL == 0 {
+		set.server.absoluteTTL = set.store.AbsoluteTTL
+	}
 	s := newServer(set.server)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)

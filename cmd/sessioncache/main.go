@@ -94,7 +94,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
-	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKey: cfg.APIKey, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout})
+	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKey: cfg.APIKey, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout, absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie})
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -112,10 +112,9 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	log.Info("listening", "addr", ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/openapi.yaml")
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	go func() {
-		reason, err := s.checkReady(context.Background())
-		s.noteReadiness(reason, err)
-	}()
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go s.watch(watchCtx, evictionCheckInterval)
 
 	select {
 	case err := <-served:

@@ -41,10 +41,12 @@ type reply struct {
 	header  http.Header
 }
 
-// errorBody is every error response.
+// errorBody is every error response. ErrorDescription is RFC 6749's
+// human-readable text, on invalid_grant and temporarily_unavailable.
 type errorBody struct {
-	Error  string `json:"error"`
-	Reason string `json:"reason,omitempty"`
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description,omitempty"`
+	Reason           string `json:"reason,omitempty"`
 }
 
 // route is one operation of the service.
@@ -52,7 +54,9 @@ type route struct {
 	pattern string   // net/http ServeMux pattern
 	op      string   // the operation label in metrics and logs
 	auth    bool     // needs the API key (the /v1 API)
+	gateway bool     // forward auth: any method, any query, any path below pattern/; the key only in X-Sessioncache-Key, refused with 403
 	query   []string // query parameters a /v1 route takes; others get 400
+	write   bool     // writes to Redis: refused while Redis may evict keys (see eviction.go)
 	api     func(*http.Request) reply
 	raw     http.Handler // instead of api, for non-JSON answers
 	quiet   bool         // logged at debug level when it succeeds (probes, scrapes)
@@ -63,7 +67,10 @@ type server struct {
 	log          *slog.Logger
 	metrics      *metrics
 	apiKey       []byte // SHA-256 of the key; nil: no key, loopback only
+	authCookie   string // the cookie /v1/auth reads a token from
 	checkEvict   bool
+	policy       policyGate // refuses writes while Redis may evict keys
+	absoluteTTL  time.Duration
 	redisTimeout time.Duration
 	draining     atomic.Bool
 	mux          *http.ServeMux
@@ -77,29 +84,43 @@ type serverConfig struct {
 	log        *slog.Logger
 	metrics    *metrics
 	apiKey     []byte
-	checkEvict bool // check Redis's maxmemory-policy for readiness
+	checkEvict bool // check Redis's maxmemory-policy for readiness and before writes
+	// absoluteTTL is the store's AbsoluteTTL: a session began that long
+	// before its absolute deadline (introspection's iat). Default:
+	// redisstore.DefaultAbsoluteTTL.
+	absoluteTTL time.Duration
+	// authCookie is the cookie /v1/auth reads a token from. Default: sc_session.
+	authCookie string
 	// redisTimeout bounds the Redis calls of one request. Default: 2s.
 	redisTimeout time.Duration
 }
 
 func newServer(c serverConfig) *server {
 	s := &server{store: c.store, log: c.log, metrics: c.metrics, checkEvict: c.checkEvict, mux: http.NewServeMux(),
-		redisTimeout: c.redisTimeout, lastReadyErr: "not checked yet"}
+		redisTimeout: c.redisTimeout, authCookie: c.authCookie, lastReadyErr: "not checked yet"}
 	if s.redisTimeout <= 0 {
 		s.redisTimeout = defaultRedisTimeout
+	}
+	s.absoluteTTL = c.absoluteTTL
+	if s.absoluteTTL <= 0 {
+		s.absoluteTTL = redisstore.DefaultAbsoluteTTL
+	}
+	if s.authCookie == "" {
+		s.authCookie = defaultAuthCookie
 	}
 	if c.apiKey != nil {
 		h := sha256.Sum256(c.apiKey)
 		s.apiKey = h[:]
 	}
 	s.routes = []route{
-		{pattern: "POST /v1/sessions", op: "issue", auth: true, api: s.issue},
-		{pattern: "POST /v1/tokens/rotate", op: "rotate", auth: true, api: s.rotate},
+		{pattern: "POST /v1/sessions", op: "issue", auth: true, write: true, api: s.issue},
+		{pattern: "POST /v1/tokens/rotate", op: "rotate", auth: true, write: true, api: s.rotate},
 		{pattern: "POST /v1/tokens/introspect", op: "introspect", auth: true, api: s.introspect},
 		{pattern: "POST /v1/tokens/revoke", op: "revoke", auth: true, api: s.revokeToken},
 		{pattern: "GET /v1/users/{user_id}/sessions", op: "list_sessions", auth: true, query: []string{"cursor", "limit"}, api: s.listSessions},
 		{pattern: "DELETE /v1/users/{user_id}/sessions/{session_id}", op: "revoke_session", auth: true, api: s.revokeSession},
 		{pattern: "DELETE /v1/users/{user_id}/sessions", op: "revoke_all", auth: true, query: []string{"except"}, api: s.revokeAll},
+		{pattern: "/v1/auth", op: "auth", auth: true, gateway: true, api: s.forwardAuth},
 		{pattern: "GET /healthz", op: "healthz", quiet: true, api: s.healthz},
 		{pattern: "GET /readyz", op: "readyz", quiet: true, api: s.readyz},
 		{pattern: "GET /metrics", op: "metrics", quiet: true, raw: c.metrics.handler()},
@@ -107,6 +128,11 @@ func newServer(c serverConfig) *server {
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.pattern, s.wrap(rt))
+		if rt.gateway {
+			// Envoy's ext_authz appends the client's path to the one it
+			// is given.
+			s.mux.Handle(rt.pattern+"/", s.wrap(rt))
+		}
 	}
 	return s
 }
@@ -157,7 +183,7 @@ func (s *server) wrap(rt route) http.Handler {
 			s.logRequest(r, rt.op, rec.status, outcome, start, level)
 		}()
 		if rt.auth {
-			if rp, ok := s.authorize(r); !ok {
+			if rp, ok := s.authorize(r, rt.gateway); !ok {
 				outcome = rp.outcome
 				writeJSON(rec, rp.status, rp.body, rp.header)
 				return
@@ -188,7 +214,7 @@ func (s *server) wrap(rt route) http.Handler {
 // call runs the handler of an API route, after checking the query
 // parameters of a /v1 route, with the body limit and the Redis timeout.
 func (s *server) call(rt route, w http.ResponseWriter, r *http.Request) reply {
-	if rt.auth {
+	if rt.auth && !rt.gateway {
 		if rp, ok := checkQuery(r, rt.query...); !ok {
 			return rp
 		}
@@ -196,6 +222,11 @@ func (s *server) call(rt route, w http.ResponseWriter, r *http.Request) reply {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	ctx, cancel := context.WithTimeout(r.Context(), s.redisTimeout)
 	defer cancel()
+	if rt.write {
+		if rp, ok := s.writable(ctx); !ok {
+			return rp
+		}
+	}
 	return rt.api(r.WithContext(ctx))
 }
 
@@ -212,8 +243,12 @@ func (s *server) logRequest(r *http.Request, op string, status int, outcome stri
 
 // authorize checks the API key; without one, it accepts only requests that
 // name a loopback host, so that a web page cannot reach a key-less service
-// through DNS rebinding.
-func (s *server) authorize(r *http.Request) (reply, bool) {
+// through DNS rebinding. The key comes in X-Sessioncache-Key or, but for a
+// gateway route (whose Authorization header is the user's), as
+// Authorization: Bearer <key>; when both are sent, X-Sessioncache-Key
+// decides. A gateway route refuses a bad key with 403, so that a gateway can
+// tell its own misconfiguration from a user's bad token (401).
+func (s *server) authorize(r *http.Request, gateway bool) (reply, bool) {
 	if s.apiKey == nil {
 		if !loopbackHost(r.Host) {
 			return reply{status: http.StatusForbidden, outcome: "forbidden",
@@ -221,14 +256,27 @@ func (s *server) authorize(r *http.Request) (reply, bool) {
 		}
 		return reply{}, true
 	}
-	scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	given := sha256.Sum256([]byte(strings.TrimSpace(key)))
-	if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(given[:], s.apiKey) != 1 {
-		return reply{status: http.StatusUnauthorized, outcome: "unauthorized",
-			body:   errorBody{Error: "unauthorized", Reason: "missing or wrong API key (Authorization: Bearer <key>)"},
-			header: http.Header{"Www-Authenticate": {`Bearer realm="sessioncache"`}}}, false
+	key, ok := r.Header[apiKeyHeader]
+	given := ""
+	switch {
+	case ok:
+		given = strings.TrimSpace(key[0])
+	case !gateway:
+		if scheme, k, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+			given = strings.TrimSpace(k)
+		}
 	}
-	return reply{}, true
+	sum := sha256.Sum256([]byte(given))
+	if subtle.ConstantTimeCompare(sum[:], s.apiKey) == 1 {
+		return reply{}, true
+	}
+	if gateway {
+		return reply{status: http.StatusForbidden, outcome: "unauthorized",
+			body: errorBody{Error: "forbidden", Reason: "missing or wrong API key (" + apiKeyHeader + ": <key>)"}}, false
+	}
+	return reply{status: http.StatusUnauthorized, outcome: "unauthorized",
+		body:   errorBody{Error: "unauthorized", Reason: "missing or wrong API key (Authorization: Bearer <key>, or " + apiKeyHeader + ": <key>)"},
+		header: http.Header{"Www-Authenticate": {`Bearer realm="sessioncache"`}}}, false
 }
 
 func loopbackHost(hostport string) bool {
@@ -271,7 +319,7 @@ func (s *server) checkReady(ctx context.Context) (string, error) {
 		return "redis_unavailable", err
 	}
 	if s.checkEvict {
-		if err := s.store.CheckEvictionPolicy(ctx); err != nil {
+		if err := s.checkEvictionPolicy(ctx); err != nil {
 			if errors.Is(err, redisstore.ErrEvictionPolicy) {
 				return "unsafe_eviction_policy", err
 			}
@@ -311,9 +359,14 @@ func writeJSON(w http.ResponseWriter, status int, body any, header http.Header) 
 	for k, v := range header {
 		w.Header()[k] = v
 	}
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if body == nil {
+		// An answer of headers only (forward auth).
+		w.WriteHeader(status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(body)
 }

@@ -49,11 +49,12 @@ func TestSessionLifecycle(t *testing.T) {
 	t2 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1)).str("refresh_token")
 
 	// t0 is now a grandparent: presenting it is theft, the session dies.
-	r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t0))
-	if d := cmp.Diff(map[string]any{"error": "invalid_grant", "reason": "reused"}, r.body); d != "" {
+	r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0))
+	want := map[string]any{"error": "invalid_grant", "error_description": "refresh token reused: its session is revoked", "reason": "reused"}
+	if d := cmp.Diff(want, r.body); d != "" {
 		t.Errorf("replay (-want +got):\n%s", d)
 	}
-	r = e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t2))
+	r = e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t2))
 	if r.str("reason") != "revoked" {
 		t.Errorf("newest token after theft: %v, want reason revoked", r.body)
 	}
@@ -96,10 +97,20 @@ func TestIntrospect(t *testing.T) {
 	g := e.login(bob, "cli")
 	tok := g.str("refresh_token")
 	r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok))
+	expires, _ := time.Parse(time.RFC3339, g.str("expires_at"))
+	sessionExpires, _ := time.Parse(time.RFC3339, g.str("session_expires_at"))
 	want := map[string]any{"active": true, "user_id": bob, "session_id": g.str("session_id"),
-		"expires_at": g.str("expires_at"), "session_expires_at": g.str("session_expires_at")}
+		"expires_at": g.str("expires_at"), "session_expires_at": g.str("session_expires_at"),
+		// RFC 7662: numbers are float64 once decoded.
+		"sub": bob, "sid": g.str("session_id"), "token_type": "refresh_token",
+		"exp": float64(expires.Unix()), "iat": float64(sessionExpires.Add(-redisstore.DefaultAbsoluteTTL).Unix())}
 	if d := cmp.Diff(want, r.body); d != "" {
 		t.Errorf("introspect (-want +got):\n%s", d)
+	}
+	// The same token in an RFC 7662 form gets the same answer.
+	form := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	if f := e.send("POST", "/v1/tokens/introspect", "token="+url.QueryEscape(tok)+"&token_type_hint=refresh_token", form); f.status != http.StatusOK || f.raw != r.raw {
+		t.Errorf("introspect as a form: %d %s, want %s", f.status, f.raw, r.raw)
 	}
 	for name, tok := range map[string]string{"garbage": "hello", "forged": forge(tok)} {
 		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
@@ -110,7 +121,7 @@ func TestIntrospect(t *testing.T) {
 	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
 		t.Errorf("introspect expired = %s, want inactive", r.raw)
 	}
-	if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
 		t.Errorf("rotate expired = %s, want reason expired", r.raw)
 	}
 }
@@ -129,7 +140,7 @@ func TestServerClockDecides(t *testing.T) {
 			t.Errorf("replay within grace returned another token")
 		}
 		e.b.Clock.Advance(grace)
-		if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
+		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
 			t.Errorf("replay after grace: %s, want reason reused", r.raw)
 		}
 
@@ -138,7 +149,7 @@ func TestServerClockDecides(t *testing.T) {
 		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
 			t.Errorf("introspect after the idle lifetime = %s, want inactive", r.raw)
 		}
-		if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
 			t.Errorf("rotate after the idle lifetime = %s, want reason expired", r.raw)
 		}
 	})
@@ -154,13 +165,13 @@ func TestRotateRefusals(t *testing.T) {
 		forge(tok):                             "unknown",
 	}
 	for tok, reason := range cases {
-		r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok))
-		if r.str("error") != "invalid_grant" || r.str("reason") != reason {
+		r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		if r.str("error") != "invalid_grant" || r.str("reason") != reason || r.str("error_description") == "" {
 			t.Errorf("rotate %.12s...: %s, want invalid_grant/%s", tok, r.raw, reason)
 		}
 	}
 	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
-	if r := e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "revoked" {
+	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "revoked" {
 		t.Errorf("rotate after logout: %s, want revoked", r.raw)
 	}
 }
@@ -242,8 +253,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 	cases := []struct {
 		method, path, body, reason string
 	}{
-		{"POST", "/v1/sessions", `{"user_id":"alice"}`, "user_id must be a UUID"},
-		{"POST", "/v1/sessions", `{}`, "user_id must be a UUID"},
+		{"POST", "/v1/sessions", `{"user_id":"a\u0007b"}`, "user id holds a control character"},
+		{"POST", "/v1/sessions", `{"user_id":"a\u0085b"}`, "user id holds a control character"},
+		{"POST", "/v1/sessions", `{"user_id":"\u202e` + alice + `"}`, "user id holds a bidirectional formatting character"},
+		{"POST", "/v1/sessions", `{"user_id":"` + strings.Repeat("x", 257) + `"}`, "user id is 257 bytes, at most 256 allowed"},
+		{"POST", "/v1/sessions", `{"user_id":"` + strings.Repeat("é", 129) + `"}`, "user id is 258 bytes, at most 256 allowed"},
+		{"POST", "/v1/sessions", `{"user_id":""}`, "user id is empty"},
+		{"POST", "/v1/sessions", `{}`, "user id is empty"},
 		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","admin":true}`, `unknown field "admin"`},
 		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"`, "not valid JSON"},
 		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"} {}`, "more than one JSON value"},
@@ -263,7 +279,27 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"x","refresh_token":"` + tok + `"}`, `"refresh_token" appears twice`},
 		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"a","ip_address":"192.0.2.1","device_name":"b"}`, `"device_name" appears twice`},
 		{"POST", "/v1/tokens/introspect", `{"refresh_token":null}`, "refresh_token is required"},
-		{"GET", "/v1/users/not-a-uuid/sessions", ``, "user_id must be a UUID"},
+		// Keys that encoding/json would take for a field, ignoring case and
+		// Unicode folding, while a proxy reads only the exact one.
+		{"POST", "/v1/tokens/rotate", `{"refresh_token":"x","Refresh_Token":"` + tok + `"}`, `the key "Refresh_Token" is not "refresh_token": keys are case-sensitive`},
+		{"POST", "/v1/tokens/revoke", `{"REFRESH_TOKEN":"` + tok + `"}`, `the key "REFRESH_TOKEN" is not "refresh_token"`},
+		{"POST", "/v1/tokens/revoke", "{\"refresh_to\u212aen\":\"" + tok + "\"}", `is not "refresh_token"`}, // KELVIN SIGN
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","USER_ID":"` + bob + `"}`, `the key "USER_ID" is not "user_id"`},
+		{"POST", "/v1/sessions", "{\"u\u017fer_id\":\"" + alice + "\"}", "the key \"u\u017fer_id\" is not \"user_id\""},
+		{"POST", "/v1/sessions", `{"u\u017fer_id":"` + alice + `"}`, "the key \"u\u017fer_id\" is not \"user_id\""},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","user\u005fid":"` + bob + `"}`, `the key "user_id" appears twice`},
+		// Text that encoding/json would quietly turn into U+FFFD.
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"caf` + "\xe9" + `"}`, "not valid UTF-8"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"` + "\xff}", "not valid UTF-8"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\ud800"}`, `unpaired UTF-16 surrogate (\ud800)`},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\uDC00\ud800"}`, `unpaired UTF-16 surrogate (\udc00)`},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\ud800\u0041"}`, `unpaired UTF-16 surrogate (\ud800)`},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\\\ud800"}`, `unpaired UTF-16 surrogate (\ud800)`},
+		{"GET", "/v1/users/a%00b/sessions", ``, "user id holds a control character"},
+		{"GET", "/v1/users/%ff/sessions", ``, "user id is not valid UTF-8"},
+		{"GET", "/v1/users/" + strings.Repeat("x", 257) + "/sessions", ``, "user id is 257 bytes, at most 256 allowed"},
+		{"DELETE", "/v1/users/a%0Ab/sessions", ``, "user id holds a control character"},
+		{"DELETE", "/v1/users/" + strings.Repeat("%C3%A9", 129) + "/sessions/" + g.str("session_id"), ``, "user id is 258 bytes"},
 		{"GET", "/v1/users/" + alice + "/sessions?refresh_token=" + tok, ``, "unknown query parameter"},
 		{"DELETE", "/v1/users/" + alice + "/sessions/nope", ``, "session_id must be a UUID"},
 		{"DELETE", "/v1/users/" + alice + "/sessions?except=nope", ``, "except must be a UUID"},
@@ -288,6 +324,42 @@ func TestBadInputChangesNothing(t *testing.T) {
 	h = http.Header{"Content-Type": {"application/json; charset=UTF-8"}}
 	if r := e.send("POST", "/v1/tokens/introspect", `{"refresh_token":"`+tok+`"}`, h); r.status != http.StatusOK {
 		t.Errorf("charset=UTF-8 body: %d %s, want 200", r.status, r.raw)
+	}
+	// RFC 7662 and RFC 7009 forms are read as strictly.
+	form := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	qtok := url.QueryEscape(tok)
+	for _, tc := range []struct{ path, body, reason string }{
+		{"/v1/tokens/revoke", "token=x&token=" + qtok, `the parameter "token" appears twice`},
+		{"/v1/tokens/revoke", "token=" + qtok + "&client_id=a&client_id=b", `the parameter "client_id" appears twice`},
+		{"/v1/tokens/revoke", "token=", "token is required"},
+		{"/v1/tokens/revoke", "", "token is required"},
+		{"/v1/tokens/revoke", "refresh_token=" + qtok, "token is required (refresh_token is the name in a JSON body"},
+		{"/v1/tokens/revoke", "TOKEN=" + qtok, "token is required"},
+		{"/v1/tokens/introspect", "token_type_hint=refresh_token", "token is required"},
+		{"/v1/tokens/revoke", "token=" + qtok + "%ff", "not valid UTF-8"},
+		{"/v1/tokens/revoke", "token=" + qtok + "&x%ff=1", "not valid UTF-8"},
+		{"/v1/tokens/revoke", "token=%zz", "not a valid form"},
+		{"/v1/tokens/revoke", "token=" + qtok + ";x=1", "not a valid form"},
+		{"/v1/tokens/revoke", "token=" + strings.Repeat("a", 513), "token is longer than 512 bytes"},
+		{"/v1/tokens/revoke", "token=" + qtok + "&pad=" + strings.Repeat("x", maxBodyBytes), "larger than 65536 bytes"},
+	} {
+		r := e.send("POST", tc.path, tc.body, form)
+		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || !strings.Contains(r.str("reason"), tc.reason) {
+			t.Errorf("form %s %.60s: %d %.200s, want 400 invalid_request with %q", tc.path, tc.body, r.status, r.raw, tc.reason)
+		}
+	}
+	for name, tc := range map[string]struct {
+		path  string
+		ctype string
+	}{
+		"a form to rotate (JSON only)": {"/v1/tokens/rotate", "application/x-www-form-urlencoded"},
+		"a form to log in (JSON only)": {"/v1/sessions", "application/x-www-form-urlencoded"},
+		"a form in another charset":    {"/v1/tokens/revoke", "application/x-www-form-urlencoded; charset=iso-8859-1"},
+		"multipart":                    {"/v1/tokens/revoke", "multipart/form-data; boundary=x"},
+	} {
+		if r := e.send("POST", tc.path, "token="+qtok+"&refresh_token="+qtok, http.Header{"Content-Type": {tc.ctype}}); r.status != http.StatusUnsupportedMediaType {
+			t.Errorf("%s: %d %s, want 415", name, r.status, r.raw)
+		}
 	}
 	if d := cmp.Diff(before, dump(t, e)); d != "" {
 		t.Errorf("bad requests changed Redis (-before +after):\n%s", d)
@@ -426,7 +498,7 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	tokens[tok] = true
 	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
 	tokens[next] = true
-	e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok+"x"))
+	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok+"x"))
 	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(next))
 	e.do("POST", "/v1/sessions", `{"`+next+`":1}`)                    // a token as an unknown field
 	e.do("GET", "/v1/users/"+next+"/sessions", "")                    // in the path
@@ -435,7 +507,7 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	e.send("POST", "/v1/tokens/revoke", tokenBody(next), http.Header{ // with a wrong key
 		"Content-Type": {"application/json"}, "Authorization": {"Bearer " + next}})
 	e.b.Clock.Advance(time.Minute)
-	e.must(http.StatusUnauthorized, "POST", "/v1/tokens/rotate", tokenBody(tok)) // reuse: logged as an event
+	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)) // reuse: logged as an event
 	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(next))
 	metrics := e.send("GET", "/metrics", "", nil).raw
 	logs := e.logs.String()
