@@ -160,7 +160,7 @@ type validateFrame struct {
 
 var validateFrames = sync.Pool{New: func() any {
 	f := &validateFrame{}
-	f.args = [3]any{"hget", &f.key, "h"}
+	f.args = [3]any{"hget", &f.key, fHash}
 	return f
 }}
 

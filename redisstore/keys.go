@@ -1,14 +1,6 @@
 package redisstore
 
-// Key layout. All keys of one user share the hash tag {T}, where T encodes
-// the first 6 bytes of the user hash (a keyed hash of the user id), so every
-// script touches one cluster slot, and users spread over all slots.
-//
-//	<prefix>{T}:s:<session id>   hash: one session (token family)
-//	<prefix>{T}:u:<U>            zset: the user's sessions, scored by expiry
-//
-// U encodes the other 6 bytes of the user hash. Neither key names the user.
-// Session ids are 16 random bytes, written as 22 base64url characters.
+// Keys are built here; schema.go describes them.
 
 const tagLen = 8 // base64url of 6 bytes
 
@@ -21,10 +13,10 @@ type keys struct {
 // sessionID 16 bytes. Both keys share one allocation.
 func keysFor(prefix string, userHash, sessionID []byte) keys {
 	var buf [160]byte
-	b := appendTagged(buf[:0], prefix, userHash, 's')
+	b := appendTagged(buf[:0], prefix, userHash, kindSession)
 	b = b64.AppendEncode(b, sessionID)
 	n := len(b)
-	b = appendTagged(b, prefix, userHash, 'u')
+	b = appendTagged(b, prefix, userHash, kindIndex)
 	b = b64.AppendEncode(b, userHash[6:])
 	s := string(b)
 	return keys{session: s[:n], index: s[n:]}
@@ -33,7 +25,7 @@ func keysFor(prefix string, userHash, sessionID []byte) keys {
 // indexKey builds the key of a user's session index.
 func indexKey(prefix string, userHash []byte) string {
 	var buf [64]byte
-	return string(b64.AppendEncode(appendTagged(buf[:0], prefix, userHash, 'u'), userHash[6:]))
+	return string(b64.AppendEncode(appendTagged(buf[:0], prefix, userHash, kindIndex), userHash[6:]))
 }
 
 // appendTagged appends prefix + "{T}:" + kind + ":", where T, the hash tag,

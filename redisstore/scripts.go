@@ -24,16 +24,6 @@ var (
 	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch}
 )
 
-// Reply codes, as documented in each script's header.
-const (
-	codeOK      = 1
-	codeHandOut = 2 // rotate: hand out the token a record describes
-	codeRetry   = 2 // issue: call again with candidates for eviction
-	codeReused  = 3
-	codeRevoked = 4
-	codeExpired = 5
-)
-
 // maxEvictCalls bounds the evict.lua calls of one login: at most 32
 // evictions each.
 const maxEvictCalls = 8

@@ -270,9 +270,12 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		next.setHeader(nk.id, old.userHash(), old.sessionID(), gen, expMS, old.absoluteMS())
 		next.seal(nk)
 		g.Token, g.ExpiresAt = next.encode(s.opt.TokenPrefix), time.UnixMilli(expMS)
-		if kind == handOutGrace {
+		switch kind {
+		case handOutGrace:
 			g.Replayed = true
 			s.emit(ctx, Event{Kind: EventGraceReplay, UserID: g.UserID, SessionID: g.SessionID, Time: time.UnixMilli(r.now)})
+		case handOutRetry, handOutPrevious:
+			// The first attempt created this token: no event, as then.
 		}
 		return g, nil
 	case codeReused:
@@ -293,13 +296,6 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, missing(old, r.now)
 	}
 }
-
-// Kinds of codeHandOut replies (1: a retry of the call that created the
-// current token).
-const (
-	handOutGrace    = 2 // a grace replay
-	handOutPrevious = 3 // a late retry of the call that created the previous token
-)
 
 // TokenInfo describes a valid token: what introspection (RFC 7662) reports.
 type TokenInfo struct {

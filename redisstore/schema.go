@@ -1,0 +1,109 @@
+package redisstore
+
+// The stored data, described once: the two kinds of key, every field of a
+// session hash, the layout of the s field, and each script's reply codes.
+// The Go code uses these names; schema_test.go checks the README's tables
+// against them. The scripts (lua/) cannot import Go: their contract headers
+// repeat the layouts, and the contract suite runs them.
+
+// Kinds of key. All keys of one user share the hash tag {T}, where T encodes
+// the first 6 bytes of the user hash (a keyed hash of the user id), so every
+// script touches one cluster slot, and users spread over all slots:
+//
+//	<prefix>{T}:s:<session id>   hash: one session (token family); it expires
+//	                             at its current token's idle deadline
+//	<prefix>{T}:u:<U>            zset: the user's sessions, scored by
+//	                             keep-until; it expires with its longest-kept
+//
+// U encodes the other 6 bytes of the user hash. Neither key names the user.
+// Session ids are 16 random bytes, written as 22 base64url characters.
+const (
+	kindSession = 's'
+	kindIndex   = 'u'
+)
+
+// A field of a session hash. Short names keep small hashes small, and every
+// value stays under 64 bytes (hash-max-listpack-value), so that a session
+// stays a listpack.
+type field struct {
+	name      string
+	tombstone bool // a field of a revoked session's tombstone, not of a live session
+	doc       string
+}
+
+// Fields of a session hash.
+const (
+	fHash     = "h"
+	fState    = "s"
+	fPrevious = "p"
+	fCreated  = "c"
+	fAbsolute = "x"
+	fDevice   = "d"
+	fName     = "n"
+	fIP       = "i"
+	fAgent    = "a"
+	fReason   = "r"
+	fUser     = "u"
+	fCall     = "q"
+)
+
+// schema is every field, in the order the README lists them.
+var schema = []field{
+	{fHash, false, "keyed hash of the current token's secret (16 raw bytes), then the user id"},
+	{fState, false, "extend after, last used, creator call id, checksum of IP address and user agent, `generation:key id:idle lifetime` (layout below)"},
+	{fPrevious, false, "last used and creator call id of the previous token, for a late retry"},
+	{fCreated, false, "created (unix ms)"},
+	{fAbsolute, false, "absolute deadline (unix ms)"},
+	{fDevice, false, "device id"},
+	{fName, false, "device name"},
+	{fIP, false, "IP address, canonical"},
+	{fAgent, false, "user agent, stock browser phrases stored as single bytes"},
+	{fReason, true, "why the session was revoked"},
+	{fUser, true, "the user id"},
+	{fCall, true, "id of the call that revoked it, for retries"},
+}
+
+// Layout of the s field (0-based byte offsets), written by issue.lua and
+// rotate.lua:
+//
+//	[0:13]   extend after: the next rotation after this moves the session's
+//	         keep-until in the index (unix ms, 13 digits)
+//	[13]     ':'
+//	[14:27]  last used (unix ms, 13 digits)
+//	[27:35]  id of the call that created the current token
+//	[35:39]  checksum of the recorded IP address and user agent (clientSum)
+//	[39:]    "generation:key id:idle lifetime" (the lifetime in ms)
+//
+// The token's idle deadline is last used + idle lifetime, capped by the
+// absolute deadline. Times are 13 digits until the year 2286, so the
+// scripts compare them as text.
+const (
+	stExtend = 0
+	stLast   = 14
+	stCall   = 27
+	stSum    = stCall + callIDLen
+	stRest   = stSum + 4
+)
+
+// Reply codes, as documented in each script's header. Every script answers
+// {code, now, ...}, now being Redis's time in unix ms.
+const (
+	codeOK      = 1 // issue, evict, rotate, revoke, revoke_all
+	codeHandOut = 2 // rotate: hand out a token again (handOut* kinds)
+	codeRetry   = 2 // issue: call again with candidates for eviction
+	codeReused  = 3 // rotate
+	codeRevoked = 4 // issue, rotate
+	codeExpired = 5 // rotate
+	// 0: nothing to do (unknown session, nothing to revoke, id collision).
+)
+
+// Kinds of codeHandOut replies.
+const (
+	handOutRetry    = 1 // a retry of the call that created the current token
+	handOutGrace    = 2 // a grace replay
+	handOutPrevious = 3 // a late retry of the call that created the previous token
+)
+
+// Layout of rotate.lua's ARGV[1] (the hot path's one packed argument) and
+// ARGV[2] (what only the slower outcomes read): see frame.go's pack and the
+// script's header.

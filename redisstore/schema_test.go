@@ -1,0 +1,66 @@
+package redisstore
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestREADMEFieldTable: the README's table of session hash fields is the
+// schema.
+func TestREADMEFieldTable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([a-z])` \\| (live|tombstone) \\| (.+) \\|$")
+	var got []field
+	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
+		got = append(got, field{name: m[1], tombstone: m[2] == "tombstone", doc: m[3]})
+	}
+	want := append([]field(nil), schema...)
+	// The README may link where schema.go says "below".
+	norm := func(fs []field) []field {
+		for i := range fs {
+			fs[i].doc = regexp.MustCompile(`\s*\((layout below|layout in .*)\)`).ReplaceAllString(fs[i].doc, "")
+		}
+		return fs
+	}
+	if d := cmp.Diff(norm(want), norm(got), cmp.AllowUnexported(field{})); d != "" {
+		t.Errorf("README field table against schema.go (-schema +README):\n%s", d)
+	}
+}
+
+// TestSchemaMatchesScripts: every field the Go code names appears in a
+// script, and the s layout offsets are the ones rotate.lua uses.
+func TestSchemaMatchesScripts(t *testing.T) {
+	var all strings.Builder
+	for _, name := range []string{"issue", "rotate", "evict", "revoke", "revoke_all", "inspect"} {
+		b, err := os.ReadFile("../lua/" + name + ".lua")
+		if err != nil {
+			t.Fatal(err)
+		}
+		all.Write(b)
+	}
+	lua := all.String()
+	for _, f := range schema {
+		if !strings.Contains(lua, "'"+f.name+"'") {
+			t.Errorf("field %q of schema.go is in no script", f.name)
+		}
+	}
+	rotate, _ := os.ReadFile("../lua/rotate.lua")
+	for what, needle := range map[string]string{
+		"extend after": "string.sub(s, 1, 13)", "last used": "string.sub(s, 15, 27)",
+		"creator call id": "string.sub(s, 28, 35)", "checksum": "string.sub(s, 36, 39)",
+	} {
+		if !strings.Contains(string(rotate), needle) {
+			t.Errorf("rotate.lua does not read %s as schema.go lays it out (%s)", what, needle)
+		}
+	}
+	if stLast != 14 || stCall != 27 || stSum != 35 || stRest != 39 {
+		t.Errorf("s layout offsets changed (%d %d %d %d): update rotate.lua, issue.lua, evict.lua and this test", stLast, stCall, stSum, stRest)
+	}
+}
