@@ -123,16 +123,6 @@ type ClusterNode struct {
 	Slots    [][2]int // ranges, inclusive
 }
 
-// Serves reports whether the node serves slot.
-func (n ClusterNode) Serves(slot int) bool {
-	for _, r := range n.Slots {
-		if slot >= r[0] && slot <= r[1] {
-			return true
-		}
-	}
-	return false
-}
-
 // ClusterNodes parses CLUSTER NODES as seen by c.
 func ClusterNodes(ctx context.Context, c *redis.Client) ([]ClusterNode, error) {
 	s, err := c.ClusterNodes(ctx).Result()

@@ -95,13 +95,6 @@ func (p *Proxy) SetRule(rule func(args []string) Fault) {
 	p.mu.Unlock()
 }
 
-// SetDelay changes the one-way delay for connections accepted from now on.
-func (p *Proxy) SetDelay(d time.Duration) {
-	p.mu.Lock()
-	p.delay = d
-	p.mu.Unlock()
-}
-
 // Stats returns the counters so far.
 func (p *Proxy) Stats() ProxyStats {
 	return ProxyStats{
