@@ -1,21 +1,33 @@
 # The sessioncache service: a static binary on a distroless base, running as
-# an unprivileged user. Build from the repository root:
-#   docker build -t sessioncache .
-FROM golang:1.26 AS build
+# an unprivileged user. Build from the repository root, naming the version
+# (the tag the manifests pin), which the binary reports (-version, the
+# sessioncache_build_info metric):
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#     -t ghcr.io/sessioncache/sessioncache:0.1.0 .
+# The Go version is go.mod's.
+FROM golang:1.26.8 AS build
+ARG VERSION=dev
+ARG REVISION=unknown
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sessioncache ./cmd/sessioncache
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/sessioncache ./cmd/sessioncache
 
+# distroless publishes no version tags; pin a digest
+# (gcr.io/distroless/static-debian12:nonroot@sha256:...) where builds must be
+# reproducible, and let a bot refresh it.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/sessioncache /sessioncache
-USER nonroot:nonroot
+# The image's nonroot user, numeric so that Kubernetes' runAsNonRoot can
+# check it.
+USER 65532:65532
 # In a container the service must listen on every interface, which it
-# refuses to do without SESSIONCACHE_API_KEY or SESSIONCACHE_API_KEY_FILE.
+# refuses to do without an API key (SESSIONCACHE_API_KEY_FILE and the like).
 ENV SESSIONCACHE_LISTEN=0.0.0.0:8080
 EXPOSE 8080
-# The image has no shell or curl: the binary probes itself.
+# The image has no shell or curl: the binary probes itself. Ready means
+# Redis answers and does not evict (docker-compose.yml uses this check).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-	CMD ["/sessioncache", "-check", "/healthz"]
+	CMD ["/sessioncache", "-check", "/readyz"]
 ENTRYPOINT ["/sessioncache"]

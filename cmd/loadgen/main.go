@@ -7,6 +7,7 @@
 //	loadgen -target http -http http://127.0.0.1:8080 -workers 64 -count 100000 -mix rotate -json
 //	loadgen -mix rotate -rate 20000 -duration 30s   # latency at a fixed load
 //	loadgen -target http -mix auth-validate -workers 64 -duration 10s   # forward auth beside introspection
+//	loadgen -target bare -http http://127.0.0.1:8090 -mix bare -server-pid 1234   # the ceiling, with its CPU per request
 //
 // Each worker owns its sessions, so every outcome is predictable: an
 // unexpected one (a grace replay that does not return the current token, a
@@ -39,7 +40,7 @@ import (
 
 type config struct {
 	target, redisURL, httpURL, apiKey, pgURL, mixName, prefix string
-	workers, count, sessions, perUser, listLimit              int
+	workers, count, sessions, perUser, listLimit, serverPID   int
 	duration, progress, grace                                 time.Duration
 	rate                                                      float64
 	json                                                      bool
@@ -56,12 +57,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.target, "target", "library", "what to drive: library, http, naive (WATCH/MULTI baseline) or postgres (SQL baseline)")
+	fs.StringVar(&c.target, "target", "library", "what to drive: library, http, bare (the service's ceiling: bench/bare at -http, one SET per request), naive (WATCH/MULTI baseline) or postgres (SQL baseline)")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL for -target library and naive")
-	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "base URL of the service for -target http")
+	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "base URL of the service for -target http, or of bench/bare for -target bare")
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SESSIONCACHE_API_KEY"), "bearer key for -target http (default $SESSIONCACHE_API_KEY)")
 	fs.StringVar(&c.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL for -target postgres")
-	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), auth (forward auth, -target http), auth-validate, or op=weight,... over "+fmt.Sprint(allOps))
+	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), bare (-target bare), auth (forward auth, -target http), auth-validate, or op=weight,... over "+fmt.Sprint(allOps))
 	fs.StringVar(&c.prefix, "prefix", "", "Redis key prefix for -target library and naive, deleted at the end (default: loadgen:<random>:)")
 	fs.IntVar(&c.workers, "workers", 64, "concurrent workers")
 	fs.IntVar(&c.count, "count", 0, "stop after this many operations (0: run for -duration)")
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.grace, "grace", redisstore.DefaultGrace, "the store's grace window: replays are sent well within it")
 	fs.Float64Var(&c.rate, "rate", 0, "target operations per second over all workers (0: as fast as they go)")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON on stdout instead of text")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "also report the CPU time (user+system, from /proc/<pid>/stat) this process uses during the timed part, per operation: the server's CPU per request (Linux)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -102,7 +104,10 @@ type target struct {
 	get func(context.Context) error
 	// auth is one forward-auth request to the service (nil but for -target
 	// http).
-	auth  forwardAuth
+	auth forwardAuth
+	// bare is one request to bench/bare, the service's ceiling (nil but for
+	// -target bare, which has no store).
+	bare  func(context.Context) error
 	close func()
 }
 
@@ -163,6 +168,8 @@ func open(ctx context.Context, c config) (target, error) {
 		h := bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers)
 		h.ListLimit = c.listLimit
 		return target{st: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
+	case "bare":
+		return target{bare: newBare(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
 	case "postgres":
 		cfg, err := pgxpool.ParseConfig(c.pgURL)
 		if err != nil {
@@ -180,7 +187,7 @@ func open(ctx context.Context, c config) (target, error) {
 		}
 		return target{st: pg, close: func() { pg.Drop(context.Background()); pool.Close() }}, nil
 	}
-	return target{}, fmt.Errorf("unknown -target %q (library, http, naive, postgres)", c.target)
+	return target{}, fmt.Errorf("unknown -target %q (library, http, bare, naive, postgres)", c.target)
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -205,6 +212,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if m.has(opAuth) && t.auth == nil {
 		return fmt.Errorf("-mix %s: the %s operation needs the service (-target http)", c.mixName, opAuth)
 	}
+	if m.has(opBare) != (t.bare != nil) || t.bare != nil && len(m.ops) > 1 {
+		return fmt.Errorf("-mix %s: the %s operation, alone, is what -target bare runs", c.mixName, opBare)
+	}
 
 	var done, failed atomic.Int64
 	first := &firstErrors{seen: map[string]bool{}}
@@ -222,6 +232,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		runCtx, cancel = context.WithTimeout(ctx, c.duration)
 		defer cancel()
 	}
+	var cpu0 time.Duration
+	if c.serverPID != 0 {
+		if cpu0, err = cpuTime(c.serverPID); err != nil {
+			return fmt.Errorf("-server-pid: %w", err)
+		}
+	}
 	start := time.Now()
 	stopProgress := progress(stderr, c.progress, start, &done, &failed)
 	var claimed atomic.Int64
@@ -235,6 +251,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
+	var cpu time.Duration
+	if c.serverPID != 0 {
+		cpu1, err := cpuTime(c.serverPID)
+		if err != nil {
+			return fmt.Errorf("-server-pid: %w", err)
+		}
+		cpu = cpu1 - cpu0
+	}
 	stopProgress()
 
 	recs := make([]*recorder, len(ws))
@@ -243,6 +267,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	rep := buildReport(Report{Target: c.target, Mix: c.mixName, Workers: c.workers, Rate: c.rate,
 		Sessions: c.sessions, Seconds: secs, StartedAt: start}, recs, first)
+	if c.serverPID != 0 {
+		rep.Server = &ServerCPU{PID: c.serverPID, Seconds: cpu.Seconds()}
+		if rep.Total.Count > 0 {
+			rep.Server.PerOp = float64(cpu.Microseconds()) / float64(rep.Total.Count)
+		}
+	}
 	if c.json {
 		return rep.writeJSON(stdout)
 	}
@@ -258,7 +288,7 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 		if i < c.sessions%c.workers {
 			n++
 		}
-		w := &worker{st: t.st, get: t.get, auth: t.auth, byUser: map[string][]int{}, grace: c.grace,
+		w := &worker{st: t.st, get: t.get, auth: t.auth, bare: t.bare, byUser: map[string][]int{}, grace: c.grace,
 			rnd: mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
 			rec: &recorder{hists: map[string]*bench.Histogram{}, svc: map[string]*bench.Histogram{}, errs: map[string]int64{}, done: done, failed: failed, first: first}}
 		var user string
@@ -271,6 +301,9 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 			w.byUser[user] = append(w.byUser[user], j)
 		}
 		ws[i] = w
+	}
+	if t.st == nil {
+		return ws, nil // -target bare: no sessions
 	}
 	errc := make(chan error, len(ws))
 	for _, w := range ws {

@@ -12,9 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/sessioncache/sessioncache/bench"
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
@@ -307,4 +309,60 @@ func TestHTTPForwardAuth(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "needs the service") {
 		t.Errorf("-mix auth on the library: %v, want a refusal", err)
 	}
+}
+
+// -target bare drives bench.Bare, the service's ceiling, and -server-pid
+// reports the CPU a process spent per operation: here the test's own, since
+// the bare server runs in it.
+func TestBareTargetAndServerCPU(t *testing.T) {
+	b := redistest.For(t, redistest.Mini)
+	srv := httptest.NewServer(bench.Bare(b.Client, b.Prefix+"bare", time.Second))
+	defer srv.Close()
+	rep := runJSON(t, "-target", "bare", "-http", srv.URL, "-mix", "bare", "-workers", "2", "-sessions", "2",
+		"-count", "2000", "-server-pid", strconv.Itoa(os.Getpid()))
+	if o := rep.Ops[opBare]; o.Count != 2000 || rep.Total.Errors != 0 {
+		t.Errorf("bare: %+v, errors %v; want 2000 calls and none failed", o, rep.Errors)
+	}
+	if v, err := b.Client.Get(context.Background(), b.Prefix+"bare").Result(); err != nil || !strings.Contains(v, `"refresh_token":"sct_`) {
+		t.Errorf("the bare handler stored %q, %v; want the rotation-shaped body", v, err)
+	}
+	// 2,000 HTTP requests served and sent in this process cost well over
+	// 10 ms of CPU, and less than a second each.
+	if s := rep.Server; s == nil || s.PID != os.Getpid() || s.Seconds <= 0.01 || s.PerOp <= 0 || s.PerOp > 1e6 {
+		t.Errorf("server CPU: %+v", s)
+	}
+
+	for _, args := range [][]string{
+		{"-target", "bare", "-http", srv.URL, "-mix", "rotate"},
+		{"-target", "bare", "-http", srv.URL, "-mix", "bare=1,rotate=1"},
+		{"-target", "library", "-redis", "redis://" + b.Mini.Addr(), "-mix", "bare"},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(append(args, "-sessions", "1", "-workers", "1", "-count", "1"), &out, &errOut); err == nil || !strings.Contains(err.Error(), "-target bare") {
+			t.Errorf("%q: %v, want a refusal naming -target bare", args, err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := run([]string{"-target", "bare", "-http", srv.URL, "-mix", "bare", "-sessions", "1", "-workers", "1", "-count", "1", "-server-pid", "999999999"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "-server-pid") {
+		t.Errorf("a process that does not exist: %v, want a -server-pid error", err)
+	}
+}
+
+func TestCPUTime(t *testing.T) {
+	before, err := cpuTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spin until the clock ticks over (10 ms per tick), or fail after 10s
+	// of spinning.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if after, err := cpuTime(os.Getpid()); err != nil || after > before {
+			if err != nil || after-before > time.Second {
+				t.Fatalf("cpuTime went from %v to %v, %v", before, after, err)
+			}
+			return
+		}
+	}
+	t.Fatalf("cpuTime stayed at %v over 10s of spinning", before)
 }

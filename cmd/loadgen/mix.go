@@ -26,9 +26,10 @@ const (
 	opRevokeAll = "revoke-all" // "log out everywhere", then a login per slot
 	opGet       = "get"        // the ceiling: one raw GET through the same Redis client
 	opAuth      = "auth"       // forward auth: a gateway's GET /v1/auth with the current token (-target http)
+	opBare      = "bare"       // the service's ceiling: one request to bench/bare, which does one SET (-target bare)
 )
 
-var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet, opAuth}
+var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet, opAuth, opBare}
 
 // mixes are the named workloads; weights are relative.
 var mixes = map[string]string{
@@ -42,6 +43,7 @@ var mixes = map[string]string{
 	"list":      "list=1",
 	"revoke":    "revoke=1",
 	"get":       "get=1",
+	"bare":      "bare=1",
 	// A gateway asking about every request, beside introspection of the
 	// same tokens in the same run.
 	"auth":          "auth=1",
@@ -134,6 +136,7 @@ type worker struct {
 	st     bench.Store
 	get    func(context.Context) error // opGet; nil without a Redis client
 	auth   forwardAuth                 // opAuth; nil but for the service
+	bare   func(context.Context) error // opBare; nil but for -target bare
 	slots  []slot
 	byUser map[string][]int
 	rnd    *rand.Rand
@@ -229,6 +232,8 @@ func (w *worker) run(ctx context.Context, op string, start time.Time) {
 		w.timed(op, start, func() error { return w.get(ctx) })
 	case opAuth:
 		w.timed(op, start, func() error { return w.auth(ctx, s.cur, s.user) })
+	case opBare:
+		w.timed(op, start, func() error { return w.bare(ctx) })
 	case opList:
 		w.timed(op, start, func() error {
 			n, err := w.st.ListSessions(ctx, s.user)

@@ -70,9 +70,21 @@ type Report struct {
 	// Service is Total counted from when each call was sent: with a target
 	// rate, the difference to Total is the time calls waited behind a slow
 	// call of their worker.
-	Service   OpReport  `json:"service"`
-	Errors    []string  `json:"first_errors,omitempty"`
-	StartedAt time.Time `json:"started_at"`
+	Service OpReport `json:"service"`
+	// Server is the CPU time of the -server-pid process over the run.
+	Server    *ServerCPU `json:"server_cpu,omitempty"`
+	Errors    []string   `json:"first_errors,omitempty"`
+	StartedAt time.Time  `json:"started_at"`
+}
+
+// ServerCPU is the CPU time (user and system) a server process used during
+// the timed part of a run, from /proc/<pid>/stat (10 ms resolution).
+type ServerCPU struct {
+	PID     int     `json:"pid"`
+	Seconds float64 `json:"seconds"`
+	// PerOp is Seconds over the operations completed, in microseconds:
+	// the server's CPU per request.
+	PerOp float64 `json:"us_per_op"`
 }
 
 // OpReport is the throughput and latency of one operation. Latencies are
@@ -160,6 +172,9 @@ func (rep Report) writeText(w io.Writer) {
 		row("all, from send", rep.Service)
 	}
 	tw.Flush()
+	if rep.Server != nil {
+		fmt.Fprintf(w, "server (pid %d) CPU: %.2fs, %.1fus per operation\n", rep.Server.PID, rep.Server.Seconds, rep.Server.PerOp)
+	}
 	for _, e := range rep.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}

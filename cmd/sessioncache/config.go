@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,6 +53,18 @@ const (
 	envShutdownTimeout = "SESSIONCACHE_SHUTDOWN_TIMEOUT"
 	envLogLevel        = "SESSIONCACHE_LOG_LEVEL"
 	envAuthCookie      = "SESSIONCACHE_AUTH_COOKIE"
+	envAccessLog       = "SESSIONCACHE_ACCESS_LOG"
+
+	envSigningKeysFile   = "SESSIONCACHE_SIGNING_KEYS_FILE"
+	envAPIKeysFile       = "SESSIONCACHE_API_KEYS_FILE"
+	envTLSCertFile       = "SESSIONCACHE_TLS_CERT_FILE"
+	envTLSKeyFile        = "SESSIONCACHE_TLS_KEY_FILE"
+	envRedisCAFile       = "SESSIONCACHE_REDIS_TLS_CA_FILE"
+	envRedisCertFile     = "SESSIONCACHE_REDIS_TLS_CERT_FILE"
+	envRedisKeyFile      = "SESSIONCACHE_REDIS_TLS_KEY_FILE"
+	envRedisInsecure     = "SESSIONCACHE_REDIS_TLS_INSECURE_SKIP_VERIFY"
+	envRedisUsernameFile = "SESSIONCACHE_REDIS_USERNAME_FILE"
+	envRedisPasswordFile = "SESSIONCACHE_REDIS_PASSWORD_FILE"
 )
 
 var settings = []setting{
@@ -77,7 +90,21 @@ var settings = []setting{
 	{env: envShutdownTimeout, flag: "shutdown-timeout", def: "20s", usage: "after the delay, how long in-flight requests may take"},
 	{env: envLogLevel, flag: "log-level", def: "info", usage: "debug, info, warn or error"},
 	{env: envAuthCookie, flag: "auth-cookie", def: defaultAuthCookie, usage: "cookie that /v1/auth reads a token from when the request has no Authorization: Bearer header"},
+	{env: envAccessLog, flag: "access-log", def: "false", usage: "log one line per request; off, only failures, refused API keys and security events are logged", bool: true},
+	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
+	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read on SIGHUP"},
+	{env: envTLSCertFile, flag: "tls-cert-file", usage: "serve HTTPS with this certificate chain (PEM); reloaded when it changes"},
+	{env: envTLSKeyFile, flag: "tls-key-file", usage: "private key (PEM) of " + envTLSCertFile},
+	{env: envRedisCAFile, flag: "redis-tls-ca-file", usage: "CA certificates (PEM) that Redis's certificate must chain to, for rediss:// URLs; unset: the system's"},
+	{env: envRedisCertFile, flag: "redis-tls-cert-file", usage: "client certificate (PEM) to present to Redis; reloaded when it changes"},
+	{env: envRedisKeyFile, flag: "redis-tls-key-file", usage: "private key (PEM) of " + envRedisCertFile},
+	{env: envRedisInsecure, flag: "redis-tls-insecure-skip-verify", def: "false", usage: "do not verify Redis's certificate (unsafe; needed for skip_verify in the URL)", bool: true},
+	{env: envRedisUsernameFile, flag: "redis-username-file", usage: "file holding the Redis ACL user name (the master's, in sentinel mode)"},
+	{env: envRedisPasswordFile, flag: "redis-password-file", usage: "file holding the Redis password (the master's, in sentinel mode)"},
 }
+
+// errShowVersion is loadConfig's answer to -version.
+var errShowVersion = errors.New("-version")
 
 // Redis deployment modes.
 const (
@@ -111,12 +138,21 @@ type config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	AuthCookie      string
+	AccessLog       bool
 
-	APIKey       []byte // nil: no key, loopback only
-	APIKeyFrom   string // where the key came from, for the start-up log
+	APIKeys      [][]byte // nil: no key, loopback only
+	APIKeyFrom   string   // where the keys came from, for the start-up log
+	APIKeysFile  string   // the file re-read on SIGHUP; "" for the environment
+	apiKeysRead  func(string) ([][]byte, error)
 	Secret       []byte
 	SecretFrom   string // "" when generated
 	RedisOptions redisOptions
+
+	SigningKeysFile string           // "": Secret signs, as key 0
+	SigningKeys     []redisstore.Key // from SigningKeysFile
+	TLSCertFile     string           // "": plain HTTP
+	TLSKeyFile      string
+	RedisTLS        redisTLS
 
 	// Check, if set, makes the process probe this path of the running
 	// service and exit (a container health check without curl).
@@ -156,8 +192,12 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		}
 	}
 	check := fs.String("check", "", "probe `path` (such as /readyz) of the service this configuration describes, and exit 0 if it answers 200")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if *showVersion {
+		return nil, errShowVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag or an environment variable", fs.Args())
@@ -181,13 +221,32 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		ShutdownDelay:   p.duration(envShutdownDelay),
 		ShutdownTimeout: p.duration(envShutdownTimeout),
 		AuthCookie:      p.str(envAuthCookie),
+		AccessLog:       p.boolean(envAccessLog),
 		Check:           *check,
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(p.str(envLogLevel))); err != nil {
 		p.fail(envLogLevel, "want debug, info, warn or error")
 	}
-	c.APIKey, c.APIKeyFrom = p.secret(envAPIKey, envAPIKeyFile)
+	c.loadAPIKeys(&p)
 	c.Secret, c.SecretFrom = p.secret(envSecret, envSecretFile)
+	c.SigningKeysFile = p.str(envSigningKeysFile)
+	if c.SigningKeysFile != "" {
+		keys, err := readSigningKeys(c.SigningKeysFile)
+		if err != nil {
+			p.failAt(p.source(envSigningKeysFile), err.Error())
+		}
+		c.SigningKeys = keys
+	}
+	c.TLSCertFile, c.TLSKeyFile = p.str(envTLSCertFile), p.str(envTLSKeyFile)
+	c.RedisTLS = redisTLS{
+		fromFlag:     p.from[envRedisURL] == "-redis-url",
+		caFile:       p.str(envRedisCAFile),
+		certFile:     p.str(envRedisCertFile),
+		keyFile:      p.str(envRedisKeyFile),
+		insecure:     p.boolean(envRedisInsecure),
+		usernameFile: p.str(envRedisUsernameFile),
+		passwordFile: p.str(envRedisPasswordFile),
+	}
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -231,8 +290,19 @@ func (c *config) validate(p *parser) error {
 	if err := (&http.Cookie{Name: c.AuthCookie, Value: "v"}).Valid(); err != nil {
 		p.fail(envAuthCookie, "not a cookie name (letters, digits and !#$%&'*+-.^_`|~)")
 	}
-	if c.APIKey != nil && len(c.APIKey) < minAPIKeyLen {
-		p.failAt(c.APIKeyFrom, fmt.Sprintf("the API key is %d bytes, at least %d required", len(c.APIKey), minAPIKeyLen))
+	if c.APIKeysFile == "" && len(c.APIKeys) == 1 && len(c.APIKeys[0]) < minAPIKeyLen {
+		p.failAt(c.APIKeyFrom, fmt.Sprintf("the API key is %d bytes, at least %d required", len(c.APIKeys[0]), minAPIKeyLen))
+	}
+	if c.SigningKeysFile != "" && c.Secret == nil {
+		// A random root secret would move every user's keys at each start.
+		p.failAt(p.source(envSigningKeysFile), "needs "+envSecret+" or "+envSecretFile+": the secret that places users' keys and hashes stored tokens must stay the same for the life of the data")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		p.failAt(envTLSCertFile, "set both "+envTLSCertFile+" and "+envTLSKeyFile+", or neither")
+	} else if c.TLSCertFile != "" {
+		if _, err := newCertReloader("HTTPS certificate", c.TLSCertFile, c.TLSKeyFile); err != nil {
+			p.failAt(envTLSCertFile, err.Error())
+		}
 	}
 	if c.Secret != nil && len(c.Secret) < minSecretLen {
 		p.failAt(c.SecretFrom, fmt.Sprintf("the secret is %d bytes, at least %d required (for example: openssl rand -hex 32)", len(c.Secret), minSecretLen))
@@ -245,6 +315,12 @@ func (c *config) validate(p *parser) error {
 		}
 		p.failAt(fmt.Sprintf("%s=%q", src, redactURL(c.RedisURL)), err.Error())
 	}
+	if err == nil {
+		if err := c.RedisTLS.apply(c.RedisURL, &opts); err != nil && p.err == nil {
+			// The error names the settings at fault.
+			p.err = err
+		}
+	}
 	c.RedisOptions = opts
 	if p.err != nil {
 		return p.err
@@ -254,9 +330,9 @@ func (c *config) validate(p *parser) error {
 		p.fail(envListen, err.Error())
 		return p.err
 	}
-	if c.APIKey == nil && !loopback {
+	if c.APIKeys == nil && !loopback {
 		return fmt.Errorf("refusing to listen on %s without an API key: anyone who can reach it could read and end every session. "+
-			"Set %s or %s, or listen on a loopback address such as 127.0.0.1:8080", c.Listen, envAPIKey, envAPIKeyFile)
+			"Set %s, %s or %s, or listen on a loopback address such as 127.0.0.1:8080", c.Listen, envAPIKey, envAPIKeyFile, envAPIKeysFile)
 	}
 	return nil
 }
@@ -315,12 +391,20 @@ func (c *config) logAttrs() []any {
 		redis = redactURL(c.RedisURL)
 	}
 	apiKey := "none (loopback only)"
-	if c.APIKey != nil {
-		apiKey = "set from " + c.APIKeyFrom
+	if c.APIKeys != nil {
+		apiKey = fmt.Sprintf("%d from %s", len(c.APIKeys), c.APIKeyFrom)
 	}
 	secret := "generated at start (tokens will not survive a restart)"
 	if c.Secret != nil {
 		secret = "set from " + c.SecretFrom
+	}
+	signing := "the secret, as key id 0"
+	if c.SigningKeysFile != "" {
+		signing = fmt.Sprintf("ids %v from %s, %d signs", keyIDs(c.SigningKeys), c.SigningKeysFile, c.SigningKeys[0].ID)
+	}
+	listenTLS := "off (plain HTTP)"
+	if c.TLSCertFile != "" {
+		listenTLS = "HTTPS with " + c.TLSCertFile
 	}
 	return []any{
 		slog.String("listen", c.Listen),
@@ -341,8 +425,12 @@ func (c *config) logAttrs() []any {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("auth_cookie", c.AuthCookie),
+		slog.Bool("access_log", c.AccessLog),
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
+		slog.String("signing_keys", signing),
+		slog.String("tls", listenTLS),
+		slog.String("redis_tls", c.RedisOptions.tlsState()),
 	}
 }
 
@@ -368,6 +456,14 @@ func (p *parser) fail(env, msg string) {
 		src = env
 	}
 	p.failAt(fmt.Sprintf("%s=%q", src, p.raw[env]), msg)
+}
+
+// source names where the value of env came from: the flag or the variable.
+func (p *parser) source(env string) string {
+	if src := p.from[env]; src != "" {
+		return src
+	}
+	return env
 }
 
 // failAt records an error about src, which must not hold a secret.
@@ -428,4 +524,40 @@ func (p *parser) secret(env, fileEnv string) ([]byte, string) {
 		return b, src + " (" + file + ")"
 	}
 	return nil, ""
+}
+
+// loadAPIKeys reads the API keys from the one place they are set: the
+// variable SESSIONCACHE_API_KEY, the file SESSIONCACHE_API_KEY_FILE (one
+// key, the whole file) or the file SESSIONCACHE_API_KEYS_FILE (one key a
+// line). Both files are re-read on SIGHUP. Setting more than one is refused:
+// a key left in the environment could not be revoked by editing the file.
+func (c *config) loadAPIKeys(p *parser) {
+	var set []string
+	for _, env := range []string{envAPIKey, envAPIKeyFile, envAPIKeysFile} {
+		if p.raw[env] != "" {
+			set = append(set, env)
+		}
+	}
+	switch {
+	case len(set) > 1:
+		p.failAt(set[0], "set only one of "+envAPIKey+", "+envAPIKeyFile+" and "+envAPIKeysFile+"; "+strings.Join(set, " and ")+" are set")
+		return
+	case len(set) == 0:
+		return
+	case set[0] == envAPIKey:
+		c.APIKeys, c.APIKeyFrom = [][]byte{[]byte(p.raw[envAPIKey])}, envAPIKey
+		return
+	case set[0] == envAPIKeyFile:
+		c.apiKeysRead = readAPIKeyFile
+	default:
+		c.apiKeysRead = readAPIKeys
+	}
+	c.APIKeysFile = p.raw[set[0]]
+	c.APIKeyFrom = p.source(set[0]) + " (" + c.APIKeysFile + ")"
+	keys, err := c.apiKeysRead(c.APIKeysFile)
+	if err != nil {
+		p.failAt(p.source(set[0]), err.Error())
+		return
+	}
+	c.APIKeys = keys
 }

@@ -30,8 +30,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKey, c.Secret, c.LogLevel, c.AuthCookie}
-	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, []byte(nil), []byte(nil), slog.LevelInfo, "sc_session"}
+	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKeys, c.Secret, c.LogLevel, c.AuthCookie}
+	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, [][]byte(nil), []byte(nil), slog.LevelInfo, "sc_session"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -69,7 +69,7 @@ func TestConfigErrors(t *testing.T) {
 		{"all interfaces without key", nil, map[string]string{envListen: "0.0.0.0:8080"}, "refusing to listen on 0.0.0.0:8080 without an API key"},
 		{"empty host without key", nil, map[string]string{envListen: ":8080"}, "refusing to listen on :8080 without an API key"},
 		{"ipv6 any without key", []string{"-listen", "[::]:8080"}, nil, "without an API key"},
-		{"public address without key", nil, map[string]string{envListen: "192.0.2.1:8080"}, "Set SESSIONCACHE_API_KEY or SESSIONCACHE_API_KEY_FILE"},
+		{"public address without key", nil, map[string]string{envListen: "192.0.2.1:8080"}, "Set SESSIONCACHE_API_KEY, SESSIONCACHE_API_KEY_FILE or SESSIONCACHE_API_KEYS_FILE"},
 		{"listen not host:port", []string{"-listen", "8080"}, nil, `-listen="8080": want host:port`},
 		{"listen bad port", nil, map[string]string{envListen: "127.0.0.1:http"}, "port"},
 		{"short key", nil, map[string]string{envAPIKey: "short"}, "SESSIONCACHE_API_KEY: the API key is 5 bytes, at least 16"},
@@ -169,8 +169,8 @@ func TestConfigSecretsFromFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(c.APIKey) != goodKey || string(c.Secret) != goodSecret {
-		t.Errorf("key %q secret %q: want them without the trailing newline", c.APIKey, c.Secret)
+	if len(c.APIKeys) != 1 || string(c.APIKeys[0]) != goodKey || string(c.Secret) != goodSecret {
+		t.Errorf("keys %q secret %q: want them without the trailing newline", c.APIKeys, c.Secret)
 	}
 	if !strings.HasPrefix(c.APIKeyFrom, envAPIKeyFile) || !strings.HasPrefix(c.SecretFrom, "-secret-file") {
 		t.Errorf("sources %q, %q", c.APIKeyFrom, c.SecretFrom)
@@ -224,7 +224,7 @@ func TestConfigLogHidesSecrets(t *testing.T) {
 			t.Errorf("config log shows %q: %s", secret, out)
 		}
 	}
-	for _, want := range []string{`"listen":"0.0.0.0:8080"`, `"redis":"redis://user:xxxxx@redis:6379/0"`, `"idle_ttl":"336h0m0s"`, `"api_key":"set from SESSIONCACHE_API_KEY"`} {
+	for _, want := range []string{`"listen":"0.0.0.0:8080"`, `"redis":"redis://user:xxxxx@redis:6379/0"`, `"idle_ttl":"336h0m0s"`, `"api_key":"1 from SESSIONCACHE_API_KEY"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config log lacks %s: %s", want, out)
 		}

@@ -1,9 +1,11 @@
 package main
 
-// Checks of the deployment files: the Kubernetes manifests decode strictly
-// into the Kubernetes API types (an unknown or misspelt field fails), hang
-// together (selectors, ports, probes), and configure the service with
-// settings it accepts; docker-compose.yml runs Redis as a token store.
+// Checks of the deployment files: every Kubernetes overlay, rendered by
+// kubectl kustomize, decodes strictly into the Kubernetes API types (an
+// unknown or misspelt field fails), hangs together (selectors, ports,
+// probes), and configures the service with settings it accepts;
+// docker-compose.yml runs Redis as a token store. kubelet_test.go and
+// compose_test.go run what they describe.
 
 import (
 	"bytes"
@@ -12,13 +14,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -26,31 +29,23 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-const manifestDir = "../../deploy/kubernetes"
-
 // secretKeys are the keys of the Secret "sessioncache" that the README
 // tells operators to create.
-var secretKeys = []string{"api-key", "secret", "redis-password"}
+var secretKeys = []string{"api-keys", "secret", "redis-password"}
 
-type kustomization struct {
-	APIVersion string   `json:"apiVersion"`
-	Kind       string   `json:"kind"`
-	Resources  []string `json:"resources"`
-	Images     []struct {
-		Name    string `json:"name"`
-		NewName string `json:"newName"`
-		NewTag  string `json:"newTag"`
-	} `json:"images"`
-}
-
-// manifests holds every object of the manifest folder, by type.
+// manifests holds every object of a rendered overlay, by type.
 type manifests struct {
-	deployments  []*appsv1.Deployment
-	statefulSets []*appsv1.StatefulSet
-	services     []*corev1.Service
-	accounts     []*corev1.ServiceAccount
-	pdbs         []*policyv1.PodDisruptionBudget
-	policies     []*networkingv1.NetworkPolicy
+	deployments     []*appsv1.Deployment
+	statefulSets    []*appsv1.StatefulSet
+	jobs            []*batchv1.Job
+	services        []*corev1.Service
+	accounts        []*corev1.ServiceAccount
+	configMaps      []*corev1.ConfigMap
+	pdbs            []*policyv1.PodDisruptionBudget
+	hpas            []*autoscalingv2.HorizontalPodAutoscaler
+	policies        []*networkingv1.NetworkPolicy
+	serviceMonitors []*serviceMonitor
+	rules           []*prometheusRule
 }
 
 // decodeStrict decodes one YAML document into the API type its kind names,
@@ -67,6 +62,16 @@ func (m *manifests) decodeStrict(t *testing.T, file string, doc []byte) {
 		obj = add(&m.deployments)
 	case "apps/v1 StatefulSet":
 		obj = add(&m.statefulSets)
+	case "batch/v1 Job":
+		obj = add(&m.jobs)
+	case "v1 ConfigMap":
+		obj = add(&m.configMaps)
+	case "autoscaling/v2 HorizontalPodAutoscaler":
+		obj = add(&m.hpas)
+	case "monitoring.coreos.com/v1 ServiceMonitor":
+		obj = add(&m.serviceMonitors)
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		obj = add(&m.rules)
 	case "v1 Service":
 		obj = add(&m.services)
 	case "v1 ServiceAccount":
@@ -100,46 +105,30 @@ func splitYAML(b []byte) [][]byte {
 	return docs
 }
 
-func loadManifests(t *testing.T) *manifests {
-	t.Helper()
-	var k kustomization
-	b, err := os.ReadFile(filepath.Join(manifestDir, "kustomization.yaml"))
-	if err != nil {
-		t.Fatal(err)
+// eachOverlay runs f on every overlay, rendered.
+func eachOverlay(t *testing.T, f func(t *testing.T, overlay string, m *manifests)) {
+	for _, o := range overlays {
+		t.Run(o, func(t *testing.T) { f(t, o, renderDir(t, filepath.Join(kubernetesDir, "overlays", o))) })
 	}
-	if err := yaml.UnmarshalStrict(b, &k); err != nil || k.Kind != "Kustomization" {
-		t.Fatalf("kustomization.yaml: %v (kind %q)", err, k.Kind)
-	}
-	files, _ := filepath.Glob(filepath.Join(manifestDir, "*.yaml"))
-	var listed []string
-	for _, f := range files {
-		if filepath.Base(f) != "kustomization.yaml" {
-			listed = append(listed, filepath.Base(f))
-		}
-	}
-	sort.Strings(listed)
-	resources := slices.Sorted(slices.Values(k.Resources))
-	if !slices.Equal(listed, resources) {
-		t.Errorf("kustomization.yaml lists %v, the folder holds %v", resources, listed)
-	}
-	m := &manifests{}
-	for _, f := range resources {
-		b, err := os.ReadFile(filepath.Join(manifestDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, doc := range splitYAML(b) {
-			m.decodeStrict(t, f, doc)
-		}
-	}
-	return m
 }
 
 func TestManifestsDecodeStrictly(t *testing.T) {
-	m := loadManifests(t)
-	if len(m.deployments) != 1 || len(m.statefulSets) != 1 || len(m.services) != 2 || len(m.pdbs) != 1 || len(m.policies) != 2 {
-		t.Errorf("want 1 Deployment, 1 StatefulSet (Redis), 2 Services, 1 PodDisruptionBudget, 2 NetworkPolicies; got %d, %d, %d, %d, %d",
-			len(m.deployments), len(m.statefulSets), len(m.services), len(m.pdbs), len(m.policies))
+	eachOverlay(t, func(t *testing.T, overlay string, m *manifests) {
+		redis := 1
+		if overlay == "external" {
+			redis = 0
+		}
+		if len(m.deployments) != 1 || len(m.statefulSets) != redis || len(m.pdbs) != 1 || len(m.hpas) != 1 || len(m.policies) < 2 {
+			t.Errorf("want 1 Deployment, %d StatefulSet (Redis), 1 PodDisruptionBudget, 1 HorizontalPodAutoscaler, 2 or more NetworkPolicies; got %d, %d, %d, %d, %d",
+				redis, len(m.deployments), len(m.statefulSets), len(m.pdbs), len(m.hpas), len(m.policies))
+		}
+	})
+	for _, o := range overlays {
+		t.Run(o+"+monitoring", func(t *testing.T) {
+			if m := withMonitoring(t, o); len(m.serviceMonitors) != 1 || len(m.rules) != 1 {
+				t.Errorf("want the monitoring component's ServiceMonitor and PrometheusRule, got %d and %d", len(m.serviceMonitors), len(m.rules))
+			}
+		})
 	}
 	// The strict decoding is what catches typos: prove it does.
 	var d appsv1.Deployment
@@ -148,7 +137,8 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	}
 }
 
-// workloads returns the pod templates of every Deployment and StatefulSet.
+// workloads returns the pod templates of every Deployment, StatefulSet and
+// Job.
 func (m *manifests) workloads() map[string]corev1.PodTemplateSpec {
 	out := map[string]corev1.PodTemplateSpec{}
 	for _, d := range m.deployments {
@@ -156,6 +146,9 @@ func (m *manifests) workloads() map[string]corev1.PodTemplateSpec {
 	}
 	for _, s := range m.statefulSets {
 		out["StatefulSet "+s.Name] = s.Spec.Template
+	}
+	for _, j := range m.jobs {
+		out["Job "+j.Name] = j.Spec.Template
 	}
 	return out
 }
@@ -184,7 +177,10 @@ func (m *manifests) podsSelected(sel map[string]string) []string {
 }
 
 func TestManifestsHangTogether(t *testing.T) {
-	m := loadManifests(t)
+	eachOverlay(t, func(t *testing.T, _ string, m *manifests) { testManifestsHangTogether(t, m) })
+}
+
+func testManifestsHangTogether(t *testing.T, m *manifests) {
 	for _, d := range m.deployments {
 		if !selects(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
 			t.Errorf("Deployment %s: selector does not match its pods", d.Name)
@@ -198,10 +194,10 @@ func TestManifestsHangTogether(t *testing.T) {
 	for name, tpl := range m.workloads() {
 		for _, c := range tpl.Spec.Containers {
 			lim, req := c.Resources.Limits, c.Resources.Requests
-			if lim.Cpu().IsZero() || lim.Memory().IsZero() || req.Cpu().IsZero() || req.Memory().IsZero() {
-				t.Errorf("%s container %s: want CPU and memory requests and limits", name, c.Name)
+			if lim.Memory().IsZero() || req.Cpu().IsZero() || req.Memory().IsZero() {
+				t.Errorf("%s container %s: want CPU and memory requests and a memory limit", name, c.Name)
 			}
-			if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+			if (c.ReadinessProbe == nil || c.LivenessProbe == nil) && !strings.HasPrefix(name, "Job ") {
 				t.Errorf("%s container %s: want readiness and liveness probes", name, c.Name)
 			}
 			if c.SecurityContext == nil || c.SecurityContext.AllowPrivilegeEscalation == nil || *c.SecurityContext.AllowPrivilegeEscalation {
@@ -258,53 +254,60 @@ func hasPort(tpl corev1.PodTemplateSpec, port string) bool {
 }
 
 // The service's Deployment probes the right paths, and its environment,
-// with the Secret filled in, is a configuration the service accepts.
+// with the Secret's files in place, is a configuration the service accepts.
 func TestManifestsConfigureTheService(t *testing.T) {
-	m := loadManifests(t)
-	d := m.deployments[0]
-	c := d.Spec.Template.Spec.Containers[0]
-	if g := c.ReadinessProbe.HTTPGet; g == nil || g.Path != "/readyz" || !hasPort(d.Spec.Template, g.Port.String()) {
-		t.Errorf("readiness probe %+v, want GET /readyz on a container port", c.ReadinessProbe.ProbeHandler)
-	}
-	if g := c.LivenessProbe.HTTPGet; g == nil || g.Path != "/healthz" || !hasPort(d.Spec.Template, g.Port.String()) {
-		t.Errorf("liveness probe %+v, want GET /healthz on a container port", c.LivenessProbe.ProbeHandler)
-	}
-	dir := t.TempDir()
-	env := map[string]string{}
-	for _, e := range c.Env {
-		v := e.Value
-		if e.ValueFrom != nil {
-			ref := e.ValueFrom.SecretKeyRef
-			if ref == nil || ref.Name != "sessioncache" || !slices.Contains(secretKeys, ref.Key) {
-				t.Errorf("env %s: want a key of the Secret sessioncache", e.Name)
-				continue
+	eachOverlay(t, func(t *testing.T, overlay string, m *manifests) {
+		d := m.deployments[0]
+		c := d.Spec.Template.Spec.Containers[0]
+		if g := c.ReadinessProbe.HTTPGet; g == nil || g.Path != "/readyz" || !hasPort(d.Spec.Template, g.Port.String()) {
+			t.Errorf("readiness probe %+v, want GET /readyz on a container port", c.ReadinessProbe.ProbeHandler)
+		}
+		if g := c.LivenessProbe.HTTPGet; g == nil || g.Path != "/healthz" || !hasPort(d.Spec.Template, g.Port.String()) {
+			t.Errorf("liveness probe %+v, want GET /healthz on a container port", c.LivenessProbe.ProbeHandler)
+		}
+		for _, e := range c.Env {
+			if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
+				t.Errorf("env %s comes from a Secret: secrets go in files (_FILE), never in the environment", e.Name)
 			}
-			v = "0123456789abcdef0123456789abcdef"
+			if strings.HasPrefix(e.Name, "SESSIONCACHE_") && !isSetting(e.Name) {
+				t.Errorf("env %s is not a setting of the service", e.Name)
+			}
 		}
-		// Kubernetes expands $(NAME) from the variables defined above.
-		v = regexp.MustCompile(`\$\(([A-Z_]+)\)`).ReplaceAllStringFunc(v, func(s string) string { return env[s[2:len(s)-1]] })
-		if strings.HasSuffix(e.Name, "_FILE") {
-			// Stand-ins for the files the Secret volume provides.
-			v = writeFile(t, dir, filepath.Base(v), "0123456789abcdef0123456789abcdef")
+		k := newKubelet(t, m, testSecrets())
+		if overlay == "external" {
+			k.configMaps["sessioncache-redis-ca"] = map[string]string{"ca.crt": string(newTestCA(t, "redis").certPEM)}
 		}
-		env[e.Name] = v
-		if strings.HasPrefix(e.Name, "SESSIONCACHE_") && !isSetting(e.Name) {
-			t.Errorf("env %s is not a setting of the service", e.Name)
+		p := k.prepare(deploymentPod(d, nil))
+		cfg, err := loadConfig(nil, envOf(p.env), io.Discard)
+		if err != nil {
+			t.Fatalf("the Deployment's configuration is refused: %v", err)
 		}
-	}
-	cfg, err := loadConfig(nil, envOf(env), io.Discard)
-	if err != nil {
-		t.Fatalf("the Deployment's configuration is refused: %v", err)
-	}
-	if cfg.APIKey == nil || cfg.Secret == nil || cfg.RedisOptions.standalone == nil {
-		t.Errorf("the Deployment must set an API key, a secret and a Redis: %+v", cfg)
-	}
-	grace := time.Duration(*d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
-	if grace <= cfg.ShutdownDelay+cfg.ShutdownTimeout {
-		t.Errorf("terminationGracePeriodSeconds %v leaves no room for the shutdown delay %v and timeout %v", grace, cfg.ShutdownDelay, cfg.ShutdownTimeout)
-	}
-	redis := m.statefulSets[0].Spec.Template.Spec.Containers[0]
-	checkTokenStoreRedis(t, "redis.yaml", redis.Args)
+		if cfg.APIKeys == nil || cfg.APIKeysFile == "" || cfg.Secret == nil {
+			t.Errorf("the Deployment must set API keys from a file and a secret: %+v", cfg)
+		}
+		var password string
+		switch o := cfg.RedisOptions; overlay {
+		case "sentinel":
+			if o.sentinel != nil {
+				password = o.sentinel.Password
+			}
+		case "cluster":
+			if o.cluster != nil {
+				password = o.cluster.Password
+			}
+		default:
+			if o.standalone != nil {
+				password = o.standalone.Password
+			}
+		}
+		if password != testSecrets()["sessioncache"]["redis-password"] || strings.Contains(cfg.RedisURL, "@") || strings.Contains(cfg.RedisURL, "password=") {
+			t.Errorf("the Deployment must give the Redis password in a file, not in the URL %q (mode %s)", cfg.RedisURL, cfg.RedisMode)
+		}
+		grace := time.Duration(*d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+		if grace <= cfg.ShutdownDelay+cfg.ShutdownTimeout {
+			t.Errorf("terminationGracePeriodSeconds %v leaves no room for the shutdown delay %v and timeout %v", grace, cfg.ShutdownDelay, cfg.ShutdownTimeout)
+		}
+	})
 }
 
 func isSetting(env string) bool {
@@ -328,62 +331,8 @@ func checkTokenStoreRedis(t *testing.T, where string, args []string) {
 	}
 }
 
-// composeFile is the part of docker-compose.yml this test checks.
-type composeFile struct {
-	Services map[string]struct {
-		Image       string            `json:"image"`
-		Build       any               `json:"build"`
-		Command     []string          `json:"command"`
-		Environment map[string]string `json:"environment"`
-		Ports       []string          `json:"ports"`
-		Healthcheck struct {
-			Test []string `json:"test"`
-		} `json:"healthcheck"`
-	} `json:"services"`
-}
-
-func TestDockerCompose(t *testing.T) {
-	b, err := os.ReadFile("../../docker-compose.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f composeFile
-	if err := yaml.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
-	redis, svc := f.Services["redis"], f.Services["sessioncache"]
-	if !strings.HasPrefix(redis.Image, "redis:7") || redis.Healthcheck.Test == nil {
-		t.Errorf("redis service: image %q, health check %v", redis.Image, redis.Healthcheck.Test)
-	}
-	checkTokenStoreRedis(t, "docker-compose.yml", redis.Command)
-	if svc.Build == nil || len(svc.Ports) != 1 || !strings.HasPrefix(svc.Ports[0], "127.0.0.1:") {
-		t.Errorf("sessioncache service: build %v, ports %v; want built here and published on 127.0.0.1 only", svc.Build, svc.Ports)
-	}
-	// Compose fills ${NAME:?message} from the caller's environment.
-	env := map[string]string{}
-	for k, v := range svc.Environment {
-		if !isSetting(k) {
-			t.Errorf("environment %s is not a setting of the service", k)
-		}
-		env[k] = regexp.MustCompile(`\$\{[A-Z_]+:\?[^}]*\}`).ReplaceAllString(v, "0123456789abcdef0123456789abcdef")
-	}
-	cfg, err := loadConfig(nil, envOf(env), io.Discard)
-	if err != nil {
-		t.Fatalf("the compose configuration is refused: %v", err)
-	}
-	if cfg.RedisURL == "" || cfg.APIKey == nil || cfg.Secret == nil {
-		t.Errorf("compose must use its Redis, an API key and a secret: %+v", cfg)
-	}
-	test := svc.Healthcheck.Test
-	if len(test) < 3 || test[0] != "CMD" || test[1] != "/sessioncache" {
-		t.Fatalf("health check %q: want the binary's own -check", test)
-	}
-	if c, err := loadConfig(test[2:], envOf(env), io.Discard); err != nil || c.Check != "/readyz" {
-		t.Errorf("health check %q: %v, want -check /readyz", test, err)
-	}
-}
-
-// The Dockerfile's health check runs a flag the binary has.
+// The Dockerfile's health check runs a flag the binary has, on the path
+// that says the service can serve (docker-compose.yml inherits it).
 func TestDockerfile(t *testing.T) {
 	b, err := os.ReadFile("../../Dockerfile")
 	if err != nil {
@@ -393,7 +342,7 @@ func TestDockerfile(t *testing.T) {
 	if m == nil || !bytes.Contains(b, []byte("./cmd/sessioncache")) || !bytes.Contains(b, []byte("ENTRYPOINT [\"/sessioncache\"]")) {
 		t.Fatalf("Dockerfile: want a build of ./cmd/sessioncache, ENTRYPOINT /sessioncache and a -check health check")
 	}
-	if c, err := loadConfig([]string{"-check", string(m[1])}, envOf(map[string]string{envListen: "0.0.0.0:8080", envAPIKey: goodKey}), io.Discard); err != nil || c.Check != "/healthz" {
+	if c, err := loadConfig([]string{"-check", string(m[1])}, envOf(map[string]string{envListen: "0.0.0.0:8080", envAPIKey: goodKey}), io.Discard); err != nil || c.Check != "/readyz" {
 		t.Errorf("Dockerfile health check: %v", err)
 	}
 }

@@ -46,7 +46,7 @@ type policyGate struct {
 // learnt; an error that is not about the policy (Redis unavailable) leaves
 // the last known policy in force.
 func (s *server) checkEvictionPolicy(ctx context.Context) error {
-	err := s.store.CheckEvictionPolicy(ctx)
+	err := s.store().CheckEvictionPolicy(ctx)
 	switch {
 	case err == nil:
 		s.setPolicy(policySafe)

@@ -33,17 +33,18 @@ func (s *server) forwardAuth(r *http.Request) reply {
 	if len(tok) > maxTokenLen {
 		return invalidToken("malformed")
 	}
-	info, err := s.store.Validate(r.Context(), tok)
+	info, err := s.store().Validate(r.Context(), tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return invalidToken(reason)
 	}
 	if err != nil {
 		return failure(err)
 	}
+	v := []string{headerValue(info.UserID), headerValue(info.SessionID), timestamp(info.ExpiresAt)}
 	return reply{status: http.StatusOK, outcome: "ok", header: http.Header{
-		headerUserID:    {headerValue(info.UserID)},
-		headerSessionID: {headerValue(info.SessionID)},
-		headerExpiresAt: {timestamp(info.ExpiresAt)},
+		headerUserID:    v[0:1:1],
+		headerSessionID: v[1:2:2],
+		headerExpiresAt: v[2:3:3],
 	}}
 }
 
@@ -66,8 +67,12 @@ func credential(r *http.Request, cookie string) (string, bool) {
 func invalidToken(reason string) reply {
 	return reply{status: http.StatusUnauthorized, outcome: reason,
 		body:   errorBody{Error: "invalid_token", ErrorDescription: tokenDescriptions[reason], Reason: reason},
-		header: http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}}}
+		header: invalidTokenHeader}
 }
+
+// invalidTokenHeader is shared by every refusal: writeJSON copies its
+// values into the answer, which never changes them.
+var invalidTokenHeader = http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}}
 
 // tokenDescriptions are the error_description of each reason /v1/auth
 // refuses a request for.

@@ -204,7 +204,7 @@ func TestForwardAuthUserIDHeader(t *testing.T) {
 	// rules for user ids are).
 	e := newTestEnv(t)
 	for _, tc := range cases {
-		g, err := e.srv.store.Issue(context.Background(), tc.id, redisstore.Client{})
+		g, err := e.srv.store().Issue(context.Background(), tc.id, redisstore.Client{})
 		if err != nil {
 			t.Fatalf("Issue(%q): %v", tc.id, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -39,6 +40,8 @@ type rotateRequest struct {
 	DeviceID     string `json:"device_id"`
 	IPAddress    string `json:"ip_address"`
 	UserAgent    string `json:"user_agent"`
+
+	from *http.Request // for the reuse warning (reuseAttrs)
 }
 
 type tokenRequest struct {
@@ -98,8 +101,33 @@ type revokedBody struct {
 }
 
 // timestamp formats a time as RFC 3339 in UTC, to the millisecond the store
-// keeps.
-func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+// keeps: the layout timestampLayout, without time.Format's parsing of it
+// for the years 0 to 9999.
+func timestamp(t time.Time) string {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.Format(timestampLayout)
+	}
+	hour, minute, sec := t.Clock()
+	b := []byte("0000-00-00T00:00:00.000Z")
+	digits := func(at, v, n int) {
+		for i := at + n - 1; i >= at; i-- {
+			b[i] = byte('0' + v%10)
+			v /= 10
+		}
+	}
+	digits(0, year, 4)
+	digits(5, int(month), 2)
+	digits(8, day, 2)
+	digits(11, hour, 2)
+	digits(14, minute, 2)
+	digits(17, sec, 2)
+	digits(20, t.Nanosecond()/1e6, 3)
+	return string(b)
+}
+
+const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func grantReply(status int, g redisstore.Grant, outcome string) reply {
 	return reply{status: status, outcome: outcome, body: grantBody{
@@ -120,7 +148,7 @@ func (s *server) issue(r *http.Request) reply {
 	if user == unaddressableUserID {
 		return badRequest(http.StatusBadRequest, `user id "/" is refused: no path can name it (/v1/users/%2F/sessions is a trailing slash to the router)`)
 	}
-	g, err := s.store.Issue(r.Context(), user, redisstore.Client{
+	g, err := s.store().Issue(r.Context(), user, redisstore.Client{
 		DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if err != nil {
@@ -134,7 +162,9 @@ func (s *server) rotate(r *http.Request) reply {
 	if rp, ok := decodeJSON(r, &req); !ok {
 		return rp
 	}
-	g, err := s.store.Rotate(r.Context(), req.RefreshToken, redisstore.Client{
+	req.from = r
+	ctx := context.WithValue(r.Context(), rotationKey{}, &req)
+	g, err := s.store().Rotate(ctx, req.RefreshToken, redisstore.Client{
 		DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if reason := tokenOutcome(err); reason != "" {
@@ -151,6 +181,38 @@ func (s *server) rotate(r *http.Request) reply {
 		return grantReply(http.StatusOK, g, "grace_replay")
 	}
 	return grantReply(http.StatusOK, g, "ok")
+}
+
+// onStoreEvent counts the store's security events and logs the reuse of a
+// token (theft).
+func onStoreEvent(m *metrics, log *slog.Logger) func(context.Context, redisstore.Event) {
+	return func(ctx context.Context, e redisstore.Event) {
+		m.onEvent(ctx, e)
+		if e.Kind == redisstore.EventReuseDetected {
+			log.WarnContext(ctx, "refresh token reuse detected: session revoked", reuseAttrs(ctx, e)...)
+		}
+	}
+}
+
+// rotationKey is the context key of the rotateRequest a rotation runs for.
+type rotationKey struct{}
+
+// reuseAttrs describes, for the log, the reuse of a token detected by a
+// rotation: the session, and who presented the replayed token: the peer
+// the service sees (remote: the service reads no X-Forwarded-For), the
+// caller's User-Agent header (http_user_agent), and the device's IP address
+// and user agent as the rotation request gives them.
+func reuseAttrs(ctx context.Context, e redisstore.Event) []any {
+	attrs := []any{slog.String("user_id", e.UserID), slog.String("session_id", e.SessionID)}
+	if req, ok := ctx.Value(rotationKey{}).(*rotateRequest); ok && req.from != nil {
+		ua := req.from.UserAgent()
+		if len(ua) > redisstore.MaxUserAgentLen {
+			ua = ua[:redisstore.MaxUserAgentLen]
+		}
+		attrs = append(attrs, slog.String("remote", req.from.RemoteAddr), slog.String("http_user_agent", ua),
+			slog.String("ip_address", req.IPAddress), slog.String("user_agent", req.UserAgent))
+	}
+	return attrs
 }
 
 // invalidGrant is the refusal of a refresh token, as RFC 6749 section 5.2
@@ -178,7 +240,7 @@ func (s *server) introspect(r *http.Request) reply {
 	if !ok {
 		return rp
 	}
-	info, err := s.store.Validate(r.Context(), tok)
+	info, err := s.store().Validate(r.Context(), tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return reply{status: http.StatusOK, outcome: reason, body: introspectBody{Active: false}}
 	}
@@ -208,7 +270,7 @@ func (s *server) revokeToken(r *http.Request) reply {
 	if !ok {
 		return rp
 	}
-	n, err := s.store.RevokeToken(r.Context(), tok)
+	n, err := s.store().RevokeToken(r.Context(), tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return reply{status: http.StatusOK, outcome: reason, body: revokedBody{}}
 	}
@@ -229,7 +291,7 @@ func (s *server) listSessions(r *http.Request) reply {
 		}
 		opt.Limit = n
 	}
-	page, err := s.store.ListSessions(r.Context(), user, opt)
+	page, err := s.store().ListSessions(r.Context(), user, opt)
 	if err != nil {
 		return failure(err)
 	}
@@ -256,7 +318,7 @@ func (s *server) revokeSession(r *http.Request) reply {
 	if !ok {
 		return rp
 	}
-	n, err := s.store.RevokeSession(r.Context(), user, session)
+	n, err := s.store().RevokeSession(r.Context(), user, session)
 	if err != nil {
 		return failure(err)
 	}
@@ -273,7 +335,7 @@ func (s *server) revokeAll(r *http.Request) reply {
 		}
 		keep = k
 	}
-	n, err := s.store.RevokeAll(r.Context(), user, keep)
+	n, err := s.store().RevokeAll(r.Context(), user, keep)
 	var arg *redisstore.ArgumentError
 	if errors.As(err, &arg) && arg.Field == "keep" {
 		// The library's keep is this API's except.
@@ -347,7 +409,11 @@ const (
 // other than UTF-8 (RFC 8259 makes JSON UTF-8; a form is read as UTF-8
 // too).
 func mediaType(r *http.Request) (string, reply, bool) {
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ct := r.Header.Get("Content-Type")
+	if ct == mediaJSON || ct == mediaForm {
+		return ct, reply{}, true
+	}
+	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return "", reply{}, true
 	}
@@ -435,23 +501,17 @@ func decodeJSON(r *http.Request, dst any) (reply, bool) {
 	if mt != mediaJSON {
 		return badRequest(http.StatusUnsupportedMediaType, "Content-Type must be "+mediaJSON), false
 	}
-	body, err := io.ReadAll(r.Body)
-	if err == nil && !utf8.Valid(body) {
-		err = errors.New("the body is not valid UTF-8")
-	}
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer bodyBuffers.Put(buf)
+	buf.Reset()
+	_, err := buf.ReadFrom(r.Body)
 	if err == nil {
-		err = checkSurrogates(body)
-	}
-	if err == nil {
-		err = checkKeys(body, jsonFields(dst))
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err == nil {
-		err = dec.Decode(dst)
-	}
-	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
-		err = errors.New("the body holds more than one JSON value")
+		// What clients send takes the fast path; the general one decides
+		// the rest, and words its refusals.
+		body := buf.Bytes()
+		if f, ok := dst.(stringFields); !ok || !decodeFlat(string(body), f) {
+			err = decodeStrict(body, dst)
+		}
 	}
 	if err == nil {
 		if th, ok := dst.(tokenHolder); ok {
@@ -482,6 +542,28 @@ func decodeJSON(r *http.Request, dst any) (reply, bool) {
 		reason = strings.TrimPrefix(err.Error(), "json: ")
 	}
 	return badRequest(http.StatusBadRequest, reason), false
+}
+
+// decodeStrict decodes body into dst as decodeJSON describes.
+func decodeStrict(body []byte, dst any) error {
+	if !utf8.Valid(body) {
+		return errors.New("the body is not valid UTF-8")
+	}
+	if err := checkSurrogates(body); err != nil {
+		return err
+	}
+	if err := checkKeys(body, jsonFields(dst)); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return err
+	}
+	if dec.Decode(&struct{}{}) != io.EOF {
+		return errors.New("the body holds more than one JSON value")
+	}
+	return nil
 }
 
 // fieldCache maps a request type to the set of its JSON field names.
@@ -673,6 +755,9 @@ func parseUUID(name, v string) (string, reply, bool) {
 // checkQuery refuses query parameters other than allowed: tokens never
 // travel in URLs, and a typo should not be silently ignored.
 func checkQuery(r *http.Request, allowed ...string) (reply, bool) {
+	if r.URL.RawQuery == "" {
+		return reply{}, true
+	}
 	for k := range r.URL.Query() {
 		ok := false
 		for _, a := range allowed {

@@ -61,7 +61,14 @@ type envSetup struct {
 type envOption func(*envSetup)
 
 func withAPIKey(key string) envOption {
-	return func(s *envSetup) { s.server.apiKey = []byte(key) }
+	return func(s *envSetup) { s.server.apiKeys = [][]byte{[]byte(key)} }
+}
+
+// withoutAccessLog turns the per-request log off, as the service's default
+// is (the test environment logs every request, for the tests that read
+// the log).
+func withoutAccessLog() envOption {
+	return func(s *envSetup) { s.server.accessLog = false }
 }
 
 func withStoreOptions(f func(*redisstore.Options)) envOption {
@@ -91,7 +98,7 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 	set := envSetup{
 		t:      t,
 		b:      b,
-		server: serverConfig{log: log},
+		server: serverConfig{log: log, accessLog: true},
 		store:  redisstore.Options{Secret: testSecret, KeyPrefix: b.Prefix},
 		rdb:    b.Client,
 	}
@@ -99,7 +106,7 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 		o(&set)
 	}
 	m := newMetrics(set.rdb)
-	set.store.OnEvent = m.onEvent
+	set.store.OnEvent = onStoreEvent(m, log)
 	store, err := redisstore.New(set.rdb, set.store)
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +118,11 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 	s := newServer(set.server)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
-	return &testEnv{apiClient: newAPIClient(t, hs.URL, string(set.server.apiKey)), b: b, srv: s, logs: logs, metrics: m}
+	var key string
+	if len(set.server.apiKeys) > 0 {
+		key = string(set.server.apiKeys[0])
+	}
+	return &testEnv{apiClient: newAPIClient(t, hs.URL, key), b: b, srv: s, logs: logs, metrics: m}
 }
 
 // response is a decoded answer.

@@ -11,8 +11,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -31,7 +33,7 @@ import (
 
 func main() {
 	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt, syscall.SIGHUP)
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr, sig))
 }
 
@@ -49,6 +51,10 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
+	if errors.Is(err, errShowVersion) {
+		fmt.Fprintln(out, readBuild())
+		return exitOK
+	}
 	if err != nil {
 		slog.New(slog.NewJSONHandler(out, nil)).Error("refusing to start: " + err.Error())
 		return exitConfig
@@ -64,8 +70,14 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	if generated {
 		log.Warn("no secret configured (" + envSecret + " or " + envSecretFile + "): generated a random one; tokens will not survive a restart")
 	}
-	if cfg.APIKey == nil {
-		log.Warn("no API key configured (" + envAPIKey + " or " + envAPIKeyFile + "): /v1 is open to every local process; listening on a loopback address only")
+	if cfg.APIKeys == nil {
+		log.Warn("no API key configured (" + envAPIKey + ", " + envAPIKeyFile + " or " + envAPIKeysFile + "): /v1 is open to every local process; listening on a loopback address only")
+	}
+	if cfg.RedisTLS.insecure {
+		log.Warn(envRedisInsecure + "=true: Redis's certificate is not verified; anyone on the network path can read and change every session")
+	}
+	if cfg.RedisTLS.clientCert != nil {
+		cfg.RedisTLS.clientCert.log = log
 	}
 	be, err := openRedis(cfg.RedisOptions)
 	if err != nil {
@@ -81,22 +93,41 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Warn(envAllowEvicting + "=true: Redis's maxmemory-policy is not checked; an evicting policy can silently drop live sessions and revocations")
 	}
 
+	tr, err := newTracing(context.Background(), getenv, cfg.Listen)
+	if err == nil && tr != nil {
+		err = tr.instrument(be.client)
+	}
+	if err != nil {
+		log.Error("refusing to start: " + err.Error())
+		return exitConfig
+	}
+	if tr != nil {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tr.shutdown(ctx); err != nil {
+				log.Warn("exporting the last spans: " + err.Error())
+			}
+		}()
+		log.Info("tracing: OpenTelemetry spans of requests and Redis commands exported over OTLP (" + envOTLPEndpoint + ")")
+	}
+
 	m := newMetrics(be.client)
 	opt := cfg.storeOptions(secret)
-	opt.OnEvent = func(ctx context.Context, e redisstore.Event) {
-		m.onEvent(ctx, e)
-		if e.Kind == redisstore.EventReuseDetected {
-			log.WarnContext(ctx, "refresh token reuse detected: session revoked", "user_id", e.UserID, "session_id", e.SessionID)
-		}
-	}
+	opt.OnEvent = onStoreEvent(m, log)
+	opt.Keys = cfg.SigningKeys
 	store, err := redisstore.New(be.client, opt)
 	if err != nil {
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
-	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKey: cfg.APIKey, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout, absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie})
+	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout, absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog})
+	var handler http.Handler = s
+	if tr != nil {
+		handler = tr.handler(s)
+	}
 	hs := &http.Server{
-		Handler:           s,
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
@@ -104,32 +135,80 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	rl := &reloader{cfg: cfg, s: s, rdb: be.client, opt: opt, log: log}
+	if cfg.RedisTLS.clientCert != nil {
+		rl.certs = append(rl.certs, cfg.RedisTLS.clientCert)
+	}
+	scheme := "http"
+	if cfg.TLSCertFile != "" {
+		certs, err := newCertReloader("HTTPS certificate", cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			log.Error("cannot start: " + err.Error())
+			return exitFailed
+		}
+		certs.log = log
+		rl.certs = append(rl.certs, certs)
+		hs.TLSConfig = certs.serverTLSConfig()
+		scheme = "https"
+		log.Info("serving HTTPS", certAttrs(certs.current())...)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		log.Error("cannot listen: " + err.Error())
 		return exitFailed
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/openapi.yaml")
+	log.Info("listening", "addr", ln.Addr().String(), "api", scheme+"://"+ln.Addr().String()+"/openapi.yaml")
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	go func() {
+		if hs.TLSConfig != nil {
+			served <- hs.ServeTLS(ln, "", "")
+			return
+		}
+		served <- hs.Serve(ln)
+	}()
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go s.watch(watchCtx, evictionCheckInterval)
 
-	select {
-	case err := <-served:
-		log.Error("server failed: " + err.Error())
-		return exitFailed
-	case got := <-sig:
-		// Load balancers need the delay after SIGTERM; someone pressing
-		// Ctrl-C does not.
-		delay := cfg.ShutdownDelay
-		if got == os.Interrupt {
-			delay = 0
+	stop, hup := splitSignals(sig)
+	for {
+		select {
+		case <-hup:
+			rl.reload()
+		case err := <-served:
+			log.Error("server failed: " + err.Error())
+			return exitFailed
+		case got := <-stop:
+			// Load balancers need the delay after SIGTERM; someone pressing
+			// Ctrl-C does not.
+			delay := cfg.ShutdownDelay
+			if got == os.Interrupt {
+				delay = 0
+			}
+			log.Info("received "+got.String()+": draining; /readyz fails from now on", "shutdown_delay", delay.String())
+			return drain(hs, s, delay, cfg.ShutdownTimeout, log, stop)
 		}
-		log.Info("received "+got.String()+": draining; /readyz fails from now on", "shutdown_delay", delay.String())
-		return drain(hs, s, delay, cfg.ShutdownTimeout, log, sig)
 	}
+}
+
+// splitSignals separates SIGHUP (reload; several pending make one) from the
+// signals that stop the process.
+func splitSignals(sig <-chan os.Signal) (stop <-chan os.Signal, hup <-chan struct{}) {
+	st := make(chan os.Signal, 2)
+	h := make(chan struct{}, 1)
+	go func() {
+		for got := range sig {
+			if got == syscall.SIGHUP {
+				select {
+				case h <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			st <- got
+		}
+	}()
+	return st, h
 }
 
 // drain fails readiness, waits for load balancers to notice (answers close
@@ -178,8 +257,16 @@ func probe(cfg *config, log *slog.Logger) int {
 		log.Error("-check wants a path such as /readyz")
 		return exitConfig
 	}
-	url := "http://" + net.JoinHostPort(host, port) + cfg.Check
-	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(url)
+	client := &http.Client{Timeout: 3 * time.Second}
+	scheme := "http"
+	if cfg.TLSCertFile != "" {
+		// The certificate names the service, not 127.0.0.1; the probe
+		// sends nothing secret and only reads the status.
+		scheme = "https"
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+	url := scheme + "://" + net.JoinHostPort(host, port) + cfg.Check
+	resp, err := client.Get(url)
 	if err != nil {
 		log.Error("check failed", "url", url, "error", err.Error())
 		return exitFailed

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,10 +62,12 @@ type route struct {
 }
 
 type server struct {
-	store        *redisstore.Store
-	log          *slog.Logger
-	metrics      *metrics
-	apiKey       []byte // SHA-256 of the key; nil: no key, loopback only
+	// current is swapped when the signing keys change (see store).
+	current atomic.Pointer[redisstore.Store]
+	log     *slog.Logger
+	metrics *metrics
+	// apiKeys holds the SHA-256 of each API key; nil: no key, loopback only.
+	apiKeys      atomic.Pointer[[][sha256.Size]byte]
 	authCookie   string // the cookie /v1/auth reads a token from
 	checkEvict   bool
 	policy       policyGate // refuses writes while Redis may evict keys
@@ -77,14 +78,15 @@ type server struct {
 	routes       []route
 	readyMu      sync.Mutex
 	lastReadyErr string
+	accessLog    bool // one log line per request
 }
 
 type serverConfig struct {
 	store      *redisstore.Store
 	log        *slog.Logger
 	metrics    *metrics
-	apiKey     []byte
-	checkEvict bool // check Redis's maxmemory-policy for readiness and before writes
+	apiKeys    [][]byte // any of them is accepted; none: loopback only
+	checkEvict bool     // check Redis's maxmemory-policy for readiness and before writes
 	// absoluteTTL is the store's AbsoluteTTL: a session began that long
 	// before its absolute deadline (introspection's iat). Default:
 	// redisstore.DefaultAbsoluteTTL.
@@ -93,11 +95,14 @@ type serverConfig struct {
 	authCookie string
 	// redisTimeout bounds the Redis calls of one request. Default: 2s.
 	redisTimeout time.Duration
+	// accessLog logs every request. Off, only failures, refused API keys
+	// and security events are logged.
+	accessLog bool
 }
 
 func newServer(c serverConfig) *server {
-	s := &server{store: c.store, log: c.log, metrics: c.metrics, checkEvict: c.checkEvict, mux: http.NewServeMux(),
-		redisTimeout: c.redisTimeout, authCookie: c.authCookie, lastReadyErr: "not checked yet"}
+	s := &server{log: c.log, metrics: c.metrics, checkEvict: c.checkEvict, mux: http.NewServeMux(),
+		redisTimeout: c.redisTimeout, authCookie: c.authCookie, lastReadyErr: "not checked yet", accessLog: c.accessLog}
 	if s.redisTimeout <= 0 {
 		s.redisTimeout = defaultRedisTimeout
 	}
@@ -108,9 +113,9 @@ func newServer(c serverConfig) *server {
 	if s.authCookie == "" {
 		s.authCookie = defaultAuthCookie
 	}
-	if c.apiKey != nil {
-		h := sha256.Sum256(c.apiKey)
-		s.apiKey = h[:]
+	s.current.Store(c.store)
+	if c.apiKeys != nil {
+		s.setAPIKeys(c.apiKeys)
 	}
 	s.routes = []route{
 		{pattern: "POST /v1/sessions", op: "issue", auth: true, write: true, api: s.issue},
@@ -142,27 +147,30 @@ func newServer(c serverConfig) *server {
 // to other replicas before the listener closes and no idle keep-alive
 // connection is closed under a request that is just arriving.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	if s.draining.Load() {
 		w.Header().Set("Connection", "close")
 	}
-	if _, pattern := s.mux.Handler(r); pattern != "" {
-		s.mux.ServeHTTP(w, r)
-		return
-	}
-	start := time.Now()
 	rec := &statusWriter{ResponseWriter: w}
-	s.mux.ServeHTTP(&jsonErrorWriter{statusWriter: rec}, r)
-	// The raw path is not logged: a client may have put a token in it.
-	s.logRequest(r, "unmatched", rec.status, "not_routed", start, slog.LevelInfo)
+	s.mux.ServeHTTP(rec, r)
+	if !rec.routed && s.accessLog {
+		// The raw path is not logged: a client may have put a token in it.
+		s.logRequest(r, "unmatched", rec.status, "not_routed", start, slog.LevelInfo)
+	}
 }
 
 // wrap applies, around every route: panic recovery, the API key, the query
 // parameters of API routes, the body limit, JSON answers, metrics and one
 // log line.
 func (s *server) wrap(rt route) http.Handler {
+	observe := s.metrics.forOperation(rt.op)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusWriter{ResponseWriter: w}
+		rec, ok := w.(*statusWriter)
+		if !ok {
+			rec = &statusWriter{ResponseWriter: w}
+		}
+		rec.routed = true
 		outcome := "ok"
 		defer func() {
 			if v := recover(); v != nil {
@@ -175,12 +183,18 @@ func (s *server) wrap(rt route) http.Handler {
 					writeJSON(rec, http.StatusInternalServerError, errorBody{Error: "internal_error"}, nil)
 				}
 			}
-			s.metrics.observe(rt.op, outcome, time.Since(start).Seconds())
-			level := slog.LevelInfo
-			if rt.quiet && rec.status < 300 {
-				level = slog.LevelDebug
+			observe(outcome, time.Since(start).Seconds())
+			switch {
+			case outcome == "unauthorized" || outcome == "forbidden":
+				// A wrong API key, or a key-less service reached by another
+				// name: a misconfigured caller or a probe.
+				s.logRequest(r, rt.op, rec.status, outcome, start, slog.LevelWarn)
+			case !s.accessLog:
+			case rt.quiet && rec.status < 300:
+				s.logRequest(r, rt.op, rec.status, outcome, start, slog.LevelDebug)
+			default:
+				s.logRequest(r, rt.op, rec.status, outcome, start, slog.LevelInfo)
 			}
-			s.logRequest(r, rt.op, rec.status, outcome, start, level)
 		}()
 		if rt.auth {
 			if rp, ok := s.authorize(r, rt.gateway); !ok {
@@ -249,7 +263,8 @@ func (s *server) logRequest(r *http.Request, op string, status int, outcome stri
 // decides. A gateway route refuses a bad key with 403, so that a gateway can
 // tell its own misconfiguration from a user's bad token (401).
 func (s *server) authorize(r *http.Request, gateway bool) (reply, bool) {
-	if s.apiKey == nil {
+	keys := s.apiKeys.Load()
+	if keys == nil {
 		if !loopbackHost(r.Host) {
 			return reply{status: http.StatusForbidden, outcome: "forbidden",
 				body: errorBody{Error: "forbidden", Reason: "without an API key the service answers only requests to a loopback host"}}, false
@@ -266,8 +281,7 @@ func (s *server) authorize(r *http.Request, gateway bool) (reply, bool) {
 			given = strings.TrimSpace(k)
 		}
 	}
-	sum := sha256.Sum256([]byte(given))
-	if subtle.ConstantTimeCompare(sum[:], s.apiKey) == 1 {
+	if validAPIKey(*keys, given) {
 		return reply{}, true
 	}
 	if gateway {
@@ -277,6 +291,33 @@ func (s *server) authorize(r *http.Request, gateway bool) (reply, bool) {
 	return reply{status: http.StatusUnauthorized, outcome: "unauthorized",
 		body:   errorBody{Error: "unauthorized", Reason: "missing or wrong API key (Authorization: Bearer <key>, or " + apiKeyHeader + ": <key>)"},
 		header: http.Header{"Www-Authenticate": {`Bearer realm="sessioncache"`}}}, false
+}
+
+// store is the store for a request to use: a request in flight when the
+// signing keys change finishes on the store it loaded.
+func (s *server) store() *redisstore.Store { return s.current.Load() }
+
+// setStore swaps the store, for new signing keys.
+func (s *server) setStore(st *redisstore.Store) { s.current.Store(st) }
+
+// setAPIKeys swaps the accepted API keys, at least one.
+func (s *server) setAPIKeys(keys [][]byte) {
+	sums := make([][sha256.Size]byte, len(keys))
+	for i, k := range keys {
+		sums[i] = sha256.Sum256(k)
+	}
+	s.apiKeys.Store(&sums)
+}
+
+// validAPIKey reports whether given is one of the API keys. Every key is
+// compared, in constant time, whichever matches.
+func validAPIKey(keys [][sha256.Size]byte, given string) bool {
+	sum := sha256.Sum256([]byte(given))
+	ok := 0
+	for i := range keys {
+		ok |= subtle.ConstantTimeCompare(sum[:], keys[i][:])
+	}
+	return ok == 1
 }
 
 func loopbackHost(hostport string) bool {
@@ -315,7 +356,7 @@ func (s *server) checkReady(ctx context.Context) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
+	if err := s.store().Ping(ctx); err != nil {
 		return "redis_unavailable", err
 	}
 	if s.checkEvict {
@@ -355,29 +396,55 @@ func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	w.Write(openAPIDoc)
 }
 
+// Header values of every JSON answer, shared by all of them: a slice in a
+// header map is never modified in place, only replaced.
+var (
+	headerNoStore = []string{"no-store"}
+	headerNoSniff = []string{"nosniff"}
+	headerJSON    = []string{mediaJSON}
+)
+
 func writeJSON(w http.ResponseWriter, status int, body any, header http.Header) {
+	h := w.Header()
 	for k, v := range header {
-		w.Header()[k] = v
+		h[k] = v
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	h["Cache-Control"] = headerNoStore
+	h["X-Content-Type-Options"] = headerNoSniff
 	if body == nil {
 		// An answer of headers only (forward auth).
 		w.WriteHeader(status)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	h["Content-Type"] = headerJSON
+	b, err := encodeBody(body)
+	defer putBody(b)
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(body)
+	if err == nil {
+		w.Write(*b)
+	}
 }
 
-// statusWriter remembers the status written.
+// statusWriter remembers the status written. Until a route takes the
+// request (routed), it turns the plain-text 404 and 405 answers of
+// ServeMux into JSON errors.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status   int
+	routed   bool
+	replaced bool // a JSON error replaced ServeMux's answer
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if !w.routed && w.status == 0 && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		e := "not_found"
+		if code == http.StatusMethodNotAllowed {
+			e = "method_not_allowed"
+		}
+		w.status, w.replaced = code, true
+		writeJSON(w.ResponseWriter, code, errorBody{Error: e}, nil)
+		return
+	}
 	if w.status == 0 {
 		w.status = code
 	}
@@ -385,37 +452,11 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
-}
-
-// jsonErrorWriter turns the plain-text 404 and 405 answers of ServeMux
-// into JSON errors.
-type jsonErrorWriter struct {
-	*statusWriter
-	replaced bool
-}
-
-func (w *jsonErrorWriter) WriteHeader(code int) {
-	var e string
-	switch code {
-	case http.StatusNotFound:
-		e = "not_found"
-	case http.StatusMethodNotAllowed:
-		e = "method_not_allowed"
-	default:
-		w.statusWriter.WriteHeader(code)
-		return
-	}
-	w.replaced = true
-	writeJSON(w.statusWriter, code, errorBody{Error: e}, nil)
-}
-
-func (w *jsonErrorWriter) Write(b []byte) (int, error) {
-	if w.replaced {
-		return len(b), nil
-	}
-	return w.statusWriter.Write(b)
 }

@@ -1,0 +1,389 @@
+// Command cpucost measures the CPU the sessioncache service spends per
+// request against its ceiling, in one run: a bare net/http handler doing
+// one go-redis SET per request (bench/bare), the service's rotation
+// (POST /v1/tokens/rotate) and its forward auth (GET /v1/auth), each driven
+// by cmd/loadgen with the same workers, in interleaved rounds.
+//
+// CPU per request is the server process's CPU time (user and system, from
+// /proc/<pid>/stat) during loadgen's timed part, over the requests served
+// in it; loadgen's own CPU is not counted. Run it in the repository (it
+// builds cmd/loadgen, bench/bare and, unless -service names binaries,
+// cmd/sessioncache):
+//
+//	go run ./bench/cpucost -redis redis://127.0.0.1:26379/0 -rounds 5 -duration 10s
+//	go run ./bench/cpucost -service before=/tmp/sc-before -service after=/tmp/sc-after
+//
+// Linux only. Sessions are written under a key prefix of their own, expire
+// within two hours and are deleted at the end; nothing is flushed.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// module is the import path the programs are built from.
+const module = "github.com/sessioncache/sessioncache"
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+type config struct {
+	redisURL            string
+	services, env       listFlag
+	rounds, workers     int
+	sessions            int
+	duration            time.Duration
+	loadgenBin, bareBin string
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:26379/0", "the Redis both servers use (a private one: its CPU is not counted, but a busy Redis slows everything)")
+	flag.Var(&c.services, "service", "`name=path` of a sessioncache binary to measure (repeatable, to compare builds in one run; default: cmd/sessioncache built from this tree, named service)")
+	flag.Var(&c.env, "env", "`VAR=value` given to every service (repeatable), such as SESSIONCACHE_ACCESS_LOG=true")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds; each measures every target once, in a rotating order")
+	flag.IntVar(&c.workers, "workers", 64, "loadgen workers")
+	flag.IntVar(&c.sessions, "sessions", 1000, "sessions loadgen logs in before each rotate and auth run")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "timed part of each loadgen run")
+	flag.StringVar(&c.loadgenBin, "loadgen", "", "loadgen binary (default: built from ./cmd/loadgen)")
+	flag.StringVar(&c.bareBin, "bare", "", "bench/bare binary (default: built from ./bench/bare)")
+	flag.Parse()
+	if err := run(c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "cpucost:", err)
+		os.Exit(1)
+	}
+}
+
+// server is a running server process.
+type server struct {
+	name string
+	cmd  *exec.Cmd
+	url  string
+	tail *tail
+	done chan struct{}
+}
+
+// a target is one row of the result: a server and the loadgen mix run
+// against it.
+type target struct {
+	name    string
+	srv     *server
+	mix     string
+	loadgen string // -target
+}
+
+// sample is one loadgen run of a target.
+type sample struct {
+	usPerReq, perSec float64
+}
+
+func run(c config, out io.Writer) error {
+	dir, err := os.MkdirTemp("", "cpucost")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	build := func(pkg, name string) (string, error) {
+		bin := filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		return bin, cmd.Run()
+	}
+	if c.loadgenBin == "" {
+		if c.loadgenBin, err = build(module+"/cmd/loadgen", "loadgen"); err != nil {
+			return err
+		}
+	}
+	if c.bareBin == "" {
+		if c.bareBin, err = build(module+"/bench/bare", "bare"); err != nil {
+			return err
+		}
+	}
+	if len(c.services) == 0 {
+		bin, err := build(module+"/cmd/sessioncache", "sessioncache")
+		if err != nil {
+			return err
+		}
+		c.services = listFlag{"service=" + bin}
+	}
+
+	opt, err := redis.ParseURL(c.redisURL)
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		return fmt.Errorf("redis %s: %w", c.redisURL, err)
+	}
+	prefix := "cpucost:" + randomHex(4) + ":"
+	defer deletePrefix(rdb, prefix)
+
+	apiKey := randomHex(32)
+	bare, err := start("bare", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-redis", c.redisURL))
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
+	targets := []target{{name: "bare", srv: bare, mix: "bare", loadgen: "bare"}}
+	for i, s := range c.services {
+		name, bin, ok := strings.Cut(s, "=")
+		if !ok {
+			return fmt.Errorf("-service %q: want name=path", s)
+		}
+		cmd := exec.Command(bin)
+		cmd.Env = append([]string{
+			"PATH=" + os.Getenv("PATH"),
+			"SESSIONCACHE_LISTEN=127.0.0.1:0",
+			"SESSIONCACHE_REDIS_URL=" + c.redisURL,
+			"SESSIONCACHE_API_KEY=" + apiKey,
+			"SESSIONCACHE_SECRET=" + randomHex(32),
+			"SESSIONCACHE_KEY_PREFIX=" + prefix + strconv.Itoa(i) + ":",
+			"SESSIONCACHE_IDLE_TTL=1h",
+			"SESSIONCACHE_ABSOLUTE_TTL=2h",
+		}, c.env...)
+		srv, err := start(name, cmd)
+		if err != nil {
+			return err
+		}
+		defer srv.stop()
+		if err := srv.waitReady(30 * time.Second); err != nil {
+			return err
+		}
+		targets = append(targets,
+			target{name: name + " rotate", srv: srv, mix: "rotate", loadgen: "http"},
+			target{name: name + " auth", srv: srv, mix: "auth", loadgen: "http"})
+	}
+
+	fmt.Fprintf(out, "cpucost: %d rounds of %s, %d workers, %d sessions, Redis %s, load average %s\n",
+		c.rounds, c.duration, c.workers, c.sessions, c.redisURL, loadAvg())
+	samples := make([][]sample, len(targets))
+	for r := range c.rounds {
+		for k := range targets {
+			i := (k + r) % len(targets) // each round starts with another target
+			t := targets[i]
+			s, err := measure(c, t, apiKey)
+			if err != nil {
+				return err
+			}
+			samples[i] = append(samples[i], s)
+			fmt.Fprintf(out, "round %d  %-24s %7.1f us/req %9.0f req/s   load %s\n", r+1, t.name, s.usPerReq, s.perSec, loadAvg())
+		}
+	}
+	fmt.Fprintln(out)
+	printTable(out, targets, samples)
+	return nil
+}
+
+// measure runs loadgen once against t.
+func measure(c config, t target, apiKey string) (sample, error) {
+	args := []string{"-target", t.loadgen, "-http", t.srv.url, "-api-key", apiKey, "-mix", t.mix,
+		"-workers", strconv.Itoa(c.workers), "-sessions", strconv.Itoa(max(c.sessions, c.workers)),
+		"-duration", c.duration.String(), "-progress", "0", "-json",
+		"-server-pid", strconv.Itoa(t.srv.cmd.Process.Pid)}
+	cmd := exec.Command(c.loadgenBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return sample{}, fmt.Errorf("loadgen %s: %v\n%s\n%s", strings.Join(args, " "), err, stderr.String(), t.srv.tail)
+	}
+	var rep struct {
+		Total struct {
+			Count  uint64  `json:"count"`
+			Errors int64   `json:"errors"`
+			PerSec float64 `json:"ops_per_s"`
+		} `json:"total"`
+		Server struct {
+			PerOp float64 `json:"us_per_op"`
+		} `json:"server_cpu"`
+		Errors []string `json:"first_errors"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		return sample{}, fmt.Errorf("loadgen report: %w", err)
+	}
+	if rep.Total.Errors != 0 || rep.Total.Count == 0 {
+		return sample{}, fmt.Errorf("%s: %d requests, %d errors: %v", t.name, rep.Total.Count, rep.Total.Errors, rep.Errors)
+	}
+	return sample{usPerReq: rep.Server.PerOp, perSec: rep.Total.PerSec}, nil
+}
+
+// printTable prints, for each target, the median and range over the rounds
+// of its CPU per request, its throughput, and its CPU per request over the
+// bare handler's of the same round.
+func printTable(w io.Writer, targets []target, samples [][]sample) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\tCPU us/req, median (range)\treq/s, median\tCPU / bare's, median (range)")
+	for i, t := range targets {
+		var cpu, rate, ratio []float64
+		for r, s := range samples[i] {
+			cpu = append(cpu, s.usPerReq)
+			rate = append(rate, s.perSec)
+			ratio = append(ratio, s.usPerReq/samples[0][r].usPerReq)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\n", t.name, spread(cpu, "%.1f"), median(rate), spread(ratio, "%.2f"))
+	}
+	tw.Flush()
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func spread(v []float64, format string) string {
+	return fmt.Sprintf(format+" ("+format+"-"+format+")", median(v), slices.Min(v), slices.Max(v))
+}
+
+// start runs a server whose JSON log on stderr names the address it
+// listens on ({"msg":"listening","addr":...}), and waits for that line.
+func start(name string, cmd *exec.Cmd) (*server, error) {
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{name: name, cmd: cmd, tail: &tail{}, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		defer close(s.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			s.tail.add(sc.Text())
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" && l.Addr != "" {
+				select {
+				case addr <- l.Addr:
+				default:
+				}
+			}
+		}
+		cmd.Wait()
+	}()
+	select {
+	case a := <-addr:
+		s.url = "http://" + a
+		return s, nil
+	case <-s.done:
+		return nil, fmt.Errorf("%s exited before listening:\n%s", name, s.tail)
+	case <-time.After(30 * time.Second):
+		s.stop()
+		return nil, fmt.Errorf("%s did not listen within 30s:\n%s", name, s.tail)
+	}
+}
+
+// waitReady polls /readyz until it answers 200.
+func (s *server) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(s.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready within %s:\n%s", s.name, timeout, s.tail)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop interrupts the server (the service then skips its shutdown delay)
+// and waits for it.
+func (s *server) stop() {
+	s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// tail keeps the last lines a server logged, for error messages.
+type tail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tail) add(l string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lines = append(t.lines, l); len(t.lines) > 20 {
+		t.lines = t.lines[1:]
+	}
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// deletePrefix deletes every key under prefix (the services' sessions).
+func deletePrefix(rdb *redis.Client, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 10000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			rdb.Unlink(ctx, batch...)
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		rdb.Unlink(ctx, batch...)
+	}
+	if err := iter.Err(); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "cpucost: deleting the sessions:", err)
+	}
+}

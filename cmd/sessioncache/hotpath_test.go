@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/sessioncache/sessioncache/bench"
+	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// The hot path in process: the service's rotation and forward auth beside
+// bench.Bare (one go-redis SET per request, the ceiling of
+// bench/cpucost), on the same Redis client, without the HTTP server and
+// client around them. Allocations per request here are the handler's own:
+//
+//	go test -run '^$' -bench Handler -benchmem ./cmd/sessioncache/
+//	go test -run '^$' -bench 'Handler/handler=rotate' -cpuprofile cpu.out ./cmd/sessioncache/
+//	go tool pprof -top cpu.out
+
+// hotPath is a service on a real Redis with sessions logged in, and
+// requests that can be sent again and again.
+type hotPath struct {
+	srv    *server
+	bare   http.Handler
+	tokens []string
+	users  []string
+}
+
+const hotPathKey = "hot-path-api-key-0123456789"
+
+func newHotPath(tb testing.TB, sessions int) *hotPath {
+	tb.Helper()
+	b := redistest.For(tb, redistest.Real)
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	m := newMetrics(b.Client)
+	st, err := redisstore.New(b.Client, redisstore.Options{Secret: testSecret, KeyPrefix: b.Prefix, OnEvent: m.onEvent})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := &hotPath{
+		srv:  newServer(serverConfig{store: st, log: log, metrics: m, apiKeys: [][]byte{[]byte(hotPathKey)}}),
+		bare: bench.Bare(b.Client, b.Prefix+"bare", defaultRedisTimeout),
+	}
+	ctx := context.Background()
+	for i := range sessions {
+		g, err := st.Issue(ctx, "hot-path-user-"+string(rune('a'+i%26)), redisstore.Client{DeviceName: "bench"})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		h.tokens = append(h.tokens, g.Token)
+		h.users = append(h.users, g.UserID)
+	}
+	tb.Cleanup(func() { b.Client.Del(context.Background(), b.Prefix+"bare") })
+	return h
+}
+
+// reusable is a request and a response writer that serve again and again
+// without allocating.
+type reusable struct {
+	req  *http.Request
+	body bytes.Reader
+	w    recorder
+}
+
+func newReusable(method, target string, header http.Header) *reusable {
+	u := &reusable{w: recorder{h: http.Header{}}}
+	u.req, _ = http.NewRequest(method, "http://127.0.0.1:8080"+target, nil)
+	u.req.Header = header
+	u.req.RemoteAddr = "192.0.2.1:40000"
+	return u
+}
+
+// serve sends the request, with body if not nil, to h and returns the
+// status and the answer's body.
+func (u *reusable) serve(h http.Handler, body []byte) (int, []byte) {
+	u.req.Body = http.NoBody
+	if body != nil {
+		u.body.Reset(body)
+		u.req.Body = io.NopCloser(&u.body)
+		u.req.ContentLength = int64(len(body))
+	}
+	clear(u.w.h)
+	u.w.status, u.w.body = 0, u.w.body[:0]
+	h.ServeHTTP(&u.w, u.req)
+	if u.w.status == 0 {
+		u.w.status = http.StatusOK
+	}
+	return u.w.status, u.w.body
+}
+
+type recorder struct {
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (w *recorder) Header() http.Header { return w.h }
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *recorder) Write(b []byte) (int, error) {
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+// rotateBody is what loadgen sends to rotate a token.
+func rotateBody(tok string) []byte {
+	return []byte(`{"refresh_token":"` + tok + `","device_id":"","ip_address":"203.0.113.42","user_agent":"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}`)
+}
+
+// nextToken reads the new token of a rotation's answer.
+func nextToken(tb testing.TB, status int, body []byte) string {
+	const head = `{"refresh_token":"`
+	if status != http.StatusOK || !bytes.HasPrefix(body, []byte(head)) {
+		tb.Fatalf("rotate: %d %s", status, body)
+	}
+	tok, _, _ := strings.Cut(string(body[len(head):]), `"`)
+	return tok
+}
+
+func BenchmarkHandler(b *testing.B) {
+	h := newHotPath(b, 64)
+	b.Run("handler=bare", func(b *testing.B) {
+		u := newReusable("POST", "/", http.Header{"Content-Type": {"application/json"}})
+		body := rotateBody(h.tokens[0])
+		b.ReportAllocs()
+		for b.Loop() {
+			if status, out := u.serve(h.bare, body); status != http.StatusOK {
+				b.Fatalf("bare: %d %s", status, out)
+			}
+		}
+	})
+	b.Run("handler=rotate", func(b *testing.B) {
+		u := newReusable("POST", "/v1/tokens/rotate", http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + hotPathKey}})
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			k := i % len(h.tokens)
+			status, out := u.serve(h.srv, rotateBody(h.tokens[k]))
+			h.tokens[k] = nextToken(b, status, out)
+			i++
+		}
+	})
+	b.Run("handler=auth", func(b *testing.B) {
+		us := make([]*reusable, len(h.tokens))
+		for k, tok := range h.tokens {
+			us[k] = newReusable("GET", "/v1/auth", http.Header{"Authorization": {"Bearer " + tok}, "X-Sessioncache-Key": {hotPathKey}})
+		}
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			if status, out := us[i%len(us)].serve(h.srv, nil); status != http.StatusOK {
+				b.Fatalf("auth: %d %s", status, out)
+			}
+			i++
+		}
+	})
+}

@@ -1,0 +1,226 @@
+package main
+
+// Signing keys and API keys that can be rotated without a restart: both are
+// read from files at start and again on SIGHUP. A file that fails to load
+// on SIGHUP changes nothing: the previous keys stay in force.
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/redisstore"
+)
+
+// Limits of the key files.
+const (
+	maxKeyFileBytes = 64 << 10
+	maxAPIKeyLen    = 4096
+)
+
+// readSigningKeys reads a signing keys file: one key per line, "<id>
+// <secret>", the id a number from 0 to 255 that tokens carry, the secret
+// standard base64 (as openssl rand -base64 32 prints it) of at least 32
+// bytes. Blank lines and lines starting with # are ignored. The first key
+// signs new tokens; every key listed verifies. Errors name the file and the
+// line, never a secret.
+func readSigningKeys(file string) ([]redisstore.Key, error) {
+	lines, err := readKeyFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var keys []redisstore.Key
+	seen := map[string]int{} // secret -> line
+	var lineOf [256]int
+	for _, l := range lines {
+		fields := strings.Fields(l.text)
+		if len(fields) != 2 {
+			return nil, l.errorf("want \"<id> <base64 secret>\", such as \"1 $(openssl rand -base64 32)\"; got %d fields", len(fields))
+		}
+		id, err := strconv.ParseUint(fields[0], 10, 8)
+		if err != nil || fields[0] != strconv.FormatUint(id, 10) {
+			return nil, l.errorf("key id %q: want a number from 0 to 255", fields[0])
+		}
+		if prev := lineOf[id]; prev != 0 {
+			return nil, l.errorf("key id %d is already used on line %d", id, prev)
+		}
+		secret, err := base64.StdEncoding.Strict().DecodeString(fields[1])
+		if err != nil {
+			return nil, l.errorf("key %d: the secret is not standard base64 (openssl rand -base64 32)", id)
+		}
+		if len(secret) < redisstore.MinSecretLen {
+			return nil, l.errorf("key %d: the secret is %d bytes, at least %d required (openssl rand -base64 32)", id, len(secret), redisstore.MinSecretLen)
+		}
+		if prev, ok := seen[string(secret)]; ok {
+			return nil, l.errorf("key %d has the same secret as the key on line %d", id, prev)
+		}
+		lineOf[id], seen[string(secret)] = l.n, l.n
+		keys = append(keys, redisstore.Key{ID: byte(id), Secret: secret})
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no key in the file", file)
+	}
+	return keys, nil
+}
+
+// readAPIKeys reads an API keys file: one key per line, any of which is
+// accepted. Blank lines and lines starting with # are ignored, and so is
+// white space around a key; a key is at least 16 bytes of printable ASCII
+// without spaces. Errors name the file and the line, never a key.
+func readAPIKeys(file string) ([][]byte, error) {
+	lines, err := readKeyFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	seen := map[string]int{}
+	for _, l := range lines {
+		k := l.text
+		switch {
+		case len(k) < minAPIKeyLen:
+			return nil, l.errorf("the API key is %d bytes, at least %d required", len(k), minAPIKeyLen)
+		case len(k) > maxAPIKeyLen:
+			return nil, l.errorf("the API key is %d bytes, at most %d allowed", len(k), maxAPIKeyLen)
+		case strings.IndexFunc(k, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+			return nil, l.errorf("the API key holds a space, a control character or a non-ASCII character")
+		}
+		if prev, ok := seen[k]; ok {
+			return nil, l.errorf("the same API key is on line %d", prev)
+		}
+		seen[k] = l.n
+		keys = append(keys, []byte(k))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no key in the file", file)
+	}
+	return keys, nil
+}
+
+// readAPIKeyFile reads SESSIONCACHE_API_KEY_FILE: the whole file is one key,
+// a trailing newline ignored.
+func readAPIKeyFile(file string) ([][]byte, error) {
+	b, err := readLimited(file)
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	switch {
+	case len(b) == 0:
+		return nil, fmt.Errorf("%s: the file is empty", file)
+	case len(b) < minAPIKeyLen:
+		return nil, fmt.Errorf("%s: the API key is %d bytes, at least %d required", file, len(b), minAPIKeyLen)
+	}
+	return [][]byte{b}, nil
+}
+
+// keyLine is a line of a key file that holds a key.
+type keyLine struct {
+	file string
+	n    int // from 1
+	text string
+}
+
+func (l keyLine) errorf(format string, args ...any) error {
+	return fmt.Errorf("%s line %d: %s", l.file, l.n, fmt.Sprintf(format, args...))
+}
+
+// readKeyFile returns the lines of file that are neither blank nor
+// comments, trimmed.
+func readKeyFile(file string) ([]keyLine, error) {
+	b, err := readLimited(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []keyLine
+	for i, text := range strings.Split(string(b), "\n") {
+		text = strings.TrimSpace(text)
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		out = append(out, keyLine{file: file, n: i + 1, text: text})
+	}
+	return out, nil
+}
+
+func readLimited(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxKeyFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", file, maxKeyFileBytes)
+	}
+	return b, nil
+}
+
+// reloader re-reads, on SIGHUP, what can change without a restart: the
+// signing keys, the API keys and the certificates. Each is replaced only by
+// a complete, valid new set; on any error the previous one stays.
+type reloader struct {
+	cfg   *config
+	s     *server
+	rdb   redis.UniversalClient
+	opt   redisstore.Options // the store's options; Keys is replaced
+	certs []*certReloader
+	log   *slog.Logger
+}
+
+func (r *reloader) reload() {
+	r.log.Info("received hangup: re-reading keys and certificates")
+	if file := r.cfg.SigningKeysFile; file != "" {
+		if err := r.reloadSigningKeys(file); err != nil {
+			r.log.Error("signing keys not reloaded: keeping the previous ones", "error", err.Error())
+		}
+	}
+	if file := r.cfg.APIKeysFile; file != "" {
+		keys, err := r.cfg.apiKeysRead(file)
+		if err != nil {
+			r.log.Error("API keys not reloaded: keeping the previous ones", "error", err.Error())
+		} else {
+			r.s.setAPIKeys(keys)
+			r.log.Info("API keys reloaded", "file", file, "keys", len(keys))
+		}
+	}
+	for _, c := range r.certs {
+		c.reload()
+	}
+}
+
+// reloadSigningKeys builds a store with the keys of file and swaps it in:
+// requests in flight finish on the previous store.
+func (r *reloader) reloadSigningKeys(file string) error {
+	keys, err := readSigningKeys(file)
+	if err != nil {
+		return err
+	}
+	opt := r.opt
+	opt.Keys = keys
+	st, err := redisstore.New(r.rdb, opt)
+	if err != nil {
+		return err
+	}
+	r.s.setStore(st)
+	r.log.Info("signing keys reloaded", "file", file, "key_ids", keyIDs(keys), "signing_key_id", keys[0].ID)
+	return nil
+}
+
+// keyIDs lists the ids of keys, the signing key first.
+func keyIDs(keys []redisstore.Key) []int {
+	ids := make([]int, len(keys))
+	for i, k := range keys {
+		ids[i] = int(k.ID)
+	}
+	return ids
+}

@@ -1,0 +1,174 @@
+package main
+
+// The monitoring component (ServiceMonitor, PrometheusRule) against the
+// service's real /metrics: every metric an alert reads, and every label
+// value it matches, must be one the running service exposes, scraped while
+// each alert's condition is made to happen.
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
+)
+
+// kubeStateMetrics are the kube-state-metrics series alerts may use
+// (kube-prometheus-stack ships it); the service's own come from /metrics.
+var kubeStateMetrics = []string{"kube_pod_container_status_ready", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
+
+// observedMetrics scrapes a service through everything the alerts watch:
+// a revocation no replica acknowledges, an evicting policy, Redis down.
+func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map[string]bool) {
+	t.Helper()
+	srv := redistest.StartServer(t)
+	key := randomHex(16)
+	p := startService(t, map[string]string{
+		envRedisURL: "redis://" + srv.Addr + "/0", envAPIKey: key, envSecret: randomHex(32),
+		envReplicas: "1", envReplicaTimeout: "10ms", envRedisTimeout: "200ms",
+	})
+	base := "http://" + p.addr
+	c := newAPIClient(t, base, key)
+	poll(t, 10*time.Second, "ready", func() bool { return status(base+"/readyz") == http.StatusOK })
+	tok := c.login(alice, "laptop")
+	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok.str("refresh_token"))).str("refresh_token")
+	c.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(t1))
+	auth := http.Header{"X-Sessioncache-Key": {key}, "Authorization": {"Bearer " + t1}}
+	c.send("GET", "/v1/auth", "", auth)
+	status(base + "/healthz")
+	c.must(http.StatusServiceUnavailable, "DELETE", "/v1/users/"+alice+"/sessions/"+tok.str("session_id"), "") // not_replicated
+	if err := srv.Client(t).ConfigSet(context.Background(), "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 10*time.Second, "/readyz 503 on an evicting policy", func() bool { return status(base+"/readyz") == http.StatusServiceUnavailable })
+	c.must(http.StatusServiceUnavailable, "POST", "/v1/sessions", `{"user_id":"`+alice+`"}`) // evicting_policy
+	srv.Stop()
+	c.must(http.StatusServiceUnavailable, "POST", "/v1/tokens/introspect", tokenBody(t1)) // unavailable
+
+	c.send("GET", "/metrics", "", nil) // counted from the next scrape on
+	names, labels = map[string]bool{}, map[string]map[string]bool{}
+	sample := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? `)
+	pair := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+	for _, line := range strings.Split(c.send("GET", "/metrics", "", nil).raw, "\n") {
+		m := sample.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		names[m[1]] = true
+		for _, kv := range pair.FindAllStringSubmatch(m[2], -1) {
+			if labels[kv[1]] == nil {
+				labels[kv[1]] = map[string]bool{}
+			}
+			labels[kv[1]][kv[2]] = true
+		}
+	}
+	return names, labels
+}
+
+func TestMonitoringAlertsUseRealMetrics(t *testing.T) {
+	m := withMonitoring(t, "in-namespace")
+	if len(m.rules) != 1 || len(m.serviceMonitors) != 1 {
+		t.Fatalf("want one PrometheusRule and one ServiceMonitor, got %d and %d", len(m.rules), len(m.serviceMonitors))
+	}
+	// The ServiceMonitor scrapes the service's Service, on a named port
+	// of it, at the path the service serves metrics on.
+	sm := m.serviceMonitors[0]
+	var svcPorts []string
+	for _, s := range m.services {
+		if selects(sm.Spec.Selector.MatchLabels, s.Labels) {
+			for _, p := range s.Spec.Ports {
+				svcPorts = append(svcPorts, p.Name)
+			}
+			if pods := m.podsSelected(s.Spec.Selector); len(pods) != 1 || !strings.HasPrefix(pods[0], "Deployment ") {
+				t.Errorf("the ServiceMonitor selects Service %s, whose pods are %v: want the service's", s.Name, pods)
+			}
+		}
+	}
+	for _, e := range sm.Spec.Endpoints {
+		if !slices.Contains(svcPorts, e.Port) || e.Path != "/metrics" {
+			t.Errorf("ServiceMonitor endpoint port %q path %q: want /metrics on a port of the service (%v)", e.Port, e.Path, svcPorts)
+		}
+	}
+	// Prometheus may scrape through the NetworkPolicies.
+	scrape := false
+	for _, p := range m.policies {
+		for _, r := range p.Spec.Ingress {
+			for _, peer := range r.From {
+				if peer.PodSelector != nil && peer.PodSelector.MatchLabels["app.kubernetes.io/name"] == "prometheus" {
+					scrape = true
+				}
+			}
+		}
+	}
+	if !scrape {
+		t.Error("no NetworkPolicy lets Prometheus scrape the service")
+	}
+
+	names, labels := observedMetrics(t)
+	container := m.deployments[0].Spec.Template.Spec.Containers[0].Name
+	want := []string{"SessioncacheReuseDetectionsRising", "SessioncacheRedisErrors", "SessioncacheNotReady", "SessioncacheEvictingPolicy", "SessioncacheLatencyHigh"}
+	var alerts []string
+	metric := regexp.MustCompile(`\b((?:sessioncache|kube|go|process)_[a-z0-9_]+)\b`)
+	matcher := regexp.MustCompile(`([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"`)
+	for _, g := range m.rules[0].Spec.Groups {
+		for _, r := range g.Rules {
+			alerts = append(alerts, r.Alert)
+			if r.Expr == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("alert %s: want an expression, a severity and a summary", r.Alert)
+			}
+			if r.For != "" {
+				if _, err := time.ParseDuration(r.For); err != nil {
+					t.Errorf("alert %s: for %q: %v", r.Alert, r.For, err)
+				}
+			}
+			used := metric.FindAllString(r.Expr, -1)
+			if len(used) == 0 {
+				t.Errorf("alert %s reads no metric of the service or kube-state-metrics", r.Alert)
+			}
+			kube := false
+			for _, name := range used {
+				switch {
+				case strings.HasPrefix(name, "kube_"):
+					kube = true
+					if !slices.Contains(kubeStateMetrics, name) {
+						t.Errorf("alert %s: %s is not a kube-state-metrics series this test knows", r.Alert, name)
+					}
+				case !names[name]:
+					t.Errorf("alert %s reads %s, which the service does not expose", r.Alert, name)
+				}
+			}
+			for _, mm := range matcher.FindAllStringSubmatch(r.Expr, -1) {
+				label, values := mm[1], strings.Split(mm[3], "|")
+				if kube {
+					if label == "container" && mm[3] != container {
+						t.Errorf("alert %s: container %q, the service's container is %q", r.Alert, mm[3], container)
+					}
+					continue
+				}
+				for _, v := range values {
+					if !labels[label][v] {
+						t.Errorf("alert %s matches %s=%q, which the service never showed (it showed %v)", r.Alert, label, v, keys(labels[label]))
+					}
+				}
+			}
+		}
+	}
+	for _, a := range want {
+		if !slices.Contains(alerts, a) {
+			t.Errorf("no alert %s (have %v)", a, alerts)
+		}
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
