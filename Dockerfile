@@ -4,13 +4,17 @@
 # sessioncache_build_info metric):
 #   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
 #     -t ghcr.io/sessioncache/sessioncache:0.1.0 .
-# The Go version is go.mod's.
+# The Go version is cmd/go.mod's (the service's module; the library's go.mod
+# declares the oldest Go it supports, an older one).
 FROM golang:1.26.8 AS build
 ARG VERSION=dev
 ARG REVISION=unknown
 WORKDIR /src
-COPY go.mod go.sum ./
-RUN go mod download
+# The workspace (go.work) joins the library's module with cmd/ and bench/.
+COPY go.work go.mod go.sum ./
+COPY cmd/go.mod cmd/go.sum ./cmd/
+COPY bench/go.mod bench/go.sum ./bench/
+RUN go mod download && cd cmd && go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/sessioncache ./cmd/sessioncache
 
