@@ -3,6 +3,7 @@ package redisstore
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,5 +63,33 @@ func TestSchemaMatchesScripts(t *testing.T) {
 	}
 	if stLast != 14 || stCall != 27 || stSum != 35 || stRest != 39 {
 		t.Errorf("s layout offsets changed (%d %d %d %d): update rotate.lua, issue.lua, evict.lua and this test", stLast, stCall, stSum, stRest)
+	}
+}
+
+// TestREADMEErrorTable: the README's error table has a row for every
+// exported error variable of errors.go, and no row for one that is gone.
+func TestREADMEErrorTable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("errors.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var declared, documented []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*(Err[A-Za-z]+)\s*(?:error\s*)?=`).FindAllStringSubmatch(string(src), -1) {
+		declared = append(declared, m[1])
+	}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(Err[A-Za-z]+)`").FindAllStringSubmatch(string(readme), -1) {
+		documented = append(documented, m[1])
+	}
+	if len(declared) < 9 {
+		t.Fatalf("found only %d errors in errors.go: %v", len(declared), declared)
+	}
+	slices.Sort(declared)
+	slices.Sort(documented)
+	if d := cmp.Diff(declared, documented); d != "" {
+		t.Errorf("README error table against errors.go (-errors.go +README):\n%s", d)
 	}
 }
