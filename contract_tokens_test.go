@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/tokenlayout"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -316,27 +316,19 @@ func testUserBound(t *testing.T, b *redistest.Backend) {
 // the checksum, so only the MAC check can refuse them.
 func forge(t *testing.T, real string) []string {
 	t.Helper()
-	body := real[len(redisstore.DefaultTokenPrefix):]
-	raw, err := base64.RawURLEncoding.DecodeString(body)
-	if err != nil {
-		t.Fatal(err)
+	raw, ok := tokenlayout.Decode(real, redisstore.DefaultTokenPrefix)
+	if !ok {
+		t.Fatalf("not a token: %q", real)
 	}
 	var out []string
-	// Flip a bit in the generation, the secret, and the MAC; bump the
-	// generation down and up (a forged "old" token is the dangerous one).
-	for _, off := range []int{33, 50, 80} {
+	// Flip the lowest bit of the generation (a forged "old" or "next"
+	// token is the dangerous one), a bit of the secret and one of the MAC.
+	for _, off := range []int{tokenlayout.Gen + 3, tokenlayout.Secret + 4, tokenlayout.MAC + 2} {
 		b := append([]byte(nil), raw...)
 		b[off] ^= 1
-		out = append(out, redisstore.DefaultTokenPrefix+base64.RawURLEncoding.EncodeToString(fixCRC(b)))
+		out = append(out, tokenlayout.Encode(b, redisstore.DefaultTokenPrefix))
 	}
 	return out
-}
-
-func fixCRC(b []byte) []byte {
-	n := len(b) - 4
-	c := crc32.ChecksumIEEE(b[:n])
-	b[n], b[n+1], b[n+2], b[n+3] = byte(c>>24), byte(c>>16), byte(c>>8), byte(c)
-	return b
 }
 
 func testForgery(t *testing.T, b *redistest.Backend) {
@@ -561,8 +553,8 @@ func testNoRawToken(t *testing.T, b *redistest.Backend) {
 	}
 	blob := all.String()
 	for i, tok := range toks {
-		raw, _ := base64.RawURLEncoding.DecodeString(tok[len(redisstore.DefaultTokenPrefix):])
-		secretPart, macPart := raw[46:78], raw[78:94]
+		raw, _ := tokenlayout.Decode(tok, redisstore.DefaultTokenPrefix)
+		secretPart, macPart := raw[tokenlayout.Secret:tokenlayout.MAC], raw[tokenlayout.MAC:tokenlayout.CRC]
 		for what, needle := range map[string]string{
 			"token": tok, "token body": tok[4:], "token payload": string(raw),
 			"secret": string(secretPart), "secret prefix": string(secretPart[:12]), "MAC": string(macPart),

@@ -6,46 +6,36 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"strings"
+
+	"github.com/sessioncache/sessioncache/internal/tokenlayout"
 )
 
-// A token's binary payload, before base64url and the prefix:
-//
-//	off len  field
-//	  0   1  format version (tokenVersion)
-//	  1   1  key id that signed the token
-//	  2  12  user hash: keyed hash of the user id; its first 6 bytes are the cluster hash tag
-//	 14  16  session (family) id
-//	 30   4  generation: 0 at login, +1 per rotation
-//	 34   6  idle deadline of this token, unix ms
-//	 40   6  absolute deadline of its session, unix ms
-//	 46  32  secret: crypto/rand at login, derived from the predecessor after
-//	 78  16  MAC: HMAC-SHA256(bytes 0..77) under the key, truncated
-//	 94   4  CRC-32 (IEEE) of bytes 0..93, to reject typos and garbage offline
-//
-// Redis keeps only a keyed hash of the current token's secret (see
-// keyring.secretHash): the MAC already binds the secret to every other field,
-// and a hash of the secret alone lets a script recognise the immediate
-// predecessor of the current token by the hash of the secret derived from it.
+// A token's binary payload, before base64url and the prefix, is laid out in
+// internal/tokenlayout (the table is there). Redis keeps only a keyed hash
+// of the current token's secret (see keyring.secretHash): the MAC already
+// binds the secret to every other field, and a hash of the secret alone lets
+// a script recognise the immediate predecessor of the current token by the
+// hash of the secret derived from it.
 const (
-	tokenVersion = 1
+	tokenVersion = tokenlayout.Version
 
-	offKeyID    = 1
-	offUser     = 2
-	offSession  = 14
-	offGen      = 30
-	offExpires  = 34
-	offAbsolute = 40
-	offSecret   = 46
-	offMAC      = 78
-	offCRC      = 94
-	payloadLen  = 98
+	offKeyID    = tokenlayout.KeyID
+	offUser     = tokenlayout.User
+	offSession  = tokenlayout.Session
+	offGen      = tokenlayout.Gen
+	offExpires  = tokenlayout.Expires
+	offAbsolute = tokenlayout.Absolute
+	offSecret   = tokenlayout.Secret
+	offMAC      = tokenlayout.MAC
+	offCRC      = tokenlayout.CRC
+	payloadLen  = tokenlayout.Len
 
 	userHashLen = offSession - offUser
 	secretLen   = offMAC - offSecret
 	macLen      = offCRC - offMAC
 	hashLen     = 16 // stored keyed hash of a token's secret
 
-	encodedLen = (payloadLen*8 + 5) / 6 // base64url without padding
+	encodedLen = tokenlayout.EncodedLen // base64url without padding
 )
 
 // b64 decodes strictly: the unused low bits of the last character must be

@@ -3,7 +3,6 @@ package reliability_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/tokenlayout"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -319,8 +319,8 @@ func FuzzTokenInput(f *testing.F) {
 
 // payloadOf decodes a token leniently, as the library does; "" if it cannot.
 func payloadOf(tok string) string {
-	p, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, redisstore.DefaultTokenPrefix))
-	if err != nil || !strings.HasPrefix(tok, redisstore.DefaultTokenPrefix) {
+	p, ok := tokenlayout.Decode(tok, redisstore.DefaultTokenPrefix)
+	if !ok {
 		return ""
 	}
 	return string(p)

@@ -3,8 +3,6 @@ package reliability_test
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -19,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/tokenlayout"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -148,14 +147,8 @@ var linModel = porcupine.NondeterministicModel{
 	DescribeState: func(state any) string { return fmt.Sprintf("%+v", state.(famState)) },
 }
 
-// genOf reads the generation out of a token (bytes 30..34 of its payload).
-func genOf(tok string) int {
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, redisstore.DefaultTokenPrefix))
-	if err != nil || len(raw) < 34 {
-		return -1
-	}
-	return int(binary.BigEndian.Uint32(raw[30:34]))
-}
+// genOf reads the generation out of a token.
+func genOf(tok string) int { return tokenlayout.Generation(tok, redisstore.DefaultTokenPrefix) }
 
 // family is one session under concurrent use, and its recorded history.
 type family struct {

@@ -2,7 +2,6 @@ package reliability_test
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/tokenlayout"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -41,12 +41,15 @@ func wrap(t testing.TB, c redis.UniversalClient, opt redisstore.Options) store {
 	return store{newStore(t, c, opt)}
 }
 
-// Offsets in a token's payload (see redisstore/token.go): the secret is
-// bytes 46..78, the MAC 78..94.
+// Offsets in a token's payload (internal/tokenlayout).
 const (
-	offSecret = 46
-	offMAC    = 78
-	offCRC    = 94
+	offSecret = tokenlayout.Secret
+	offMAC    = tokenlayout.MAC
+	offCRC    = tokenlayout.CRC
+	// encSecret is where the first base64 character that encodes secret
+	// bytes alone sits in the token's body (a character per 6 bits, a
+	// group of 4 per 3 bytes).
+	encSecret = (offSecret + 2) / 3 * 4
 )
 
 // needles returns byte strings that only a leaked token would put
@@ -58,16 +61,13 @@ func needles() map[string]string {
 	tokens.Unlock()
 	out := make(map[string]string, 3*len(all))
 	for i, tok := range all {
-		body, ok := strings.CutPrefix(tok, redisstore.DefaultTokenPrefix)
-		if !ok {
+		raw, ok := tokenlayout.Decode(tok, redisstore.DefaultTokenPrefix)
+		if !ok || len(raw) < offCRC {
 			continue
 		}
-		raw, err := base64.RawURLEncoding.DecodeString(body)
-		if err != nil || len(raw) < offCRC {
-			continue
-		}
+		body := tok[len(redisstore.DefaultTokenPrefix):]
 		name := fmt.Sprintf("token #%d", i)
-		out[body[64:88]] = name + " (encoded secret)"
+		out[body[encSecret:encSecret+24]] = name + " (encoded secret)"
 		out[string(raw[offSecret:offSecret+16])] = name + " (raw secret)"
 		out[string(raw[offMAC:offCRC])] = name + " (raw MAC)"
 	}
@@ -212,7 +212,7 @@ func TestLeakScannerFindsTokens(t *testing.T) {
 	if found := scanKeyspace(ctx, t, c, ns); len(found) != 0 {
 		t.Fatalf("clean keyspace reported: %v", found)
 	}
-	raw, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(g.Token, redisstore.DefaultTokenPrefix))
+	raw, _ := tokenlayout.Decode(g.Token, redisstore.DefaultTokenPrefix)
 	for name, v := range map[string]string{
 		"whole token":  g.Token,
 		"body only":    strings.TrimPrefix(g.Token, redisstore.DefaultTokenPrefix),

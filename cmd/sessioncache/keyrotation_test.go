@@ -22,18 +22,13 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/tokenlayout"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
-// tokenKeyID returns the id of the key that signed tok: byte 1 of the
-// payload (see redisstore/token.go), or -1 for something else.
-func tokenKeyID(tok string) int {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, redisstore.DefaultTokenPrefix))
-	if err != nil || len(b) < 2 || !strings.HasPrefix(tok, redisstore.DefaultTokenPrefix) {
-		return -1
-	}
-	return int(b[1])
-}
+// tokenKeyID returns the id of the key that signed tok, or -1 for
+// something else.
+func tokenKeyID(tok string) int { return tokenlayout.KeyIDOf(tok, redisstore.DefaultTokenPrefix) }
 
 // rotationWorker keeps one session rotating, and checks each new token on
 // /v1/auth, until told to stop.

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/tokenlayout"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -232,15 +230,12 @@ func dump(t *testing.T, e *testEnv) map[string][]string {
 
 // forge returns a token that passes the checksum but was never issued.
 func forge(tok string) string {
-	const prefix = redisstore.DefaultTokenPrefix
-	raw, err := base64.RawURLEncoding.DecodeString(tok[len(prefix):])
-	if err != nil {
-		panic(err)
+	raw, ok := tokenlayout.Decode(tok, redisstore.DefaultTokenPrefix)
+	if !ok {
+		panic("not a token: " + tok)
 	}
-	raw[80] ^= 1 // a bit of the MAC
-	n := len(raw) - 4
-	binary.BigEndian.PutUint32(raw[n:], crc32.ChecksumIEEE(raw[:n]))
-	return prefix + base64.RawURLEncoding.EncodeToString(raw)
+	raw[tokenlayout.MAC+2] ^= 1 // a bit of the MAC
+	return tokenlayout.Encode(raw, redisstore.DefaultTokenPrefix)
 }
 
 // Bad input gets a clear 400 and changes nothing in Redis.
@@ -476,7 +471,7 @@ func TestNotFoundIsJSON(t *testing.T) {
 
 func TestPanicBecomes500WithoutStack(t *testing.T) {
 	e := newTestEnv(t)
-	h := e.srv.wrap(route{op: "boom", api: func(*http.Request) reply { panic("secret detail") }})
+	h := e.srv.wrap(route{op: "boom", api: func(context.Context, *http.Request) reply { panic("secret detail") }})
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/boom", nil))
 	if w.Code != http.StatusInternalServerError || w.Body.String() != "{\"error\":\"internal_error\"}\n" {
