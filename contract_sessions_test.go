@@ -248,7 +248,7 @@ func testRevokeAllKeep(t *testing.T, b *redistest.Backend) {
 	bob := f.issue(t, "bob", laptop)
 	gone := f.issue(t, "alice", laptop)
 	f.store.RevokeSession(ctx, "alice", gone.SessionID)
-	before := f.snapshot(t)
+	before := f.Snapshot(t)
 	for name, keep := range map[string]string{
 		"another user's session": bob.SessionID,
 		"an unknown session":     "123e4567-e89b-12d3-a456-426614174000",
@@ -260,7 +260,7 @@ func testRevokeAllKeep(t *testing.T, b *redistest.Backend) {
 			t.Errorf("RevokeAll keeping %s = %d, %v; want 0 and an ArgumentError for keep", name, n, err)
 		}
 	}
-	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("refused RevokeAll changed Redis (-before +after):\n%s", d)
 	}
 	if n, err := f.store.RevokeAll(ctx, "alice", a1.SessionID); n != 1 || err != nil {

@@ -140,7 +140,7 @@ func testGraceReplay(t *testing.T, b *redistest.Backend) {
 	g0 := f.issue(t, "user-1", laptop)
 	g1 := f.rotate(t, g0.Token)
 	f.takeEvents()
-	before := f.snapshot(t)
+	before := f.Snapshot(t)
 	b.Clock.Advance(5 * time.Millisecond)
 	again, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
 	if err != nil {
@@ -149,7 +149,7 @@ func testGraceReplay(t *testing.T, b *redistest.Backend) {
 	if again.Token != g1.Token || !again.Replayed || !again.ExpiresAt.Equal(g1.ExpiresAt) {
 		t.Fatalf("grace replay returned a different grant (replayed=%v, same token=%v)", again.Replayed, again.Token == g1.Token)
 	}
-	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("grace replay wrote to Redis (-before +after):\n%s", d)
 	}
 	if ev := f.takeEvents(); len(ev) != 1 || ev[0].Kind != redisstore.EventGraceReplay || ev[0].SessionID != g0.SessionID {
@@ -340,7 +340,7 @@ func testForgery(t *testing.T, b *redistest.Backend) {
 	// A token from a store with another secret.
 	other := newFixture(t, b, redisstore.Options{Secret: []byte("another-secret-another-secret-0123456789")})
 	foreign := other.issue(t, "user-1", laptop)
-	before := f.snapshot(t)
+	before := f.Snapshot(t)
 	// Forgeries of an old generation and of the current one: the old-token
 	// ones would revoke the family if the store trusted them.
 	for _, forged := range append(forge(t, g0.Token), forge(t, g2.Token)...) {
@@ -355,7 +355,7 @@ func testForgery(t *testing.T, b *redistest.Backend) {
 	}
 	_, err := f.store.Rotate(ctx, foreign.Token, redisstore.Client{})
 	wantErr(t, "Rotate foreign", err, redisstore.ErrUnknown)
-	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("forgeries changed Redis (-before +after):\n%s", d)
 	}
 	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
@@ -370,7 +370,7 @@ func testMalformed(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
 	g := f.issue(t, "user-1", laptop)
-	before := f.snapshot(t)
+	before := f.Snapshot(t)
 	flipped := []byte(g.Token)
 	flipped[20] ^= 0x01 // still base64url in most cases; checksum catches it
 	if flipped[20] == '-' || flipped[20] == '_' {
@@ -388,7 +388,7 @@ func testMalformed(t *testing.T, b *redistest.Backend) {
 		_, err = f.store.RevokeToken(ctx, tok)
 		wantErr(t, "RevokeToken malformed", err, redisstore.ErrMalformed)
 	}
-	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("malformed tokens changed Redis (-before +after):\n%s", d)
 	}
 }
@@ -397,7 +397,7 @@ func testBadInput(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
 	g := f.issue(t, "user-1", laptop)
-	before := f.snapshot(t)
+	before := f.Snapshot(t)
 	long := strings.Repeat("x", 1000)
 	for name, c := range map[string]redisstore.Client{
 		"long device id":   {DeviceID: long},
@@ -434,7 +434,7 @@ func testBadInput(t *testing.T, b *redistest.Backend) {
 		_, err := f.store.ListSessions(ctx, "user-1", opt)
 		wantErr(t, fmt.Sprintf("ListSessions(%+v)", opt), err, redisstore.ErrInvalidArgument)
 	}
-	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("bad input changed Redis (-before +after):\n%s", d)
 	}
 	if _, err := f.store.Validate(ctx, g.Token); err != nil {
@@ -449,7 +449,7 @@ func testStoredInput(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
 	g := f.issue(t, "user-1", laptop)
-	before := f.snapshot(t)
+	before := f.Snapshot(t)
 	refused := map[string]redisstore.Client{
 		"IPv6 zone, 10 KB":       {IPAddress: "fe80::1%" + strings.Repeat("z", 10<<10)},
 		"IPv6 zone":              {IPAddress: "fe80::1%eth0"},
@@ -482,7 +482,7 @@ func testStoredInput(t *testing.T, b *redistest.Backend) {
 		_, err := f.store.Issue(ctx, user, laptop)
 		wantErr(t, fmt.Sprintf("Issue(user %q)", user), err, redisstore.ErrInvalidArgument)
 	}
-	if d := cmp.Diff(before, f.snapshot(t)); d != "" {
+	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("refused input changed Redis (-before +after):\n%s", d)
 	}
 	// Accepted: canonical IPs as given, others in canonical form; names in

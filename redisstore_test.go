@@ -17,7 +17,6 @@ package sessioncache_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -100,20 +99,6 @@ func (f *fixture) list(t *testing.T, user string) []redisstore.Session {
 		}
 		opt.Cursor = p.Next
 	}
-}
-
-// snapshot is the whole keyspace under the prefix, to prove that a call
-// changed nothing.
-func (f *fixture) snapshot(t *testing.T) map[string][]string {
-	t.Helper()
-	d, err := f.Dump(context.Background())
-	if err != nil {
-		t.Fatalf("dump: %v", err)
-	}
-	for _, v := range d {
-		slices.Sort(v)
-	}
-	return d
 }
 
 // isolated returns b with a key prefix of its own, deleted when the test

@@ -82,7 +82,7 @@ func TestServiceBadInput(t *testing.T) {
 	}
 	session := list["sessions"].([]any)[0].(map[string]any)["session_id"].(string)
 	b := &redistest.Backend{Kind: redistest.Real, Client: srv.Client(t), Prefix: svc.env["SESSIONCACHE_KEY_PREFIX"]}
-	before := dump(t, b)
+	before := b.Snapshot(t)
 
 	methods, paths, ctypes, bodies := hostile(tokens, user, session)
 	auths := []string{"Bearer " + svc.APIKey, "", "Bearer wrong", "Basic " + svc.APIKey, "Bearer " + svc.APIKey + " x"}
@@ -140,7 +140,7 @@ func TestServiceBadInput(t *testing.T) {
 	}
 	close(next)
 	wg.Wait()
-	after := dump(t, b)
+	after := b.Snapshot(t)
 	changed := cmp.Diff(before, after)
 	figure(t, "service_bad_input", "requests", len(reqs), "statuses", fmt.Sprint(statuses), "server_errors", len(failures),
 		"keyspace_changed", changed != "", "alive", svc.status("/healthz") == 200)
@@ -188,9 +188,9 @@ func TestServiceAmbiguousRequests(t *testing.T) {
 			func(tok, _ string) string { return `{"refresh_token":"` + tok + `"}` }},
 	} {
 		tok := svc.login(t, user)
-		before := dump(t, b)
+		before := b.Snapshot(t)
 		code, _ := svc.send(badRequest{"POST", "/v1/tokens/rotate", amb.ctype, "Bearer " + svc.APIKey, []byte(amb.body(tok, other))})
-		if cmp.Diff(before, dump(t, b)) != "" {
+		if cmp.Diff(before, b.Snapshot(t)) != "" {
 			lenient = append(lenient, fmt.Sprintf("%s: %d, and the token was rotated", amb.what, code))
 		}
 	}
@@ -255,7 +255,7 @@ func FuzzServiceHTTP(f *testing.F) {
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
 		}
-		before := dump(t, b)
+		before := b.Snapshot(t)
 		r := badRequest{method: method, path: path, ctype: ctype, auth: "Bearer " + svc.APIKey, body: body}
 		code, err := svc.send(r)
 		if err != nil {
@@ -265,7 +265,7 @@ func FuzzServiceHTTP(f *testing.F) {
 			t.Fatalf("%s %q: %d", method, path, code)
 		}
 		if code >= 400 {
-			if d := cmp.Diff(before, dump(t, b)); d != "" {
+			if d := cmp.Diff(before, b.Snapshot(t)); d != "" {
 				t.Fatalf("%s %q answered %d but changed the keyspace:\n%s", method, path, code, d)
 			}
 		}
@@ -297,7 +297,7 @@ func FuzzTokenInput(f *testing.F) {
 		if p := payloadOf(s); s == tok || s == g.Token || p != "" && (p == payloadOf(tok) || p == payloadOf(g.Token)) {
 			return // the genuine tokens, however spelled (TestTokenCanonicalEncoding)
 		}
-		before := dump(t, b)
+		before := b.Snapshot(t)
 		_, verr := st.Validate(ctx, s)
 		_, rerr := st.Rotate(ctx, s, redisstore.Client{})
 		n, xerr := st.RevokeToken(ctx, s)
@@ -311,7 +311,7 @@ func FuzzTokenInput(f *testing.F) {
 				t.Fatalf("%q: %v", s, err)
 			}
 		}
-		if d := cmp.Diff(before, dump(t, b)); d != "" {
+		if d := cmp.Diff(before, b.Snapshot(t)); d != "" {
 			t.Fatalf("%q changed the keyspace:\n%s", s, d)
 		}
 	})
@@ -340,7 +340,7 @@ func TestTokenBitFlips(t *testing.T) {
 		t.Fatal(err)
 	}
 	payload := payloadOf(g.Token)
-	before := dump(t, b)
+	before := b.Snapshot(t)
 	var n counter
 	start := time.Now()
 	for i := 0; i < len(g.Token); i++ {
@@ -362,7 +362,7 @@ func TestTokenBitFlips(t *testing.T) {
 			}
 		}
 	}
-	if d := cmp.Diff(before, dump(t, b)); d != "" {
+	if d := cmp.Diff(before, b.Snapshot(t)); d != "" {
 		t.Errorf("flipped tokens changed the keyspace:\n%s", d)
 	}
 	if _, err := st.Validate(ctx, g.Token); err != nil {

@@ -16,8 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +25,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/internal/servicetest"
 	"github.com/sessioncache/sessioncache/lua"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
@@ -57,10 +58,25 @@ func TestMain(m *testing.M) {
 	tokens.Unlock()
 	fmt.Printf("FIGURE secrets_scan tokens_handed_out=%d keys_scanned=%d bytes_scanned=%d (keyspaces, AOF/RDB files, service logs, /metrics)\n",
 		n, scannedKeys.Load(), scannedBytes.Load())
-	if build.path != "" {
-		os.RemoveAll(filepath.Dir(build.path))
-	}
+	servicetest.RemoveBinary()
 	os.Exit(code)
+}
+
+// EnvMaxInFlight sets Options.MaxInFlight for every store of the suite that
+// leaves it zero: -1 runs the suite without batching, 1 batches any two
+// concurrent calls to a node. Unset: the default.
+const EnvMaxInFlight = "SESSIONCACHE_TEST_MAX_IN_FLIGHT"
+
+func maxInFlight(t testing.TB) int {
+	v := os.Getenv(EnvMaxInFlight)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n == 0 {
+		t.Fatalf("%s=%q: want a non-zero integer", EnvMaxInFlight, v)
+	}
+	return n
 }
 
 type quietLogger struct{}
@@ -75,6 +91,9 @@ func newStore(t testing.TB, c redis.UniversalClient, opt redisstore.Options) *re
 	t.Helper()
 	if opt.Secret == nil {
 		opt.Secret = secret
+	}
+	if opt.MaxInFlight == 0 {
+		opt.MaxInFlight = maxInFlight(t)
 	}
 	s, err := redisstore.New(c, opt)
 	if err != nil {
@@ -211,18 +230,8 @@ func errClass(err error) string {
 	return "other"
 }
 
-// waitFor polls cond every few milliseconds until it holds or the deadline
-// passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the deadline passes.
+var waitFor = servicetest.WaitFor
 
 func bg(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -57,7 +57,7 @@ func TestOutOfMemory(t *testing.T) {
 		}
 		break
 	}
-	before := dump(t, b)
+	before := b.Snapshot(t)
 
 	var n counter
 	var oomMsg string
@@ -89,7 +89,7 @@ func TestOutOfMemory(t *testing.T) {
 	if l, err := listAll(ctx, st, "user-0", 4); err != nil || len(l) != sessions/users {
 		t.Errorf("ListSessions at maxmemory: %d sessions, %v", len(l), err)
 	}
-	after := dump(t, b)
+	after := b.Snapshot(t)
 	changed := cmp.Diff(before, after) != ""
 	if d := cmp.Diff(before, after); d != "" {
 		t.Errorf("refused calls changed the keyspace (-before +after):\n%s", d)

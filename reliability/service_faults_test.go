@@ -171,15 +171,15 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 	waitFor(t, "load before SIGTERM", 30*time.Second, func() bool { return ok.Load() > 500 })
 	t0 := time.Now()
 	term.Store(true)
-	svc.cmd.Process.Signal(syscall.SIGTERM)
+	svc.proc.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-svc.done:
+	case <-svc.proc.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("the service did not exit within 30s of SIGTERM")
 	}
 	exited := time.Since(t0)
 	wg.Wait()
-	exitErr := svc.err
+	exitErr := svc.proc.Err()
 
 	// Restart on the same Redis and secret, then check every session.
 	svc.start(t)

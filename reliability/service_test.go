@@ -6,77 +6,30 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/servicetest"
 )
 
 // The service-level scenarios build cmd/sessioncache once and drive the
 // binary over HTTP against redis-server processes of their own.
-
-var build struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func serviceBinary(t testing.TB) string {
-	t.Helper()
-	build.once.Do(func() {
-		dir, err := os.MkdirTemp("", "sessioncache-reliability-")
-		if err != nil {
-			build.err = err
-			return
-		}
-		build.path = filepath.Join(dir, "sessioncache")
-		out, err := exec.Command("go", "build", "-o", build.path, "github.com/sessioncache/sessioncache/cmd/sessioncache").CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("go build ./cmd/sessioncache: %v\n%s", err, out)
-		}
-	})
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return build.path
-}
-
-// logBuffer collects a process's output, safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // service is a running cmd/sessioncache.
 type service struct {
 	URL    string
 	APIKey string
 	env    map[string]string
-	cmd    *exec.Cmd
-	logs   *logBuffer
-	done   chan struct{}
-	err    error
+	proc   *servicetest.Process // the current run
+	logs   *servicetest.Buffer  // every run's output
 	http   *http.Client
+
+	scanned atomic.Bool
 }
 
 func randomHex(n int) string {
@@ -92,7 +45,7 @@ func randomHex(n int) string {
 // key.
 func startService(t testing.TB, redisAddr string, env map[string]string) *service {
 	t.Helper()
-	s := &service{APIKey: randomHex(32), logs: &logBuffer{}, done: make(chan struct{}),
+	s := &service{APIKey: randomHex(32), logs: &servicetest.Buffer{},
 		http: &http.Client{Timeout: 10 * time.Second}}
 	s.env = map[string]string{
 		"SESSIONCACHE_LISTEN":     "127.0.0.1:0",
@@ -105,86 +58,56 @@ func startService(t testing.TB, redisAddr string, env map[string]string) *servic
 		s.env[k] = v
 	}
 	s.start(t)
-	t.Cleanup(func() {
-		metrics := ""
-		if s.alive() {
-			if r, err := s.http.Get(s.URL + "/metrics"); err == nil {
-				b, _ := io.ReadAll(r.Body)
-				r.Body.Close()
-				metrics = string(b)
-			}
-		}
-		s.kill()
-		ns := needles()
-		for what, text := range map[string]string{"log": s.logs.String(), "metrics": metrics} {
-			scannedBytes.Add(int64(len(text)))
-			if found := leaks([]byte(text), ns); len(found) > 0 {
-				t.Errorf("service %s holds token material: %v", what, found)
-			}
-			if strings.Contains(text, s.APIKey) {
-				t.Errorf("service %s holds the API key", what)
-			}
-		}
-		if strings.Contains(s.logs.String(), "panic") {
-			t.Errorf("the service panicked:\n%s", s.logs)
-		}
-		if t.Failed() {
-			t.Logf("service log:\n%s", s.logs)
-		}
-	})
 	return s
 }
 
+// scan stops the service and checks, once, what it leaked: its log and
+// its /metrics (scraped first, if it still runs) must hold no token
+// material and not the API key, and it must not have panicked.
+func (s *service) scan(t testing.TB) {
+	if !s.scanned.CompareAndSwap(false, true) {
+		return
+	}
+	metrics := ""
+	if s.alive() {
+		if r, err := s.http.Get(s.URL + "/metrics"); err == nil {
+			b, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			metrics = string(b)
+		}
+	}
+	s.kill()
+	ns := needles()
+	for what, text := range map[string]string{"log": s.logs.String(), "metrics": metrics} {
+		scannedBytes.Add(int64(len(text)))
+		if found := leaks([]byte(text), ns); len(found) > 0 {
+			t.Errorf("service %s holds token material: %v", what, found)
+		}
+		if strings.Contains(text, s.APIKey) {
+			t.Errorf("service %s holds the API key", what)
+		}
+	}
+	if strings.Contains(s.logs.String(), "panic") {
+		t.Errorf("the service panicked:\n%s", s.logs)
+	}
+}
+
+// start runs the binary (again, after an exit) with s's environment, its
+// output appended to s.logs, and waits until it listens.
 func (s *service) start(t testing.TB) {
 	t.Helper()
-	s.cmd = exec.Command(serviceBinary(t))
-	s.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	for k, v := range s.env {
-		s.cmd.Env = append(s.cmd.Env, k+"="+v)
-	}
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	s.done = make(chan struct{})
-	from := len(s.logs.String()) // a restart: skip the last run's lines
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := s.done
-	go func() {
-		s.err = s.cmd.Wait()
-		close(done)
-	}()
-	s.URL = ""
-	waitFor(t, "the service to listen", 30*time.Second, func() bool {
-		if !s.alive() {
-			t.Fatalf("the service exited: %v\n%s", s.err, s.logs)
-		}
-		for _, line := range strings.Split(s.logs.String()[from:], "\n") {
-			var l map[string]any
-			if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "listening" {
-				if addr, ok := l["addr"].(string); ok {
-					s.URL = "http://" + addr
-				}
-			}
-		}
-		return s.URL != ""
-	})
+	cmd, _ := servicetest.Command(t, s.env)
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	s.proc = servicetest.Start(t, cmd, s.logs)
+	s.URL = "http://" + s.proc.Addr
+	// Registered after Start's own cleanup (which kills the process), so
+	// it runs first, while the latest run still answers /metrics.
+	t.Cleanup(func() { s.scan(t) })
 }
 
-func (s *service) alive() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
+func (s *service) alive() bool { return s.proc.Alive() }
 
-func (s *service) kill() {
-	if s.alive() {
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *service) kill() { s.proc.Kill() }
 
 // status GETs path and returns the status code (0 on a transport error).
 func (s *service) status(path string) int {

@@ -77,7 +77,7 @@ func TestWritesRefusedOnEvictingRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPolicy(t, e, policyEvicting)
-	before := dump(t, e)
+	before := e.b.Snapshot(t)
 	for _, w := range writes(user, tok) {
 		r := e.sendWrite(w)
 		want := map[string]any{"error": "temporarily_unavailable", "reason": "evicting_policy", "error_description": r.body["error_description"]}
@@ -100,7 +100,7 @@ func TestWritesRefusedOnEvictingRedis(t *testing.T) {
 	if r := e.do("GET", "/readyz", ""); r.status != http.StatusServiceUnavailable || r.str("reason") != "unsafe_eviction_policy" {
 		t.Errorf("/readyz on allkeys-lru: %d %s", r.status, r.raw)
 	}
-	if d := cmp.Diff(before, dump(t, e)); d != "" {
+	if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
 		t.Errorf("refused writes changed Redis (-before +after):\n%s", d)
 	}
 	m := e.send("GET", "/metrics", "", nil).raw

@@ -80,14 +80,14 @@ func TestForwardAuth(t *testing.T) {
 		g := e.login(alice, "laptop")
 		tok := g.str("refresh_token")
 
-		before := dump(t, e)
+		before := e.b.Snapshot(t)
 		checkValid(t, "bearer", e.send("GET", "/v1/auth", "", bearer(tok)), g)
 		checkValid(t, "lower-case scheme", e.send("GET", "/v1/auth", "", http.Header{"Authorization": {"bearer " + tok}}), g)
 		checkValid(t, "cookie", e.send("GET", "/v1/auth", "", cookie("sc_session", tok)), g)
 		checkValid(t, "cookie among others", e.send("GET", "/v1/auth", "", http.Header{"Cookie": {"theme=dark; sc_session=" + tok + "; lang=en"}}), g)
 		// A gateway that passes the client's query gets the same answer.
 		checkValid(t, "query", e.plain().send("GET", "/v1/auth?next=/app&x=1", "", bearer(tok)), g)
-		if d := cmp.Diff(before, dump(t, e)); d != "" {
+		if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
 			t.Errorf("/v1/auth changed Redis (-before +after):\n%s", d)
 		}
 

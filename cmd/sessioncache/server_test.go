@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -215,19 +214,6 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
-// dump returns every key and its content, in an order fit to compare.
-func dump(t *testing.T, e *testEnv) map[string][]string {
-	t.Helper()
-	d, err := e.b.Dump(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range d {
-		sort.Strings(v)
-	}
-	return d
-}
-
 // forge returns a token that passes the checksum but was never issued.
 func forge(tok string) string {
 	raw, ok := tokenlayout.Decode(tok, redisstore.DefaultTokenPrefix)
@@ -243,7 +229,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	e := newTestEnv(t)
 	g := e.login(alice, "laptop")
 	tok := g.str("refresh_token")
-	before := dump(t, e)
+	before := e.b.Snapshot(t)
 	long := strings.Repeat("x", 129)
 	cases := []struct {
 		method, path, body, reason string
@@ -356,7 +342,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			t.Errorf("%s: %d %s, want 415", name, r.status, r.raw)
 		}
 	}
-	if d := cmp.Diff(before, dump(t, e)); d != "" {
+	if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
 		t.Errorf("bad requests changed Redis (-before +after):\n%s", d)
 	}
 }
@@ -471,7 +457,7 @@ func TestNotFoundIsJSON(t *testing.T) {
 
 func TestPanicBecomes500WithoutStack(t *testing.T) {
 	e := newTestEnv(t)
-	h := e.srv.wrap(route{op: "boom", api: func(context.Context, *http.Request) reply { panic("secret detail") }})
+	h := e.srv.wrap(route{op: "boom", api: func(*http.Request) reply { panic("secret detail") }})
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/boom", nil))
 	if w.Code != http.StatusInternalServerError || w.Body.String() != "{\"error\":\"internal_error\"}\n" {
@@ -584,7 +570,7 @@ func TestListSessionsPages(t *testing.T) {
 func TestListSessionsBadPaging(t *testing.T) {
 	e := newTestEnv(t)
 	g := e.login(alice, "laptop")
-	before := dump(t, e)
+	before := e.b.Snapshot(t)
 	limitReason := fmt.Sprintf("limit must be an integer from 1 to %d", redisstore.MaxListLimit)
 	for query, reason := range map[string]string{
 		"limit=0":                       limitReason,
@@ -607,7 +593,7 @@ func TestListSessionsBadPaging(t *testing.T) {
 	if sessions, _ := r.body["sessions"].([]any); len(sessions) != 1 || r.body["next_cursor"] != nil {
 		t.Errorf("the largest page, from the start: %s, want the one session and no next_cursor", r.raw)
 	}
-	if d := cmp.Diff(before, dump(t, e)); d != "" {
+	if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
 		t.Errorf("listing changed Redis (-before +after):\n%s", d)
 	}
 }
@@ -620,7 +606,7 @@ func TestRevokeAllExceptMustBeLive(t *testing.T) {
 	gone := e.login(alice, "gone")
 	other := e.login(bob, "x")
 	e.must(http.StatusOK, "DELETE", "/v1/users/"+alice+"/sessions/"+gone.str("session_id"), "")
-	before := dump(t, e)
+	before := e.b.Snapshot(t)
 	for name, id := range map[string]string{
 		"unknown":        uuid.NewString(),
 		"revoked":        gone.str("session_id"),
@@ -631,7 +617,7 @@ func TestRevokeAllExceptMustBeLive(t *testing.T) {
 			t.Errorf("except %s session: %d %s, want 400 invalid_request about except", name, r.status, r.raw)
 		}
 	}
-	if d := cmp.Diff(before, dump(t, e)); d != "" {
+	if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
 		t.Errorf("refused revocations changed Redis (-before +after):\n%s", d)
 	}
 	for _, g := range []response{a, other} {

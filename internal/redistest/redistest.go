@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -221,6 +222,20 @@ func (b *Backend) Keys(ctx context.Context) ([]string, error) {
 		return err
 	})
 	return all, err
+}
+
+// Snapshot is Dump with each key's content sorted, fit to compare two
+// moments of the keyspace (cmp.Diff); an error fails t.
+func (b *Backend) Snapshot(t testing.TB) map[string][]string {
+	t.Helper()
+	d, err := b.Dump(context.Background())
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	for _, v := range d {
+		slices.Sort(v)
+	}
+	return d
 }
 
 // Dump returns every key under the prefix with all of its content (hash
