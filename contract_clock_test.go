@@ -82,7 +82,7 @@ func instance(t *testing.T, b *redistest.Backend, opt redisstore.Options) *redis
 func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 	ctx := context.Background()
 	t.Run("GrandparentThroughOtherInstance", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
 		other := instance(t, b, f.opt)
 		g0 := f.issue(t, "alice", laptop)
@@ -94,7 +94,7 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 		wantErr(t, "the session after the grandparent replay", err, redisstore.ErrRevoked)
 	})
 	t.Run("GraceOffThroughOtherInstance", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 		other := instance(t, b, f.opt)
 		g0 := f.issue(t, "alice", laptop)
@@ -105,7 +105,7 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 		}
 	})
 	t.Run("RaceAcrossInstancesGraceOff", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		// 64 concurrent rotations of one token, half through each instance,
 		// 40 times: never a grace replay, always 1 winner and 1 reuse.
 		f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
@@ -135,7 +135,7 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 		}
 	})
 	t.Run("PredecessorAfterGraceThroughOtherInstance", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: 150 * time.Millisecond})
 		other := instance(t, b, f.opt)
 		g0 := f.issue(t, "alice", laptop)
@@ -147,7 +147,7 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 		}
 	})
 	t.Run("TwoTabsOnTwoInstances", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: 2 * time.Second})
 		other := instance(t, b, f.opt)
 		g0 := f.issue(t, "alice", laptop)
@@ -161,7 +161,7 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 		}
 	})
 	t.Run("ExpiryAgreed", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{IdleTTL: 300 * time.Millisecond, AbsoluteTTL: time.Minute})
 		other := instance(t, b, f.opt)
 		g := f.issue(t, "alice", laptop)

@@ -90,7 +90,7 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 	script := func(src string) func([]string) bool { return func(a []string) bool { return isScript(a, src) } }
 
 	t.Run("IssueWithEviction", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		opt := redisstore.Options{MaxSessions: 2}
 		// The second issue.lua call of a login at the cap is the one that
 		// evicts: it carries the candidates' keys.
@@ -116,7 +116,7 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 	})
 	for _, grace := range []time.Duration{time.Minute, redisstore.NoGrace} {
 		t.Run("Rotate/grace="+grace.String(), func(t *testing.T) {
-			b := isolated(t, b)
+			b := b.Isolated(t)
 			opt := redisstore.Options{Grace: grace}
 			f, drops := faulty(t, b, opt, script(lua.Rotate))
 			g0 := f.issue(t, "alice", laptop)
@@ -139,7 +139,7 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 		})
 	}
 	t.Run("RotateReuse", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		opt := redisstore.Options{Grace: redisstore.NoGrace}
 		direct := newFixture(t, b, opt)
 		g0 := direct.issue(t, "alice", laptop)
@@ -155,7 +155,7 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 		}
 	})
 	t.Run("RevokeSession", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f, drops := faulty(t, b, redisstore.Options{}, script(lua.Revoke))
 		g := f.issue(t, "alice", laptop)
 		n, err := f.store.RevokeSession(ctx, "alice", g.SessionID)
@@ -168,7 +168,7 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 		}
 	})
 	t.Run("RevokeToken", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f, drops := faulty(t, b, redisstore.Options{}, script(lua.Revoke))
 		g := f.issue(t, "alice", laptop)
 		n, err := f.store.RevokeToken(ctx, g.Token)
@@ -181,7 +181,7 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 		}
 	})
 	t.Run("RevokeAll", func(t *testing.T) {
-		b := isolated(t, b)
+		b := b.Isolated(t)
 		f, drops := faulty(t, b, redisstore.Options{}, script(lua.RevokeAll))
 		var want []redisstore.Event
 		for i := 0; i < 3; i++ {

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -101,15 +100,6 @@ func (f *fixture) list(t *testing.T, user string) []redisstore.Session {
 	}
 }
 
-// isolated returns b with a key prefix of its own, deleted when the test
-// ends: for subtests that must not see each other's keys.
-func isolated(t *testing.T, b *redistest.Backend) *redistest.Backend {
-	sub := *b
-	sub.Prefix = redistest.NewPrefix()
-	t.Cleanup(func() { cleanup(&sub) })
-	return &sub
-}
-
 func wantErr(t *testing.T, what string, err, want error) {
 	t.Helper()
 	if !errors.Is(err, want) {
@@ -122,22 +112,10 @@ func TestContract(t *testing.T) {
 		for _, tc := range contract {
 			t.Run(tc.name, func(t *testing.T) {
 				// Each case gets its own prefix on the shared backend.
-				tc.run(t, isolated(t, b))
+				tc.run(t, b.Isolated(t))
 			})
 		}
 	})
-}
-
-func cleanup(b *redistest.Backend) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	keys, err := b.Keys(ctx)
-	if err != nil {
-		return
-	}
-	for _, k := range keys {
-		b.Client.Del(ctx, k)
-	}
 }
 
 var contract = []struct {

@@ -178,17 +178,34 @@ func realBackend(tb testing.TB, kind Kind, c redis.UniversalClient) *Backend {
 	}
 	b := &Backend{Kind: kind, Client: c, Prefix: NewPrefix(), Clock: &Clock{rdb: c}}
 	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		keys, err := b.Keys(ctx)
-		if err == nil {
-			for _, k := range keys {
-				c.Del(ctx, k)
-			}
-		}
+		b.deleteKeys()
 		c.Close()
 	})
 	return b
+}
+
+// Isolated returns a copy of b with a key prefix of its own, whose keys are
+// deleted when tb ends: for subtests that share a server but must not see
+// each other's keys.
+func (b *Backend) Isolated(tb testing.TB) *Backend {
+	sub := *b
+	sub.Prefix = NewPrefix()
+	tb.Cleanup(sub.deleteKeys)
+	return &sub
+}
+
+// deleteKeys deletes every key under the prefix, as well as it can: it runs
+// in cleanups, where a server that went away is no news.
+func (b *Backend) deleteKeys() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	keys, err := b.Keys(ctx)
+	if err != nil {
+		return
+	}
+	for _, k := range keys {
+		b.Client.Del(ctx, k)
+	}
 }
 
 // NewPrefix returns a fresh key prefix, unique to a test.
