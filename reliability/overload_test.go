@@ -139,29 +139,3 @@ func TestOutOfMemory(t *testing.T) {
 		t.Error("RevokeAll at maxmemory revoked nothing")
 	}
 }
-
-// TestEvictionPolicyDetected: CheckEvictionPolicy (through INFO) refuses
-// every maxmemory-policy but noeviction.
-func TestEvictionPolicyDetected(t *testing.T) {
-	srv := startServer(t)
-	c := srv.Client(t)
-	st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix()})
-	ctx := bg(t)
-	refused := 0
-	policies := []string{"noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
-	for _, p := range policies {
-		if err := c.ConfigSet(ctx, "maxmemory-policy", p).Err(); err != nil {
-			t.Fatal(err)
-		}
-		err := st.CheckEvictionPolicy(ctx)
-		switch {
-		case p == "noeviction" && err != nil:
-			t.Errorf("%s: %v", p, err)
-		case p != "noeviction" && !errors.Is(err, redisstore.ErrEvictionPolicy):
-			t.Errorf("%s: err = %v, want ErrEvictionPolicy", p, err)
-		case err != nil:
-			refused++
-		}
-	}
-	figure(t, "eviction_policy", "policies", len(policies), "refused", refused)
-}
