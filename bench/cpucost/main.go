@@ -11,6 +11,7 @@
 // cmd/sessioncache):
 //
 //	go run ./bench/cpucost -redis redis://127.0.0.1:26379/0 -rounds 5 -duration 10s
+//	go run ./bench/cpucost -rate 4000   # every target at the same load
 //	go run ./bench/cpucost -service before=/tmp/sc-before -service after=/tmp/sc-after
 //
 // Linux only. Sessions are written under a key prefix of their own, expire
@@ -57,6 +58,7 @@ type config struct {
 	rounds, workers     int
 	sessions            int
 	duration            time.Duration
+	rate                float64
 	loadgenBin, bareBin string
 }
 
@@ -69,6 +71,7 @@ func main() {
 	flag.IntVar(&c.workers, "workers", 64, "loadgen workers")
 	flag.IntVar(&c.sessions, "sessions", 1000, "sessions loadgen logs in before each rotate and auth run")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "timed part of each loadgen run")
+	flag.Float64Var(&c.rate, "rate", 0, "requests per second loadgen sends to every target (0: as fast as the workers go); a rate every target sustains compares them at the same load")
 	flag.StringVar(&c.loadgenBin, "loadgen", "", "loadgen binary (default: built from ./cmd/loadgen)")
 	flag.StringVar(&c.bareBin, "bare", "", "bench/bare binary (default: built from ./bench/bare)")
 	flag.Parse()
@@ -179,8 +182,12 @@ func run(c config, out io.Writer) error {
 			target{name: name + " auth", srv: srv, mix: "auth", loadgen: "http"})
 	}
 
-	fmt.Fprintf(out, "cpucost: %d rounds of %s, %d workers, %d sessions, Redis %s, load average %s\n",
-		c.rounds, c.duration, c.workers, c.sessions, c.redisURL, loadAvg())
+	load := "as fast as they go"
+	if c.rate > 0 {
+		load = fmt.Sprintf("%.0f req/s", c.rate)
+	}
+	fmt.Fprintf(out, "cpucost: %d rounds of %s, %d workers (%s), %d sessions, Redis %s, load average %s\n",
+		c.rounds, c.duration, c.workers, load, c.sessions, c.redisURL, loadAvg())
 	samples := make([][]sample, len(targets))
 	for r := range c.rounds {
 		for k := range targets {
@@ -203,7 +210,7 @@ func run(c config, out io.Writer) error {
 func measure(c config, t target, apiKey string) (sample, error) {
 	args := []string{"-target", t.loadgen, "-http", t.srv.url, "-api-key", apiKey, "-mix", t.mix,
 		"-workers", strconv.Itoa(c.workers), "-sessions", strconv.Itoa(max(c.sessions, c.workers)),
-		"-duration", c.duration.String(), "-progress", "0", "-json",
+		"-duration", c.duration.String(), "-rate", strconv.FormatFloat(c.rate, 'f', -1, 64), "-progress", "0", "-json",
 		"-server-pid", strconv.Itoa(t.srv.cmd.Process.Pid)}
 	cmd := exec.Command(c.loadgenBin, args...)
 	var stdout, stderr bytes.Buffer

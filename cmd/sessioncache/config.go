@@ -91,8 +91,8 @@ var settings = []setting{
 	{env: envLogLevel, flag: "log-level", def: "info", usage: "debug, info, warn or error"},
 	{env: envAuthCookie, flag: "auth-cookie", def: defaultAuthCookie, usage: "cookie that /v1/auth reads a token from when the request has no Authorization: Bearer header"},
 	{env: envAccessLog, flag: "access-log", def: "false", usage: "log one line per request; off, only failures, refused API keys and security events are logged", bool: true},
-	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
-	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read on SIGHUP"},
+	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read when it changes and on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
+	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read when it changes and on SIGHUP"},
 	{env: envTLSCertFile, flag: "tls-cert-file", usage: "serve HTTPS with this certificate chain (PEM); reloaded when it changes"},
 	{env: envTLSKeyFile, flag: "tls-key-file", usage: "private key (PEM) of " + envTLSCertFile},
 	{env: envRedisCAFile, flag: "redis-tls-ca-file", usage: "CA certificates (PEM) that Redis's certificate must chain to, for rediss:// URLs; unset: the system's"},
@@ -142,7 +142,7 @@ type config struct {
 
 	APIKeys      [][]byte // nil: no key, loopback only
 	APIKeyFrom   string   // where the keys came from, for the start-up log
-	APIKeysFile  string   // the file re-read on SIGHUP; "" for the environment
+	APIKeysFile  string   // the file re-read when it changes and on SIGHUP; "" for the environment
 	apiKeysRead  func(string) ([][]byte, error)
 	Secret       []byte
 	SecretFrom   string // "" when generated
@@ -153,6 +153,9 @@ type config struct {
 	TLSCertFile     string           // "": plain HTTP
 	TLSKeyFile      string
 	RedisTLS        redisTLS
+
+	// The key files as they were when read, to tell when they change.
+	signingKeysState, apiKeysState fileState
 
 	// Check, if set, makes the process probe this path of the running
 	// service and exit (a container health check without curl).
@@ -231,6 +234,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 	c.Secret, c.SecretFrom = p.secret(envSecret, envSecretFile)
 	c.SigningKeysFile = p.str(envSigningKeysFile)
 	if c.SigningKeysFile != "" {
+		c.signingKeysState = statFile(c.SigningKeysFile)
 		keys, err := readSigningKeys(c.SigningKeysFile)
 		if err != nil {
 			p.failAt(p.source(envSigningKeysFile), err.Error())
@@ -529,7 +533,8 @@ func (p *parser) secret(env, fileEnv string) ([]byte, string) {
 // loadAPIKeys reads the API keys from the one place they are set: the
 // variable SESSIONCACHE_API_KEY, the file SESSIONCACHE_API_KEY_FILE (one
 // key, the whole file) or the file SESSIONCACHE_API_KEYS_FILE (one key a
-// line). Both files are re-read on SIGHUP. Setting more than one is refused:
+// line). Both files are re-read when they change and on SIGHUP. Setting
+// more than one is refused:
 // a key left in the environment could not be revoked by editing the file.
 func (c *config) loadAPIKeys(p *parser) {
 	var set []string
@@ -554,6 +559,7 @@ func (c *config) loadAPIKeys(p *parser) {
 	}
 	c.APIKeysFile = p.raw[set[0]]
 	c.APIKeyFrom = p.source(set[0]) + " (" + c.APIKeysFile + ")"
+	c.apiKeysState = statFile(c.APIKeysFile)
 	keys, err := c.apiKeysRead(c.APIKeysFile)
 	if err != nil {
 		p.failAt(p.source(set[0]), err.Error())

@@ -30,8 +30,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKeys, c.Secret, c.LogLevel, c.AuthCookie}
-	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, [][]byte(nil), []byte(nil), slog.LevelInfo, "sc_session"}
+	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKeys, c.Secret, c.LogLevel, c.AuthCookie, c.AccessLog}
+	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, [][]byte(nil), []byte(nil), slog.LevelInfo, "sc_session", false}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -49,11 +49,12 @@ func TestConfigDefaults(t *testing.T) {
 func TestConfigFlagsWinOverEnvironment(t *testing.T) {
 	env := map[string]string{envListen: "127.0.0.1:1", envIdleTTL: "1h", envAbsoluteTTL: "2h", envGrace: "0"}
 	env[envAuthCookie] = "from_env"
+	env[envAccessLog] = "true"
 	c, err := loadConfig([]string{"-listen", "[::1]:2", "-idle-ttl=90m", "-grace-same-device", "-max-sessions", "5", "-auth-cookie", "__Host-session"}, envOf(env), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "[::1]:2" || c.IdleTTL != 90*time.Minute || c.AbsoluteTTL != 2*time.Hour || c.Grace != 0 || !c.GraceSameDevice || c.MaxSessions != 5 || c.AuthCookie != "__Host-session" {
+	if c.Listen != "[::1]:2" || c.IdleTTL != 90*time.Minute || c.AbsoluteTTL != 2*time.Hour || c.Grace != 0 || !c.GraceSameDevice || c.MaxSessions != 5 || c.AuthCookie != "__Host-session" || !c.AccessLog {
 		t.Errorf("config = %+v", c)
 	}
 }

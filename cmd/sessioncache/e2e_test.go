@@ -229,6 +229,25 @@ func TestEndToEnd(t *testing.T) {
 			if strings.Contains(logs, "sct_") {
 				t.Errorf("the logs show a token")
 			}
+			// By default no request is logged but the one without the API
+			// key; the replay is, naming who presented the token.
+			var reuse []map[string]any
+			for _, l := range logLines(logs) {
+				switch l["msg"] {
+				case "request":
+					if l["outcome"] != "unauthorized" {
+						t.Errorf("a request was logged, but the access log is off by default: %v", l)
+					}
+				case "refresh token reuse detected: session revoked":
+					reuse = append(reuse, l)
+				}
+			}
+			if len(reuse) != 1 {
+				t.Fatalf("%d reuse warnings, want 1", len(reuse))
+			}
+			if remote, _ := reuse[0]["remote"].(string); !strings.HasPrefix(remote, "127.0.0.1:") || reuse[0]["http_user_agent"] != "Go-http-client/1.1" || reuse[0]["level"] != "WARN" {
+				t.Errorf("reuse warning %v, want a warning naming the client's address and User-Agent", reuse[0])
+			}
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"strings"
 )
@@ -25,7 +26,7 @@ const (
 // WWW-Authenticate. Redis trouble: 503 with Retry-After; a session record
 // that contradicts its token: 500. It writes nothing: a token is never
 // rotated here, so a gateway may call it for every request.
-func (s *server) forwardAuth(r *http.Request) reply {
+func (s *server) forwardAuth(ctx context.Context, r *http.Request) reply {
 	tok, ok := credential(r, s.authCookie)
 	if !ok {
 		return invalidToken("missing")
@@ -33,19 +34,15 @@ func (s *server) forwardAuth(r *http.Request) reply {
 	if len(tok) > maxTokenLen {
 		return invalidToken("malformed")
 	}
-	info, err := s.store().Validate(r.Context(), tok)
+	info, err := s.store().Validate(ctx, tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return invalidToken(reason)
 	}
 	if err != nil {
 		return failure(err)
 	}
-	v := []string{headerValue(info.UserID), headerValue(info.SessionID), timestamp(info.ExpiresAt)}
-	return reply{status: http.StatusOK, outcome: "ok", header: http.Header{
-		headerUserID:    v[0:1:1],
-		headerSessionID: v[1:2:2],
-		headerExpiresAt: v[2:3:3],
-	}}
+	return reply{status: http.StatusOK, outcome: "ok",
+		auth: []string{headerValue(info.UserID), headerValue(info.SessionID), timestamp(info.ExpiresAt)}}
 }
 
 // credential returns the bearer token of the Authorization header, or else

@@ -139,7 +139,7 @@ func grantReply(status int, g redisstore.Grant, outcome string) reply {
 	}}
 }
 
-func (s *server) issue(r *http.Request) reply {
+func (s *server) issue(ctx context.Context, r *http.Request) reply {
 	var req issueRequest
 	if rp, ok := decodeJSON(r, &req); !ok {
 		return rp
@@ -148,7 +148,7 @@ func (s *server) issue(r *http.Request) reply {
 	if user == unaddressableUserID {
 		return badRequest(http.StatusBadRequest, `user id "/" is refused: no path can name it (/v1/users/%2F/sessions is a trailing slash to the router)`)
 	}
-	g, err := s.store().Issue(r.Context(), user, redisstore.Client{
+	g, err := s.store().Issue(ctx, user, redisstore.Client{
 		DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if err != nil {
@@ -157,13 +157,13 @@ func (s *server) issue(r *http.Request) reply {
 	return grantReply(http.StatusCreated, g, "ok")
 }
 
-func (s *server) rotate(r *http.Request) reply {
+func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 	var req rotateRequest
 	if rp, ok := decodeJSON(r, &req); !ok {
 		return rp
 	}
 	req.from = r
-	ctx := context.WithValue(r.Context(), rotationKey{}, &req)
+	ctx = context.WithValue(ctx, rotationKey{}, &req)
 	g, err := s.store().Rotate(ctx, req.RefreshToken, redisstore.Client{
 		DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
@@ -235,12 +235,12 @@ var grantDescriptions = map[string]string{
 // introspect answers as RFC 7662 does: any token that is not the current
 // token of a live session is simply inactive. The token comes in a JSON
 // body (refresh_token) or in a form (token).
-func (s *server) introspect(r *http.Request) reply {
+func (s *server) introspect(ctx context.Context, r *http.Request) reply {
 	tok, rp, ok := decodeToken(r)
 	if !ok {
 		return rp
 	}
-	info, err := s.store().Validate(r.Context(), tok)
+	info, err := s.store().Validate(ctx, tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return reply{status: http.StatusOK, outcome: reason, body: introspectBody{Active: false}}
 	}
@@ -265,12 +265,12 @@ func (s *server) introspect(r *http.Request) reply {
 // revokeToken answers 200 whatever the token, as RFC 7009 says, unless
 // Redis failed. The token comes in a JSON body (refresh_token) or in a form
 // (token).
-func (s *server) revokeToken(r *http.Request) reply {
+func (s *server) revokeToken(ctx context.Context, r *http.Request) reply {
 	tok, rp, ok := decodeToken(r)
 	if !ok {
 		return rp
 	}
-	n, err := s.store().RevokeToken(r.Context(), tok)
+	n, err := s.store().RevokeToken(ctx, tok)
 	if reason := tokenOutcome(err); reason != "" {
 		return reply{status: http.StatusOK, outcome: reason, body: revokedBody{}}
 	}
@@ -280,7 +280,7 @@ func (s *server) revokeToken(r *http.Request) reply {
 	return reply{status: http.StatusOK, outcome: "ok", body: revokedBody{Revoked: n}}
 }
 
-func (s *server) listSessions(r *http.Request) reply {
+func (s *server) listSessions(ctx context.Context, r *http.Request) reply {
 	user := userID(r.PathValue("user_id"))
 	q := r.URL.Query()
 	opt := redisstore.ListOptions{Cursor: q.Get("cursor")}
@@ -291,7 +291,7 @@ func (s *server) listSessions(r *http.Request) reply {
 		}
 		opt.Limit = n
 	}
-	page, err := s.store().ListSessions(r.Context(), user, opt)
+	page, err := s.store().ListSessions(ctx, user, opt)
 	if err != nil {
 		return failure(err)
 	}
@@ -312,20 +312,20 @@ func (s *server) listSessions(r *http.Request) reply {
 	return reply{status: http.StatusOK, outcome: "ok", body: out}
 }
 
-func (s *server) revokeSession(r *http.Request) reply {
+func (s *server) revokeSession(ctx context.Context, r *http.Request) reply {
 	user := userID(r.PathValue("user_id"))
 	session, rp, ok := parseUUID("session_id", r.PathValue("session_id"))
 	if !ok {
 		return rp
 	}
-	n, err := s.store().RevokeSession(r.Context(), user, session)
+	n, err := s.store().RevokeSession(ctx, user, session)
 	if err != nil {
 		return failure(err)
 	}
 	return reply{status: http.StatusOK, outcome: "ok", body: revokedBody{Revoked: n}}
 }
 
-func (s *server) revokeAll(r *http.Request) reply {
+func (s *server) revokeAll(ctx context.Context, r *http.Request) reply {
 	user := userID(r.PathValue("user_id"))
 	var keep string
 	if q := r.URL.Query(); q.Has("except") {
@@ -335,7 +335,7 @@ func (s *server) revokeAll(r *http.Request) reply {
 		}
 		keep = k
 	}
-	n, err := s.store().RevokeAll(r.Context(), user, keep)
+	n, err := s.store().RevokeAll(ctx, user, keep)
 	var arg *redisstore.ArgumentError
 	if errors.As(err, &arg) && arg.Field == "keep" {
 		// The library's keep is this API's except.

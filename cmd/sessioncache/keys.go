@@ -1,8 +1,8 @@
 package main
 
 // Signing keys and API keys that can be rotated without a restart: both are
-// read from files at start and again on SIGHUP. A file that fails to load
-// on SIGHUP changes nothing: the previous keys stay in force.
+// read from files at start, again when a file changes, and on SIGHUP. A
+// file that fails to load changes nothing: the previous keys stay in force.
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -165,42 +166,101 @@ func readLimited(file string) ([]byte, error) {
 	return b, nil
 }
 
-// reloader re-reads, on SIGHUP, what can change without a restart: the
-// signing keys, the API keys and the certificates. Each is replaced only by
-// a complete, valid new set; on any error the previous one stays.
+// keyCheckInterval is how often the service looks at whether a key file
+// changed: a stat of each.
+const keyCheckInterval = time.Second
+
+// keyFile is a key file that is read again when it changes.
+type keyFile struct {
+	name string
+	// load reads the file and puts its keys in force, or changes nothing
+	// and returns why; cause is "changed" or "hangup", for the log.
+	load   func(file, cause string) error
+	failed string // the log message of a file that does not load
+	log    *slog.Logger
+	loaded fileState // the file as last read, whether it loaded or not
+	seen   fileState // the file at the last look
+}
+
+// check reads the file if it changed since it was last read and stayed the
+// same since the last look, one keyCheckInterval ago: a file is read once
+// it has stood still, not while someone is writing it.
+func (f *keyFile) check() {
+	now := statFile(f.name)
+	settled := now.same(f.seen)
+	f.seen = now
+	if settled && !now.same(f.loaded) {
+		f.read(now, "changed")
+	}
+}
+
+// read loads the file, whose stat (taken before reading) is state.
+func (f *keyFile) read(state fileState, cause string) {
+	f.loaded, f.seen = state, state
+	if err := f.load(f.name, cause); err != nil {
+		f.log.Error(f.failed, "file", f.name, "cause", cause, "error", err.Error())
+	}
+}
+
+// reloader re-reads what can change without a restart: the signing keys
+// and the API keys when their files change (checkFiles) and on SIGHUP
+// (reload), and the certificates on SIGHUP (they are also looked at on
+// their own, see certReloader). Each is replaced only by a complete, valid
+// new set; on any error the previous one stays. Its methods are called
+// from one goroutine.
 type reloader struct {
-	cfg   *config
 	s     *server
 	rdb   redis.UniversalClient
 	opt   redisstore.Options // the store's options; Keys is replaced
+	files []*keyFile
 	certs []*certReloader
 	log   *slog.Logger
 }
 
+func newReloader(cfg *config, s *server, rdb redis.UniversalClient, opt redisstore.Options, log *slog.Logger) *reloader {
+	r := &reloader{s: s, rdb: rdb, opt: opt, log: log}
+	if cfg.SigningKeysFile != "" {
+		r.files = append(r.files, &keyFile{name: cfg.SigningKeysFile, load: r.reloadSigningKeys, log: log,
+			failed: "signing keys not reloaded: keeping the previous ones", loaded: cfg.signingKeysState, seen: cfg.signingKeysState})
+	}
+	if cfg.APIKeysFile != "" {
+		read := cfg.apiKeysRead
+		r.files = append(r.files, &keyFile{name: cfg.APIKeysFile, log: log,
+			failed: "API keys not reloaded: keeping the previous ones", loaded: cfg.apiKeysState, seen: cfg.apiKeysState,
+			load: func(file, cause string) error {
+				keys, err := read(file)
+				if err != nil {
+					return err
+				}
+				r.s.setAPIKeys(keys)
+				r.log.Info("API keys reloaded", "file", file, "cause", cause, "keys", len(keys))
+				return nil
+			}})
+	}
+	return r
+}
+
+// reload re-reads every key file and certificate (SIGHUP).
 func (r *reloader) reload() {
 	r.log.Info("received hangup: re-reading keys and certificates")
-	if file := r.cfg.SigningKeysFile; file != "" {
-		if err := r.reloadSigningKeys(file); err != nil {
-			r.log.Error("signing keys not reloaded: keeping the previous ones", "error", err.Error())
-		}
-	}
-	if file := r.cfg.APIKeysFile; file != "" {
-		keys, err := r.cfg.apiKeysRead(file)
-		if err != nil {
-			r.log.Error("API keys not reloaded: keeping the previous ones", "error", err.Error())
-		} else {
-			r.s.setAPIKeys(keys)
-			r.log.Info("API keys reloaded", "file", file, "keys", len(keys))
-		}
+	for _, f := range r.files {
+		f.read(statFile(f.name), "hangup")
 	}
 	for _, c := range r.certs {
 		c.reload()
 	}
 }
 
+// checkFiles re-reads the key files that changed (see keyFile.check).
+func (r *reloader) checkFiles() {
+	for _, f := range r.files {
+		f.check()
+	}
+}
+
 // reloadSigningKeys builds a store with the keys of file and swaps it in:
 // requests in flight finish on the previous store.
-func (r *reloader) reloadSigningKeys(file string) error {
+func (r *reloader) reloadSigningKeys(file, cause string) error {
 	keys, err := readSigningKeys(file)
 	if err != nil {
 		return err
@@ -212,7 +272,7 @@ func (r *reloader) reloadSigningKeys(file string) error {
 		return err
 	}
 	r.s.setStore(st)
-	r.log.Info("signing keys reloaded", "file", file, "key_ids", keyIDs(keys), "signing_key_id", keys[0].ID)
+	r.log.Info("signing keys reloaded", "file", file, "cause", cause, "key_ids", keyIDs(keys), "signing_key_id", keys[0].ID)
 	return nil
 }
 

@@ -135,7 +135,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	rl := &reloader{cfg: cfg, s: s, rdb: be.client, opt: opt, log: log}
+	rl := newReloader(cfg, s, be.client, opt, log)
 	if cfg.RedisTLS.clientCert != nil {
 		rl.certs = append(rl.certs, cfg.RedisTLS.clientCert)
 	}
@@ -170,9 +170,17 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	defer stopWatch()
 	go s.watch(watchCtx, evictionCheckInterval)
 
+	var keyFilesChanged <-chan time.Time
+	if len(rl.files) > 0 {
+		t := time.NewTicker(keyCheckInterval)
+		defer t.Stop()
+		keyFilesChanged = t.C
+	}
 	stop, hup := splitSignals(sig)
 	for {
 		select {
+		case <-keyFilesChanged:
+			rl.checkFiles()
 		case <-hup:
 			rl.reload()
 		case err := <-served:

@@ -38,6 +38,10 @@ type reply struct {
 	outcome string
 	err     error
 	header  http.Header
+	// auth holds the values of forward auth's X-Auth-User-Id,
+	// X-Auth-Session-Id and X-Auth-Expires-At, set on the answer without a
+	// header map of their own.
+	auth []string
 }
 
 // errorBody is every error response. ErrorDescription is RFC 6749's
@@ -48,6 +52,10 @@ type errorBody struct {
 	Reason           string `json:"reason,omitempty"`
 }
 
+// apiFunc answers a request of an API route; ctx is the request's, bounded
+// by the Redis timeout.
+type apiFunc func(ctx context.Context, r *http.Request) reply
+
 // route is one operation of the service.
 type route struct {
 	pattern string   // net/http ServeMux pattern
@@ -56,7 +64,7 @@ type route struct {
 	gateway bool     // forward auth: any method, any query, any path below pattern/; the key only in X-Sessioncache-Key, refused with 403
 	query   []string // query parameters a /v1 route takes; others get 400
 	write   bool     // writes to Redis: refused while Redis may evict keys (see eviction.go)
-	api     func(*http.Request) reply
+	api     apiFunc
 	raw     http.Handler // instead of api, for non-JSON answers
 	quiet   bool         // logged at debug level when it succeeds (probes, scrapes)
 }
@@ -147,17 +155,28 @@ func newServer(c serverConfig) *server {
 // to other replicas before the listener closes and no idle keep-alive
 // connection is closed under a request that is just arriving.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	var start time.Time
+	if s.accessLog {
+		start = time.Now()
+	}
 	if s.draining.Load() {
 		w.Header().Set("Connection", "close")
 	}
-	rec := &statusWriter{ResponseWriter: w}
+	rec := statusWriters.Get().(*statusWriter)
+	*rec = statusWriter{ResponseWriter: w}
 	s.mux.ServeHTTP(rec, r)
 	if !rec.routed && s.accessLog {
 		// The raw path is not logged: a client may have put a token in it.
 		s.logRequest(r, "unmatched", rec.status, "not_routed", start, slog.LevelInfo)
 	}
+	// A handler that panicked never gets here: its writer is not reused.
+	*rec = statusWriter{}
+	statusWriters.Put(rec)
 }
+
+// statusWriters recycles the statusWriter of each request: no handler keeps
+// its ResponseWriter once it has returned.
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
 
 // wrap applies, around every route: panic recovery, the API key, the query
 // parameters of API routes, the body limit, JSON answers, metrics and one
@@ -221,6 +240,12 @@ func (s *server) wrap(rt route) http.Handler {
 			}
 			s.log.Log(r.Context(), level, "request failed", "operation", rt.op, "outcome", rp.outcome, "error", rp.err.Error())
 		}
+		if rp.auth != nil {
+			h := rec.Header()
+			h[headerUserID] = rp.auth[0:1:1]
+			h[headerSessionID] = rp.auth[1:2:2]
+			h[headerExpiresAt] = rp.auth[2:3:3]
+		}
 		writeJSON(rec, rp.status, rp.body, rp.header)
 	})
 }
@@ -241,7 +266,7 @@ func (s *server) call(rt route, w http.ResponseWriter, r *http.Request) reply {
 			return rp
 		}
 	}
-	return rt.api(r.WithContext(ctx))
+	return rt.api(ctx, r)
 }
 
 func (s *server) logRequest(r *http.Request, op string, status int, outcome string, start time.Time, level slog.Level) {
@@ -332,14 +357,14 @@ func loopbackHost(hostport string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-func (s *server) healthz(*http.Request) reply {
+func (s *server) healthz(context.Context, *http.Request) reply {
 	return reply{status: http.StatusOK, body: map[string]string{"status": "ok"}, outcome: "ok"}
 }
 
 // readyz answers 200 when Redis answers, the scripts are loaded and (for a
 // real Redis) the eviction policy is safe; 503 while draining.
-func (s *server) readyz(r *http.Request) reply {
-	reason, err := s.checkReady(r.Context())
+func (s *server) readyz(ctx context.Context, _ *http.Request) reply {
+	reason, err := s.checkReady(ctx)
 	s.noteReadiness(reason, err)
 	if reason != "" {
 		return reply{status: http.StatusServiceUnavailable, outcome: "not_ready",

@@ -457,7 +457,7 @@ func TestNotFoundIsJSON(t *testing.T) {
 
 func TestPanicBecomes500WithoutStack(t *testing.T) {
 	e := newTestEnv(t)
-	h := e.srv.wrap(route{op: "boom", api: func(*http.Request) reply { panic("secret detail") }})
+	h := e.srv.wrap(route{op: "boom", api: func(context.Context, *http.Request) reply { panic("secret detail") }})
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/boom", nil))
 	if w.Code != http.StatusInternalServerError || w.Body.String() != "{\"error\":\"internal_error\"}\n" {

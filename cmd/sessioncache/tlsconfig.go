@@ -41,10 +41,9 @@ type certReloader struct {
 }
 
 // fileStamp tells whether a pair of files changed.
-type fileStamp struct {
-	certMod, keyMod   time.Time
-	certSize, keySize int64
-}
+type fileStamp [2]fileState
+
+func (a fileStamp) same(b fileStamp) bool { return a[0].same(b[0]) && a[1].same(b[1]) }
 
 func newCertReloader(what, certFile, keyFile string) (*certReloader, error) {
 	r := &certReloader{what: what, certFile: certFile, keyFile: keyFile}
@@ -71,7 +70,7 @@ func (r *certReloader) statFiles() (fileStamp, error) {
 	if err != nil {
 		return fileStamp{}, err
 	}
-	return fileStamp{certMod: c.ModTime(), keyMod: k.ModTime(), certSize: c.Size(), keySize: k.Size()}, nil
+	return fileStamp{{c}, {k}}, nil
 }
 
 func (r *certReloader) load() (*tls.Certificate, error) {
@@ -106,11 +105,11 @@ func (r *certReloader) reload() {
 // check loads the pair if force or the files changed. Callers hold mu.
 func (r *certReloader) check(force bool) {
 	stamp, err := r.statFiles()
-	if err == nil && stamp == r.stamp && !force {
+	if err == nil && stamp.same(r.stamp) && !force {
 		return
 	}
 	if err != nil {
-		if stamp != r.stamp || force {
+		if !stamp.same(r.stamp) || force {
 			r.logError(err)
 		}
 		r.stamp = stamp
