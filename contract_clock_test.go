@@ -71,6 +71,9 @@ func instance(t *testing.T, b *redistest.Backend, opt redisstore.Options) *redis
 	if opt.Secret == nil {
 		opt.Secret = secret
 	}
+	if opt.MaxInFlight == 0 {
+		opt.MaxInFlight = testMaxInFlight(t)
+	}
 	opt.KeyPrefix = b.Prefix
 	s, err := redisstore.New(c, opt)
 	if err != nil {

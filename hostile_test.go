@@ -75,7 +75,7 @@ func hostileUser(t *testing.T, c redis.UniversalClient, nodes []*redis.Client, n
 		}
 		node.ConfigSet(ctx, "slowlog-max-len", "100000")
 	}
-	s, err := redisstore.New(c, redisstore.Options{Secret: secret, MaxSessions: redisstore.NoSessionCap})
+	s, err := redisstore.New(c, redisstore.Options{Secret: secret, MaxSessions: redisstore.NoSessionCap, MaxInFlight: testMaxInFlight(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

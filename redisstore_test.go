@@ -17,6 +17,8 @@ package sessioncache_test
 import (
 	"context"
 	"errors"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -42,6 +44,9 @@ func newFixture(t *testing.T, b *redistest.Backend, opt redisstore.Options) *fix
 	if opt.Secret == nil {
 		opt.Secret = secret
 	}
+	if opt.MaxInFlight == 0 {
+		opt.MaxInFlight = testMaxInFlight(t)
+	}
 	opt.KeyPrefix = b.Prefix
 	opt.OnEvent = func(_ context.Context, e redisstore.Event) {
 		f.mu.Lock()
@@ -54,6 +59,20 @@ func newFixture(t *testing.T, b *redistest.Backend, opt redisstore.Options) *fix
 	}
 	f.store, f.opt = s, opt
 	return f
+}
+
+// testMaxInFlight is Options.MaxInFlight as SESSIONCACHE_TEST_MAX_IN_FLIGHT
+// sets it, or 0 (the default).
+func testMaxInFlight(t *testing.T) int {
+	v := os.Getenv(envMaxInFlight)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n == 0 {
+		t.Fatalf("%s=%q: want a non-zero integer", envMaxInFlight, v)
+	}
+	return n
 }
 
 func (f *fixture) takeEvents() []redisstore.Event {

@@ -19,6 +19,11 @@
 // recognised by its call id. No call does work proportional to one user's
 // number of sessions.
 //
+// Concurrent calls to one Redis node share requests (Options.MaxInFlight):
+// while a few requests to the node are in flight, further calls wait and
+// then go out together as one pipeline, so that Redis serves more of them
+// per core; a lone caller, or a few, never wait.
+//
 // The caller owns the Redis client (redis.UniversalClient) and closes it.
 // Outcomes are sentinel errors matched with errors.Is: ErrMalformed,
 // ErrUnknown, ErrExpired, ErrRevoked, ErrReused, ErrCorrupt,

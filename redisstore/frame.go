@@ -36,20 +36,28 @@ type rotateFrame struct {
 	args      [2]any
 	fast      fastArg
 	slow      slowArg
+	call      call
 }
 
 var rotateFrames = sync.Pool{New: func() any {
 	f := &rotateFrame{}
 	f.args = [2]any{&f.fast, &f.slow}
+	f.call.script, f.call.keys, f.call.args = scriptRotate, f.keys[:], f.args[:]
 	return f
 }}
 
 func getRotateFrame() *rotateFrame { return rotateFrames.Get().(*rotateFrame) }
 
-func putRotateFrame(f *rotateFrame) {
-	// Drop references to strings, and the secret material of both tokens.
-	f.keys = [2]string{}
+// putRotateFrame returns f to the pool, or, if the batcher still holds
+// its call (owned is false: the caller left), only wipes its tokens.
+func putRotateFrame(f *rotateFrame, owned bool) {
+	// Drop the secret material of both tokens, and references to strings.
 	f.old, f.next = token{}, token{}
+	if !owned {
+		return
+	}
+	f.keys = [2]string{}
+	f.call.route = ""
 	f.fast, f.slow = fastArg{}, slowArg{}
 	rotateFrames.Put(f)
 }
@@ -156,18 +164,25 @@ type validateFrame struct {
 	t    token
 	key  string
 	args [3]any
+	call call
 }
 
 var validateFrames = sync.Pool{New: func() any {
 	f := &validateFrame{}
 	f.args = [3]any{"hget", &f.key, fHash}
+	f.call.args = f.args[:]
 	return f
 }}
 
 func getValidateFrame() *validateFrame { return validateFrames.Get().(*validateFrame) }
 
-func putValidateFrame(f *validateFrame) {
-	f.t, f.key = token{}, ""
+// putValidateFrame is putRotateFrame for Validate.
+func putValidateFrame(f *validateFrame, owned bool) {
+	f.t = token{}
+	if !owned {
+		return
+	}
+	f.key, f.call.route = "", ""
 	validateFrames.Put(f)
 }
 

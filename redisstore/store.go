@@ -21,9 +21,10 @@ import (
 // (redis.NewFailoverClient) and on Redis Cluster (redis.NewClusterClient):
 // every operation touches the keys of one user, which share a cluster slot.
 type Store struct {
-	rdb redis.UniversalClient
-	opt Options
-	kr  *keyring
+	rdb   redis.UniversalClient
+	opt   Options
+	kr    *keyring
+	batch *batcher
 }
 
 // New returns a Store on rdb. The caller owns rdb: the Store never closes
@@ -40,7 +41,7 @@ func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{rdb: rdb, opt: opt, kr: kr}, nil
+	return &Store{rdb: rdb, opt: opt, kr: kr, batch: newBatcher(rdb, opt.MaxInFlight)}, nil
 }
 
 // Issue starts a session for userID (a login) and returns its first refresh
@@ -93,11 +94,11 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		s.opt.IdleTTL.Milliseconds(), s.opt.AbsoluteTTL.Milliseconds(), s.margin(),
 		storedID(c.DeviceID), c.DeviceName, ip, packUserAgent(c.UserAgent), max(s.opt.MaxSessions, 0), call[:],
 		binary.BigEndian.AppendUint32(nil, clientSum(ip, c.UserAgent))}
-	r, err := parseReply(scriptIssue.Run(ctx, s.rdb, keys, args...).Result())
+	r, err := parseReply(s.script(ctx, scriptIssue, keys, args...).Result())
 	if err == nil && r.code == codeRetry {
 		// At the cap: call again with the keys of the candidates.
 		keys, args = candidateArgs(keys, args, ks.index, s.opt.KeyPrefix, r.strings(0))
-		r, err = parseReply(scriptIssue.Run(ctx, s.rdb, keys, args...).Result())
+		r, err = parseReply(s.script(ctx, scriptIssue, keys, args...).Result())
 	}
 	if err != nil {
 		return Grant{}, err
@@ -141,7 +142,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 func (s *Store) evict(ctx context.Context, userID, index string, call []byte, candidates []string) {
 	for i := 0; i < maxEvictCalls && len(candidates) > 0; i++ {
 		keys, args := candidateArgs([]string{index}, []any{storedID(userID), s.opt.MaxSessions, call}, index, s.opt.KeyPrefix, candidates)
-		r, err := parseReply(scriptEvict.Run(ctx, s.rdb, keys, args...).Result())
+		r, err := parseReply(s.script(ctx, scriptEvict, keys, args...).Result())
 		if err != nil {
 			return
 		}
@@ -203,7 +204,8 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, err
 	}
 	f := getRotateFrame()
-	defer putRotateFrame(f)
+	owned := true
+	defer func() { putRotateFrame(f, owned) }()
 	old, next := &f.old, &f.next
 	k, err := s.open(raw, old)
 	if err != nil {
@@ -228,7 +230,10 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	}
 	ks := keysFor(s.opt.KeyPrefix, old.userHash(), old.sessionID())
 	f.keys = [2]string{ks.session, ks.index}
-	r, err := parseReply(scriptRotate.Run(ctx, s.rdb, f.keys[:], f.args[:]...).Result())
+	f.call.route = ks.session
+	var cmd *redis.Cmd
+	cmd, owned = s.batch.run(ctx, &f.call)
+	r, err := parseReply(cmd.Result())
 	if err != nil {
 		return Grant{}, err
 	}
@@ -317,7 +322,8 @@ type TokenInfo struct {
 // another user id than the token's.
 func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	f := getValidateFrame()
-	defer putValidateFrame(f)
+	owned := true
+	defer func() { putValidateFrame(f, owned) }()
 	t := &f.t
 	if _, err := s.open(raw, t); err != nil {
 		return TokenInfo{}, err
@@ -325,8 +331,10 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	var th [hashLen]byte
 	s.kr.secretHash(&th, t)
 	ks := keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID())
-	f.key = ks.session
-	h, err := s.rdb.Do(ctx, f.args[:]...).Text()
+	f.key, f.call.route = ks.session, ks.session
+	var cmd *redis.Cmd
+	cmd, owned = s.batch.run(ctx, &f.call)
+	h, err := cmd.Text()
 	if err != nil && err != redis.Nil {
 		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
@@ -344,7 +352,7 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 		}, nil
 	}
 	// Not the current token: one more read tells why.
-	v, err := scriptInspect.Run(ctx, s.rdb, []string{ks.session}).Slice()
+	v, err := s.script(ctx, scriptInspect, []string{ks.session}).Slice()
 	if err != nil {
 		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
@@ -423,7 +431,7 @@ func (s *Store) ListSessions(ctx context.Context, userID string, opt ListOptions
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], userID)
 	idx := indexKey(s.opt.KeyPrefix, uh[:])
-	v, err := scriptList.Run(ctx, s.rdb, []string{idx}, curScore, curMember, limit+1).StringSlice()
+	v, err := s.script(ctx, scriptList, []string{idx}, curScore, curMember, limit+1).StringSlice()
 	if err != nil {
 		return SessionPage{}, fmt.Errorf("redisstore: %w", err)
 	}
@@ -540,7 +548,7 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 		return 0, "", fmt.Errorf("redisstore: call id: %w", err)
 	}
 	member := memberOf(ks.session)
-	r, err := parseReply(scriptRevoke.Run(ctx, s.rdb, []string{ks.session, ks.index},
+	r, err := parseReply(s.script(ctx, scriptRevoke, []string{ks.session, ks.index},
 		member, string(reason), userID, call[:]).Result())
 	if err != nil {
 		return 0, "", err
@@ -620,7 +628,7 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 			keys = append(keys, sessionKey(idx, s.opt.KeyPrefix, m))
 			args = append(args, m)
 		}
-		r, err := parseReply(scriptRevokeAll.Run(ctx, s.rdb, keys, args...).Result())
+		r, err := parseReply(s.script(ctx, scriptRevokeAll, keys, args...).Result())
 		if err != nil {
 			return total, err
 		}

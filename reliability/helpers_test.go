@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// EnvMaxInFlight sets Options.MaxInFlight for every store of the suite that
+// leaves it zero: -1 runs the suite without batching, 1 batches any two
+// concurrent calls to a node. Unset: the default.
+const EnvMaxInFlight = "SESSIONCACHE_TEST_MAX_IN_FLIGHT"
+
+func maxInFlight(t testing.TB) int {
+	v := os.Getenv(EnvMaxInFlight)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n == 0 {
+		t.Fatalf("%s=%q: want a non-zero integer", EnvMaxInFlight, v)
+	}
+	return n
+}
+
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
@@ -73,6 +91,9 @@ func newStore(t testing.TB, c redis.UniversalClient, opt redisstore.Options) *re
 	t.Helper()
 	if opt.Secret == nil {
 		opt.Secret = secret
+	}
+	if opt.MaxInFlight == 0 {
+		opt.MaxInFlight = maxInFlight(t)
 	}
 	s, err := redisstore.New(c, opt)
 	if err != nil {

@@ -61,6 +61,12 @@ const (
 	// retry: go-redis's retry, with the same call id, from then to the
 	// return; the caller sees its answer.
 	retry
+	// maybe: every attempt before the retry, when the test cannot tell
+	// whether Redis ran it: with batching, a connection carries a pipeline
+	// of calls, and when the proxy closes it after dropping one reply (or
+	// cuts one request), the calls behind lose their replies too, or never
+	// reach Redis. It took effect or it did not; nobody saw its answer.
+	maybe
 )
 
 type linIn struct {
@@ -126,7 +132,7 @@ var linModel = porcupine.NondeterministicModel{
 		switch {
 		case in.attempt == first:
 			return []any{next}
-		case out.kind == "error":
+		case in.attempt == maybe || out.kind == "error":
 			if next == s {
 				return []any{s}
 			}
@@ -140,7 +146,7 @@ var linModel = porcupine.NondeterministicModel{
 		in, out := input.(linIn), output.(linOut)
 		call := ""
 		if in.attempt != whole {
-			call = fmt.Sprintf(", call %d %s", in.call, [...]string{"", "first attempt", "retry"}[in.attempt])
+			call = fmt.Sprintf(", call %d %s", in.call, [...]string{"", "first attempt", "retry", "earlier attempts, run or not"}[in.attempt])
 		}
 		return fmt.Sprintf("%s(g%d%s) -> %s/%d", [...]string{"rotate", "validate", "revoke"}[in.op], in.gen, call, out.kind, out.n)
 	},
@@ -178,19 +184,30 @@ func (f *family) learn(tok string) {
 }
 
 // dropUA starts the user agent of a rotation whose first attempt the
-// proxy is to hurt; the rest names the call, up to a ';' (see taggedUA).
-const dropUA = "reliability-drop/"
+// proxy is to hurt, callUA that of every other rotation through the proxy;
+// the rest names the call, up to a ';' (see taggedUA).
+const (
+	dropUA = "reliability-drop/"
+	callUA = "reliability-call/"
+)
 
-// dropper is a proxy rule that drops the reply of the first attempt of
-// every rotation sent with a dropUA user agent, lets its retries through,
-// and notes when the first retry arrived. It asks other about every other
-// command.
+// dropper is a proxy rule that sees every attempt of every rotation (each
+// carries a user agent that names its call) and notes when the last one
+// arrived. With drop, it drops the reply of the first attempt of every
+// rotation sent with a dropUA user agent and lets every other rotation
+// through; without, it asks other about rotations too. It asks other about
+// every other command.
 type dropper struct {
-	base    time.Time
-	other   func(args []string) redistest.Fault
-	mu      sync.Mutex
-	seen    map[string]bool  // callKey of the calls hurt
-	retryAt map[string]int64 // user agent -> when its retry arrived (ns since base)
+	base  time.Time
+	drop  bool
+	other func(args []string) redistest.Fault
+	// sure: the first attempt of a dropUA rotation surely ran (the store
+	// sends each call alone, so no other fault can close its connection
+	// before Redis reads it).
+	sure   bool
+	mu     sync.Mutex
+	tries  map[string]int   // user agent -> attempts seen
+	lastAt map[string]int64 // user agent -> when its last attempt arrived (ns since base)
 }
 
 func (d *dropper) rule(args []string) redistest.Fault {
@@ -198,38 +215,52 @@ func (d *dropper) rule(args []string) redistest.Fault {
 		return d.other(args)
 	}
 	ua := taggedUA(args, dropUA)
-	if ua == "" {
+	target := ua != ""
+	if !target {
+		ua = taggedUA(args, callUA)
+	}
+	if ua != "" {
+		d.mu.Lock()
+		d.tries[ua]++
+		n := d.tries[ua]
+		if n > 1 {
+			d.lastAt[ua] = time.Since(d.base).Nanoseconds()
+		}
+		d.mu.Unlock()
+		if d.drop && target && n == 1 {
+			return redistest.DropReply
+		}
+	}
+	if d.drop {
 		return redistest.Pass
 	}
-	call := callKey(args)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.seen[call] {
-		d.seen[call] = true
-		return redistest.DropReply
-	}
-	if _, ok := d.retryAt[ua]; !ok {
-		d.retryAt[ua] = time.Since(d.base).Nanoseconds()
-	}
-	return redistest.Pass
+	return d.other(args)
 }
 
-// retried reports when the retry of the call sent with user agent ua
-// reached the proxy.
-func (d *dropper) retried(ua string) (int64, bool) {
+// retried reports whether the call sent with user agent ua was attempted
+// more than once, when its last attempt reached the proxy, and what its
+// earlier attempts are to the model.
+func (d *dropper) retried(ua string) (int64, attempt, bool) {
 	if d == nil || ua == "" {
-		return 0, false
+		return 0, whole, false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	at, ok := d.retryAt[ua]
-	return at, ok
+	if d.tries[ua] < 2 {
+		return 0, whole, false
+	}
+	earlier := maybe
+	if d.sure && d.tries[ua] == 2 && strings.HasPrefix(ua, dropUA) {
+		earlier = first
+	}
+	return d.lastAt[ua], earlier, true
 }
 
 // runFamily drives one family from workers goroutines, each making ops
-// calls, and returns it with its history. With a dropper, one rotation in
-// four loses the reply of its first attempt, and is recorded as two
-// operations: the first attempt and the retry.
+// calls, and returns it with its history. With a dropper, every rotation
+// carries a user agent that names its call, and one in four (with drop)
+// loses the reply of its first attempt; a rotation attempted more than once
+// is recorded as two operations: its earlier attempts and the last one.
 func runFamily(st store, user string, workers, ops int, base time.Time, d *dropper) (*family, error) {
 	ctx := context.Background()
 	g, err := st.Issue(ctx, user, redisstore.Client{})
@@ -271,9 +302,13 @@ func runFamily(st store, user string, workers, ops int, base time.Time, d *dropp
 				}
 				f.mu.Unlock()
 				var client redisstore.Client
-				if in.op == opRotate && d != nil && rand.IntN(4) == 0 {
+				if in.op == opRotate && d != nil {
 					in.call = int(calls.Add(1))
-					client.UserAgent = fmt.Sprintf("%s%s/%d;", dropUA, user, in.call)
+					tag := callUA
+					if d.drop && rand.IntN(4) == 0 {
+						tag = dropUA
+					}
+					client.UserAgent = fmt.Sprintf("%s%s/%d;", tag, user, in.call)
 				}
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				call := time.Since(base).Nanoseconds()
@@ -332,9 +367,9 @@ func runFamily(st store, user string, workers, ops int, base time.Time, d *dropp
 					ret = 1 << 62 // may take effect at any time after the call
 				}
 				recorded := []porcupine.Operation{{ClientId: w, Input: in, Call: call, Output: out, Return: ret}}
-				if at, ok := d.retried(client.UserAgent); ok {
+				if at, earlier, ok := d.retried(client.UserAgent); ok {
 					firstIn, retryIn := in, in
-					firstIn.attempt, retryIn.attempt = first, retry
+					firstIn.attempt, retryIn.attempt = earlier, retry
 					recorded = []porcupine.Operation{
 						{ClientId: w, Input: firstIn, Call: call, Output: linOut{kind: "lost"}, Return: at},
 						{ClientId: w, Input: retryIn, Call: at + 1, Output: out, Return: ret},
@@ -358,17 +393,30 @@ func runFamily(st store, user string, workers, ops int, base time.Time, d *dropp
 // ran it; go-redis retries on a new connection); once with lost replies:
 // one rotation in four loses the reply of its first attempt after Redis ran
 // it, and one other command in ten (validations, revocations) too. Each
-// successor must also be the same token whoever receives it.
+// successor must also be the same token whoever receives it. Every case
+// runs with batching (MaxInFlight 1: any two concurrent calls share a
+// request) and without: with batching, a fault on one command of a pipeline
+// hurts the commands behind it too, so the test cannot tell whether an
+// attempt before a retry ran, and the model lets it have run or not.
 func TestLinearizable(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	cases := []struct {
-		name  string
-		fault redistest.Fault
-	}{
-		{"direct", redistest.Pass},
-		{"latency+resets", redistest.ResetRequest},
-		{"latency+lost-replies", redistest.DropReply},
+	type lcase struct {
+		name     string
+		fault    redistest.Fault
+		inflight int
+	}
+	var cases []lcase
+	for _, m := range []struct {
+		name     string
+		inflight int
+	}{{"batched", 1}, {"unbatched", redisstore.NoBatching}} {
+		for _, f := range []struct {
+			name  string
+			fault redistest.Fault
+		}{{"direct", redistest.Pass}, {"latency+resets", redistest.ResetRequest}, {"latency+lost-replies", redistest.DropReply}} {
+			cases = append(cases, lcase{m.name + "/" + f.name, f.fault, m.inflight})
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -387,16 +435,14 @@ func TestLinearizable(t *testing.T) {
 					}
 					return redistest.Pass
 				}
-				if tc.fault == redistest.DropReply {
-					d = &dropper{base: base, other: rule, seen: map[string]bool{}, retryAt: map[string]int64{}}
-					rule = d.rule
-				}
-				p.SetRule(rule)
+				d = &dropper{base: base, drop: tc.fault == redistest.DropReply, other: rule, sure: tc.inflight < 0,
+					tries: map[string]int{}, lastAt: map[string]int64{}}
+				p.SetRule(d.rule)
 				addr = p.Addr
 			}
 			c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
 			t.Cleanup(func() { c.Close() })
-			st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix(), Grace: redisstore.MaxGrace, IdleTTL: 2 * time.Hour})
+			st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix(), Grace: redisstore.MaxGrace, IdleTTL: 2 * time.Hour, MaxInFlight: tc.inflight})
 			// Load the scripts: a first attempt answered NOSCRIPT would not
 			// have run.
 			if err := st.Ping(bg(t)); err != nil {
@@ -511,6 +557,8 @@ func TestModelRejects(t *testing.T) {
 	// at 51-100.
 	firstOf := func(gen int) linIn { return linIn{op: opRotate, gen: gen, call: 1, attempt: first} }
 	retryOf := func(gen int) linIn { return linIn{op: opRotate, gen: gen, call: 1, attempt: retry} }
+	// The same, when the test cannot tell whether the first attempt ran.
+	maybeOf := func(gen int) linIn { return linIn{op: opRotate, gen: gen, call: 1, attempt: maybe} }
 	lost := linOut{kind: "lost"}
 	bad := map[string][]porcupine.Operation{
 		"two new successors of one token": {
@@ -566,6 +614,30 @@ func TestModelRejects(t *testing.T) {
 			op(0, firstOf(0), lost, 40, 50),
 			op(0, retryOf(0), linOut{kind: "revoked"}, 51, 100),
 		},
+		// Whether or not an earlier attempt ran, what others saw can pin
+		// it down.
+		"late retry seen as reuse, earlier attempt unsure": {
+			op(0, maybeOf(0), lost, 0, 50),
+			op(1, rot(0), linOut{kind: "replayed"}, 10, 20),
+			op(1, rot(1), linOut{kind: "new"}, 30, 40),
+			op(0, retryOf(0), linOut{kind: "reused"}, 51, 100),
+		},
+		"late retry answered from the grace window, earlier attempt unsure": {
+			op(0, maybeOf(0), lost, 0, 50),
+			op(1, rot(0), linOut{kind: "replayed"}, 10, 20),
+			op(0, retryOf(0), linOut{kind: "replayed"}, 51, 100),
+		},
+		"retry that rotates again, earlier attempt unsure": {
+			op(0, maybeOf(0), lost, 0, 50),
+			op(0, retryOf(0), linOut{kind: "new"}, 51, 100),
+			op(1, validate(1), linOut{kind: "inactive"}, 110, 120),
+		},
+		"retry of a reuse detection answered revoked, earlier attempt unsure": {
+			op(1, rot(0), linOut{kind: "new"}, 0, 10),
+			op(1, rot(1), linOut{kind: "new"}, 20, 30),
+			op(0, maybeOf(0), lost, 40, 50),
+			op(0, retryOf(0), linOut{kind: "revoked"}, 51, 100),
+		},
 	}
 	for name, h := range bad {
 		if porcupine.CheckOperations(m, h) {
@@ -614,6 +686,18 @@ func TestModelRejects(t *testing.T) {
 			op(1, rot(1), linOut{kind: "new"}, 22, 30),
 			op(1, rot(2), linOut{kind: "new"}, 32, 40),
 			op(0, retryOf(0), linOut{kind: "reused"}, 51, 100),
+		},
+		// With batching, a call behind a dropped reply may never have
+		// reached Redis: its retry is then its only run.
+		"an earlier attempt that took no effect": {
+			op(0, maybeOf(0), lost, 0, 50),
+			op(1, validate(0), linOut{kind: "active"}, 60, 70),
+			op(0, retryOf(0), linOut{kind: "new"}, 51, 100),
+		},
+		"an earlier attempt that took effect": {
+			op(0, maybeOf(0), lost, 0, 50),
+			op(1, validate(1), linOut{kind: "active"}, 52, 60),
+			op(0, retryOf(0), linOut{kind: "new"}, 51, 100),
 		},
 	}
 	for name, h := range good {
