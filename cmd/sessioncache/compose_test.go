@@ -1,29 +1,26 @@
 package main
 
 // docker-compose.yml, decoded strictly and run the way Compose runs it,
-// without a Docker engine: the service's binary built as the Dockerfile
-// builds it, as the image's user, with the image's environment and the
-// service's (interpolated from the caller's), its secrets written where and
-// as Compose writes them, in a working directory it cannot write, against a
-// Redis started with the compose file's own command line; it must pass the
-// image's health check.
+// without a Docker engine: Redis with the compose file's own command line,
+// and the service's binary built as the Dockerfile builds it, each in a
+// container of its own (kubelet_test.go's sandbox).
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"sigs.k8s.io/yaml"
-
-	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
 const composePath = "../../docker-compose.yml"
@@ -147,38 +144,83 @@ func TestDockerCompose(t *testing.T) {
 	}
 }
 
-// The compose file's service, run as Compose would run it: it must pass
-// the image's health check and serve the API with the key of its secret.
+// The compose file, run as Compose would run it, with the kubelet test's
+// sandbox (kubelet_test.go): each container at an address of its own,
+// Compose's DNS (the service names) as its /etc/hosts, its user, cap_drop
+// and no-new-privileges. Redis runs the compose file's command line as the
+// image's user (redis, 999) in its volume, and must pass its health check
+// first (depends_on: service_healthy); the service, as the image's user,
+// with the image's environment and the service's (interpolated from the
+// caller's), its secrets written where and as Compose writes them, must
+// pass the image's health check and serve the API with the key of its
+// secret, on the Redis it names.
 func TestComposeRunsTheService(t *testing.T) {
+	requireRoot(t)
 	f := readCompose(t)
 	img := buildImage(t)
-	svc := f.Services["sessioncache"]
+	svc, rs := f.Services["sessioncache"], f.Services["redis"]
 	host := map[string]string{ // the caller's environment
 		"SESSIONCACHE_API_KEY": randomHex(16),
 		"SESSIONCACHE_SECRET":  randomHex(32),
 	}
+	k := newKubelet(t, &manifests{}, nil)
 
-	// Redis, with the compose file's command line.
-	redisCmd := f.Services["redis"].Command
-	if len(redisCmd) == 0 || redisCmd[0] != "redis-server" {
-		t.Fatalf("redis command %q: want redis-server and its arguments", redisCmd)
+	// Redis. The image's WORKDIR is /data, the volume, which its
+	// entrypoint gives to the redis user; Redis binds the container's
+	// address (in Docker, every interface of the container).
+	if len(rs.Command) == 0 || rs.Command[0] != "redis-server" {
+		t.Fatalf("redis command %q: want redis-server and its arguments", rs.Command)
 	}
-	srv := redistest.StartServer(t, redisCmd[1:]...)
+	if len(rs.Volumes) != 1 || !strings.HasSuffix(rs.Volumes[0], ":/data") {
+		t.Fatalf("redis volumes %q: want one volume on /data", rs.Volumes)
+	}
+	redisPod := &pod{name: "redis", ip: k.net.allocate(), root: podRoot(t)}
+	data := filepath.Join(redisPod.root, "data")
+	mkdir(t, data, 0o755)
+	if err := os.Chown(data, 999, 999); err != nil {
+		t.Fatal(err)
+	}
+	rc := &container{pod: redisPod, name: "redis", env: map[string]string{}, mounts: map[string]string{"/data": data}, logs: &syncBuffer{}}
+	rc.setEnv("PATH", os.Getenv("PATH"))
+	rc.argv = append(append([]string{}, rs.Command...), "--bind", redisPod.ip)
+	rc.box = sandbox{hosts: k.net.file, uid: 999, gid: 999, dir: data, writable: []string{data}}
+	k.net.publish(redisPod.ip, "redis")
+	k.startContainer(rc)
+	if rs.Healthcheck == nil || len(rs.Healthcheck.Test) < 2 || rs.Healthcheck.Test[0] != "CMD" {
+		t.Fatalf("redis health check %v: want [CMD, ...]", rs.Healthcheck)
+	}
+	if svc.DependsOn["redis"].Condition != "service_healthy" {
+		t.Errorf("sessioncache depends_on redis %q: want service_healthy", svc.DependsOn["redis"].Condition)
+	}
+	healthy := func(c *container, test []string) func() error {
+		return func() error {
+			if code, ok := c.exited(); ok {
+				t.Fatalf("%s exited with code %d:\n%s", c.name, code, c.logs)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			out, err := c.box.command(ctx, podLoopback(test, c.pod.ip), c.environ()).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%q: %v: %s", test, err, out)
+			}
+			return nil
+		}
+	}
+	waitFor(t, 30*time.Second, 50*time.Millisecond, "Redis's health check", healthy(rc, rs.Healthcheck.Test[1:]))
 
-	root := podRoot(t)
-	p := &pod{name: "sessioncache", container: "sessioncache", logs: &syncBuffer{}, done: make(chan struct{}), root: root, mounts: map[string]string{}, env: map[string]string{}}
-	p.creds = &syscall.Credential{Uid: uint32(img.uid), Gid: uint32(img.gid), Groups: []uint32{}}
+	// The service.
 	if svc.User != "" {
 		t.Fatalf("user %q: this test runs the image's USER", svc.User)
 	}
-
+	sp := &pod{name: "sessioncache", ip: k.net.allocate(), root: podRoot(t)}
+	sc := &container{pod: sp, name: "sessioncache", env: map[string]string{}, mounts: map[string]string{}, logs: &syncBuffer{}}
 	// Secrets: Compose copies each into the container before it starts, at
-	// /run/secrets/<name>, with the mode given (0444 by default) and, when a
-	// uid or gid is given, owned by the container's user (Docker's
-	// CopyUIDGID); else root's.
-	secrets := filepath.Join(root, "run-secrets")
+	// /run/secrets/<name>, read-only, with the mode given (0444 by default)
+	// and, when a uid or gid is given, owned by the container's user
+	// (Docker's CopyUIDGID); else root's.
+	secrets := filepath.Join(sp.root, "run-secrets")
 	mkdir(t, secrets, 0o755)
-	p.mounts["/run/secrets"] = secrets
+	sc.mounts["/run/secrets"] = secrets
 	for _, s := range svc.Secrets {
 		target := s.Target
 		if target == "" {
@@ -214,51 +256,44 @@ func TestComposeRunsTheService(t *testing.T) {
 			}
 		}
 	}
-
 	// The environment: the image's, then the service's.
 	for _, kv := range img.env {
-		k, v, _ := strings.Cut(kv, "=")
-		p.setEnv(k, v)
+		name, v, _ := strings.Cut(kv, "=")
+		sc.setEnv(name, v)
 	}
-	for k, v := range svc.Environment {
-		p.setEnv(k, p.mapPaths(interpolate(t, v, host)))
+	for name, v := range svc.Environment {
+		sc.setEnv(name, mapPaths(interpolate(t, v, host), sc.mounts))
 	}
-	if v := p.env[envListen]; v != "" {
-		p.env[envListen] = freeListen(t, v)
+	if v := sc.env[envListen]; v != "" {
+		sc.env[envListen] = podListen(t, v, sp.ip)
 	}
-	// The Compose network's DNS: the service name "redis" is our server.
-	u, err := url.Parse(p.env[envRedisURL])
-	if err != nil || u.Hostname() != "redis" {
-		t.Fatalf("%s=%q: want the compose service redis", envRedisURL, p.env[envRedisURL])
+	if u, err := url.Parse(sc.env[envRedisURL]); err != nil || u.Hostname() != "redis" {
+		t.Fatalf("%s=%q: want the compose service redis", envRedisURL, sc.env[envRedisURL])
 	}
-	u.Host = srv.Addr
-	p.env[envRedisURL] = u.String()
-
-	p.argv = []string{img.binary}
-	k := &kubelet{t: t}
-	k.start(p)
-	base := "http://" + p.listenAddr(t)
+	sc.argv = []string{img.binary}
+	sc.box = sandbox{hosts: k.net.file, uid: uint32(img.uid), gid: uint32(img.gid), dir: "/", readOnly: []string{secrets},
+		noNewPrivs:  slices.Contains(svc.SecurityOpt, "no-new-privileges:true"),
+		dropAllCaps: slices.Contains(svc.CapDrop, "ALL")}
+	k.net.publish(sp.ip, "sessioncache")
+	k.startContainer(sc)
 
 	// The image's health check, run in the container as Docker runs it.
 	check := append([]string{img.hostPath(img.healthcheck[0])}, img.healthcheck[1:]...)
-	poll(t, 30*time.Second, "the image's health check to pass", func() bool {
-		if code, ok := p.exited(); ok {
-			t.Fatalf("the service exited with code %d", code)
-		}
-		cmd := exec.Command(check[0], check[1:]...)
-		cmd.Env = p.environ()
-		cmd.Dir = p.cmd.Dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.creds}
-		return cmd.Run() == nil
-	})
+	waitFor(t, 30*time.Second, 50*time.Millisecond, "the image's health check", healthy(sc, check))
+	base := "http://" + sc.env[envListen]
 	api := newAPIClient(t, base, host["SESSIONCACHE_API_KEY"])
 	tok := api.login(alice, "laptop").str("refresh_token")
 	api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok))
 	if lines := scanLines(api.send("GET", "/metrics", "", nil).raw, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
 		t.Errorf("build info %q, want version %s", lines, img.version)
 	}
-	keys, err := srv.Client(t).Keys(t.Context(), "*").Result()
+	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(redisPod.ip, "6379")})
+	defer rdb.Close()
+	keys, err := rdb.Keys(t.Context(), "*").Result()
 	if err != nil || len(keys) == 0 {
 		t.Errorf("the compose Redis holds no key (%v): the service did not use it", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "appendonlydir")); err != nil {
+		t.Errorf("no append-only file on the Redis volume: %v", err)
 	}
 }

@@ -4,12 +4,15 @@ package main
 // kubectl kustomize, decodes strictly into the Kubernetes API types (an
 // unknown or misspelt field fails), hangs together (selectors, ports,
 // probes), and configures the service with settings it accepts;
-// docker-compose.yml runs Redis as a token store. kubelet_test.go and
-// compose_test.go run what they describe.
+// docker-compose.yml runs Redis as a token store; deploy/README.md's
+// sizing guide follows from the project's measurements. kubelet_test.go
+// and compose_test.go run what they describe.
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -27,6 +31,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
 // secretKeys are the keys of the Secret "sessioncache" that the README
@@ -278,7 +284,7 @@ func TestManifestsConfigureTheService(t *testing.T) {
 			k.configMaps["sessioncache-redis-ca"] = map[string]string{"ca.crt": string(newTestCA(t, "redis").certPEM)}
 		}
 		p := k.prepare(deploymentPod(d, nil))
-		cfg, err := loadConfig(nil, envOf(p.env), io.Discard)
+		cfg, err := loadConfig(nil, envOf(p.containers[0].env), io.Discard)
 		if err != nil {
 			t.Fatalf("the Deployment's configuration is refused: %v", err)
 		}
@@ -387,3 +393,453 @@ func TestReadmeListsEverySetting(t *testing.T) {
 		t.Errorf("README.md documents %s, which is no setting", env)
 	}
 }
+
+// deployDir holds deploy/README.md, the sizing guide.
+const deployDir = "../../deploy"
+
+// sizingFigures are deploy/README.md's tables "What one session and one
+// request cost" and "The rules", by symbol.
+type sizingFigures map[string]float64
+
+// markdownSection returns the text under a heading, up to the next heading
+// of the same or a higher level.
+func markdownSection(t *testing.T, doc, heading string) string {
+	t.Helper()
+	i := strings.Index(doc, "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("no section %q", heading)
+	}
+	level := strings.Index(heading, " ")
+	rest := doc[i+len(heading)+2:]
+	for _, m := range regexp.MustCompile(`(?m)^#{1,6} `).FindAllStringIndex(rest, -1) {
+		if m[1]-m[0]-1 <= level {
+			return rest[:m[0]]
+		}
+	}
+	return rest
+}
+
+// tableRows returns the cells of a section's table rows, header and
+// separator left out.
+func tableRows(section string) [][]string {
+	var rows [][]string
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if strings.HasPrefix(cells[0], "---") || strings.HasPrefix(cells[0], ":") {
+			continue
+		}
+		rows = append(rows, cells)
+	}
+	if len(rows) > 0 {
+		rows = rows[1:]
+	}
+	return rows
+}
+
+// number reads the number a cell starts with: 1,234.5 µs, 50%, 10 GB.
+func number(t *testing.T, cell string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`^[\d,]+(\.\d+)?`).FindString(cell)
+	f, err := strconv.ParseFloat(strings.ReplaceAll(m, ",", ""), 64)
+	if m == "" || err != nil {
+		t.Fatalf("cell %q holds no number", cell)
+	}
+	return f
+}
+
+// symbols reads a table whose second column is a `symbol` and whose third
+// is its value.
+func symbols(t *testing.T, section string) sizingFigures {
+	t.Helper()
+	out := sizingFigures{}
+	for _, row := range tableRows(section) {
+		if len(row) < 3 || !strings.HasPrefix(row[1], "`") {
+			continue
+		}
+		out[strings.Trim(row[1], "`")] = number(t, row[2])
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// pinnedSrvUs returns the Redis main-thread CPU per call (srv-us/op) of
+// the library's op at a number of callers, after issue 8, from each
+// iteration of bench/results/issue8-pinned.txt.
+func pinnedSrvUs(t *testing.T, op string, clients int) []float64 {
+	t.Helper()
+	b, err := os.ReadFile("../../bench/results/issue8-pinned.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`(?m)^after: BenchmarkRedis/server=redis/impl=library/op=` + op + `/clients=` + strconv.Itoa(clients) + `\s.*?([\d.]+) srv-us/op`)
+	var out []float64
+	for _, m := range line.FindAllStringSubmatch(string(b), -1) {
+		f, _ := strconv.ParseFloat(m[1], 64)
+		out = append(out, f)
+	}
+	if len(out) == 0 {
+		t.Fatalf("issue8-pinned.txt has no %s at %d callers", op, clients)
+	}
+	return out
+}
+
+// thousands formats n with commas: 100,000.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// deploy/README.md's sizing guide: every measured figure is the one its
+// source holds, every rule that the manifests implement is the one they
+// implement, and every number of its tables follows from them by the
+// formulas it states. The metrics it names to confirm the sizing are ones
+// the service exposes, or fields of a real Redis's INFO.
+func TestSizingGuide(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(deployDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	costs := markdownSection(t, readme, "### What one session and one request cost")
+	fig := symbols(t, costs)
+	rules := symbols(t, markdownSection(t, readme, "### The rules"))
+	for _, s := range []string{"b", "b_cluster", "c_rot", "c_rot_1", "c_val", "s_rot", "s_auth"} {
+		if _, ok := fig[s]; !ok {
+			t.Fatalf("the figures table has no `%s`", s)
+		}
+	}
+	for _, s := range []string{"h", "f", "D_max", "u_redis", "u_svc"} {
+		if _, ok := rules[s]; !ok {
+			t.Fatalf("the rules table has no `%s`", s)
+		}
+	}
+	want := func(name string, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s is %v in deploy/README.md, its source says %v", name, got, want)
+		}
+	}
+
+	// Memory: used_memory per session at 100,000 sessions; the cluster's
+	// extra from MEMORY USAGE in the README's "Measured".
+	mem, err := os.ReadFile("../../bench/results/memory.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`BenchmarkMemory/sessions=100000/rotations=1-\d+\s.*?([\d.]+) used-B/session`).FindSubmatch(mem)
+	if m == nil {
+		t.Fatal("bench/results/memory.txt has no used-B/session at 100,000 sessions")
+	}
+	used, _ := strconv.ParseFloat(string(m[1]), 64)
+	want("`b`", fig["b"], math.Round(used))
+	root, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = regexp.MustCompile("\\*\\*(\\d+) B\\*\\* \\(`MEMORY USAGE`; (\\d+) B on the cluster\\)").FindSubmatch(root)
+	if m == nil {
+		t.Fatal("README.md's \"Measured\" gives no MEMORY USAGE per session on one Redis and on the cluster")
+	}
+	single, _ := strconv.Atoi(string(m[1]))
+	cluster, _ := strconv.Atoi(string(m[2]))
+	want("`b_cluster`", fig["b_cluster"], fig["b"]+float64(cluster-single))
+	for _, s := range []string{fmt.Sprintf("%d B on the cluster against %d B", cluster, single), fmt.Sprintf("`b` + %d B", cluster-single)} {
+		if !strings.Contains(costs, s) {
+			t.Errorf("the figures table should say %q", s)
+		}
+	}
+
+	// Redis CPU: medians of the pinned run, with their range.
+	for _, c := range []struct {
+		symbol, op string
+		clients    int
+	}{{"c_rot", "rotate", 64}, {"c_rot_1", "rotate", 1}, {"c_val", "validate", 64}} {
+		v := pinnedSrvUs(t, c.op, c.clients)
+		want("`"+c.symbol+"`", fig[c.symbol], math.Round(10*median(v))/10)
+		if c.symbol == "c_rot" {
+			r := fmt.Sprintf("median of %d (%.1f–%.1f)", len(v), slices.Min(v), slices.Max(v))
+			if !strings.Contains(costs, r) {
+				t.Errorf("the figures table should give c_rot's spread: %q", r)
+			}
+		}
+	}
+
+	// Service CPU: deploy/results/cpucost.txt's medians.
+	cc, err := os.ReadFile(filepath.Join(deployDir, "results", "cpucost.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for symbol, target := range map[string]string{"s_rot": "service rotate", "s_auth": "service auth"} {
+		m := regexp.MustCompile(`(?m)^` + target + `\s+([\d.]+) \(`).FindSubmatch(cc)
+		if m == nil {
+			t.Fatalf("deploy/results/cpucost.txt has no median for %q", target)
+		}
+		f, _ := strconv.ParseFloat(string(m[1]), 64)
+		want("`"+symbol+"`", fig[symbol], f)
+	}
+	if m := regexp.MustCompile(`(?m)^cpucost: (\d+) rounds of \S+, \d+ workers \((\d+) req/s\)`).FindSubmatch(cc); m == nil ||
+		!strings.Contains(costs, "-rate "+string(m[2])) || !strings.Contains(costs, "median of "+string(m[1])+" rounds") {
+		t.Errorf("the figures table should say at what rate and in how many rounds deploy/results/cpucost.txt was measured")
+	}
+	// At saturation, the lower figures the text gives.
+	sat, err := os.ReadFile(filepath.Join(deployDir, "results", "cpucost-saturated.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for target, words := range map[string]string{"service rotate": "µs per rotation", "service auth": "µs per forward auth"} {
+		m := regexp.MustCompile(`(?m)^` + target + `\s+([\d.]+) \(`).FindSubmatch(sat)
+		if s := string(m[1]) + " " + words; m == nil || !strings.Contains(strings.Join(strings.Fields(costs), " "), s) {
+			t.Errorf("deploy/README.md should give the saturated figure %q (deploy/results/cpucost-saturated.txt)", s)
+		}
+	}
+	perCore := func(us, round float64) string { return thousands(int(math.Round(1e6/us/round) * round)) }
+	for _, s := range []string{
+		"one Redis core at 100% runs about " + perCore(fig["c_rot"], 1000) + " rotations/s",
+		"one service core about " + perCore(fig["s_rot"], 100) + " rotations/s",
+	} {
+		if !strings.Contains(strings.Join(strings.Fields(costs), " "), s) {
+			t.Errorf("deploy/README.md should say %q", s)
+		}
+	}
+	// Logins and revocations, from bench/README.md's full table.
+	bench, err := os.ReadFile("../../bench/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for op, words := range map[string]string{"issue": "µs of Redis CPU for a login", "revoke-session": "µs for a revocation"} {
+		var us float64
+		for _, row := range tableRows(markdownSection(t, string(bench), "## All figures (full run, medians of 6, `clients=64` unless said)")) {
+			if len(row) > 9 && row[0] == "redis" && row[1] == "library" && row[2] == op && row[3] == "64" {
+				us = number(t, row[9])
+			}
+		}
+		if s := fmt.Sprintf("about %.0f %s", us, words); us == 0 || !strings.Contains(strings.Join(strings.Fields(costs), " "), s) {
+			t.Errorf("deploy/README.md should say %q (bench/README.md, All figures)", s)
+		}
+	}
+
+	// The rules the manifests implement: the autoscaler's target and the
+	// replicas' CPU request; maxmemory and the memory limit of each
+	// overlay's Redis.
+	base := renderDir(t, filepath.Join(kubernetesDir, "base"))
+	if len(base.hpas) != 1 || len(base.deployments) != 1 {
+		t.Fatal("the base: want one Deployment and one HorizontalPodAutoscaler")
+	}
+	var target int32
+	for _, mt := range base.hpas[0].Spec.Metrics {
+		if mt.Resource != nil && mt.Resource.Name == corev1.ResourceCPU && mt.Resource.Target.AverageUtilization != nil {
+			target = *mt.Resource.Target.AverageUtilization
+		}
+	}
+	want("`u_svc`", rules["u_svc"], float64(target))
+	if req := base.deployments[0].Spec.Template.Spec.Containers[0].Resources.Requests.Cpu(); req.MilliValue() != 1000 {
+		t.Errorf("the guide sizes replicas of 1 CPU; the Deployment requests %s", req)
+	}
+	for _, o := range overlays {
+		om := renderDir(t, filepath.Join(kubernetesDir, "overlays", o))
+		conf, ok := redisConfOf(om)
+		if !ok {
+			continue
+		}
+		max := redisBytes(redisConf(conf)["maxmemory"])
+		for _, s := range om.statefulSets {
+			for _, c := range s.Spec.Template.Spec.Containers {
+				if c.Name == "redis" {
+					want("`f` (overlay "+o+")", rules["f"], float64(c.Resources.Limits.Memory().Value())/float64(max))
+				}
+			}
+		}
+	}
+
+	// The tables, recomputed.
+	sizing := markdownSection(t, readme, "### 10 and 100 million sessions, 10,000 and 100,000 rotations per second")
+	const gb = 1e9
+	var wantRows [][]string
+	for _, n := range []int{10_000_000, 100_000_000} {
+		for _, r := range []int{10_000, 100_000} {
+			cpuShards := int(math.Ceil(float64(r) * fig["c_rot"] / 1e6 / (rules["u_redis"] / 100)))
+			bytes := fig["b"]
+			shards := max(int(math.Ceil(float64(n)*bytes/(rules["D_max"]*gb))), cpuShards)
+			kind := "Sentinel"
+			if shards > 1 {
+				kind, bytes = "Cluster", fig["b_cluster"]
+				shards = max(int(math.Ceil(float64(n)*bytes/(rules["D_max"]*gb))), cpuShards)
+			}
+			data := float64(n) * bytes / float64(shards)
+			svcCores := float64(r) * fig["s_rot"] / 1e6
+			replicas := max(2, int(math.Ceil(svcCores/(rules["u_svc"]/100))))
+			wantRows = append(wantRows, []string{
+				thousands(n), thousands(r), kind, strconv.Itoa(shards),
+				fmt.Sprintf("%.1f GB", data/gb),
+				fmt.Sprintf("%.1f GB", rules["h"]*data/gb),
+				fmt.Sprintf("%.1f GB", rules["f"]*rules["h"]*data/gb),
+				fmt.Sprintf("%.0f%%", 100*float64(r)*fig["c_rot"]/1e6/float64(shards)),
+				fmt.Sprintf("%.1f cores", svcCores),
+				strconv.Itoa(replicas),
+				strconv.Itoa(int(math.Ceil(1.5 * float64(replicas)))),
+			})
+		}
+	}
+	per10k := [][]string{
+		{"rotations", fmt.Sprintf("%.2f core", 1e4*fig["c_rot"]/1e6), fmt.Sprintf("%.2f core", 1e4*fig["s_rot"]/1e6)},
+		{"validations (`GET /v1/auth`)", fmt.Sprintf("%.2f core", 1e4*fig["c_val"]/1e6), fmt.Sprintf("%.2f core", 1e4*fig["s_auth"]/1e6)},
+	}
+	tables := tableRows(sizing)
+	var gotRows, gotPer10k [][]string
+	for _, row := range tables {
+		if len(row) == len(wantRows[0]) {
+			gotRows = append(gotRows, row)
+		} else {
+			gotPer10k = append(gotPer10k, row)
+		}
+	}
+	// The second table's header is a row of the first's section.
+	if len(gotPer10k) > 0 && strings.HasPrefix(gotPer10k[0][0], "per ") {
+		gotPer10k = gotPer10k[1:]
+	}
+	format := func(rows [][]string) string {
+		var b strings.Builder
+		for _, r := range rows {
+			b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+		}
+		return b.String()
+	}
+	if format(gotRows) != format(wantRows) {
+		t.Errorf("the sizing table does not follow from the figures and rules; want:\n%s\ngot:\n%s", format(wantRows), format(gotRows))
+	}
+	if format(gotPer10k) != format(per10k) {
+		t.Errorf("the per-10,000 table does not follow from the figures; want:\n%s\ngot:\n%s", format(per10k), format(gotPer10k))
+	}
+
+	lowLoad := fmt.Sprintf("at 10,000 rotations/s on one shard that is %.0f%% of its main thread", 1e4*fig["c_rot_1"]/1e6*100)
+	if !strings.Contains(strings.Join(strings.Fields(sizing), " "), lowLoad) {
+		t.Errorf("deploy/README.md should say %q", lowLoad)
+	}
+	if last := wantRows[len(wantRows)-1]; !strings.Contains(strings.Join(strings.Fields(sizing), " "), "raise the autoscaler's `maxReplicas` (10 in the base) to "+last[len(last)-1]) {
+		t.Errorf("deploy/README.md should raise maxReplicas to %s at 100,000 rotations/s", last[len(last)-1])
+	}
+	if got := base.hpas[0].Spec.MaxReplicas; got != 10 {
+		t.Errorf("the base's maxReplicas is %d; deploy/README.md says 10", got)
+	}
+
+	confirm := markdownSection(t, readme, "### Confirming the sizing in production")
+	var named []string
+	for s := range fig {
+		named = append(named, s)
+	}
+	for s := range rules {
+		named = append(named, s)
+	}
+	checkSizingMetrics(t, confirm, named)
+}
+
+// checkSizingMetrics checks the names the guide's last section gives: the
+// service's metrics against its registry, Redis's INFO fields against a
+// real Redis (a master and its replica, after a script call and a write
+// refused for memory, so that every section has its fields), the
+// Kubernetes ones against the series this package knows. symbols are the
+// guide's own names (`b`, `h`), which are no fields.
+func checkSizingMetrics(t *testing.T, confirm string, symbols []string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	m := newMetrics(rdb)
+	m.forOperation("rotate")("ok", 0.001)
+	fams, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed := map[string]bool{}
+	for _, f := range fams {
+		exposed[f.GetName()] = true
+		if f.GetType().String() == "HISTOGRAM" {
+			for _, s := range []string{"_bucket", "_sum", "_count"} {
+				exposed[f.GetName()+s] = true
+			}
+		}
+	}
+	for _, name := range regexp.MustCompile(`\b(?:sessioncache|process|go)_[a-z_]+\b`).FindAllString(confirm, -1) {
+		if !exposed[name] {
+			t.Errorf("deploy/README.md names %s, which the service does not expose", name)
+		}
+	}
+	for _, name := range regexp.MustCompile(`\bkube_[a-z_]+\b`).FindAllString(confirm, -1) {
+		if !slices.Contains(kubeStateMetrics, name) {
+			t.Errorf("deploy/README.md names %s, which is no kube-state-metrics series this package knows", name)
+		}
+	}
+	for _, name := range regexp.MustCompile(`\bcontainer_[a-z_]+\b`).FindAllString(confirm, -1) {
+		if !slices.Contains(cadvisorMetrics, name) {
+			t.Errorf("deploy/README.md names %s, which is no cAdvisor series this package knows", name)
+		}
+	}
+
+	start := strings.Index(confirm, "On Redis")
+	end := strings.Index(confirm, "On Kubernetes")
+	if start < 0 || end < start {
+		t.Fatal("the confirming section: want \"On Redis\" then \"On Kubernetes\"")
+	}
+	var fields []string
+	for _, m := range regexp.MustCompile("`([a-zA-Z][a-zA-Z0-9_]*)`").FindAllStringSubmatch(confirm[start:end], -1) {
+		if m[1] != strings.ToUpper(m[1]) && !slices.Contains(symbols, m[1]) {
+			fields = append(fields, m[1])
+		}
+	}
+	if len(fields) == 0 {
+		t.Fatal("the confirming section names no INFO field")
+	}
+	master := redistest.StartServer(t)
+	replica := redistest.StartServer(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+	ctx := t.Context()
+	mc, rc := master.Client(t), replica.Client(t)
+	poll(t, 10*time.Second, "the replica to sync", func() bool {
+		info, err := rc.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	if err := redis.NewScript("return 1").Run(ctx, mc, nil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.Set(ctx, "sizing-guide-oom", "x", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "OOM") {
+		t.Fatalf("a write over maxmemory: %v, want OOM", err)
+	}
+	if err := mc.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var info strings.Builder
+	for _, c := range []*redis.Client{mc, rc} {
+		s, err := c.Info(ctx, "everything").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		info.WriteString(s)
+	}
+	for _, f := range fields {
+		if !regexp.MustCompile(`(?m)(^|[,:])` + regexp.QuoteMeta(f) + `[:=]`).MatchString(info.String()) {
+			t.Errorf("deploy/README.md names %s, which is no field of Redis's INFO", f)
+		}
+	}
+}
+
+// cadvisorMetrics are the container series (cAdvisor, through the
+// kubelet) the guide may name.
+var cadvisorMetrics = []string{"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"}
