@@ -38,7 +38,8 @@ func (reusedError) Is(target error) bool { return target == ErrRevoked }
 var (
 	// ErrInvalidArgument: the call's input is invalid. Nothing was written.
 	ErrInvalidArgument = errors.New("redisstore: invalid argument")
-	// ErrInvalidOptions: New was given options it cannot work with.
+	// ErrInvalidOptions: New (or Options.Validate) was given options it
+	// cannot work with. The error is an *OptionError naming the option.
 	ErrInvalidOptions = errors.New("redisstore: invalid options")
 	// ErrEvictionPolicy: Redis may evict keys under memory pressure, which
 	// would silently drop live sessions and revocations.
@@ -54,6 +55,25 @@ var (
 	// the master; a failover before the replicas catch up could undo it.
 	ErrNotReplicated = errors.New("redisstore: revocation not acknowledged by enough replicas")
 )
+
+// OptionError is returned, matching ErrInvalidOptions, by New and
+// Options.Validate for an option they cannot work with.
+type OptionError struct {
+	Option string // the Options field at fault: "Grace", "Keys[1].Secret"
+	Value  string // its value as the error shows it ("16 bytes" for a secret)
+	Reason string // what it must be: "must be at most MaxGrace (5m0s)"
+}
+
+func optionError(option string, value any, format string, args ...any) *OptionError {
+	return &OptionError{Option: option, Value: fmt.Sprint(value), Reason: fmt.Sprintf(format, args...)}
+}
+
+func (e *OptionError) Error() string {
+	return "redisstore: invalid options: " + e.Option + " = " + e.Value + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidOptions) true.
+func (e *OptionError) Is(target error) bool { return target == ErrInvalidOptions }
 
 // ArgumentError is returned, matching ErrInvalidArgument, for invalid input.
 // Nothing was written.

@@ -57,7 +57,7 @@ type keyring struct {
 
 func newKeyring(secret []byte, keys []Key) (*keyring, error) {
 	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("%w: Secret is %d bytes, want at least %d", ErrInvalidOptions, len(secret), MinSecretLen)
+		return nil, optionError("Secret", fmt.Sprintf("%d bytes", len(secret)), "must be at least %d bytes", MinSecretLen)
 	}
 	if len(keys) == 0 {
 		keys = []Key{{ID: 0, Secret: secret}}
@@ -65,10 +65,10 @@ func newKeyring(secret []byte, keys []Key) (*keyring, error) {
 	kr := &keyring{user: newHMACPool(deriveKey(secret, labelUser)), hash: newHMACPool(deriveKey(secret, labelHash))}
 	for i, k := range keys {
 		if len(k.Secret) < MinSecretLen {
-			return nil, fmt.Errorf("%w: Keys[%d].Secret is %d bytes, want at least %d", ErrInvalidOptions, i, len(k.Secret), MinSecretLen)
+			return nil, optionError(fmt.Sprintf("Keys[%d].Secret", i), fmt.Sprintf("%d bytes", len(k.Secret)), "must be at least %d bytes", MinSecretLen)
 		}
 		if kr.byID[k.ID] != nil {
-			return nil, fmt.Errorf("%w: Keys[%d].ID %d is used twice", ErrInvalidOptions, i, k.ID)
+			return nil, optionError(fmt.Sprintf("Keys[%d].ID", i), k.ID, "must differ from every other key's id")
 		}
 		kr.byID[k.ID] = newKey(k.ID, k.Secret)
 	}

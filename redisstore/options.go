@@ -2,7 +2,7 @@ package redisstore
 
 import (
 	"context"
-	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -137,12 +137,25 @@ type Options struct {
 // text, which holds until the year 2286.
 const maxLifetime = 100 * 365 * 24 * time.Hour
 
+// Validate reports whether New would accept o, without a Redis client: an
+// error is an *OptionError, matching ErrInvalidOptions, that names the
+// option at fault. Programs check their configuration with it before they
+// connect.
+func (o Options) Validate() error {
+	o, err := o.withDefaults()
+	if err != nil {
+		return err
+	}
+	_, err = newKeyring(o.Secret, o.Keys)
+	return err
+}
+
 func (o Options) withDefaults() (Options, error) {
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = DefaultKeyPrefix
 	}
 	if strings.ContainsAny(o.KeyPrefix, "{}") {
-		return o, fmt.Errorf("%w: KeyPrefix %q contains '{' or '}'", ErrInvalidOptions, o.KeyPrefix)
+		return o, optionError("KeyPrefix", strconv.Quote(o.KeyPrefix), "must not contain '{' or '}'")
 	}
 	if o.TokenPrefix == "" {
 		o.TokenPrefix = DefaultTokenPrefix
@@ -150,7 +163,7 @@ func (o Options) withDefaults() (Options, error) {
 	if len(o.TokenPrefix) > 16 || strings.IndexFunc(o.TokenPrefix, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_')
 	}) >= 0 {
-		return o, fmt.Errorf("%w: TokenPrefix %q: want at most 16 letters, digits or '_'", ErrInvalidOptions, o.TokenPrefix)
+		return o, optionError("TokenPrefix", strconv.Quote(o.TokenPrefix), "must be at most 16 letters, digits or '_'")
 	}
 	if o.IdleTTL == 0 {
 		o.IdleTTL = DefaultIdleTTL
@@ -158,14 +171,17 @@ func (o Options) withDefaults() (Options, error) {
 	if o.AbsoluteTTL == 0 {
 		o.AbsoluteTTL = DefaultAbsoluteTTL
 	}
-	if o.IdleTTL < time.Millisecond || o.AbsoluteTTL < time.Millisecond {
-		return o, fmt.Errorf("%w: IdleTTL %v and AbsoluteTTL %v must be at least 1ms", ErrInvalidOptions, o.IdleTTL, o.AbsoluteTTL)
+	if o.IdleTTL < time.Millisecond {
+		return o, optionError("IdleTTL", o.IdleTTL, "must be at least 1ms")
+	}
+	if o.AbsoluteTTL < time.Millisecond {
+		return o, optionError("AbsoluteTTL", o.AbsoluteTTL, "must be at least 1ms")
 	}
 	if o.AbsoluteTTL > maxLifetime {
-		return o, fmt.Errorf("%w: AbsoluteTTL %v is over 100 years", ErrInvalidOptions, o.AbsoluteTTL)
+		return o, optionError("AbsoluteTTL", o.AbsoluteTTL, "must be at most 100 years")
 	}
 	if o.AbsoluteTTL < o.IdleTTL {
-		return o, fmt.Errorf("%w: AbsoluteTTL %v is shorter than IdleTTL %v", ErrInvalidOptions, o.AbsoluteTTL, o.IdleTTL)
+		return o, optionError("AbsoluteTTL", o.AbsoluteTTL, "must be at least IdleTTL (%v)", o.IdleTTL)
 	}
 	switch {
 	case o.Grace == 0:
@@ -173,19 +189,19 @@ func (o Options) withDefaults() (Options, error) {
 	case o.Grace < 0:
 		o.Grace = NoGrace
 	case o.Grace > MaxGrace:
-		return o, fmt.Errorf("%w: Grace %v is longer than MaxGrace %v", ErrInvalidOptions, o.Grace, MaxGrace)
+		return o, optionError("Grace", o.Grace, "must be at most MaxGrace (%v)", MaxGrace)
 	}
 	if o.Grace >= o.IdleTTL {
-		return o, fmt.Errorf("%w: Grace %v is not shorter than IdleTTL %v", ErrInvalidOptions, o.Grace, o.IdleTTL)
+		return o, optionError("Grace", o.Grace, "must be shorter than IdleTTL (%v)", o.IdleTTL)
 	}
 	if o.RevocationReplicas < 0 {
-		return o, fmt.Errorf("%w: RevocationReplicas %d is negative", ErrInvalidOptions, o.RevocationReplicas)
+		return o, optionError("RevocationReplicas", o.RevocationReplicas, "must not be negative")
 	}
 	if o.ReplicationTimeout == 0 {
 		o.ReplicationTimeout = DefaultReplicationTimeout
 	}
 	if o.ReplicationTimeout < time.Millisecond {
-		return o, fmt.Errorf("%w: ReplicationTimeout %v is under 1ms", ErrInvalidOptions, o.ReplicationTimeout)
+		return o, optionError("ReplicationTimeout", o.ReplicationTimeout, "must be at least 1ms")
 	}
 	switch {
 	case o.MaxInFlight == 0:

@@ -12,22 +12,36 @@ func TestNewValidatesOptions(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
 	defer rdb.Close()
 	secret := []byte("options-test-secret-options-test-secret")
-	for name, opt := range map[string]Options{
-		"no secret":        {},
-		"short secret":     {Secret: []byte("short")},
-		"short key":        {Secret: secret, Keys: []Key{{ID: 1, Secret: []byte("short")}}},
-		"duplicate key id": {Secret: secret, Keys: []Key{{ID: 1, Secret: secret}, {ID: 1, Secret: secret}}},
-		"brace in prefix":  {Secret: secret, KeyPrefix: "app{1}:"},
-		"bad token prefix": {Secret: secret, TokenPrefix: "bad-prefix"},
-		"long prefix":      {Secret: secret, TokenPrefix: "abcdefghijklmnopq"},
-		"absolute < idle":  {Secret: secret, IdleTTL: time.Hour, AbsoluteTTL: time.Minute},
-		"grace >= idle":    {Secret: secret, IdleTTL: time.Minute, Grace: time.Minute},
-		"grace > max":      {Secret: secret, Grace: MaxGrace + time.Millisecond},
-		"lifetime > 100y":  {Secret: secret, AbsoluteTTL: 101 * 365 * 24 * time.Hour},
+	for name, tc := range map[string]struct {
+		opt    Options
+		option string // the one the error names
+	}{
+		"no secret":        {Options{}, "Secret"},
+		"short secret":     {Options{Secret: []byte("short")}, "Secret"},
+		"short key":        {Options{Secret: secret, Keys: []Key{{ID: 1, Secret: []byte("short")}}}, "Keys[0].Secret"},
+		"duplicate key id": {Options{Secret: secret, Keys: []Key{{ID: 1, Secret: secret}, {ID: 1, Secret: secret}}}, "Keys[1].ID"},
+		"brace in prefix":  {Options{Secret: secret, KeyPrefix: "app{1}:"}, "KeyPrefix"},
+		"bad token prefix": {Options{Secret: secret, TokenPrefix: "bad-prefix"}, "TokenPrefix"},
+		"long prefix":      {Options{Secret: secret, TokenPrefix: "abcdefghijklmnopq"}, "TokenPrefix"},
+		"idle under 1ms":   {Options{Secret: secret, IdleTTL: time.Microsecond}, "IdleTTL"},
+		"absolute < idle":  {Options{Secret: secret, IdleTTL: time.Hour, AbsoluteTTL: time.Minute}, "AbsoluteTTL"},
+		"grace >= idle":    {Options{Secret: secret, IdleTTL: time.Minute, Grace: time.Minute}, "Grace"},
+		"grace > max":      {Options{Secret: secret, Grace: MaxGrace + time.Millisecond}, "Grace"},
+		"lifetime > 100y":  {Options{Secret: secret, AbsoluteTTL: 101 * 365 * 24 * time.Hour}, "AbsoluteTTL"},
+		"replicas < 0":     {Options{Secret: secret, RevocationReplicas: -1}, "RevocationReplicas"},
+		"wait under 1ms":   {Options{Secret: secret, ReplicationTimeout: time.Microsecond}, "ReplicationTimeout"},
 	} {
-		if _, err := New(rdb, opt); !errors.Is(err, ErrInvalidOptions) {
-			t.Errorf("%s: New err = %v, want ErrInvalidOptions", name, err)
+		_, err := New(rdb, tc.opt)
+		var oe *OptionError
+		if !errors.Is(err, ErrInvalidOptions) || !errors.As(err, &oe) || oe.Option != tc.option {
+			t.Errorf("%s: New err = %v, want an *OptionError naming %s", name, err, tc.option)
 		}
+		if verr := tc.opt.Validate(); verr == nil || err == nil || verr.Error() != err.Error() {
+			t.Errorf("%s: Validate = %v, New = %v: want the same error", name, verr, err)
+		}
+	}
+	if err := (Options{Secret: secret}).Validate(); err != nil {
+		t.Errorf("Validate of the defaults: %v", err)
 	}
 	if _, err := New(nil, Options{Secret: secret}); !errors.Is(err, ErrInvalidOptions) {
 		t.Errorf("nil client: err = %v", err)

@@ -31,7 +31,7 @@ type Store struct {
 // it. New checks the options but does not contact Redis; call Ping for that.
 func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 	if rdb == nil {
-		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
+		return nil, optionError("client", "nil", "New needs a Redis client")
 	}
 	opt, err := opt.withDefaults()
 	if err != nil {

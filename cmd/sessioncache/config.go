@@ -31,29 +31,29 @@ type setting struct {
 }
 
 const (
-	envListen          = "SESSIONCACHE_LISTEN"
-	envRedisURL        = "SESSIONCACHE_REDIS_URL"
-	envRedisMode       = "SESSIONCACHE_REDIS_MODE"
-	envRedisMaster     = "SESSIONCACHE_REDIS_MASTER"
-	envRedisTimeout    = "SESSIONCACHE_REDIS_TIMEOUT"
-	envKeyPrefix       = "SESSIONCACHE_KEY_PREFIX"
-	envIdleTTL         = "SESSIONCACHE_IDLE_TTL"
-	envAbsoluteTTL     = "SESSIONCACHE_ABSOLUTE_TTL"
-	envGrace           = "SESSIONCACHE_GRACE"
-	envGraceSameDevice = "SESSIONCACHE_GRACE_SAME_DEVICE"
-	envMaxSessions     = "SESSIONCACHE_MAX_SESSIONS"
-	envReplicas        = "SESSIONCACHE_REVOCATION_REPLICAS"
-	envReplicaTimeout  = "SESSIONCACHE_REPLICATION_TIMEOUT"
-	envAPIKey          = "SESSIONCACHE_API_KEY"
-	envAPIKeyFile      = "SESSIONCACHE_API_KEY_FILE"
-	envSecret          = "SESSIONCACHE_SECRET"
-	envSecretFile      = "SESSIONCACHE_SECRET_FILE"
-	envAllowEvicting   = "SESSIONCACHE_ALLOW_EVICTING_POLICY"
-	envShutdownDelay   = "SESSIONCACHE_SHUTDOWN_DELAY"
-	envShutdownTimeout = "SESSIONCACHE_SHUTDOWN_TIMEOUT"
-	envLogLevel        = "SESSIONCACHE_LOG_LEVEL"
-	envAuthCookie      = "SESSIONCACHE_AUTH_COOKIE"
-	envAccessLog       = "SESSIONCACHE_ACCESS_LOG"
+	envListen             = "SESSIONCACHE_LISTEN"
+	envRedisURL           = "SESSIONCACHE_REDIS_URL"
+	envRedisMode          = "SESSIONCACHE_REDIS_MODE"
+	envRedisMaster        = "SESSIONCACHE_REDIS_MASTER"
+	envRedisTimeout       = "SESSIONCACHE_REDIS_TIMEOUT"
+	envKeyPrefix          = "SESSIONCACHE_KEY_PREFIX"
+	envIdleTTL            = "SESSIONCACHE_IDLE_TTL"
+	envAbsoluteTTL        = "SESSIONCACHE_ABSOLUTE_TTL"
+	envGrace              = "SESSIONCACHE_GRACE"
+	envGraceSameDevice    = "SESSIONCACHE_GRACE_SAME_DEVICE"
+	envMaxSessions        = "SESSIONCACHE_MAX_SESSIONS"
+	envRevocationReplicas = "SESSIONCACHE_REVOCATION_REPLICAS"
+	envReplicationTimeout = "SESSIONCACHE_REPLICATION_TIMEOUT"
+	envAPIKey             = "SESSIONCACHE_API_KEY"
+	envAPIKeyFile         = "SESSIONCACHE_API_KEY_FILE"
+	envSecret             = "SESSIONCACHE_SECRET"
+	envSecretFile         = "SESSIONCACHE_SECRET_FILE"
+	envAllowEvicting      = "SESSIONCACHE_ALLOW_EVICTING_POLICY"
+	envShutdownDelay      = "SESSIONCACHE_SHUTDOWN_DELAY"
+	envShutdownTimeout    = "SESSIONCACHE_SHUTDOWN_TIMEOUT"
+	envLogLevel           = "SESSIONCACHE_LOG_LEVEL"
+	envAuthCookie         = "SESSIONCACHE_AUTH_COOKIE"
+	envAccessLog          = "SESSIONCACHE_ACCESS_LOG"
 
 	envSigningKeysFile   = "SESSIONCACHE_SIGNING_KEYS_FILE"
 	envAPIKeysFile       = "SESSIONCACHE_API_KEYS_FILE"
@@ -73,14 +73,14 @@ var settings = []setting{
 	{env: envRedisMode, flag: "redis-mode", def: "standalone", usage: "standalone, cluster or sentinel"},
 	{env: envRedisMaster, flag: "redis-master", usage: "sentinel master name (sentinel mode only)"},
 	{env: envRedisTimeout, flag: "redis-timeout", def: "2s", usage: "how long a request may wait for Redis before it is answered 503"},
-	{env: envKeyPrefix, flag: "key-prefix", def: "sc:", usage: "prefix of every Redis key the service writes"},
-	{env: envIdleTTL, flag: "idle-ttl", def: "336h", usage: "idle lifetime of a token; each rotation starts it again"},
-	{env: envAbsoluteTTL, flag: "absolute-ttl", def: "720h", usage: "absolute lifetime of a session, from its login"},
-	{env: envGrace, flag: "grace", def: redisstore.DefaultGrace.String(), usage: "how long a rotated token may be presented again for the same successor, at most " + redisstore.MaxGrace.String() + "; 0 turns grace off"},
+	{env: envKeyPrefix, flag: "key-prefix", def: redisstore.DefaultKeyPrefix, usage: "prefix of every Redis key the service writes"},
+	{env: envIdleTTL, flag: "idle-ttl", def: durationText(redisstore.DefaultIdleTTL), usage: "idle lifetime of a token; each rotation starts it again"},
+	{env: envAbsoluteTTL, flag: "absolute-ttl", def: durationText(redisstore.DefaultAbsoluteTTL), usage: "absolute lifetime of a session, from its login"},
+	{env: envGrace, flag: "grace", def: durationText(redisstore.DefaultGrace), usage: "how long a rotated token may be presented again for the same successor, at most " + redisstore.MaxGrace.String() + "; 0 turns grace off"},
 	{env: envGraceSameDevice, flag: "grace-same-device", def: "false", usage: "honour grace only for the session's device id", bool: true},
 	{env: envMaxSessions, flag: "max-sessions", def: strconv.Itoa(redisstore.DefaultMaxSessions), usage: "live sessions per user, at least 1; a login at the cap revokes the least recently used"},
-	{env: envReplicas, flag: "revocation-replicas", def: "0", usage: "replicas that must acknowledge each revocation (Redis WAIT) before it is reported done; 0 does not wait"},
-	{env: envReplicaTimeout, flag: "replication-timeout", def: "250ms", usage: "how long a revocation waits for those replicas"},
+	{env: envRevocationReplicas, flag: "revocation-replicas", def: "0", usage: "replicas that must acknowledge each revocation (Redis WAIT) before it is reported done; 0 does not wait"},
+	{env: envReplicationTimeout, flag: "replication-timeout", def: durationText(redisstore.DefaultReplicationTimeout), usage: "how long a revocation waits for those replicas"},
 	{env: envAPIKey, usage: "bearer key required on /v1/* (environment only)"},
 	{env: envAPIKeyFile, flag: "api-key-file", usage: "file holding the bearer key required on /v1/*"},
 	{env: envSecret, usage: "secret of at least 32 bytes that signs tokens (environment only)"},
@@ -113,32 +113,30 @@ const (
 	modeSentinel   = "sentinel"
 )
 
-// Limits on secrets read from the configuration.
-const (
-	minSecretLen = 32
-	minAPIKeyLen = 16
-)
+// minAPIKeyLen is the shortest API key accepted. (The shortest secret is
+// the library's, redisstore.MinSecretLen.)
+const minAPIKeyLen = 16
 
 type config struct {
-	Listen          string
-	RedisURL        string // "" for the embedded miniredis
-	RedisMode       string
-	RedisMaster     string
-	RedisTimeout    time.Duration
-	KeyPrefix       string
-	IdleTTL         time.Duration
-	AbsoluteTTL     time.Duration
-	Grace           time.Duration // 0: grace off (redisstore.NoGrace)
-	GraceSameDevice bool
-	MaxSessions     int
-	Replicas        int
-	ReplicaTimeout  time.Duration
-	AllowEvicting   bool
-	ShutdownDelay   time.Duration
-	ShutdownTimeout time.Duration
-	LogLevel        slog.Level
-	AuthCookie      string
-	AccessLog       bool
+	Listen             string
+	RedisURL           string // "" for the embedded miniredis
+	RedisMode          string
+	RedisMaster        string
+	RedisTimeout       time.Duration
+	KeyPrefix          string
+	IdleTTL            time.Duration
+	AbsoluteTTL        time.Duration
+	Grace              time.Duration // 0: grace off (redisstore.NoGrace)
+	GraceSameDevice    bool
+	MaxSessions        int
+	RevocationReplicas int
+	ReplicationTimeout time.Duration
+	AllowEvicting      bool
+	ShutdownDelay      time.Duration
+	ShutdownTimeout    time.Duration
+	LogLevel           slog.Level
+	AuthCookie         string
+	AccessLog          bool
 
 	APIKeys      [][]byte // nil: no key, loopback only
 	APIKeyFrom   string   // where the keys came from, for the start-up log
@@ -207,25 +205,25 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 	}
 	p := parser{raw: raw, from: from}
 	c := &config{
-		Listen:          p.str(envListen),
-		RedisURL:        p.str(envRedisURL),
-		RedisMode:       p.str(envRedisMode),
-		RedisMaster:     p.str(envRedisMaster),
-		RedisTimeout:    p.duration(envRedisTimeout),
-		KeyPrefix:       p.str(envKeyPrefix),
-		IdleTTL:         p.duration(envIdleTTL),
-		AbsoluteTTL:     p.duration(envAbsoluteTTL),
-		Grace:           p.duration(envGrace),
-		GraceSameDevice: p.boolean(envGraceSameDevice),
-		MaxSessions:     p.integer(envMaxSessions),
-		Replicas:        p.integer(envReplicas),
-		ReplicaTimeout:  p.duration(envReplicaTimeout),
-		AllowEvicting:   p.boolean(envAllowEvicting),
-		ShutdownDelay:   p.duration(envShutdownDelay),
-		ShutdownTimeout: p.duration(envShutdownTimeout),
-		AuthCookie:      p.str(envAuthCookie),
-		AccessLog:       p.boolean(envAccessLog),
-		Check:           *check,
+		Listen:             p.str(envListen),
+		RedisURL:           p.str(envRedisURL),
+		RedisMode:          p.str(envRedisMode),
+		RedisMaster:        p.str(envRedisMaster),
+		RedisTimeout:       p.duration(envRedisTimeout),
+		KeyPrefix:          p.str(envKeyPrefix),
+		IdleTTL:            p.duration(envIdleTTL),
+		AbsoluteTTL:        p.duration(envAbsoluteTTL),
+		Grace:              p.duration(envGrace),
+		GraceSameDevice:    p.boolean(envGraceSameDevice),
+		MaxSessions:        p.integer(envMaxSessions),
+		RevocationReplicas: p.integer(envRevocationReplicas),
+		ReplicationTimeout: p.duration(envReplicationTimeout),
+		AllowEvicting:      p.boolean(envAllowEvicting),
+		ShutdownDelay:      p.duration(envShutdownDelay),
+		ShutdownTimeout:    p.duration(envShutdownTimeout),
+		AuthCookie:         p.str(envAuthCookie),
+		AccessLog:          p.boolean(envAccessLog),
+		Check:              *check,
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(p.str(envLogLevel))); err != nil {
 		p.fail(envLogLevel, "want debug, info, warn or error")
@@ -261,29 +259,51 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 }
 
 func (c *config) validate(p *parser) error {
-	switch {
-	case c.IdleTTL <= 0:
-		p.fail(envIdleTTL, "must be positive")
-	case c.AbsoluteTTL < c.IdleTTL:
-		p.fail(envAbsoluteTTL, "must be at least "+envIdleTTL+" ("+c.IdleTTL.String()+")")
-	case c.Grace < 0 || c.Grace > redisstore.MaxGrace:
+	// What only the service decides: 0 turns grace off (the library's 0 is
+	// its default), and users are always capped (no NoSessionCap).
+	if c.Grace < 0 {
 		p.fail(envGrace, "must be from 0 (off) to "+redisstore.MaxGrace.String())
-	case c.Grace >= c.IdleTTL:
-		p.fail(envGrace, "must be shorter than "+envIdleTTL+" ("+c.IdleTTL.String()+")")
 	}
 	if c.MaxSessions < 1 {
-		// The library's NoSessionCap would let one user's sessions grow
-		// without bound; the service always caps them.
 		p.fail(envMaxSessions, "must be at least 1")
+	}
+	// The library reads a zero duration as its default; here every default
+	// is written out, so a zero (or negative) one is a mistake.
+	for _, d := range []struct {
+		env string
+		v   time.Duration
+	}{{envIdleTTL, c.IdleTTL}, {envAbsoluteTTL, c.AbsoluteTTL}, {envReplicationTimeout, c.ReplicationTimeout}} {
+		if d.v <= 0 {
+			p.fail(d.env, "must be positive")
+		}
+	}
+	// The rest of the store's options are the library's to judge.
+	if p.err == nil {
+		secret := c.Secret
+		if secret == nil {
+			secret = make([]byte, redisstore.MinSecretLen) // a random one is generated
+		}
+		var oe *redisstore.OptionError
+		if err := c.storeOptions(secret).Validate(); errors.As(err, &oe) {
+			// The reason may name other options: say their settings.
+			reason := oe.Reason
+			for option, env := range optionSettings {
+				reason = strings.ReplaceAll(reason, " "+option+" (", " "+env+" (")
+			}
+			switch env, ok := optionSettings[oe.Option]; {
+			case ok:
+				p.fail(env, reason)
+			case oe.Option == "Secret":
+				p.failAt(c.SecretFrom, "the secret is "+oe.Value+"; it "+reason+" (for example: openssl rand -hex 32)")
+			default:
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
 	}
 	if c.RedisTimeout < time.Millisecond {
 		p.fail(envRedisTimeout, "must be at least 1ms")
-	}
-	if c.Replicas < 0 {
-		p.fail(envReplicas, "must be 0 (no wait) or more")
-	}
-	if c.ReplicaTimeout < time.Millisecond {
-		p.fail(envReplicaTimeout, "must be at least 1ms")
 	}
 	if c.ShutdownDelay < 0 {
 		p.fail(envShutdownDelay, "must be at least 0")
@@ -307,9 +327,6 @@ func (c *config) validate(p *parser) error {
 		if _, err := newCertReloader("HTTPS certificate", c.TLSCertFile, c.TLSKeyFile); err != nil {
 			p.failAt(envTLSCertFile, err.Error())
 		}
-	}
-	if c.Secret != nil && len(c.Secret) < minSecretLen {
-		p.failAt(c.SecretFrom, fmt.Sprintf("the secret is %d bytes, at least %d required (for example: openssl rand -hex 32)", len(c.Secret), minSecretLen))
 	}
 	opts, err := parseRedis(c.RedisMode, c.RedisURL, c.RedisMaster)
 	if err != nil {
@@ -358,6 +375,31 @@ func isLoopback(addr string) (bool, error) {
 	return err == nil && ip.IsLoopback(), nil
 }
 
+// optionSettings names the setting of each library option the service
+// sets, for the library's errors (redisstore.OptionError).
+var optionSettings = map[string]string{
+	"KeyPrefix":          envKeyPrefix,
+	"IdleTTL":            envIdleTTL,
+	"AbsoluteTTL":        envAbsoluteTTL,
+	"Grace":              envGrace,
+	"MaxSessions":        envMaxSessions,
+	"RevocationReplicas": envRevocationReplicas,
+	"ReplicationTimeout": envReplicationTimeout,
+}
+
+// durationText writes a default duration the way a user would: 336h, not
+// 336h0m0s.
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 // storeOptions returns the library's options for this configuration, but
 // for OnEvent.
 func (c *config) storeOptions(secret []byte) redisstore.Options {
@@ -373,8 +415,8 @@ func (c *config) storeOptions(secret []byte) redisstore.Options {
 		Grace:              grace,
 		GraceSameDevice:    c.GraceSameDevice,
 		MaxSessions:        c.MaxSessions,
-		RevocationReplicas: c.Replicas,
-		ReplicationTimeout: c.ReplicaTimeout,
+		RevocationReplicas: c.RevocationReplicas,
+		ReplicationTimeout: c.ReplicationTimeout,
 	}
 }
 
@@ -383,7 +425,7 @@ func (c *config) storeSecret() ([]byte, bool) {
 	if c.Secret != nil {
 		return c.Secret, false
 	}
-	b := make([]byte, minSecretLen)
+	b := make([]byte, redisstore.MinSecretLen)
 	rand.Read(b)
 	return b, true
 }
@@ -422,8 +464,8 @@ func (c *config) logAttrs() []any {
 		slog.String("grace", graceString(c.Grace)),
 		slog.Bool("grace_same_device", c.GraceSameDevice),
 		slog.Int("max_sessions", c.MaxSessions),
-		slog.Int("revocation_replicas", c.Replicas),
-		slog.String("replication_timeout", c.ReplicaTimeout.String()),
+		slog.Int("revocation_replicas", c.RevocationReplicas),
+		slog.String("replication_timeout", c.ReplicationTimeout.String()),
 		slog.Bool("allow_evicting_policy", c.AllowEvicting),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),

@@ -376,7 +376,7 @@ func TestEndToEndRefusesUnsafeStart(t *testing.T) {
 		want string
 	}{
 		{map[string]string{envListen: "0.0.0.0:0"}, "refusing to listen on 0.0.0.0:0 without an API key"},
-		{map[string]string{envSecret: "short"}, "the secret is 5 bytes, at least 32 required"},
+		{map[string]string{envSecret: "short"}, "the secret is 5 bytes; it must be at least 32 bytes"},
 		{map[string]string{envIdleTTL: "2 weeks"}, "not a Go duration"},
 	}
 	for _, tc := range cases {

@@ -17,11 +17,9 @@ import (
 	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
-// kubeStateMetrics are the kube-state-metrics series alerts and the
-// sizing guide may use (kube-prometheus-stack ships it); the service's own
-// come from /metrics.
-var kubeStateMetrics = []string{"kube_pod_container_status_ready", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas",
-	"kube_horizontalpodautoscaler_status_current_replicas", "kube_horizontalpodautoscaler_spec_max_replicas"}
+// kubeStateMetrics are the kube-state-metrics series alerts may use
+// (kube-prometheus-stack ships it); the service's own come from /metrics.
+var kubeStateMetrics = []string{"kube_pod_container_status_ready", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
 
 // observedMetrics scrapes a service through everything the alerts watch:
 // a revocation no replica acknowledges, an evicting policy, Redis down.
