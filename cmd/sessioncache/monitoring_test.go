@@ -17,9 +17,11 @@ import (
 	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
-// kubeStateMetrics are the kube-state-metrics series alerts may use
-// (kube-prometheus-stack ships it); the service's own come from /metrics.
-var kubeStateMetrics = []string{"kube_pod_container_status_ready", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
+// kubeStateMetrics are the kube-state-metrics series alerts and the
+// sizing guide may use (kube-prometheus-stack ships it); the service's own
+// come from /metrics.
+var kubeStateMetrics = []string{"kube_pod_container_status_ready", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas",
+	"kube_horizontalpodautoscaler_status_current_replicas", "kube_horizontalpodautoscaler_spec_max_replicas"}
 
 // observedMetrics scrapes a service through everything the alerts watch:
 // a revocation no replica acknowledges, an evicting policy, Redis down.
@@ -29,7 +31,7 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	key := randomHex(16)
 	p := startService(t, map[string]string{
 		envRedisURL: "redis://" + srv.Addr + "/0", envAPIKey: key, envSecret: randomHex(32),
-		envRevocationReplicas: "1", envReplicationTimeout: "10ms", envRedisTimeout: "200ms",
+		envReplicas: "1", envReplicaTimeout: "10ms", envRedisTimeout: "200ms",
 	})
 	base := "http://" + p.addr
 	c := newAPIClient(t, base, key)
