@@ -31,7 +31,7 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	key := randomHex(16)
 	p := startService(t, map[string]string{
 		envRedisURL: "redis://" + srv.Addr + "/0", envAPIKey: key, envSecret: randomHex(32),
-		envReplicas: "1", envReplicaTimeout: "10ms", envRedisTimeout: "200ms",
+		envRevocationReplicas: "1", envReplicationTimeout: "10ms", envRedisTimeout: "200ms",
 	})
 	base := "http://" + p.addr
 	c := newAPIClient(t, base, key)
