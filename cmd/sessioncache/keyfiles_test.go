@@ -277,24 +277,26 @@ func TestFileStateSeesReplacements(t *testing.T) {
 	}
 }
 
+// tlsSecret is the data of a Kubernetes TLS Secret holding l.
+func tlsSecret(t *testing.T, l leaf) map[string]string {
+	files := map[string]string{}
+	for name, file := range map[string]string{"tls.crt": l.certFile, "tls.key": l.keyFile} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = string(b)
+	}
+	return files
+}
+
 // The HTTPS certificate in a Secret volume: the kubelet's swap of ..data is
 // picked up at a handshake, with no signal.
 func TestHTTPSCertificateFromSecretVolume(t *testing.T) {
 	ca := newTestCA(t, "service")
 	issued := t.TempDir()
-	pair := func(l leaf) map[string]string {
-		files := map[string]string{}
-		for name, file := range map[string]string{"tls.crt": l.certFile, "tls.key": l.keyFile} {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[name] = string(b)
-		}
-		return files
-	}
 	first := ca.issue(t, issued, "first")
-	vol := newSecretVolume(t, pair(first))
+	vol := newSecretVolume(t, tlsSecret(t, first))
 	p := startService(t, map[string]string{envTLSCertFile: vol.path("tls.crt"), envTLSKeyFile: vol.path("tls.key")})
 	served := func() *big.Int {
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: first.pool}, DisableKeepAlives: true}}
@@ -309,6 +311,39 @@ func TestHTTPSCertificateFromSecretVolume(t *testing.T) {
 		t.Fatalf("serves certificate %x, want %x", got, first.serial)
 	}
 	second := ca.issue(t, issued, "second")
-	vol.update(pair(second))
+	vol.update(tlsSecret(t, second))
 	poll(t, 10*time.Second, "the renewed certificate to be served", func() bool { return served().Cmp(second.serial) == 0 })
+}
+
+// Redis's client certificate in a Secret volume: a renewed pair is what the
+// next connection to Redis presents.
+func TestRedisClientCertificateFromSecretVolume(t *testing.T) {
+	ca := newTestCA(t, "redis")
+	issued := t.TempDir()
+	first := ca.issue(t, issued, "first")
+	vol := newSecretVolume(t, tlsSecret(t, first))
+	c, err := loadConfig(nil, envOf(map[string]string{
+		envRedisURL: "rediss://redis.example:6379/0", envRedisCAFile: ca.file,
+		envRedisCertFile: vol.path("tls.crt"), envRedisKeyFile: vol.path("tls.key"),
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presented := func() *big.Int {
+		t.Helper()
+		cert, err := c.RedisOptions.standalone.TLSConfig.GetClientCertificate(&tls.CertificateRequestInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert.Leaf.SerialNumber
+	}
+	if got := presented(); got.Cmp(first.serial) != 0 {
+		t.Fatalf("presents %x, want %x", got, first.serial)
+	}
+	second := ca.issue(t, issued, "second")
+	vol.update(tlsSecret(t, second))
+	c.RedisTLS.clientCert.nextCheck.Store(0) // the files are looked at once a second at most
+	if got := presented(); got.Cmp(second.serial) != 0 {
+		t.Errorf("after the kubelet's update: presents %x, want the new %x", got, second.serial)
+	}
 }
