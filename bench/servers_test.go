@@ -102,10 +102,7 @@ func (s *lazyServer) get(tb testing.TB, args ...string) string {
 	return s.url
 }
 
-var (
-	aofServer    lazyServer
-	memoryServer lazyServer
-)
+var aofServer lazyServer
 
 // server is a Redis to measure on.
 type server struct {

@@ -67,7 +67,7 @@ func parseMix(s string) (mix, error) {
 		name, w, ok := strings.Cut(strings.TrimSpace(part), "=")
 		weight, err := strconv.ParseFloat(w, 64)
 		if !ok || err != nil || weight < 0 {
-			return mix{}, fmt.Errorf("mix %q: want a name (%s) or op=weight,...", s, strings.Join(mixNames(), ", "))
+			return mix{}, fmt.Errorf("mix %q: want a name (%s) or weights as op=weight,op=weight", s, strings.Join(mixNames(), ", "))
 		}
 		if !validOp(name) {
 			return mix{}, fmt.Errorf("mix: unknown operation %q (known: %s)", name, strings.Join(allOps, ", "))

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,10 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,67 +23,32 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
-)
-
-var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
+	"github.com/sessioncache/sessioncache/internal/servicetest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	servicetest.RemoveBinary()
 	os.Exit(code)
 }
 
-// serviceBinary builds the service once per test run.
-func serviceBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "sessioncache-e2e-")
-		if binErr != nil {
-			return
-		}
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		binPath = filepath.Join(binDir, "sessioncache")
-		out, err := exec.Command(goTool, "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+// serviceBinary is the service built from this tree (once per test run).
+func serviceBinary(t *testing.T) string { return servicetest.Binary(t) }
 
-// proc is a running service.
+// proc is a running service (internal/servicetest), with the short names
+// this package's tests use.
 type proc struct {
+	*servicetest.Process
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	addr string
-	done chan struct{}
-	err  error // of Wait, once done is closed
+	done <-chan struct{}
 }
 
 // command prepares the binary with exactly env (and PATH): nothing leaks
 // in from the test's own environment.
 func command(t *testing.T, env map[string]string, args ...string) (*exec.Cmd, *syncBuffer) {
-	cmd := exec.Command(serviceBinary(t), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	return cmd, logs
+	return servicetest.Command(t, env, args...)
 }
 
 // startService starts the binary listening on a free loopback port and
@@ -96,83 +57,22 @@ func startService(t *testing.T, env map[string]string) *proc {
 	t.Helper()
 	env[envListen] = "127.0.0.1:0"
 	cmd, logs := command(t, env)
-	p := &proc{cmd: cmd, logs: logs, done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("service logs:\n%s", logs)
-		}
-	})
-	poll(t, 20*time.Second, "the service to listen", func() bool {
-		select {
-		case <-p.done:
-			t.Fatalf("the service exited: %v\n%s", p.err, logs)
-		default:
-		}
-		for _, l := range logLines(logs.String()) {
-			if l["msg"] == "listening" {
-				p.addr, _ = l["addr"].(string)
-				return true
-			}
-		}
-		return false
-	})
-	return p
+	sp := servicetest.Start(t, cmd, logs)
+	return &proc{Process: sp, cmd: cmd, logs: logs, addr: sp.Addr, done: sp.Done()}
 }
 
 // exitCode waits for the process to end.
 func (p *proc) exitCode(t *testing.T) int {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the service did not exit\n%s", p.logs)
-	}
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		return ee.ExitCode()
-	}
-	if p.err != nil {
-		t.Fatal(p.err)
-	}
-	return 0
+	return p.ExitCode(t, 30*time.Second)
 }
 
-func logLines(s string) []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+func logLines(s string) []map[string]any { return servicetest.LogLines(s) }
 
 // poll calls cond until it holds, or fails the test after d.
 func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	servicetest.WaitFor(t, what, d, cond)
 }
 
 func randomHex(n int) string {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -156,11 +155,7 @@ func readDockerfile(version string) (*dockerImage, error) {
 		}
 		cmdArgs = append(cmdArgs, a)
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(goTool, cmdArgs...)
+	cmd := exec.Command("go", cmdArgs...)
 	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {

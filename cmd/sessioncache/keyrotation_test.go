@@ -283,7 +283,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	}
 	select {
 	case <-p.done:
-		t.Errorf("the service exited: %v", p.err)
+		t.Errorf("the service exited: %v", p.Err())
 	default:
 	}
 }

@@ -380,7 +380,7 @@ func TestHTTPSListener(t *testing.T) {
 	poll(t, 10*time.Second, "the fixed certificate to be served", func() bool { return served().Cmp(third.serial) == 0 })
 	select {
 	case <-p.done:
-		t.Fatalf("the service exited: %v", p.err)
+		t.Fatalf("the service exited: %v", p.Err())
 	default:
 	}
 }

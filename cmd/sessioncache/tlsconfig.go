@@ -245,7 +245,7 @@ func (s *redisTLS) apply(rawURL string, o *redisOptions) error {
 	tlsSet := s.caFile != "" || s.certFile != "" || s.keyFile != "" || s.insecure
 	if *tc == nil {
 		if tlsSet {
-			return fmt.Errorf("Redis TLS settings (%s and the like) need a rediss:// URL", envRedisCAFile)
+			return fmt.Errorf("the Redis TLS settings (%s and the like) need a rediss:// URL", envRedisCAFile)
 		}
 		return nil
 	}
