@@ -1381,8 +1381,20 @@ func runService(t *testing.T, k *kubelet, img *dockerImage, revoke bool) *servic
 	s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok.str("refresh_token")))
 	if revoke {
 		// The overlay waits for a replica on revocations: its topology
-		// must have one.
-		s.api.must(200, "DELETE", "/v1/users/"+alice+"/sessions/"+tok.str("session_id"), "")
+		// must have one. On a loaded machine the acknowledgement can take
+		// longer than the replication timeout: the service then answers
+		// 503 not_replicated (applied, retry), and the retry waits again.
+		waitFor(t, 30*time.Second, 50*time.Millisecond, "a revocation acknowledged by a replica", func() error {
+			r := s.api.do("DELETE", "/v1/users/"+alice+"/sessions/"+tok.str("session_id"), "")
+			switch {
+			case r.status == http.StatusOK:
+				return nil
+			case r.status == http.StatusServiceUnavailable && strings.Contains(r.raw, "acknowledged"):
+				return fmt.Errorf("%d %s", r.status, r.raw)
+			}
+			t.Fatalf("revocation: %d %s", r.status, r.raw)
+			return nil
+		})
 	}
 	metrics := s.api.send("GET", "/metrics", "", nil).raw
 	wantVersion := `version="` + img.version + `"`
