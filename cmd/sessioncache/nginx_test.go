@@ -2,6 +2,7 @@ package main
 
 // The README's nginx configuration, run for real: the service binary on a
 // real Redis, nginx in front of an upstream that echoes what it receives.
+// testGateway, the checks, serves caddy_test.go too.
 
 import (
 	"encoding/json"
@@ -72,7 +73,7 @@ func substitute(t *testing.T, s string, repl map[string]string) string {
 	t.Helper()
 	for old, new := range repl {
 		if n := strings.Count(s, old); n != 1 {
-			t.Fatalf("the README's nginx configuration holds %q %d times, want once", old, n)
+			t.Fatalf("the README's configuration holds %q %d times, want once", old, n)
 		}
 		s = strings.Replace(s, old, new, 1)
 	}
@@ -179,6 +180,61 @@ func runNginx(t *testing.T, bin, dir, conf, addr string) error {
 // sent.
 func TestNginxForwardAuth(t *testing.T) {
 	bin := nginxBinary(t)
+	dir := t.TempDir()
+	server := readmeBlock(t, "### nginx `auth_request`", "nginx")
+	g := testGateway(t, "nginx", func(svc, upstream, key string) string {
+		return "http://" + startNginx(t, bin, dir, func(addr string) string {
+			server := substitute(t, server, map[string]string{
+				"listen 80;":                        "listen " + addr + ";",
+				"server 127.0.0.1:8080;":            "server " + svc + ";",
+				"proxy_pass http://127.0.0.1:3000;": "proxy_pass " + upstream + ";",
+				`"<SESSIONCACHE_API_KEY>"`:          `"` + key + `"`,
+			})
+			return fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events {
+    worker_connections 64;
+}
+http {
+    access_log %[1]s/access.log;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+%[2]s
+}
+`, dir, server)
+		})
+	})
+	// The auth location is internal: a client cannot call it.
+	if status, _, _ := g.send("GET", "/.sessioncache/auth", "", bearer(g.token)); status != http.StatusNotFound {
+		t.Errorf("the auth location from outside: %d, want 404", status)
+	}
+}
+
+// gatewayRun is a gateway that testGateway checked, still running.
+type gatewayRun struct {
+	// send sends a request through the gateway.
+	send func(method, path, body string, h http.Header) (int, http.Header, string)
+	// token is the current token of a live session.
+	token string
+}
+
+// testGateway starts the service (on a real Redis, with an API key) and an
+// upstream that echoes what it receives, has start run the gateway named
+// name in front of them with the README's configuration (svc: the
+// service's host:port, upstream: the upstream's URL) and return its base
+// URL, and checks that the gateway lets through exactly the requests that
+// carry a live session's current token, in a bearer header or in the
+// cookie, gives the upstream that session's user id, and never a user id
+// (or any X-Auth-* header, in any spelling) that a client sent, nor the
+// API key.
+func testGateway(t *testing.T, name string, start func(svc, upstream, key string) string) gatewayRun {
+	t.Helper()
 	b := redistest.For(t, redistest.Real)
 	key := randomHex(16)
 	svc := startService(t, map[string]string{
@@ -197,40 +253,11 @@ func TestNginxForwardAuth(t *testing.T) {
 	}))
 	t.Cleanup(upstream.Close)
 
-	dir := t.TempDir()
-	server := readmeBlock(t, "### nginx `auth_request`", "nginx")
-	addr := startNginx(t, bin, dir, func(addr string) string {
-		server := substitute(t, server, map[string]string{
-			"listen 80;":                        "listen " + addr + ";",
-			"server 127.0.0.1:8080;":            "server " + svc.addr + ";",
-			"proxy_pass http://127.0.0.1:3000;": "proxy_pass " + upstream.URL + ";",
-			`"<SESSIONCACHE_API_KEY>"`:          `"` + key + `"`,
-		})
-		return fmt.Sprintf(`daemon off;
-master_process off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log info;
-events {
-    worker_connections 64;
-}
-http {
-    access_log %[1]s/access.log;
-    client_body_temp_path %[1]s/client_body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-%[2]s
-}
-`, dir, server)
-	})
-	base := "http://" + addr
-
 	api := newAPIClient(t, "http://"+svc.addr, key)
 	poll(t, 10*time.Second, "the service to be ready", func() bool {
 		return api.send("GET", "/readyz", "", nil).status == http.StatusOK
 	})
+	base := start(svc.addr, upstream.URL, key)
 	user := "auth0|" + uuid.NewString()
 	grant := func(device string) response {
 		return api.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_name":"`+device+`"}`)
@@ -249,19 +276,28 @@ http {
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			t.Fatalf("%s %s through nginx: %v", method, path, err)
+			t.Fatalf("%s %s through %s: %v", method, path, name, err)
 		}
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, resp.Header, string(raw)
 	}
-	// A client that claims to be someone else, in every spelling.
+	// A client that claims to be someone else, in every spelling: an
+	// upstream behind CGI, FastCGI (PHP), WSGI or Rack reads X-Auth-User-Id,
+	// X_Auth_User_Id and (PHP) X.Auth.User.Id as one variable.
 	forgedID := http.Header{
 		"X-Auth-User-Id":    {"admin"},
 		"x-auth-user-id":    {"admin"},
 		"X_Auth_User_Id":    {"admin"},
+		"x_auth-user_id":    {"admin"},
+		"X-Auth_User-Id":    {"admin"},
+		"X.Auth.User.Id":    {"admin"},
+		"x.auth-user_id":    {"admin"},
+		"X-Auth.User-Id":    {"admin"},
 		"X-Auth-Session-Id": {"00000000-0000-0000-0000-000000000000"},
+		"X_Auth_Session_Id": {"00000000-0000-0000-0000-000000000000"},
 		"X-Auth-Expires-At": {"2999-01-01T00:00:00Z"},
+		"X.Auth.Expires.At": {"2999-01-01T00:00:00Z"},
 	}
 	with := func(hs ...http.Header) http.Header {
 		out := http.Header{}
@@ -276,7 +312,7 @@ http {
 		t.Helper()
 		status, _, raw := send(method, path, body, h)
 		if status != http.StatusOK {
-			t.Errorf("%s: nginx answered %d %s, want 200 from the upstream", what, status, raw)
+			t.Errorf("%s: %s answered %d %s, want 200 from the upstream", what, name, status, raw)
 			return
 		}
 		var got echo
@@ -297,7 +333,7 @@ http {
 			}
 		}
 		for k := range got.Header {
-			norm := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
+			norm := strings.ToLower(strings.NewReplacer("_", "-", ".", "-").Replace(k))
 			if strings.HasPrefix(norm, "x-auth-") && want[k] == nil {
 				t.Errorf("%s: the upstream got a client's %s: %q", what, k, got.Header[k])
 			}
@@ -311,7 +347,7 @@ http {
 		before := hits.Load()
 		status, header, raw := send("GET", "/app/data", "", h)
 		if status != http.StatusUnauthorized {
-			t.Errorf("%s: nginx answered %d %s, want 401", what, status, raw)
+			t.Errorf("%s: %s answered %d %s, want 401", what, name, status, raw)
 		}
 		if got := header.Get("WWW-Authenticate"); got != `Bearer error="invalid_token"` {
 			t.Errorf("%s: WWW-Authenticate %q, want the service's", what, got)
@@ -321,7 +357,7 @@ http {
 		}
 	}
 
-	// nginx's start-up probe was refused as missing.
+	// The gateway's own start-up probes may have been refused as missing.
 	missingBefore := metricValue(api.send("GET", "/metrics", "", nil).raw, `sessioncache_requests_total{operation="auth",outcome="missing"}`)
 	tok := laptop.str("refresh_token")
 	allowed("bearer", "GET", "/app/data?x=1", "", bearer(tok), laptop)
@@ -343,14 +379,9 @@ http {
 	refused("revoked token, a forged identity", with(bearer(tok), forgedID))
 	allowed("the other session", "GET", "/app/data", "", bearer(phone.str("refresh_token")), phone)
 
-	// The auth location is internal: a client cannot call it.
-	if status, _, _ := send("GET", "/.sessioncache/auth", "", bearer(phone.str("refresh_token"))); status != http.StatusNotFound {
-		t.Errorf("the auth location from outside: %d, want 404", status)
-	}
 	if got := hits.Load(); got != 6 {
 		t.Errorf("the upstream saw %d requests, want the 6 allowed", got)
 	}
-
 	metrics := api.send("GET", "/metrics", "", nil).raw
 	for outcome, want := range map[string]float64{"ok": 6, "missing": missingBefore + 2, "malformed": 2, "unknown": 2, "revoked": 2} {
 		series := `sessioncache_requests_total{operation="auth",outcome="` + outcome + `"}`
@@ -361,6 +392,7 @@ http {
 	if logs := svc.logs.String(); strings.Contains(logs, tok[:24]) || strings.Contains(logs, key) {
 		t.Errorf("the service logs a token or the key")
 	}
+	return gatewayRun{send: send, token: phone.str("refresh_token")}
 }
 
 // metricValue returns the value of one series in a Prometheus text

@@ -1,0 +1,112 @@
+package main
+
+// The README's Caddy configuration, run for real when Caddy is installed
+// (Debian: apt-get install caddy): the same checks as nginx's.
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestCaddyForwardAuth(t *testing.T) {
+	bin, err := exec.LookPath("caddy")
+	if err != nil {
+		t.Skip("caddy is not installed (apt-get install caddy)")
+	}
+	site := readmeBlock(t, "### Caddy `forward_auth`", "caddyfile")
+	testGateway(t, "caddy", func(svc, upstream, key string) string {
+		dir := t.TempDir()
+		for attempt := 1; ; attempt++ {
+			addr := freeAddr(t)
+			conf := substitute(t, site, map[string]string{
+				"app.example.com {":  "http://" + addr + " {",
+				"sessioncache:8080 ": svc + " ",
+				"app:3000":           strings.TrimPrefix(upstream, "http://"),
+			})
+			// No admin endpoint (a fixed port), no certificates.
+			conf = "{\n\tadmin off\n\tauto_https off\n}\n" + conf
+			err := runCaddy(t, bin, dir, conf, addr, key)
+			if err == nil {
+				return "http://" + addr
+			}
+			if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// runCaddy runs caddy with the Caddyfile conf, its state in dir and the API
+// key in its environment, and waits until it answers on addr, or returns
+// why it exited. It is stopped when the test ends.
+func runCaddy(t *testing.T, bin, dir, conf, addr, key string) error {
+	t.Helper()
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	cmd.Env = []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "XDG_DATA_HOME=" + dir, "SESSIONCACHE_API_KEY=" + key}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("caddy exited: %v\n%s", waitErr, out)
+		default:
+		}
+		if resp, err := client.Get("http://" + addr + "/"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("caddy did not answer on %s\n%s", addr, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("caddy output:\n%s", out)
+		}
+	})
+	return nil
+}
