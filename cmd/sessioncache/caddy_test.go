@@ -14,12 +14,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
 func TestCaddyForwardAuth(t *testing.T) {
 	bin, err := exec.LookPath("caddy")
 	if err != nil {
-		t.Skip("caddy is not installed (apt-get install caddy)")
+		msg := "caddy is not installed (apt-get install caddy)"
+		if os.Getenv(redistest.EnvRequireReal) == "1" {
+			t.Fatalf("%s (%s=1)", msg, redistest.EnvRequireReal)
+		}
+		t.Skip(msg)
 	}
 	site := readmeBlock(t, "### Caddy `forward_auth`", "caddyfile")
 	testGateway(t, "caddy", func(svc, upstream, key string) string {
