@@ -36,6 +36,7 @@ func TestBatching(t *testing.T) {
 			{"ScriptCacheLoss", testBatchScriptCacheLoss},
 			{"EventContext", testBatchEventContext},
 			{"FaultOnEachCall", testBatchFaultOnEachCall},
+			{"FewCallersNeverWait", testBatchFewCallersNeverWait},
 		} {
 			t.Run(tc.name, func(t *testing.T) { tc.run(t, b.Isolated(t)) })
 		}
@@ -51,10 +52,19 @@ const envMaxInFlight = "SESSIONCACHE_TEST_MAX_IN_FLIGHT"
 // of its own, not a pipeline) until it is opened.
 type gate struct {
 	open chan struct{}
+	once sync.Once
 	held atomic.Int32
 }
 
-func newGate() *gate { return &gate{open: make(chan struct{})} }
+// newGate returns a closed gate, opened at the latest when the test ends.
+func newGate(t *testing.T) *gate {
+	g := &gate{open: make(chan struct{})}
+	t.Cleanup(g.release)
+	return g
+}
+
+// release opens the gate.
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
 
 func (g *gate) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -115,7 +125,7 @@ func rotateAll(t *testing.T, f *fixture, g *gate, toks []string) ([]redisstore.G
 	waitUntil(t, "every rotation held or queued", func() bool {
 		return int(g.held.Load())+int(f.store.BatchStats().Waiting) == n
 	})
-	close(g.open)
+	g.release()
 	wg.Wait()
 	return grants, errs
 }
@@ -146,7 +156,7 @@ func issueN(t *testing.T, f *fixture, n int) []string {
 // alone, in batches that really formed, and then keep calling.
 func testBatchResults(t *testing.T, b *redistest.Backend) {
 	c := b.Faulty(t, nil)
-	g := newGate()
+	g := newGate(t)
 	c.AddHook(g)
 	f := onClient(t, b, c, redisstore.Options{MaxInFlight: 1})
 	ctx := context.Background()
@@ -242,7 +252,7 @@ func testBatchFailingNode(t *testing.T, b *redistest.Backend) {
 		}
 		return redistest.Pass
 	})
-	g := newGate()
+	g := newGate(t)
 	c.AddHook(g)
 	f := onClient(t, b, c, redisstore.Options{MaxInFlight: 1})
 	const n = 64
@@ -330,7 +340,7 @@ func sessionKey(t *testing.T, f *fixture, tok string) string {
 // call is never sent.
 func testBatchCallerLeavesQueue(t *testing.T, b *redistest.Backend) {
 	c := b.Faulty(t, nil)
-	g := newGate()
+	g := newGate(t)
 	c.AddHook(g)
 	f := onClient(t, b, c, redisstore.Options{MaxInFlight: 1})
 	// Three sessions of one user: one slot, one node.
@@ -365,7 +375,7 @@ func testBatchCallerLeavesQueue(t *testing.T, b *redistest.Backend) {
 		t.Fatal("the gate opened early")
 	}
 
-	close(g.open)
+	g.release()
 	if err := <-lone; err != nil {
 		t.Fatalf("the lone rotation: %v", err)
 	}
@@ -410,8 +420,11 @@ func (g *pipeGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // race detector watches the rounds that follow).
 func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 	c := b.Faulty(t, nil)
-	g := newGate()
+	g := newGate(t)
 	pg := &pipeGate{inside: make(chan struct{}), open: make(chan struct{})}
+	var opened sync.Once
+	openPipes := func() { opened.Do(func() { close(pg.open) }) }
+	t.Cleanup(openPipes)
 	c.AddHook(g)
 	c.AddHook(pg)
 	f := onClient(t, b, c, redisstore.Options{MaxInFlight: 1})
@@ -434,7 +447,7 @@ func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 	waitUntil(t, "every rotation held or queued", func() bool {
 		return int(g.held.Load())+int(f.store.BatchStats().Waiting) == n
 	})
-	close(g.open)
+	g.release()
 	<-pg.inside // a batch is in flight, held before it is written
 	// Every caller leaves: those of the held batch return at once.
 	for _, cancel := range cancels {
@@ -447,7 +460,7 @@ func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("callers of a batch in flight did not return when their contexts were cancelled")
 	}
-	close(pg.open)
+	openPipes()
 	left := 0
 	for i := range toks {
 		switch {
@@ -497,7 +510,7 @@ func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 // again with EVAL, which also loads the script.
 func testBatchScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 	c := b.Faulty(t, nil)
-	g := newGate()
+	g := newGate(t)
 	var evals atomic.Int32
 	var flush sync.Once
 	c.AddHook(g)
@@ -570,7 +583,7 @@ func flushScripts(t *testing.T, b *redistest.Backend) {
 func testBatchEventContext(t *testing.T, b *redistest.Backend) {
 	type key struct{}
 	c := b.Faulty(t, nil)
-	g := newGate()
+	g := newGate(t)
 	c.AddHook(g)
 	var mu sync.Mutex
 	seen := map[any]redisstore.EventKind{}
@@ -599,7 +612,7 @@ func testBatchEventContext(t *testing.T, b *redistest.Backend) {
 		}()
 	}
 	waitUntil(t, "every rotation held or queued", func() bool { return int(g.held.Load())+int(s.BatchStats().Waiting) == n })
-	close(g.open)
+	g.release()
 	wg.Wait()
 	replays := 0
 	for i := range n {
@@ -641,7 +654,7 @@ func testBatchFaultOnEachCall(t *testing.T, b *redistest.Backend) {
 		seen[call] = true
 		return redistest.ResetRequest
 	})
-	g := newGate()
+	g := newGate(t)
 	c.AddHook(g)
 	f := onClient(t, b, c, redisstore.Options{MaxInFlight: 1})
 	const n = 16
@@ -664,4 +677,43 @@ func testBatchFaultOnEachCall(t *testing.T, b *redistest.Backend) {
 		t.Fatalf("no batch formed: %+v", st)
 	}
 	t.Logf("%s: %d rotations, each cut once: %+v", b.Kind, n, st)
+}
+
+// testBatchFewCallersNeverWait: with the default MaxInFlight (4), four
+// concurrent calls to one node all go out at once, alone; only a fifth
+// waits. (All sessions of one user: one slot, one node.)
+func testBatchFewCallersNeverWait(t *testing.T, b *redistest.Backend) {
+	c := b.Faulty(t, nil)
+	g := newGate(t)
+	c.AddHook(g)
+	f := onClient(t, b, c, redisstore.Options{MaxInFlight: redisstore.DefaultMaxInFlight})
+	toks := make([]string, redisstore.DefaultMaxInFlight+1)
+	for i := range toks {
+		toks[i] = f.issue(t, "one", laptop).Token
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(toks))
+	rotate := func(i int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = f.store.Rotate(context.Background(), toks[i], redisstore.Client{})
+		}()
+	}
+	for i := range redisstore.DefaultMaxInFlight {
+		rotate(i)
+	}
+	waitUntil(t, "four lone rotations in flight", func() bool { return g.held.Load() == redisstore.DefaultMaxInFlight })
+	if w := f.store.BatchStats().Waiting; w != 0 {
+		t.Fatalf("%d calls wait with %d in flight", w, redisstore.DefaultMaxInFlight)
+	}
+	rotate(redisstore.DefaultMaxInFlight)
+	waitUntil(t, "the fifth rotation waits", func() bool { return f.store.BatchStats().Waiting == 1 })
+	g.release()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("rotation %d: %v", i, err)
+		}
+	}
 }

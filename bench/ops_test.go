@@ -63,6 +63,11 @@ func measure(b *testing.B, clients int, srv *server, cmd string, st any, workers
 	if nv != nil {
 		retries0 = nv.Retries()
 	}
+	lib, _ := st.(Library)
+	var batch0 redisstore.BatchStats
+	if lib.S != nil {
+		batch0 = lib.S.BatchStats()
+	}
 	var next atomic.Int32
 	var failed atomic.Int64
 	var firstErr error
@@ -96,6 +101,11 @@ func measure(b *testing.B, clients int, srv *server, cmd string, st any, workers
 	b.ReportMetric(float64(all.Quantile(0.99))/1e3, "p99-us")
 	if nv != nil {
 		b.ReportMetric(float64(nv.Retries()-retries0)/float64(b.N), "retries/op")
+	}
+	if lib.S != nil {
+		if st := lib.S.BatchStats(); st.Requests > batch0.Requests {
+			b.ReportMetric(float64(st.Calls-batch0.Calls)/float64(st.Requests-batch0.Requests), "calls/req")
+		}
 	}
 	if stats {
 		after, err := readStats(ctx, srv.rdb)
@@ -407,6 +417,16 @@ func BenchmarkRedis(b *testing.B) {
 				benchStore(b, Library{S: newLibrary(b, srv.rdb, redisstore.Options{})}, srv, true)
 				b.Run("op=rotate-grace/clients=64", func(b *testing.B) { benchRotateGrace(b, srv.rdb, srv) })
 				b.Run("op=rotate-extend/clients=64", func(b *testing.B) { benchRotateExtend(b, srv.rdb, srv) })
+			})
+			// The library without batching (Options.MaxInFlight NoBatching),
+			// as before issue 12: one request per call.
+			b.Run("impl=library-unbatched", func(b *testing.B) {
+				st := Library{S: newLibrary(b, srv.rdb, redisstore.Options{MaxInFlight: redisstore.NoBatching})}
+				for _, clients := range []int{1, 64} {
+					b.Run(fmt.Sprintf("op=validate/clients=%d", clients), func(b *testing.B) { benchValidate(b, st, clients, srv) })
+					b.Run(fmt.Sprintf("op=rotate/clients=%d", clients), func(b *testing.B) { benchRotate(b, st, clients, srv, false) })
+				}
+				b.Run("op=issue/clients=64", func(b *testing.B) { benchIssue(b, st, 64, srv) })
 			})
 			b.Run("impl=naive", func(b *testing.B) {
 				benchStore(b, NewNaive(srv.rdb, newPrefix(b, srv.rdb), redisstore.DefaultIdleTTL), srv, true)

@@ -13,12 +13,13 @@ import (
 // Batching. Most of what Redis spends on a short script or a GET is the
 // request around it: reading the socket, parsing, writing the reply. So
 // calls to one Redis node (a master of a cluster) share requests when they
-// are many: a call that finds fewer than Options.MaxInFlight requests in
-// flight to its node goes out at once, alone, exactly as it would without
-// batching; a call that finds them all busy joins the node's queue, and when
-// any request to the node completes, everything queued goes out as one
-// pipeline. No call ever waits on a timer: a lone caller, or a few, never
-// queue at all.
+// are many. A call that finds fewer than Options.MaxInFlight requests in
+// flight to its node, and no call waiting, goes out at once, alone, exactly
+// as it would without batching. Otherwise it joins the node's queue; when a
+// request to the node completes and fewer than two pipelines are in flight,
+// everything queued goes out as one pipeline, and that pipeline's loop keeps
+// sending what queued meanwhile until the queue is empty. No call ever waits
+// on a timer: a few callers never queue at all.
 
 // A call is one script run (or one plain command) sent through the batcher.
 type call struct {
@@ -45,10 +46,19 @@ const (
 // holds Redis long; the rest wait for the next.
 const maxBatch = 256
 
+// maxLoops bounds the pipelines in flight to one node (of the MaxInFlight
+// requests): two, so that Redis runs one while the client reads the other's
+// replies and the next one fills. More split the waiting calls into smaller
+// pipelines, which cost Redis more per call; fewer leave Redis idle between
+// pipelines. A lone call never waits for them: while the queue is empty, it
+// takes any free request.
+const maxLoops = 2
+
 // lane is the queue of one node.
 type lane struct {
 	mu       sync.Mutex
 	inflight int // requests in flight: lone calls and batch loops
+	loops    int // batch loops running
 	queue    []*call
 }
 
@@ -67,6 +77,7 @@ type batcher struct {
 
 func newBatcher(rdb redis.UniversalClient, limit int) *batcher {
 	b := &batcher{rdb: rdb, limit: max(limit, 0)}
+
 	b.cluster, _ = rdb.(*redis.ClusterClient)
 	return b
 }
@@ -115,7 +126,7 @@ func (b *batcher) run(ctx context.Context, c *call) (cmd *redis.Cmd, owned bool)
 	}
 	l := b.lane(ctx, c.route)
 	l.mu.Lock()
-	if l.inflight < b.limit {
+	if l.inflight < b.limit && len(l.queue) == 0 {
 		l.inflight++
 		l.mu.Unlock()
 		b.calls.Add(1)
@@ -171,11 +182,12 @@ func (b *batcher) lane(ctx context.Context, key string) *lane {
 // caller returns at once.
 func (b *batcher) release(l *lane) {
 	l.mu.Lock()
-	if len(l.queue) == 0 {
+	if len(l.queue) == 0 || l.loops >= maxLoops {
 		l.inflight--
 		l.mu.Unlock()
 		return
 	}
+	l.loops++
 	batch := b.take(l, nil)
 	l.mu.Unlock()
 	go b.loop(l, batch)
@@ -189,6 +201,7 @@ func (b *batcher) loop(l *lane, batch []*call) {
 		l.mu.Lock()
 		if len(l.queue) == 0 {
 			l.inflight--
+			l.loops--
 			l.mu.Unlock()
 			return
 		}

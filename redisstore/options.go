@@ -113,17 +113,18 @@ type Options struct {
 
 	// MaxInFlight turns on batching: how many requests the store keeps in
 	// flight to one Redis node (one master of a cluster) before further
-	// calls wait and share requests. A call that finds fewer in flight goes
-	// out at once, alone, as without batching; one that finds them all busy
-	// waits until one completes, and then goes out with every call that
-	// waited for the node, as one pipeline (at most 256 calls). No call
-	// waits on a timer, so a few callers see no added latency; under load,
-	// Redis reads, parses and answers many calls per request, and serves
-	// more of them per core. Rotate, Validate, Issue, the revocations and
-	// the first read of ListSessions are batched. A waiting call whose
-	// context ends returns at once with the context's error; a Redis failure
-	// is an error to every call of the request. NoBatching (or any negative
-	// value) sends every call alone. Default: 4.
+	// calls wait and share requests. A call that finds fewer in flight (and
+	// no call waiting) goes out at once, alone, as without batching; one
+	// that finds them all busy waits until one completes, and then goes out
+	// with every call that waited for the node, as one pipeline (at most 256
+	// calls; at most two pipelines in flight per node). No call waits on a
+	// timer, so a few callers see no added latency; under load, Redis reads,
+	// parses and answers many calls per request, and serves more of them per
+	// core. Rotate, Validate, Issue, the revocations and the first read of
+	// ListSessions are batched. A waiting call whose context ends returns at
+	// once with the context's error; a Redis failure is an error to every
+	// call of the request. NoBatching (or any negative value) sends every
+	// call alone. Default: 4.
 	MaxInFlight int
 
 	// OnEvent, if set, is called for every security-relevant outcome, on the

@@ -54,12 +54,13 @@ type config struct {
 	sessions, callers    int
 	hot                  int
 	latCallers           []int
-	inflight             []int
+	inflight             []string
 	rounds               int
 	dur, warm            time.Duration
 	redisCore, cliCore   string
 	only                 string
 	skipLatency, noPin   bool
+	skipMain             bool
 	poolSize             int
 	issue                bool
 	clusterOnly          bool
@@ -85,6 +86,7 @@ func main() {
 	flag.StringVar(&c.cliCore, "client-core", "1", "core (taskset list) of this command")
 	flag.StringVar(&c.only, "only", "", "run only the cells whose name contains this")
 	flag.BoolVar(&c.skipLatency, "no-latency", false, "skip the latency cells")
+	flag.BoolVar(&c.skipMain, "no-main", false, "skip the cells of -callers callers (latency cells only)")
 	flag.BoolVar(&c.noPin, "no-pin", false, "pin nothing")
 	flag.BoolVar(&c.issue, "issue", false, "also measure Issue (logins)")
 	flag.IntVar(&c.poolSize, "pool", 128, "go-redis PoolSize")
@@ -95,8 +97,8 @@ func main() {
 		}
 	}
 	for _, s := range strings.Split(infl, ",") {
-		if n, err := strconv.Atoi(s); err == nil && n > 0 {
-			c.inflight = append(c.inflight, n)
+		if s != "" {
+			c.inflight = append(c.inflight, s)
 		}
 	}
 	if c.addr != "" || c.clusterAddrs != "" {
@@ -435,29 +437,35 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 		st   *redisstore.Store
 	}{{"off", off}}
 	for _, n := range c.inflight {
-		st, err := newStore(n)
+		k, err := strconv.Atoi(n)
+		if err != nil {
+			return nil, fmt.Errorf("-inflight %q", n)
+		}
+		st, err := newStore(k)
 		if err != nil {
 			return nil, err
 		}
 		stores = append(stores, struct {
 			name string
 			st   *redisstore.Store
-		}{"on" + strconv.Itoa(n), st})
+		}{"on" + n, st})
 	}
 	n := c.callers
 	p := t.name + "/"
-	cs.cells = append(cs.cells,
-		rawCell(p+"set-distinct/c"+strconv.Itoa(n), n, set, distinct),
-		rawCell(p+"get-distinct/c"+strconv.Itoa(n), n, get, distinct),
-		rawCell(p+"set-hot/c"+strconv.Itoa(n), n, set, hotKeys),
-		rawCell(p+"get-hot/c"+strconv.Itoa(n), n, get, hotKeys),
-	)
-	for _, s := range stores {
+	if !c.skipMain {
 		cs.cells = append(cs.cells,
-			sessionCell(p+"rotate-"+s.name+"/c"+strconv.Itoa(n), n, s.st, rotate),
-			sessionCell(p+"validate-"+s.name+"/c"+strconv.Itoa(n), n, s.st, validate))
-		if c.issue {
-			cs.cells = append(cs.cells, sessionCell(p+"issue-"+s.name+"/c"+strconv.Itoa(n), n, s.st, issue))
+			rawCell(p+"set-distinct/c"+strconv.Itoa(n), n, set, distinct),
+			rawCell(p+"get-distinct/c"+strconv.Itoa(n), n, get, distinct),
+			rawCell(p+"set-hot/c"+strconv.Itoa(n), n, set, hotKeys),
+			rawCell(p+"get-hot/c"+strconv.Itoa(n), n, get, hotKeys),
+		)
+		for _, s := range stores {
+			cs.cells = append(cs.cells,
+				sessionCell(p+"rotate-"+s.name+"/c"+strconv.Itoa(n), n, s.st, rotate),
+				sessionCell(p+"validate-"+s.name+"/c"+strconv.Itoa(n), n, s.st, validate))
+			if c.issue {
+				cs.cells = append(cs.cells, sessionCell(p+"issue-"+s.name+"/c"+strconv.Itoa(n), n, s.st, issue))
+			}
 		}
 	}
 	if !c.skipLatency && t.name == "redis" {
@@ -690,6 +698,7 @@ func report(c config, order []string, res map[string][]result) {
 		for _, s := range onNames(c) {
 			ratio(p+"rotations per Redis core-second, "+s+" ÷ off", p+"rotate-off/c"+n, p+"rotate-"+s+"/c"+n, cost)
 			ratio(p+"validations per Redis core-second, "+s+" ÷ off", p+"validate-off/c"+n, p+"validate-"+s+"/c"+n, cost)
+			ratio(p+"logins per Redis core-second, "+s+" ÷ off", p+"issue-off/c"+n, p+"issue-"+s+"/c"+n, cost)
 			ratio(p+"rotations/s, "+s+" ÷ off", p+"rotate-"+s+"/c"+n, p+"rotate-off/c"+n, thr)
 			for _, k := range c.latCallers {
 				kn := strconv.Itoa(k)
@@ -710,7 +719,7 @@ func report(c config, order []string, res map[string][]result) {
 func onNames(c config) []string {
 	var out []string
 	for _, n := range c.inflight {
-		out = append(out, "on"+strconv.Itoa(n))
+		out = append(out, "on"+n)
 	}
 	return out
 }
