@@ -109,18 +109,33 @@ func requireRoot(t *testing.T) {
 }
 
 // network is the pod network and the cluster's DNS.
+//
+// The hosts file is bind-mounted into every container, so it must stay the
+// same inode, and processes read it at any moment: it is never rewritten.
+// A name's line is appended (one write, which readers see whole: the file's
+// size grows after its bytes are in place), and removed by turning its
+// first byte into '#' (one byte). No reader ever sees a half-written file.
 type network struct {
 	t      *testing.T
 	prefix string // "127.x.y."
 	file   string // the hosts file every container sees as /etc/hosts
 	mu     sync.Mutex
+	f      *os.File
+	size   int64
 	last   int
-	names  map[string][]string // DNS name -> addresses, in the order they appeared
+	lines  []hostsLine
+}
+
+// hostsLine is a line of the hosts file.
+type hostsLine struct {
+	ip, name string
+	offset   int64
+	removed  bool
 }
 
 func newNetwork(t *testing.T) *network {
 	t.Helper()
-	n := &network{t: t, names: map[string][]string{}}
+	n := &network{t: t}
 	// A /24 no one else uses: another run of this test on the same machine
 	// would have a process on its first addresses.
 	for tries := 0; ; tries++ {
@@ -150,8 +165,24 @@ func newNetwork(t *testing.T) *network {
 		t.Fatal(err)
 	}
 	n.file = filepath.Join(dir, "hosts")
-	n.write()
+	if n.f, err = os.OpenFile(n.file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.f.Close() })
+	if err := n.f.Chmod(0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.append("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
 	return n
+}
+
+func (n *network) append(text string) int64 {
+	off := n.size
+	if _, err := n.f.WriteAt([]byte(text), off); err != nil {
+		n.t.Fatal(err)
+	}
+	n.size += int64(len(text))
+	return off
 }
 
 // allocate returns a pod address never given before.
@@ -171,33 +202,38 @@ func (n *network) publish(ip string, names ...string) {
 	defer n.mu.Unlock()
 	for _, name := range names {
 		for _, fqdn := range []string{name, name + "." + namespace + ".svc.cluster.local"} {
-			if !slices.Contains(n.names[fqdn], ip) {
-				n.names[fqdn] = append(n.names[fqdn], ip)
+			if slices.ContainsFunc(n.lines, func(l hostsLine) bool { return l.ip == ip && l.name == fqdn && !l.removed }) {
+				continue
 			}
+			off := n.append(ip + "\t" + fqdn + "\n")
+			n.lines = append(n.lines, hostsLine{ip: ip, name: fqdn, offset: off})
 		}
 	}
-	n.writeLocked()
 }
 
 // unpublish removes ip from every name: its pod is gone.
 func (n *network) unpublish(ip string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for name, ips := range n.names {
-		n.names[name] = slices.DeleteFunc(ips, func(s string) bool { return s == ip })
-		if len(n.names[name]) == 0 {
-			delete(n.names, name)
+	for i, l := range n.lines {
+		if l.ip != ip || l.removed {
+			continue
 		}
+		if _, err := n.f.WriteAt([]byte("#"), l.offset); err != nil {
+			n.t.Fatal(err)
+		}
+		n.lines[i].removed = true
 	}
-	n.writeLocked()
 }
 
 // resolve returns the first address of a name, or the name itself.
 func (n *network) resolve(host string) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ips := n.names[host]; len(ips) > 0 {
-		return ips[0]
+	for _, l := range n.lines {
+		if l.name == host && !l.removed {
+			return l.ip
+		}
 	}
 	return host
 }
@@ -210,32 +246,6 @@ func (n *network) dial(ctx context.Context, network, addr string) (net.Conn, err
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, net.JoinHostPort(n.resolve(host), port))
-}
-
-func (n *network) write() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.writeLocked()
-}
-
-// writeLocked rewrites the hosts file in place: it is bind-mounted, so
-// it must stay the same inode.
-func (n *network) writeLocked() {
-	var b strings.Builder
-	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
-	names := make([]string, 0, len(n.names))
-	for name := range n.names {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		for _, ip := range n.names[name] {
-			fmt.Fprintf(&b, "%s\t%s\n", ip, name)
-		}
-	}
-	if err := os.WriteFile(n.file, []byte(b.String()), 0o644); err != nil {
-		n.t.Fatal(err)
-	}
 }
 
 // sandbox is how a container's processes run.
@@ -563,6 +573,14 @@ func (k *kubelet) prepareContainer(p *pod, c corev1.Container, folders map[strin
 		}
 	}
 
+	// The machine's redis-server stands in for the image's: it must be the
+	// same minor version, whose configuration directives these are.
+	if tag, ok := strings.CutPrefix(c.Image, "redis:"); ok && ps.image == nil {
+		if host := hostRedisVersion(t); majorMinor(host) != majorMinor(tag) {
+			t.Errorf("container %s runs %s; the machine's redis-server, which stands in for it, is %s", c.Name, c.Image, host)
+		}
+	}
+
 	// The environment: the image's, then the container's, in order.
 	var imageEnv []string
 	if ps.image != nil {
@@ -605,6 +623,34 @@ func (k *kubelet) prepareContainer(p *pod, c corev1.Container, folders map[strin
 		ct.box.dir = d
 	}
 	return ct
+}
+
+var hostRedis struct {
+	once    sync.Once
+	version string
+}
+
+// hostRedisVersion is the version of the machine's redis-server.
+func hostRedisVersion(t *testing.T) string {
+	hostRedis.once.Do(func() {
+		out, _ := exec.Command("redis-server", "--version").Output()
+		if m := regexp.MustCompile(`v=(\d+\.\d+\.\d+)`).FindSubmatch(out); m != nil {
+			hostRedis.version = string(m[1])
+		}
+	})
+	if hostRedis.version == "" {
+		t.Fatal("redis-server --version names no version")
+	}
+	return hostRedis.version
+}
+
+// majorMinor returns "7.0" of "7.0.15".
+func majorMinor(v string) string {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return v
+	}
+	return parts[0] + "." + parts[1]
 }
 
 // podListen maps a listen address onto the pod's: a wildcard host becomes
