@@ -129,6 +129,23 @@ func For(tb testing.TB, kind Kind) *Backend {
 	return nil
 }
 
+// Private returns a backend of b's kind on servers of its own, started for
+// tb: a new miniredis, a redis-server, a 3-master cluster. For tests that
+// change what a whole server holds, such as its script cache, which the
+// tests of other packages on the shared servers would race with.
+func (b *Backend) Private(tb testing.TB) *Backend {
+	tb.Helper()
+	switch b.Kind {
+	case Real:
+		srv := StartServer(tb)
+		return realBackend(tb, Real, redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 128}))
+	case Cluster:
+		tc := StartCluster(tb, 3, 0, 5*time.Second)
+		return realBackend(tb, Cluster, redis.NewClusterClient(&redis.ClusterOptions{Addrs: tc.Addrs(), PoolSize: 128}))
+	}
+	return miniBackend(tb)
+}
+
 // Kinds lists every backend, in the order tests run them.
 var Kinds = []Kind{Mini, Real, Cluster}
 
