@@ -13,9 +13,13 @@
 // interleaved rounds; the table gives medians and ranges, and ratios
 // computed within each round.
 //
-//	go run ./bench/rediscpu                      # one pinned Redis, 64 callers, 1-4 callers' latency
-//	go run ./bench/rediscpu -cluster             # and a 3-master cluster, every master on core 0
-//	go run ./bench/rediscpu -addr 10.0.0.5:6379  # a Redis of your own (no pinning): throughput
+//	go run ./bench/rediscpu -issue                # one pinned Redis: 64 callers, and 1, 2 and 4 callers' latency
+//	go run ./bench/rediscpu -no-main -rounds 8    # the latency cells alone
+//	go run ./bench/rediscpu -cluster 1,3 -no-latency -cluster-callers 192
+//	                                              # and clusters of 1 and 3 masters (64 callers per master)
+//	go run ./bench/rediscpu -cluster 3 -redis-core 0,1,2 -client-core 3-15 -cluster-callers 192 -no-latency
+//	                                              # on a bigger machine: a core per master
+//	go run ./bench/rediscpu -addr 10.0.0.5:6379   # a Redis of your own (no pinning)
 //	go run ./bench/rediscpu -cluster-addrs a:7000,b:7001,c:7002
 //
 // Keys are written under a prefix of their own and deleted at the end (a
@@ -50,7 +54,8 @@ import (
 
 type config struct {
 	addr, clusterAddrs   string
-	cluster              bool
+	clusters             []int
+	clusterCallers       int
 	sessions, callers    int
 	hot                  int
 	latCallers           []int
@@ -72,17 +77,19 @@ func main() {
 	var lat, infl string
 	flag.StringVar(&c.addr, "addr", "", "measure this Redis (host:port) instead of starting one; no pinning")
 	flag.StringVar(&c.clusterAddrs, "cluster-addrs", "", "measure this Redis Cluster (seed addresses, comma-separated) instead of starting one")
-	flag.BoolVar(&c.cluster, "cluster", false, "also measure a 3-master cluster started here, every master pinned to -redis-core")
+	var clusters string
+	flag.StringVar(&clusters, "cluster", "", "also measure clusters of these numbers of masters (comma-separated, e.g. 1,3) started here, every master pinned to -redis-core")
 	flag.BoolVar(&c.clusterOnly, "cluster-only", false, "measure the cluster only (with -cluster or -cluster-addrs)")
 	flag.IntVar(&c.sessions, "sessions", 20000, "sessions (and distinct keys of the SET and GET ceilings)")
 	flag.IntVar(&c.callers, "callers", 64, "concurrent callers of the main cells")
+	flag.IntVar(&c.clusterCallers, "cluster-callers", 0, "concurrent callers of the clusters' main cells (default: -callers)")
 	flag.IntVar(&c.hot, "hot", 8, "keys of the hot-key ceilings")
 	flag.StringVar(&lat, "latency-callers", "1,2,4", "callers of the latency cells")
 	flag.StringVar(&infl, "inflight", "4", "MaxInFlight values measured with batching on (comma-separated)")
 	flag.IntVar(&c.rounds, "rounds", 3, "interleaved rounds")
 	flag.DurationVar(&c.dur, "duration", 2*time.Second, "measured time of each cell")
 	flag.DurationVar(&c.warm, "warmup", 300*time.Millisecond, "unmeasured time before each cell")
-	flag.StringVar(&c.redisCore, "redis-core", "0", "core (taskset list) of the Redis this command starts")
+	flag.StringVar(&c.redisCore, "redis-core", "0", "core (taskset list) of the Redis this command starts; a cluster's masters share it, unless it lists one core per master (0,1,2)")
 	flag.StringVar(&c.cliCore, "client-core", "1", "core (taskset list) of this command")
 	flag.StringVar(&c.only, "only", "", "run only the cells whose name contains this")
 	flag.BoolVar(&c.skipLatency, "no-latency", false, "skip the latency cells")
@@ -96,6 +103,11 @@ func main() {
 			c.latCallers = append(c.latCallers, n)
 		}
 	}
+	for _, s := range strings.Split(clusters, ",") {
+		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+			c.clusters = append(c.clusters, n)
+		}
+	}
 	for _, s := range strings.Split(infl, ",") {
 		if s != "" {
 			c.inflight = append(c.inflight, s)
@@ -103,6 +115,9 @@ func main() {
 	}
 	if c.addr != "" || c.clusterAddrs != "" {
 		c.noPin = true
+	}
+	if c.clusterCallers <= 0 {
+		c.clusterCallers = c.callers
 	}
 	if !c.noPin && os.Getenv("REDISCPU_PINNED") == "" {
 		pinSelf(c.cliCore)
@@ -181,8 +196,12 @@ func run(c config) error {
 		defer t.stop()
 		targets = append(targets, t)
 	}
-	if c.cluster || c.clusterAddrs != "" {
-		t, err := cluster(ctx, c)
+	sizes := c.clusters
+	if c.clusterAddrs != "" {
+		sizes = []int{0}
+	}
+	for _, n := range sizes {
+		t, err := cluster(ctx, c, n)
 		if err != nil {
 			return err
 		}
@@ -238,7 +257,8 @@ func single(ctx context.Context, c config) (*target, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: c.poolSize})
 	stop := func() { rdb.Close(); srv.Stop() }
 	if !c.noPin {
-		if err := pin(ctx, rdb, c.redisCore); err != nil {
+		core, _, _ := strings.Cut(c.redisCore, ",")
+		if err := pin(ctx, rdb, core); err != nil {
 			stop()
 			return nil, err
 		}
@@ -246,8 +266,9 @@ func single(ctx context.Context, c config) (*target, error) {
 	return &target{name: "redis", rdb: rdb, masters: []*redis.Client{rdb}, stop: stop}, nil
 }
 
-// cluster starts a 3-master cluster (or connects to -cluster-addrs).
-func cluster(ctx context.Context, c config) (*target, error) {
+// cluster starts a cluster of n masters, each with an equal share of the
+// slots (or connects to -cluster-addrs: n 0).
+func cluster(ctx context.Context, c config, n int) (*target, error) {
 	var addrs []string
 	var servers []*redistest.Server
 	stopServers := func() {
@@ -258,7 +279,7 @@ func cluster(ctx context.Context, c config) (*target, error) {
 	if c.clusterAddrs != "" {
 		addrs = strings.Split(c.clusterAddrs, ",")
 	} else {
-		for range 3 {
+		for i := range n {
 			s, err := redistest.Launch("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--maxmemory-policy", "noeviction")
 			if err != nil {
 				stopServers()
@@ -266,12 +287,16 @@ func cluster(ctx context.Context, c config) (*target, error) {
 			}
 			servers = append(servers, s)
 			addrs = append(addrs, s.Addr)
-		}
-		args := append([]string{"--cluster", "create"}, addrs...)
-		args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-		if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
-			stopServers()
-			return nil, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
+			nc := redis.NewClient(&redis.Options{Addr: s.Addr})
+			err = nc.Do(ctx, "cluster", "addslotsrange", i*16384/n, (i+1)*16384/n-1).Err()
+			if err == nil && i > 0 {
+				err = nc.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(servers[0].Port)).Err()
+			}
+			nc.Close()
+			if err != nil {
+				stopServers()
+				return nil, fmt.Errorf("cluster set-up: %w", err)
+			}
 		}
 	}
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: c.poolSize})
@@ -295,10 +320,17 @@ func cluster(ctx context.Context, c config) (*target, error) {
 			mu.Unlock()
 			return nil
 		})
-		if err == nil && (len(masters) == 3 || c.clusterAddrs != "") {
+		if err == nil && (len(masters) == n || c.clusterAddrs != "") {
 			if !c.noPin {
-				for _, m := range masters {
-					if err := pin(ctx, m, c.redisCore); err != nil {
+				// -redis-core 0,1,2 gives each master a core of its own;
+				// any other list is shared by all of them.
+				cores := strings.Split(c.redisCore, ",")
+				for i, m := range masters {
+					core := c.redisCore
+					if len(cores) == len(masters) {
+						core = cores[i]
+					}
+					if err := pin(ctx, m, core); err != nil {
 						stop()
 						return nil, err
 					}
@@ -386,7 +418,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 	// Caller w of n uses the w-th n-th of the keys and sessions (callers
 	// of the latency cells use the first ones' shares).
 	share := func(w, n int) (lo, hi int) {
-		per := c.sessions / max(n, c.callers)
+		per := c.sessions / max(n, c.callersOf(t.name))
 		return w * per, (w + 1) * per
 	}
 	rawCell := func(name string, n int, op func(ctx context.Context, k string) error, ks func(w, n int) []string) cell {
@@ -450,7 +482,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 			st   *redisstore.Store
 		}{"on" + n, st})
 	}
-	n := c.callers
+	n := c.callersOf(t.name)
 	p := t.name + "/"
 	if !c.skipMain {
 		cs.cells = append(cs.cells,
@@ -485,6 +517,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 
 type result struct {
 	opsPerSec, redisUS, clientUS, p50, p99, perReq float64
+	hist                                           *bench.Histogram
 }
 
 // measure runs one cell: a warm-up, then dur of calls, with the masters'
@@ -564,6 +597,7 @@ func measure(ctx context.Context, c config, t *target, cl cell) (result, error) 
 		p50:       float64(all.Quantile(0.5)) / 1e3,
 		p99:       float64(all.Quantile(0.99)) / 1e3,
 		perReq:    1,
+		hist:      &all,
 	}
 	if cl.store != nil {
 		st1 := cl.store.BatchStats()
@@ -652,9 +686,15 @@ func deletePrefix(ctx context.Context, t *target, prefix string) {
 // report prints medians (and ranges) of every cell, then the ratios,
 // computed within each round.
 func report(c config, order []string, res map[string][]result) {
-	fmt.Printf("\n| cell | ops/s | Redis CPU µs/call | client CPU µs/call | p50 µs | p99 µs | calls per request |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Printf("\n| cell | ops/s | Redis CPU µs/call | client CPU µs/call | p50 µs | p99 µs | p50 / p99 µs, all rounds | calls per request |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	pooled := map[string]*bench.Histogram{}
 	for _, name := range order {
 		rs := res[name]
+		var h bench.Histogram
+		for _, r := range rs {
+			h.Merge(r.hist)
+		}
+		pooled[name] = &h
 		col := func(f func(result) float64, prec int) string {
 			v := make([]float64, len(rs))
 			for i, r := range rs {
@@ -662,12 +702,13 @@ func report(c config, order []string, res map[string][]result) {
 			}
 			return medRange(v, prec)
 		}
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s |\n", name,
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %.0f / %.0f | %s |\n", name,
 			col(func(r result) float64 { return r.opsPerSec }, 0),
 			col(func(r result) float64 { return r.redisUS }, 2),
 			col(func(r result) float64 { return r.clientUS }, 2),
 			col(func(r result) float64 { return r.p50 }, 0),
 			col(func(r result) float64 { return r.p99 }, 0),
+			float64(h.Quantile(0.5))/1e3, float64(h.Quantile(0.99))/1e3,
 			col(func(r result) float64 { return r.perReq }, 1))
 	}
 	ratio := func(label, num, den string, f func(a, b result) float64) {
@@ -686,8 +727,12 @@ func report(c config, order []string, res map[string][]result) {
 	lat50 := func(a, b result) float64 { return a.p50 / b.p50 }
 	lat99 := func(a, b result) float64 { return a.p99 / b.p99 }
 	fmt.Printf("\n| ratio (within each round) | median (range) |\n|---|---:|\n")
-	for _, t := range []string{"redis", "cluster3"} {
-		n := strconv.Itoa(c.callers)
+	targets := []string{"redis"}
+	for _, n := range c.clusters {
+		targets = append(targets, "cluster"+strconv.Itoa(n))
+	}
+	for _, t := range targets {
+		n := strconv.Itoa(c.callersOf(t))
 		p := t + "/"
 		for _, s := range append([]string{"off"}, onNames(c)...) {
 			ratio(p+"SET-distinct ÷ rotate-"+s+", Redis CPU per call", p+"set-distinct/c"+n, p+"rotate-"+s+"/c"+n, cost)
@@ -705,15 +750,36 @@ func report(c config, order []string, res map[string][]result) {
 				for _, op := range []string{"rotate", "validate"} {
 					ratio(p+op+" p50 at "+kn+" callers, "+s+" ÷ off", p+op+"-"+s+"/c"+kn, p+op+"-off/c"+kn, lat50)
 					ratio(p+op+" p99 at "+kn+" callers, "+s+" ÷ off", p+op+"-"+s+"/c"+kn, p+op+"-off/c"+kn, lat99)
+					on, off := pooled[p+op+"-"+s+"/c"+kn], pooled[p+op+"-off/c"+kn]
+					if on != nil && off != nil && off.Count() > 0 {
+						fmt.Printf("| %s | %.2f / %.2f |\n", p+op+" p50 / p99 at "+kn+" callers, all rounds, "+s+" ÷ off",
+							float64(on.Quantile(0.5))/float64(off.Quantile(0.5)), float64(on.Quantile(0.99))/float64(off.Quantile(0.99)))
+					}
 				}
 			}
 		}
 	}
-	n := strconv.Itoa(c.callers)
-	for _, s := range append([]string{"off"}, onNames(c)...) {
-		ratio("cluster3 ÷ redis, Redis CPU per rotation, "+s, "cluster3/rotate-"+s+"/c"+n, "redis/rotate-"+s+"/c"+n, cost)
-		ratio("cluster3 ÷ redis, Redis CPU per validation, "+s, "cluster3/validate-"+s+"/c"+n, "redis/validate-"+s+"/c"+n, cost)
+	for _, a := range targets[1:] {
+		for _, b := range targets {
+			if a <= b && b != "redis" {
+				continue
+			}
+			an, bn := "/c"+strconv.Itoa(c.callersOf(a)), "/c"+strconv.Itoa(c.callersOf(b))
+			ratio(a+an+" ÷ "+b+bn+", Redis CPU per SET", a+"/set-distinct"+an, b+"/set-distinct"+bn, cost)
+			for _, s := range append([]string{"off"}, onNames(c)...) {
+				ratio(a+an+" ÷ "+b+bn+", Redis CPU per rotation, "+s, a+"/rotate-"+s+an, b+"/rotate-"+s+bn, cost)
+				ratio(a+an+" ÷ "+b+bn+", Redis CPU per validation, "+s, a+"/validate-"+s+an, b+"/validate-"+s+bn, cost)
+			}
+		}
 	}
+}
+
+// callersOf is the number of callers of target t's main cells.
+func (c config) callersOf(t string) int {
+	if strings.HasPrefix(t, "cluster") {
+		return c.clusterCallers
+	}
+	return c.callers
 }
 
 func onNames(c config) []string {
