@@ -364,6 +364,7 @@ type podSpec struct {
 	claims    []corev1.PersistentVolumeClaim // a StatefulSet's volumeClaimTemplates
 	subdomain string                         // a StatefulSet pod's governing Service
 	image     *dockerImage                   // the image of its containers (the service's); nil: the machine's binaries stand in
+	ip        string                         // the address prepare gave it (status.podIP)
 }
 
 func deploymentPod(d *appsv1.Deployment, img *dockerImage) podSpec {
@@ -493,7 +494,8 @@ func (k *kubelet) prepare(ps podSpec) *pod {
 	t := k.t
 	t.Helper()
 	spec := ps.template.Spec
-	p := &pod{name: ps.name, ip: k.net.allocate(), spec: ps, root: podRoot(t)}
+	ps.ip = k.net.allocate()
+	p := &pod{name: ps.name, ip: ps.ip, spec: ps, root: podRoot(t)}
 	var fsGroup *int64
 	if spec.SecurityContext != nil {
 		fsGroup = spec.SecurityContext.FSGroup
@@ -667,14 +669,16 @@ func podListen(t *testing.T, addr, ip string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// start publishes the pod's names that need no readiness and starts its
-// containers.
+// start starts the pod's containers, then publishes its names that need
+// no readiness: in a cluster the endpoints controller adds them after the
+// pod has its address, so a container's first moments may find its own
+// name, and its peers', unresolved.
 func (k *kubelet) start(p *pod) {
 	k.t.Helper()
-	k.net.publish(p.ip, k.dnsNames(p, false)...)
 	for _, c := range p.containers {
 		k.startContainer(c)
 	}
+	k.net.publish(p.ip, k.dnsNames(p, false)...)
 }
 
 // dnsNames are the names that resolve to the pod: the Services that
@@ -1038,6 +1042,8 @@ func (k *kubelet) envValue(ps podSpec, c corev1.Container, e corev1.EnvVar, defi
 			return ps.name
 		case "metadata.namespace":
 			return namespace
+		case "status.podIP":
+			return ps.ip
 		}
 		t.Fatalf("env %s: fieldRef %s is not emulated", e.Name, f.FieldRef.FieldPath)
 	case f.ResourceFieldRef != nil:

@@ -12,6 +12,14 @@ for i in 0 1 2; do
 	[ -n "$master" ] && break
 done
 [ -n "$master" ] || master="sessioncache-redis-0.sessioncache-redis"
+# Sentinel resolves the master's name as it reads its configuration, and
+# refuses to start if it cannot; a pod's name resolves only shortly after
+# the pod has an address (on the first start, this very pod's). Wait for it,
+# up to a minute.
+deadline=$(($(date +%s) + 60))
+until getent hosts "$master" >/dev/null || [ "$(date +%s)" -ge "$deadline" ]; do
+	sleep 1
+done
 password=$(cat /etc/redis-secret/redis-password)
 cat >/run/sentinel/sentinel.conf <<CONF
 port 26379
