@@ -53,23 +53,22 @@ import (
 )
 
 type config struct {
-	addr, clusterAddrs   string
-	clusters             []int
-	clusterCallers       int
-	sessions, callers    int
-	hot                  int
-	latCallers           []int
-	inflight             []string
-	rounds               int
-	dur, warm            time.Duration
-	redisCore, cliCore   string
-	only                 string
-	skipLatency, noPin   bool
-	skipMain             bool
-	poolSize             int
-	issue                bool
-	clusterOnly          bool
-	clusterSessionFactor int
+	addr, clusterAddrs string
+	clusters           []int
+	clusterCallers     int
+	sessions, callers  int
+	hot                int
+	latCallers         []int
+	inflight           []string
+	rounds             int
+	dur, warm          time.Duration
+	redisCore, cliCore string
+	only               string
+	skipLatency, noPin bool
+	skipMain           bool
+	poolSize           int
+	issue              bool
+	clusterOnly        bool
 }
 
 func main() {
