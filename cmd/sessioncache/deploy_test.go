@@ -625,7 +625,7 @@ func TestSizingGuide(t *testing.T) {
 	}
 	for op, words := range map[string]string{"issue": "µs of Redis CPU for a login", "revoke-session": "µs for a revocation"} {
 		var us float64
-		for _, row := range tableRows(markdownSection(t, string(bench), "## All figures (full run, medians of 6, `clients=64` unless said)")) {
+		for _, row := range tableRows(markdownSection(t, string(bench), "### All figures (full run, medians of 6, `clients=64` unless said)")) {
 			if len(row) > 9 && row[0] == "redis" && row[1] == "library" && row[2] == op && row[3] == "64" {
 				us = number(t, row[9])
 			}
