@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 // secretKeys are the keys of the Secret "sessioncache" that the README
@@ -476,23 +477,23 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// pinnedSrvUs returns the Redis main-thread CPU per call (srv-us/op) of
-// the library's op at a number of callers, after issue 8, from each
-// iteration of bench/results/issue8-pinned.txt.
-func pinnedSrvUs(t *testing.T, op string, clients int) []float64 {
+// pinnedRedisUs returns the Redis main-thread CPU per call (redis us/op)
+// of a cell of bench/results/issue12-pinned.txt (redis/rotate-off/c64),
+// one value per round.
+func pinnedRedisUs(t *testing.T, cell string) []float64 {
 	t.Helper()
-	b, err := os.ReadFile("../../bench/results/issue8-pinned.txt")
+	b, err := os.ReadFile("../../bench/results/issue12-pinned.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := regexp.MustCompile(`(?m)^after: BenchmarkRedis/server=redis/impl=library/op=` + op + `/clients=` + strconv.Itoa(clients) + `\s.*?([\d.]+) srv-us/op`)
+	line := regexp.MustCompile(`(?m)^round \d+ ` + regexp.QuoteMeta(cell) + `\s+\d+ ops/s\s+redis\s+([\d.]+) us/op`)
 	var out []float64
 	for _, m := range line.FindAllStringSubmatch(string(b), -1) {
 		f, _ := strconv.ParseFloat(m[1], 64)
 		out = append(out, f)
 	}
 	if len(out) == 0 {
-		t.Fatalf("issue8-pinned.txt has no %s at %d callers", op, clients)
+		t.Fatalf("issue12-pinned.txt has no cell %s", cell)
 	}
 	return out
 }
@@ -520,7 +521,7 @@ func TestSizingGuide(t *testing.T) {
 	costs := markdownSection(t, readme, "### What one session and one request cost")
 	fig := symbols(t, costs)
 	rules := symbols(t, markdownSection(t, readme, "### The rules"))
-	for _, s := range []string{"b", "b_cluster", "c_rot", "c_rot_1", "c_val", "s_rot", "s_auth"} {
+	for _, s := range []string{"b", "b_cluster", "c_rot", "c_rot_batched", "c_rot_1", "k_cluster", "c_val", "s_rot", "s_auth"} {
 		if _, ok := fig[s]; !ok {
 			t.Fatalf("the figures table has no `%s`", s)
 		}
@@ -566,19 +567,44 @@ func TestSizingGuide(t *testing.T) {
 		}
 	}
 
-	// Redis CPU: medians of the pinned run, with their range.
-	for _, c := range []struct {
-		symbol, op string
-		clients    int
-	}{{"c_rot", "rotate", 64}, {"c_rot_1", "rotate", 1}, {"c_val", "validate", 64}} {
-		v := pinnedSrvUs(t, c.op, c.clients)
+	// Redis CPU: medians of the pinned run (issue 12), with their range;
+	// the cluster's factor from the cluster run.
+	for _, c := range []struct{ symbol, cell string }{
+		{"c_rot", "redis/rotate-off/c64"}, {"c_rot_batched", "redis/rotate-on4/c64"},
+		{"c_rot_1", "redis/rotate-off/c1"}, {"c_val", "redis/validate-off/c64"},
+	} {
+		v := pinnedRedisUs(t, c.cell)
 		want("`"+c.symbol+"`", fig[c.symbol], math.Round(10*median(v))/10)
+		if !strings.Contains(costs, "`"+c.cell+"`") {
+			t.Errorf("the figures table should name the cell of `%s`, `%s`", c.symbol, c.cell)
+		}
 		if c.symbol == "c_rot" {
-			r := fmt.Sprintf("median of %d (%.1f–%.1f)", len(v), slices.Min(v), slices.Max(v))
+			r := fmt.Sprintf("median of %d rounds (%.2f–%.2f)", len(v), slices.Min(v), slices.Max(v))
 			if !strings.Contains(costs, r) {
 				t.Errorf("the figures table should give c_rot's spread: %q", r)
 			}
 		}
+	}
+	cl, err := os.ReadFile("../../bench/results/issue12-cluster.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clusterRow = "cluster3/c192 ÷ redis/c64, Redis CPU per rotation, off"
+	if m := regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(clusterRow) + ` \| ([\d.]+) `).FindSubmatch(cl); m == nil {
+		t.Errorf("issue12-cluster.txt has no row %q", clusterRow)
+	} else {
+		k, _ := strconv.ParseFloat(string(m[1]), 64)
+		want("`k_cluster`", fig["k_cluster"], k)
+	}
+	if v := median(pinnedRedisUs(t, "redis/issue-off/c64")); !strings.Contains(strings.Join(strings.Fields(costs), " "), fmt.Sprintf("about %.0f µs of Redis CPU for a login", v)) {
+		t.Errorf("deploy/README.md should say about %.0f µs of Redis CPU for a login (redis/issue-off/c64)", v)
+	}
+	if !strings.Contains(costs, fmt.Sprintf("`MaxInFlight` (%d)", redisstore.DefaultMaxInFlight)) ||
+		!strings.Contains(costs, fmt.Sprintf("more than %d calls in flight", redisstore.DefaultMaxInFlight)) {
+		t.Errorf("deploy/README.md should give the library's MaxInFlight, %d", redisstore.DefaultMaxInFlight)
+	}
+	if s := fmt.Sprintf("about %s rotations/s × 0.3 ms", thousands(int(math.Round(rules["u_svc"]/100/(fig["s_rot"]/1e6)/50)*50))); !strings.Contains(strings.Join(strings.Fields(costs), " "), s) {
+		t.Errorf("deploy/README.md should say %q: a replica's rate at its target", s)
 	}
 
 	// Service CPU: deploy/results/cpucost.txt's medians.
@@ -609,10 +635,10 @@ func TestSizingGuide(t *testing.T) {
 			t.Errorf("deploy/README.md should give the saturated figure %q (deploy/results/cpucost-saturated.txt)", s)
 		}
 	}
-	perCore := func(us, round float64) string { return thousands(int(math.Round(1e6/us/round) * round)) }
+	perCore := func(us float64) string { return thousands(int(math.Round(1e6/us/100) * 100)) }
 	for _, s := range []string{
-		"one Redis core at 100% runs about " + perCore(fig["c_rot"], 1000) + " rotations/s",
-		"one service core about " + perCore(fig["s_rot"], 100) + " rotations/s",
+		"one Redis core at 100% runs about " + perCore(fig["c_rot"]) + " rotations/s",
+		"one service core about " + perCore(fig["s_rot"]) + " rotations/s",
 	} {
 		if !strings.Contains(strings.Join(strings.Fields(costs), " "), s) {
 			t.Errorf("deploy/README.md should say %q", s)
@@ -623,7 +649,7 @@ func TestSizingGuide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for op, words := range map[string]string{"issue": "µs of Redis CPU for a login", "revoke-session": "µs for a revocation"} {
+	for op, words := range map[string]string{"revoke-session": "µs for a revocation"} {
 		var us float64
 		for _, row := range tableRows(markdownSection(t, string(bench), "### All figures (full run, medians of 6, `clients=64` unless said)")) {
 			if len(row) > 9 && row[0] == "redis" && row[1] == "library" && row[2] == op && row[3] == "64" {
@@ -674,23 +700,26 @@ func TestSizingGuide(t *testing.T) {
 	var wantRows [][]string
 	for _, n := range []int{10_000_000, 100_000_000} {
 		for _, r := range []int{10_000, 100_000} {
-			cpuShards := int(math.Ceil(float64(r) * fig["c_rot"] / 1e6 / (rules["u_redis"] / 100)))
+			perRotation := fig["c_rot"]
 			bytes := fig["b"]
-			shards := max(int(math.Ceil(float64(n)*bytes/(rules["D_max"]*gb))), cpuShards)
-			kind := "Sentinel"
-			if shards > 1 {
-				kind, bytes = "Cluster", fig["b_cluster"]
-				shards = max(int(math.Ceil(float64(n)*bytes/(rules["D_max"]*gb))), cpuShards)
+			shards := func() int {
+				cpu := int(math.Ceil(float64(r) * perRotation / 1e6 / (rules["u_redis"] / 100)))
+				return max(int(math.Ceil(float64(n)*bytes/(rules["D_max"]*gb))), cpu)
 			}
-			data := float64(n) * bytes / float64(shards)
+			kind, count := "Sentinel", shards()
+			if count > 1 {
+				kind, bytes, perRotation = "Cluster", fig["b_cluster"], fig["k_cluster"]*fig["c_rot"]
+				count = shards()
+			}
+			data := float64(n) * bytes / float64(count)
 			svcCores := float64(r) * fig["s_rot"] / 1e6
 			replicas := max(2, int(math.Ceil(svcCores/(rules["u_svc"]/100))))
 			wantRows = append(wantRows, []string{
-				thousands(n), thousands(r), kind, strconv.Itoa(shards),
+				thousands(n), thousands(r), kind, strconv.Itoa(count),
 				fmt.Sprintf("%.1f GB", data/gb),
 				fmt.Sprintf("%.1f GB", rules["h"]*data/gb),
 				fmt.Sprintf("%.1f GB", rules["f"]*rules["h"]*data/gb),
-				fmt.Sprintf("%.0f%%", 100*float64(r)*fig["c_rot"]/1e6/float64(shards)),
+				fmt.Sprintf("%.0f%%", 100*float64(r)*perRotation/1e6/float64(count)),
 				fmt.Sprintf("%.1f cores", svcCores),
 				strconv.Itoa(replicas),
 				strconv.Itoa(int(math.Ceil(1.5 * float64(replicas)))),
