@@ -63,10 +63,12 @@
 -- the last used (13 digits) and creator call id (8 bytes) of the previous
 -- token. Each value stays under 64 bytes, so the hash stays a listpack.
 --
--- Returns {code, now (unix ms, Redis's clock), ...}:
---   {1, now, user}         rotated: the successor is the current token
---                          (now as 13 digits of text); its idle deadline is
---                          now + idle lifetime, capped by the absolute one
+-- Returns {code, now (unix ms, Redis's clock), ...}, but for the hot path:
+--   now .. user            rotated (code 1), as one string: now as 13 digits,
+--                          then the user id (one reply string costs Redis
+--                          less than an array of three); the successor is
+--                          the current token; its idle deadline is now +
+--                          idle lifetime, capped by the absolute one
 --   {2, now, user, s, g[, last]}
 --                          hand out a token again (nothing written): g = 1,
 --                          the current token, to a retry of the call that
@@ -149,7 +151,7 @@ if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
       redis.call('PEXPIREAT', KEYS[2], z)
     end
   end
-  return {1, nows, user}
+  return nows .. user
 end
 
 local now = tonumber(nows)

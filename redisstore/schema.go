@@ -86,7 +86,9 @@ const (
 )
 
 // Reply codes, as documented in each script's header. Every script answers
-// {code, now, ...}, now being Redis's time in unix ms.
+// {code, now, ...}, now being Redis's time in unix ms, but rotate.lua's hot
+// path, which answers now (13 digits) and the user id as one string: code
+// codeOK.
 const (
 	codeOK      = 1 // issue, evict, rotate, revoke, revoke_all
 	codeHandOut = 2 // rotate: hand out a token again (handOut* kinds)

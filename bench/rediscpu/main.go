@@ -34,7 +34,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"sort"
@@ -118,56 +117,13 @@ func main() {
 	if c.clusterCallers <= 0 {
 		c.clusterCallers = c.callers
 	}
-	if !c.noPin && os.Getenv("REDISCPU_PINNED") == "" {
-		pinSelf(c.cliCore)
+	if !c.noPin {
+		bench.PinSelf(c.cliCore)
 	}
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "rediscpu:", err)
 		os.Exit(1)
 	}
-}
-
-// pinSelf runs this command again under taskset, so that the Go runtime
-// sizes GOMAXPROCS for the one core it gets.
-func pinSelf(cores string) {
-	ts, err := exec.LookPath("taskset")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "rediscpu: taskset not found: not pinned")
-		return
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return
-	}
-	env := append(os.Environ(), "REDISCPU_PINNED=1")
-	err = syscall.Exec(ts, append([]string{ts, "-c", cores, self}, os.Args[1:]...), env)
-	fmt.Fprintln(os.Stderr, "rediscpu: exec taskset:", err)
-}
-
-// pin moves every thread of the redis-server behind c to cores.
-func pin(ctx context.Context, c *redis.Client, cores string) error {
-	pid, err := infoField(ctx, c, "server", "process_id")
-	if err != nil {
-		return err
-	}
-	out, err := exec.Command("taskset", "-a", "-p", "-c", cores, pid).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("taskset %s: %v: %s", pid, err, out)
-	}
-	return nil
-}
-
-func infoField(ctx context.Context, c *redis.Client, section, field string) (string, error) {
-	info, err := c.Info(ctx, section).Result()
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-			return v, nil
-		}
-	}
-	return "", fmt.Errorf("INFO %s has no %s", section, field)
 }
 
 // target is a Redis (or cluster) under measurement: a client and the
@@ -257,7 +213,7 @@ func single(ctx context.Context, c config) (*target, error) {
 	stop := func() { rdb.Close(); srv.Stop() }
 	if !c.noPin {
 		core, _, _ := strings.Cut(c.redisCore, ",")
-		if err := pin(ctx, rdb, core); err != nil {
+		if err := bench.PinServer(ctx, rdb, core); err != nil {
 			stop()
 			return nil, err
 		}
@@ -306,7 +262,7 @@ func cluster(ctx context.Context, c config, n int) (*target, error) {
 		var mu sync.Mutex
 		rdb.ReloadState(ctx)
 		err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-			st, err := infoField(ctx, m, "cluster", "cluster_enabled")
+			st, err := bench.InfoField(ctx, m, "cluster", "cluster_enabled")
 			if err != nil || st != "1" {
 				return fmt.Errorf("not a cluster node")
 			}
@@ -329,7 +285,7 @@ func cluster(ctx context.Context, c config, n int) (*target, error) {
 					if len(cores) == len(masters) {
 						core = cores[i]
 					}
-					if err := pin(ctx, m, core); err != nil {
+					if err := bench.PinServer(ctx, m, core); err != nil {
 						stop()
 						return nil, err
 					}
@@ -611,25 +567,11 @@ func measure(ctx context.Context, c config, t *target, cl cell) (result, error) 
 func redisCPU(ctx context.Context, t *target) (float64, error) {
 	total := 0.0
 	for _, m := range t.masters {
-		info, err := m.Info(ctx, "cpu").Result()
+		cpu, err := bench.MainThreadCPU(ctx, m)
 		if err != nil {
 			return 0, err
 		}
-		f := map[string]float64{}
-		for _, line := range strings.Split(info, "\n") {
-			k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-			if !ok {
-				continue
-			}
-			if x, err := strconv.ParseFloat(v, 64); err == nil {
-				f[k] = x
-			}
-		}
-		if _, ok := f["used_cpu_user_main_thread"]; ok {
-			total += f["used_cpu_user_main_thread"] + f["used_cpu_sys_main_thread"]
-		} else {
-			total += f["used_cpu_user"] + f["used_cpu_sys"]
-		}
+		total += cpu
 	}
 	return total, nil
 }
