@@ -11,8 +11,11 @@ import (
 // enough replicas of the master holding key have every write made to key so
 // far. WAIT only covers writes made on its own connection, so it runs in a
 // pipeline (one connection) after touch.lua, a write to the same key that
-// follows the revocation in the replication stream.
-func (s *Store) awaitReplicas(ctx context.Context, key string) error {
+// follows the revocation in the replication stream. With tombstone, key is
+// a revoked session: touch.lua first checks that this master holds the
+// tombstone, so that a failover between the revocation and the WAIT is an
+// error (ErrNotReplicated), not an acknowledgement of a lost revocation.
+func (s *Store) awaitReplicas(ctx context.Context, key string, tombstone bool) error {
 	n := s.opt.RevocationReplicas
 	if n <= 0 {
 		return nil
@@ -29,14 +32,23 @@ func (s *Store) awaitReplicas(ctx context.Context, key string) error {
 	default:
 		return fmt.Errorf("redisstore: RevocationReplicas needs a *redis.Client or *redis.ClusterClient, not %T", s.rdb)
 	}
-	var wait *redis.Cmd
+	var args []any
+	if tombstone {
+		args = append(args, fReason)
+	}
+	var touch, wait *redis.Cmd
 	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		scriptTouch.Eval(ctx, p, []string{key})
+		touch = scriptTouch.Eval(ctx, p, []string{key}, args...)
 		wait = p.Do(ctx, "wait", n, s.opt.ReplicationTimeout.Milliseconds())
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("redisstore: WAIT: %w", err)
+	}
+	if tombstone {
+		if ok, err := touch.Int64(); err != nil || ok != 1 {
+			return fmt.Errorf("%w: the revocation is not on the current master (a failover since?)", ErrNotReplicated)
+		}
 	}
 	if got, err := wait.Int64(); err != nil || got < int64(n) {
 		return fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, got, n, s.opt.ReplicationTimeout)

@@ -289,7 +289,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 			return Grant{}, err
 		}
 		s.emit(ctx, Event{Kind: EventReuseDetected, UserID: user, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(r.now)})
-		if err := s.awaitReplicas(ctx, ks.session); err != nil {
+		if err := s.awaitReplicas(ctx, ks.session, true); err != nil {
 			return Grant{}, errors.Join(ErrReused, err)
 		}
 		return Grant{}, ErrReused
@@ -558,7 +558,7 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	}
 	user := r.field(0)
 	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: loadedID(user), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(r.now)})
-	return 1, user, s.awaitReplicas(ctx, ks.session)
+	return 1, user, s.awaitReplicas(ctx, ks.session, true)
 }
 
 // revokeBatch is how many sessions one call of revoke_all.lua revokes at
@@ -646,7 +646,7 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 	if total == 0 {
 		return 0, nil
 	}
-	return total, s.awaitReplicas(ctx, idx)
+	return total, s.awaitReplicas(ctx, idx, false)
 }
 
 // Ping checks that Redis answers and loads the scripts into its script
