@@ -7,7 +7,9 @@
 # TREE is a checkout of the repository (default: this one). To compare with
 # another commit:
 #   git worktree add /tmp/before <commit> && bench/callgrind.sh /tmp/before
-# The tool (bench/scriptcost) is copied into TREE if TREE lacks it.
+# The tool (bench/scriptcost) is copied into TREE if TREE lacks it (without
+# the batching option, for trees from before issue 12). Rotations go one per
+# request, as before batching; PROBE_BATCH=1 in the environment batches them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 tree=${1:-$here}
@@ -15,7 +17,7 @@ op=${2:-rot}
 n=6400
 if [ ! -d "$tree/bench/scriptcost" ]; then
 	mkdir -p "$tree/bench/scriptcost"
-	cp "$here/bench/scriptcost/main.go" "$tree/bench/scriptcost/"
+	sed '/opt.MaxInFlight = redisstore.NoBatching/d' "$here/bench/scriptcost/main.go" >"$tree/bench/scriptcost/main.go"
 fi
 run() {
 	local calls=$1 port out

@@ -3,7 +3,12 @@
 // a figure that, unlike CPU time, does not move with the load of a shared
 // machine.
 //
-//	PROBE_ADDR=127.0.0.1:6390 [PROBE_OP=set] scriptcost N
+//	PROBE_ADDR=127.0.0.1:6390 [PROBE_OP=set] [PROBE_BATCH=1] scriptcost N
+//
+// Each rotation is a request of its own (Options.MaxInFlight NoBatching),
+// so that figures compare with commits before batching (issue 12);
+// PROBE_BATCH=1 lets the store batch its 64 callers, and the figure is then
+// a rotation's share of a pipeline.
 package main
 
 import (
@@ -44,7 +49,11 @@ func main() {
 		addr = "127.0.0.1:26379"
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
-	s, err := redisstore.New(rdb, redisstore.Options{Secret: []byte("probe-secret-probe-secret-probe-secret!!"), KeyPrefix: "probe:"})
+	opt := redisstore.Options{Secret: []byte("probe-secret-probe-secret-probe-secret!!"), KeyPrefix: "probe:"}
+	if os.Getenv("PROBE_BATCH") != "1" {
+		opt.MaxInFlight = redisstore.NoBatching
+	}
+	s, err := redisstore.New(rdb, opt)
 	if err != nil {
 		panic(err)
 	}
