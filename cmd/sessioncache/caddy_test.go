@@ -4,16 +4,13 @@ package main
 // (Debian: apt-get install caddy): the same checks as nginx's.
 
 import (
-	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
 )
@@ -72,47 +69,5 @@ func runCaddy(t *testing.T, bin, dir, conf, addr, key string) error {
 	}
 	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
 	cmd.Env = []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "XDG_DATA_HOME=" + dir, "SESSIONCACHE_API_KEY=" + key}
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("caddy exited: %v\n%s", waitErr, out)
-		default:
-		}
-		if resp, err := client.Get("http://" + addr + "/"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-exited
-			t.Fatalf("caddy did not answer on %s\n%s", addr, out)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("caddy output:\n%s", out)
-		}
-	})
-	return nil
+	return startGateway(t, "caddy", cmd, addr, syscall.SIGTERM, func() string { return "" })
 }

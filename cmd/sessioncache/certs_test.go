@@ -63,9 +63,10 @@ type leaf struct {
 	pool              *x509.CertPool // holds the issuing CA
 }
 
-// issue makes a certificate for 127.0.0.1 and localhost, usable by a
-// server and a client, and writes it to dir as name.crt and name.key.
-func (ca *testCA) issue(t *testing.T, dir, name string) leaf {
+// issue makes a certificate usable by a server and a client, for hosts
+// (DNS names) or, without any, for 127.0.0.1 and localhost, and writes it
+// to dir as name.crt and name.key.
+func (ca *testCA) issue(t *testing.T, dir, name string, hosts ...string) leaf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -80,6 +81,9 @@ func (ca *testCA) issue(t *testing.T, dir, name string) leaf {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	if len(hosts) > 0 {
+		tpl.DNSNames, tpl.IPAddresses = hosts, nil
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

@@ -39,13 +39,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
@@ -1603,7 +1598,8 @@ func runExternal(t *testing.T, k *kubelet, img *dockerImage) {
 	k.net.publish(ip, host)
 	ca := newTestCA(t, "managed-redis")
 	dir := t.TempDir()
-	cert, key := issueServerCert(t, ca, dir, host)
+	l := ca.issue(t, dir, "server", host)
+	cert, key := l.certFile, l.keyFile
 	password := k.secrets["sessioncache"]["redis-password"]
 	srv := exec.Command("redis-server", "--port", "0", "--bind", ip, "--tls-port", port,
 		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca.file, "--tls-auth-clients", "no",
@@ -1636,40 +1632,6 @@ func runExternal(t *testing.T, k *kubelet, img *dockerImage) {
 	k.configMaps["sessioncache-redis-ca"] = map[string]string{"ca.crt": string(ca.certPEM)}
 	s := runService(t, k, img, false)
 	s.stop(t)
-}
-
-// issueServerCert makes a server certificate for host, signed by ca.
-func issueServerCert(t *testing.T, ca *testCA, dir, host string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{
-		SerialNumber: randomSerial(t),
-		Subject:      pkix.Name{CommonName: host},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{host},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 // sentinel: three pods of a Redis and a Sentinel each, started one after

@@ -125,6 +125,19 @@ func runNginx(t *testing.T, bin, dir, conf, addr string) error {
 	os.Remove(errorLog)
 	cmd := exec.Command(bin, "-p", dir+"/", "-c", confPath, "-e", errorLog)
 	cmd.Env = []string{}
+	// SIGQUIT: finish the requests in flight, then exit.
+	return startGateway(t, "nginx", cmd, addr, syscall.SIGQUIT, func() string {
+		logs, _ := os.ReadFile(errorLog)
+		return "error log:\n" + string(logs)
+	})
+}
+
+// startGateway starts a gateway (nginx, Caddy) and waits up to 20 s until
+// it answers on addr, or returns why it exited. When the test ends it is
+// stopped with stop (then killed after 10 s); its output, and what logs
+// adds, are shown if the test failed.
+func startGateway(t *testing.T, name string, cmd *exec.Cmd, addr string, stop os.Signal, logs func() string) error {
+	t.Helper()
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -141,8 +154,7 @@ func runNginx(t *testing.T, bin, dir, conf, addr string) error {
 	for {
 		select {
 		case <-exited:
-			logs, _ := os.ReadFile(errorLog)
-			return fmt.Errorf("nginx exited: %v\n%s\n%s", waitErr, out, logs)
+			return fmt.Errorf("%s exited: %v\n%s\n%s", name, waitErr, out, logs())
 		default:
 		}
 		if resp, err := client.Get("http://" + addr + "/"); err == nil {
@@ -152,14 +164,12 @@ func runNginx(t *testing.T, bin, dir, conf, addr string) error {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			<-exited
-			logs, _ := os.ReadFile(errorLog)
-			t.Fatalf("nginx did not answer on %s\n%s\n%s", addr, out, logs)
+			t.Fatalf("%s did not answer on %s\n%s\n%s", name, addr, out, logs())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Cleanup(func() {
-		// SIGQUIT: finish the requests in flight, then exit.
-		cmd.Process.Signal(syscall.SIGQUIT)
+		cmd.Process.Signal(stop)
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
@@ -167,8 +177,7 @@ func runNginx(t *testing.T, bin, dir, conf, addr string) error {
 			<-exited
 		}
 		if t.Failed() {
-			logs, _ := os.ReadFile(errorLog)
-			t.Logf("nginx output:\n%s\nnginx error log:\n%s", out, logs)
+			t.Logf("%s output:\n%s\n%s", name, out, logs())
 		}
 	})
 	return nil
