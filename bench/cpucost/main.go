@@ -25,7 +25,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,6 +41,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sessioncache/sessioncache/bench"
 )
 
 // module is the import path the programs are built from.
@@ -144,7 +144,7 @@ func run(c config, out io.Writer) error {
 		return fmt.Errorf("redis %s: %w", c.redisURL, err)
 	}
 	prefix := "cpucost:" + randomHex(4) + ":"
-	defer deletePrefix(rdb, prefix)
+	defer bench.DeletePrefix(rdb, prefix)
 
 	apiKey := randomHex(32)
 	bare, err := start("bare", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-redis", c.redisURL))
@@ -373,24 +373,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// deletePrefix deletes every key under prefix (the services' sessions).
-func deletePrefix(rdb *redis.Client, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 10000).Iterator()
-	var batch []string
-	for iter.Next(ctx) {
-		if batch = append(batch, iter.Val()); len(batch) == 1000 {
-			rdb.Unlink(ctx, batch...)
-			batch = batch[:0]
-		}
-	}
-	if len(batch) > 0 {
-		rdb.Unlink(ctx, batch...)
-	}
-	if err := iter.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		fmt.Fprintln(os.Stderr, "cpucost: deleting the sessions:", err)
-	}
 }

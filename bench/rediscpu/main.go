@@ -354,7 +354,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 	for i := range hot {
 		hot[i] = prefix + "hot:{" + strconv.Itoa(i) + "}"
 	}
-	if err := parallel(c.sessions, func(i int) error { return t.rdb.Set(ctx, keys[i], value, time.Hour).Err() }); err != nil {
+	if err := bench.Parallel(c.sessions, func(i int) error { return t.rdb.Set(ctx, keys[i], value, time.Hour).Err() }); err != nil {
 		return nil, err
 	}
 	for _, k := range hot {
@@ -363,7 +363,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 	// One session per user: the worst case for the index.
 	toks := make([]string, c.sessions)
 	userBase := "user-" + hex.EncodeToString(rb[:]) + "-"
-	if err := parallel(c.sessions, func(i int) error {
+	if err := bench.Parallel(c.sessions, func(i int) error {
 		g, err := off.Issue(ctx, userBase+strconv.Itoa(i), login)
 		toks[i] = g.Token
 		return err
@@ -580,34 +580,6 @@ func rusage() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// parallel runs f(0..n-1) on 64 goroutines and returns the first error.
-func parallel(n int, f func(i int) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var first atomic.Value
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || first.Load() != nil {
-					return
-				}
-				if err := f(i); err != nil {
-					first.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if e := first.Load(); e != nil {
-		return e.(error)
-	}
-	return nil
 }
 
 func deletePrefix(ctx context.Context, t *target, prefix string) {

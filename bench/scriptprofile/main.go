@@ -193,28 +193,14 @@ func setUp(ctx context.Context, rdb *redis.Client, sessions int) ([]target, erro
 	}
 	c := redisstore.Client{DeviceID: "3f6c1c9e-5b7a-4d2e-9a41-7c0e2b8d9f10", DeviceName: "Firefox on Linux", IPAddress: "203.0.113.42",
 		UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1) - 1; i < int64(sessions); i = next.Add(1) - 1 {
-				g, err := st.Issue(ctx, "user-"+strconv.FormatInt(i, 10), c)
-				if err == nil {
-					_, err = st.Rotate(ctx, g.Token, redisstore.Client{IPAddress: c.IPAddress, UserAgent: c.UserAgent})
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if e := firstErr.Load(); e != nil {
-		return nil, e.(error)
+	if err := bench.Parallel(sessions, func(i int) error {
+		g, err := st.Issue(ctx, "user-"+strconv.Itoa(i), c)
+		if err == nil {
+			_, err = st.Rotate(ctx, g.Token, redisstore.Client{IPAddress: c.IPAddress, UserAgent: c.UserAgent})
+		}
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	var keys []string
 	iter := rdb.Scan(ctx, 0, prefix+"*:s:*", 1000).Iterator()

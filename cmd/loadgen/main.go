@@ -111,24 +111,6 @@ type target struct {
 	close func()
 }
 
-// deletePrefix deletes every key the run wrote: never leave a shared
-// server full of test sessions.
-func deletePrefix(rdb *redis.Client, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 10000).Iterator()
-	var batch []string
-	for iter.Next(ctx) {
-		if batch = append(batch, iter.Val()); len(batch) == 1000 {
-			rdb.Unlink(ctx, batch...)
-			batch = batch[:0]
-		}
-	}
-	if len(batch) > 0 {
-		rdb.Unlink(ctx, batch...)
-	}
-}
-
 // open returns the target of c.
 func open(ctx context.Context, c config) (target, error) {
 	switch c.target {
@@ -145,7 +127,7 @@ func open(ctx context.Context, c config) (target, error) {
 			return target{}, err
 		}
 		t := target{get: func(ctx context.Context) error { return rdb.Get(ctx, key).Err() },
-			close: func() { deletePrefix(rdb, c.prefix); rdb.Close() }}
+			close: func() { bench.DeletePrefix(rdb, c.prefix); rdb.Close() }}
 		if c.target == "naive" {
 			t.st = bench.NewNaive(rdb, c.prefix, time.Hour)
 			return t, nil
