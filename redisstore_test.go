@@ -181,6 +181,12 @@ var contract = []struct {
 	{"SkewedInstances", testSkewedInstances},
 	{"LostReplies", testLostReplies},
 	{"LateRetry", testLateRetry},
+	{"ClientBinding", testClientBinding},
+	{"ClientUnbound", testClientUnbound},
+	{"ClientIDs", testClientIDs},
+	{"CheckSession", testCheckSession},
+	{"RevocationFeed", testRevocationFeed},
+	{"RevocationFeedLost", testRevocationFeedLost},
 }
 
 var laptop = redisstore.Client{DeviceID: "dev-laptop", DeviceName: "Firefox on Linux", IPAddress: "192.0.2.10", UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}

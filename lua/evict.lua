@@ -12,18 +12,30 @@
 -- ARGV[2]    -> most live sessions the user may have
 -- ARGV[3]    -> id of the login call (a client retry resends it); evicted
 --               sessions' tombstones keep it
--- ARGV[4..]  -> session ids of KEYS[2..n], in the same order
+-- ARGV[4]    -> the revocation channel: sessions this call evicts are
+--               published there as "evicted:" and their ids
+-- ARGV[5..]  -> session ids of KEYS[2..n], in the same order
 --
 -- Returns {1, now (unix ms, Redis's clock), k, evicted (k ids)..., ids...}:
 -- the sessions this login evicted (including those of an earlier attempt of
 -- this call whose reply was lost), and, if the user is still over the cap,
 -- fresh candidates for another call.
+-- userOf returns the user id a live session's h field ends with: after
+-- the 16-byte hash and, for a session bound to a client, byte 2, the client
+-- id's length and the client id.
+local function userOf(h)
+  if string.byte(h, 17) == 2 then
+    return string.sub(h, 19 + string.byte(h, 18))
+  end
+  return string.sub(h, 17)
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local need = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') - tonumber(ARGV[2])
 local cands, dead, done, skip = {}, {}, {}, {}
 for j = 2, #KEYS do
-  local m = ARGV[j + 2]
+  local m = ARGV[j + 3]
   local v = redis.call('HMGET', KEYS[j], 'h', 's', 'r', 'q')
   if v[3] == 'evicted' and v[4] == ARGV[3] then
     done[#done + 1] = m
@@ -31,7 +43,7 @@ for j = 2, #KEYS do
     local score = redis.call('ZSCORE', KEYS[1], m)
     if not score or tonumber(score) <= now then
       -- Not counted: evicted by another login, revoked, or past keep-until.
-    elseif v[1] and v[2] and not v[3] and string.sub(v[1], 17) == ARGV[1] then
+    elseif v[1] and v[2] and not v[3] and userOf(v[1]) == ARGV[1] then
       cands[#cands + 1] = {KEYS[j], m, tonumber(string.sub(v[2], 15, 27))}
     else
       dead[#dead + 1] = m
@@ -75,6 +87,9 @@ for _, v in ipairs(victims) do
   redis.call('PEXPIRE', v[1], ttl)
   redis.call('ZREM', KEYS[1], v[2])
   out[#out + 1] = v[2]
+end
+if #victims > 0 then
+  redis.call('PUBLISH', ARGV[4], 'evicted:' .. table.concat(out, '', 4 + #done))
 end
 for _, m in ipairs(more) do
   out[#out + 1] = m

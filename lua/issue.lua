@@ -27,8 +27,10 @@
 -- KEYS[3..n]  -> candidate sessions of the user, for the cap
 -- ARGV[1]     -> session id (member of KEYS[2])
 -- ARGV[2]     -> user id
--- ARGV[3]     -> keyed hash of the first token's secret (16 bytes); the h
---                field holds it followed by the user id
+-- ARGV[3]     -> keyed hash of the first token's secret (16 bytes), then,
+--                for a session bound to a client, its client binding (byte
+--                2, the client id's length, the client id); the h field
+--                holds this followed by the user id
 -- ARGV[4]     -> "0:key id:" for the s field (see rotate.lua)
 -- ARGV[5]     -> idle lifetime (ms)
 -- ARGV[6]     -> absolute lifetime (ms)
@@ -38,7 +40,9 @@
 -- ARGV[13]    -> id of this call (8 random bytes; a client retry resends it)
 -- ARGV[14]    -> checksum of the IP address and user agent (4 bytes; see
 --                the s field in rotate.lua)
--- ARGV[15..]  -> session ids of KEYS[3..n], in the same order
+-- ARGV[15]    -> the revocation channel: sessions this call evicts are
+--                published there as "evicted:" and their ids
+-- ARGV[16..]  -> session ids of KEYS[3..n], in the same order
 --
 -- Returns {code, now (unix ms, Redis's clock), ...}:
 --   {1, now, e, x, k, evicted (k ids)..., ids...}
@@ -57,6 +61,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[13]
 local cap = tonumber(ARGV[12])
+
+-- userOf returns the user id a live session's h field ends with.
+local function userOf(h)
+  if string.byte(h, 17) == 2 then
+    return string.sub(h, 19 + string.byte(h, 18))
+  end
+  return string.sub(h, 17)
+end
 
 -- candidates appends to out up to n of the least kept live entries of the
 -- index, but those in skip.
@@ -85,7 +97,7 @@ end
 
 local cur = redis.call('HMGET', KEYS[1], 'h', 'r', 's', 'x')
 if cur[1] or cur[2] then
-  if cur[1] and string.sub(cur[1], 1, 16) ~= ARGV[3] then
+  if cur[1] and string.sub(cur[1], 1, 16) ~= string.sub(ARGV[3], 1, 16) then
     return {0, now}
   end
   -- A retry: report what the first attempt did.
@@ -93,7 +105,7 @@ if cur[1] or cur[2] then
   for j = 3, #KEYS do
     local v = redis.call('HMGET', KEYS[j], 'r', 'q')
     if v[1] == 'evicted' and v[2] == call then
-      evicted[#evicted + 1] = ARGV[j + 12]
+      evicted[#evicted + 1] = ARGV[j + 13]
     end
   end
   local out
@@ -125,11 +137,11 @@ if cap > 0 then
     end
     local cands = {}
     for j = 3, #KEYS do
-      local m = ARGV[j + 12]
+      local m = ARGV[j + 13]
       local score = redis.call('ZSCORE', KEYS[2], m)
       if score and tonumber(score) > now then
         local v = redis.call('HMGET', KEYS[j], 'h', 's')
-        if v[1] and v[2] and string.sub(v[1], 17) == ARGV[2] then
+        if v[1] and v[2] and userOf(v[1]) == ARGV[2] then
           cands[#cands + 1] = {KEYS[j], m, tonumber(string.sub(v[2], 15, 27))}
         else
           -- Counted, but gone (expired within its keep margin, or not this
@@ -183,6 +195,9 @@ for _, v in ipairs(victims) do
   redis.call('PEXPIRE', v[1], ttl)
   redis.call('ZREM', KEYS[2], v[2])
   out[#out + 1] = v[2]
+end
+if #victims > 0 then
+  redis.call('PUBLISH', ARGV[15], 'evicted:' .. table.concat(out, '', 6))
 end
 for _, m in ipairs(more) do
   out[#out + 1] = m

@@ -1,6 +1,9 @@
 // Package lua holds the Redis scripts of sessioncache, one file per atomic
 // operation. Each file opens with its contract: the keys it touches (all in
 // one cluster slot, all passed in KEYS), its arguments and its return codes.
+// A script cannot call another's code, so the few lines that read the user
+// id out of a session's h field (userOf) stand in each script that needs
+// them.
 package lua
 
 import _ "embed"

@@ -7,6 +7,8 @@
 -- ARGV[2] -> reason
 -- ARGV[3] -> user id the session must belong to ("" = any)
 -- ARGV[4] -> id of this call (8 random bytes; a client retry resends it)
+-- ARGV[5] -> the revocation channel: the session revoked is published
+--            there as reason, ':' and its id
 --
 -- Returns {code, now (unix ms, Redis's clock), ...}:
 --   {1, now, user} revoked, by this call (or by its earlier attempt, whose
@@ -14,9 +16,18 @@
 --   {0, now}       nothing to revoke: no such live session of that user
 --                  (missing, expired, already revoked, or another user's);
 --                  nothing written
--- A live session's h holds a 16-byte hash, then the user id; a tombstone
--- holds u. A session key that exists is live: it expires at its idle
+-- A live session's h holds a 16-byte hash, then, for a session bound to a
+-- client, byte 2, the client id's length and the client id, then the user
+-- id; a tombstone holds u. A session key that exists is live: it expires at its idle
 -- deadline.
+-- userOf returns the user id a live session's h field ends with.
+local function userOf(h)
+  if string.byte(h, 17) == 2 then
+    return string.sub(h, 19 + string.byte(h, 18))
+  end
+  return string.sub(h, 17)
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local f = redis.call('HMGET', KEYS[1], 'h', 'r', 'q', 'u')
@@ -26,7 +37,7 @@ if f[2] then
   end
   return {0, now}
 end
-local u = f[1] and string.sub(f[1], 17)
+local u = f[1] and userOf(f[1])
 if not u or (ARGV[3] ~= '' and u ~= ARGV[3]) then
   return {0, now}
 end
@@ -35,4 +46,5 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'r', ARGV[2], 'u', u, 'q', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[2] .. ':' .. ARGV[1])
 return {1, now, u}

@@ -16,32 +16,44 @@
 -- ARGV[2]    -> user id
 -- ARGV[3]    -> session id to keep ("" = none)
 -- ARGV[4]    -> id of this call (8 random bytes; a client retry resends it)
--- ARGV[5..]  -> session ids of KEYS[3..n], in the same order
+-- ARGV[5]    -> the revocation channel: the sessions this call revokes
+--               are published there as reason, ':' and their ids
+-- ARGV[6..]  -> session ids of KEYS[3..n], in the same order
 --
 -- Returns {code, now (unix ms, Redis's clock), ...}:
 --   {1, now, revoked...} the session ids revoked by this call (or by its
 --                        earlier attempt whose reply was lost)
 --   {0, now}             nothing written: the session to keep is not a
 --                        live session of this user
+-- userOf returns the user id a live session's h field ends with: after
+-- the 16-byte hash and, for a session bound to a client, byte 2, the client
+-- id's length and the client id.
+local function userOf(h)
+  if string.byte(h, 17) == 2 then
+    return string.sub(h, 19 + string.byte(h, 18))
+  end
+  return string.sub(h, 17)
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if KEYS[2] ~= KEYS[1] then
   local k = redis.call('HMGET', KEYS[2], 'h', 'r')
-  if not k[1] or k[2] or string.sub(k[1], 17) ~= ARGV[2] then
+  if not k[1] or k[2] or userOf(k[1]) ~= ARGV[2] then
     return {0, now}
   end
 end
 
-local revoke, drop, out = {}, {}, {1, now}
+local revoke, drop, out, fresh = {}, {}, {1, now}, {}
 for j = 3, #KEYS do
-  local m = ARGV[j + 2]
+  local m = ARGV[j + 3]
   if m ~= ARGV[3] then
     local f = redis.call('HMGET', KEYS[j], 'h', 'r', 'q')
     if f[2] then
       if f[3] == ARGV[4] then
         out[#out + 1] = m
       end
-    elseif f[1] and string.sub(f[1], 17) == ARGV[2] then
+    elseif f[1] and userOf(f[1]) == ARGV[2] then
       revoke[#revoke + 1] = {KEYS[j], m, redis.call('PTTL', KEYS[j])}
     end
     drop[#drop + 1] = m
@@ -54,8 +66,12 @@ for _, v in ipairs(revoke) do
   redis.call('HSET', v[1], 'r', ARGV[1], 'u', ARGV[2], 'q', ARGV[4])
   redis.call('PEXPIRE', v[1], v[3])
   out[#out + 1] = v[2]
+  fresh[#fresh + 1] = v[2]
 end
 if #drop > 0 then
   redis.call('ZREM', KEYS[1], unpack(drop))
+end
+if #fresh > 0 then
+  redis.call('PUBLISH', ARGV[5], ARGV[1] .. ':' .. table.concat(fresh))
 end
 return out

@@ -40,19 +40,30 @@
 --             72..    "generation:key id:" of the successor (L bytes), then
 --                     the idle lifetime (ms); from byte 60 on, the end of
 --                     the successor's s field
--- ARGV[2] -> bytes, read only by the slower outcomes:
+-- ARGV[2] -> bytes, read only by the slower outcomes (but for the client
+--            binding, which every rotation compares):
 --              1..10  generation of the presented token (decimal, padded)
 --             11..20  grace window (ms, padded); 0 turns grace off
 --             21..33  keep margin (ms, padded): the index keeps a session
 --                     this long past its idle deadline, so that most
 --                     rotations leave the index alone
---             34      0 if grace does not look at devices; else 1 + the
---                     length D of the caller's device id ("" if none),
---                     which must equal the session's
---             35..    the device id (D bytes), then 1 byte: the length of
---                     the IP address to record, the address, then the user
+--             34      length C of the client binding the caller asks for;
+--                     0 accepts any client
+--             35..    the client binding (C bytes: byte 2, the client id's
+--                     length, the client id): a session bound to another
+--                     client is refused, nothing written; then 1 byte: 0 if
+--                     grace does not look at devices, else 1 + the length D
+--                     of the caller's device id ("" if none), which must
+--                     equal the session's; the device id (D bytes); 1 byte:
+--                     the length P of the revocation channel, where a reuse
+--                     revocation is published (as "reuse:" and the session
+--                     id); the channel (P bytes); 1 byte: the length of the
+--                     IP address to record, the address; then the user
 --                     agent to record (each "" = keep)
 --
+-- The h field: the keyed hash of the current token's secret (16 bytes),
+-- then, for a session bound to a client, its client binding (byte 2, the
+-- client id's length, the client id), then the user id.
 -- The s field, bytes: 1..13 "extend after", 14 ":", 15..27 last used
 -- (both unix ms, 13 digits), 28..35 the id of the call that created the
 -- current token, 36..39 the checksum of the recorded IP address and user
@@ -64,12 +75,14 @@
 -- token. Each value stays under 64 bytes, so the hash stays a listpack.
 --
 -- Returns {code, now (unix ms, Redis's clock), ...}, but for the hot path:
---   now .. user            rotated (code 1), as one string: now as 13 digits,
---                          then the user id (one reply string costs Redis
---                          less than an array of three); the successor is
+--   now .. rest            rotated (code 1), as one string: now as 13 digits,
+--                          then the rest of h after the hash (the client
+--                          binding, if any, and the user id: one reply
+--                          string costs Redis less than an array of three);
+--                          the successor is
 --                          the current token; its idle deadline is now +
 --                          idle lifetime, capped by the absolute one
---   {2, now, user, s, g[, last]}
+--   {2, now, rest, s, g[, last]}
 --                          hand out a token again (nothing written): g = 1,
 --                          the current token, to a retry of the call that
 --                          created it; g = 2, the current token, to a grace
@@ -84,6 +97,8 @@
 --   {4, now, reason}       revoked earlier; nothing written
 --   {5, now}               the presented token is past its deadlines;
 --                          nothing written
+--   {6, now}               the session is bound to another client than the
+--                          caller's; nothing written
 --   {0, now}               no such session (it expired, or Redis lost it),
 --                          or a token it never issued; nothing written
 local t = redis.call('TIME')
@@ -99,16 +114,24 @@ else
   nows = t[1] .. string.rep('0', 3 - #ms) .. ms
 end
 local a = ARGV[1]
--- h holds the keyed hash of the current token's secret, then the user id.
+-- h holds the keyed hash of the current token's secret, then the client
+-- binding, if any, and the user id.
 local cur = redis.call('HMGET', KEYS[1], 'h', 's')
 local h, s = cur[1], cur[2]
+
+local b = ARGV[2]
+local c = string.byte(b, 34)
+-- The client binding: a session bound to another client is refused.
+if h and c > 0 and string.byte(h, 17) == 2 and string.sub(h, 17, 16 + c) ~= string.sub(b, 35, 34 + c) then
+  return {6, nows}
+end
 
 if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
   local abs = string.sub(a, 33, 45)
   if nows >= abs then
     return {5, nows}
   end
-  local user = string.sub(h, 17)
+  local rest = string.sub(h, 17)
   local l = string.byte(a, 59)
   local ck = string.sub(a, 68, 71)
   local ext = string.sub(s, 1, 14)
@@ -119,12 +142,13 @@ if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
     z = math.min(tonumber(nows) + idle + tonumber(string.sub(ARGV[2], 21, 33)), tonumber(abs))
     ext = tostring(z - idle) .. ':'
   end
-  local hv, sv, pv = string.sub(a, 17, 32) .. user, ext .. nows .. string.sub(a, 60), string.sub(s, 15, 35)
+  local hv, sv, pv = string.sub(a, 17, 32) .. rest, ext .. nows .. string.sub(a, 60), string.sub(s, 15, 35)
   if extend or ck ~= string.sub(s, 36, 39) or ck == '\0\0\0\0' then
     local set, n = {'h', hv, 's', sv, 'p', pv}, 6
-    local b = ARGV[2]
-    local d = string.byte(b, 34)
-    local i = 35 + (d > 0 and d - 1 or 0)
+    local i = 35 + c
+    local d = string.byte(b, i)
+    i = i + (d > 0 and d or 1)
+    i = i + 1 + string.byte(b, i)
     local il = string.byte(b, i)
     local ip, ua = string.sub(b, i + 1, i + il), string.sub(b, i + il + 1)
     if ip ~= '' then
@@ -151,7 +175,7 @@ if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
       redis.call('PEXPIREAT', KEYS[2], z)
     end
   end
-  return nows .. user
+  return nows .. rest
 end
 
 local now = tonumber(nows)
@@ -167,30 +191,34 @@ end
 if not h then
   return {0, now}
 end
-local user = string.sub(h, 17)
+local rest = string.sub(h, 17)
 -- A retry of the call that created the current token, or its predecessor.
 if string.sub(s, 28, 35) == call then
-  return {2, now, user, s, 1}
+  return {2, now, rest, s, 1}
 end
 if f[1] and string.sub(f[1], 14, 21) == call then
-  return {2, now, user, s, 3, string.sub(f[1], 1, 13)}
+  return {2, now, rest, s, 3, string.sub(f[1], 1, 13)}
 end
-local b = ARGV[2]
 local g = tonumber(string.match(s, '^(%d+):', 40))
 local grace = tonumber(string.sub(b, 11, 20))
-local d = string.byte(b, 34)
+local i = 35 + c
+local d = string.byte(b, i)
 if grace > 0 and string.sub(h, 1, 16) == string.sub(a, 17, 32) and now - tonumber(string.sub(s, 15, 27)) < grace
-    and (d == 0 or string.sub(b, 35, 33 + d) == (f[2] or '')) then
-  return {2, now, user, s, 2}
+    and (d == 0 or string.sub(b, i + 1, i + d - 1) == (f[2] or '')) then
+  return {2, now, rest, s, 2}
 end
 if tonumber(string.sub(b, 1, 10)) < g then
   -- A token of this session that was already rotated: revoke the session.
   -- The tombstone is kept as long as the session would have lived.
+  local user = string.byte(h, 17) == 2 and string.sub(h, 19 + string.byte(h, 18)) or rest
+  local m = string.sub(KEYS[1], -22)
+  i = i + (d > 0 and d or 1)
   local ttl = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', user, 'q', call)
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('ZREM', KEYS[2], string.sub(KEYS[1], -22))
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('PUBLISH', string.sub(b, i + 1, i + string.byte(b, i)), 'reuse:' .. m)
   return {3, now, user}
 end
 return {0, now}

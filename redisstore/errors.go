@@ -15,6 +15,10 @@ var (
 	// (its MAC does not verify, or its key id is not configured), or Redis
 	// knows nothing of it (for example a rotation lost in a failover).
 	ErrUnknown = errors.New("redisstore: unknown token")
+	// ErrWrongClient: the token's session was issued to another client
+	// (Client.ClientID) than the one that presents it. Nothing was written:
+	// the session and its current token stay as they were.
+	ErrWrongClient = errors.New("redisstore: token issued to another client")
 	// ErrExpired: the token's session passed its idle or absolute deadline.
 	ErrExpired = errors.New("redisstore: token expired")
 	// ErrRevoked: the token was rotated (Validate), or its session was
@@ -78,7 +82,7 @@ func (e *OptionError) Is(target error) bool { return target == ErrInvalidOptions
 // ArgumentError is returned, matching ErrInvalidArgument, for invalid input.
 // Nothing was written.
 type ArgumentError struct {
-	Field  string // "user id", "session id", "device id", "device name", "IP address", "user agent", "cursor", "limit", "keep"
+	Field  string // "user id", "session id", "client id", "device id", "device name", "IP address", "user agent", "cursor", "limit", "keep"
 	Reason string // what is wrong with it, e.g. "is empty"
 }
 

@@ -60,7 +60,7 @@ func parseState(s string) (state, error) {
 
 // record is a session hash as ListSessions reads it.
 type record struct {
-	userID, revoked                     string
+	userID, clientID, revoked           string
 	deviceID, deviceName, ip, userAgent string
 	st                                  state
 	created, absolute                   int64
@@ -81,7 +81,11 @@ func readRecord(v []any) (record, error) {
 		deviceID: loadedID(str(rfDevice)), deviceName: str(rfName), ip: str(rfIP), userAgent: str(rfAgent),
 	}
 	if h := str(rfHash); len(h) > hashLen {
-		r.userID = loadedID(h[hashLen:])
+		client, user, err := splitRest(h[hashLen:])
+		if err != nil {
+			return record{}, err
+		}
+		r.clientID, r.userID = client, loadedID(user)
 	}
 	if r.userID == "" || r.revoked != "" {
 		return r, nil
@@ -105,6 +109,7 @@ func (r *record) session(id string) Session {
 	return Session{
 		ID:               id,
 		UserID:           r.userID,
+		ClientID:         r.clientID,
 		DeviceID:         r.deviceID,
 		DeviceName:       r.deviceName,
 		IPAddress:        r.ip,

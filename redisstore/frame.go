@@ -23,7 +23,7 @@ func (a *fastArg) MarshalBinary() ([]byte, error) { return a.b[:a.n], nil }
 
 // slowArg is ARGV[2] of rotate.lua: what only the slower outcomes read.
 type slowArg struct {
-	b [34 + 1 + MaxDeviceIDLen + 1 + maxIPLen + MaxUserAgentLen]byte
+	b [34 + 2 + MaxClientIDLen + 1 + MaxDeviceIDLen + 1 + maxKeyPrefixLen + len(revocationChannel) + 1 + maxIPLen + MaxUserAgentLen]byte
 	n int
 }
 
@@ -72,6 +72,8 @@ type rotateArgs struct {
 	checkDevice       bool
 	device, ip        string // stored forms
 	ua                string // as given; packed here
+	clientID          string // as given; "" accepts any client
+	channel           string // the revocation channel
 }
 
 // pack writes both arguments of rotate.lua (see its header for the
@@ -99,12 +101,18 @@ func (f *rotateFrame) pack(a *rotateArgs) error {
 	b = appendPadded(b, int64(a.gen-1), 10)
 	b = appendPadded(b, a.graceMS, 10)
 	b = appendPadded(b, a.marginMS, 13)
+	b = append(b, 0)
+	c := len(b)
+	b = appendClientBinding(b, a.clientID)
+	b[c-1] = byte(len(b) - c)
 	if a.checkDevice {
 		b = append(b, byte(len(a.device)+1))
 		b = append(b, a.device...)
 	} else {
 		b = append(b, 0)
 	}
+	b = append(b, byte(len(a.channel)))
+	b = append(b, a.channel...)
 	b = append(b, byte(len(a.ip)))
 	b = append(b, a.ip...)
 	b = appendPackedUserAgent(b, a.ua)

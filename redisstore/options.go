@@ -57,8 +57,9 @@ type Options struct {
 	// passed. Default: Secret as key 0.
 	Keys []Key
 
-	// KeyPrefix starts every Redis key the store writes. It must not contain
-	// '{' or '}'. Default: "sc:".
+	// KeyPrefix starts every Redis key the store writes, and the name of its
+	// revocation channel (KeyPrefix + "revoked", see WatchRevocations). At
+	// most 64 bytes, without '{' or '}'. Default: "sc:".
 	KeyPrefix string
 
 	// TokenPrefix starts every token, so that secret scanners and people can
@@ -134,6 +135,10 @@ type Options struct {
 	OnEvent func(context.Context, Event)
 }
 
+// maxKeyPrefixLen bounds KeyPrefix, so that the revocation channel's name
+// fits rotate.lua's one-byte length.
+const maxKeyPrefixLen = 64
+
 // maxLifetime bounds AbsoluteTTL: the scripts compare times as 13-digit
 // text, which holds until the year 2286.
 const maxLifetime = 100 * 365 * 24 * time.Hour
@@ -157,6 +162,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if strings.ContainsAny(o.KeyPrefix, "{}") {
 		return o, optionError("KeyPrefix", strconv.Quote(o.KeyPrefix), "must not contain '{' or '}'")
+	}
+	if len(o.KeyPrefix) > maxKeyPrefixLen {
+		return o, optionError("KeyPrefix", strconv.Quote(truncate(o.KeyPrefix)), "must be at most %d bytes", maxKeyPrefixLen)
 	}
 	if o.TokenPrefix == "" {
 		o.TokenPrefix = DefaultTokenPrefix

@@ -49,7 +49,7 @@ const (
 
 // schema is every field, in the order the README lists them.
 var schema = []field{
-	{fHash, false, "keyed hash of the current token's secret (16 raw bytes), then the user id"},
+	{fHash, false, "keyed hash of the current token's secret (16 raw bytes), then the client binding if any (byte 2, the client id's length, the client id), then the user id"},
 	{fState, false, "extend after, last used, creator call id, checksum of IP address and user agent, `generation:key id:idle lifetime` (layout below)"},
 	{fPrevious, false, "last used and creator call id of the previous token, for a late retry"},
 	{fCreated, false, "created (unix ms)"},
@@ -85,6 +85,19 @@ const (
 	stRest   = stSum + 4
 )
 
+// The client binding in the h field, for a session issued to a client:
+// clientMarker, the length of the stored client id, the stored client id.
+// A user id never starts with byte 2 (control characters are refused, and a
+// stored UUID starts with uuidMarker), so a session issued without a client
+// has none.
+const clientMarker = 0x02
+
+// The revocation channel is the key prefix followed by revocationChannel.
+// Every script that revokes sessions publishes there, in the same atomic
+// step, the reason, ':' and the ids of the sessions (22 base64url bytes
+// each, as in the index); Store.WatchRevocations reads it.
+const revocationChannel = "revoked"
+
 // Reply codes, as documented in each script's header. Every script answers
 // {code, now, ...}, now being Redis's time in unix ms, but rotate.lua's hot
 // path, which answers now (13 digits) and the user id as one string: code
@@ -96,6 +109,7 @@ const (
 	codeReused  = 3 // rotate
 	codeRevoked = 4 // issue, rotate
 	codeExpired = 5 // rotate
+	codeClient  = 6 // rotate: the session is bound to another client
 	// 0: nothing to do (unknown session, nothing to revoke, id collision).
 )
 

@@ -21,10 +21,11 @@ import (
 // (redis.NewFailoverClient) and on Redis Cluster (redis.NewClusterClient):
 // every operation touches the keys of one user, which share a cluster slot.
 type Store struct {
-	rdb   redis.UniversalClient
-	opt   Options
-	kr    *keyring
-	batch *batcher
+	rdb     redis.UniversalClient
+	opt     Options
+	kr      *keyring
+	batch   *batcher
+	channel string // the revocation channel (schema.go)
 }
 
 // New returns a Store on rdb. The caller owns rdb: the Store never closes
@@ -41,7 +42,7 @@ func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{rdb: rdb, opt: opt, kr: kr, batch: newBatcher(rdb, opt.MaxInFlight)}, nil
+	return &Store{rdb: rdb, opt: opt, kr: kr, batch: newBatcher(rdb, opt.MaxInFlight), channel: opt.KeyPrefix + revocationChannel}, nil
 }
 
 // Issue starts a session for userID (a login) and returns its first refresh
@@ -58,6 +59,10 @@ func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 // sessions and a login makes at most 8 such calls, so a user far over a
 // lowered cap comes down by up to 256 sessions per login. If those calls
 // fail, the login still succeeds and the next one evicts.
+//
+// The session is bound to c.ClientID, if set, for life (see Client). Every
+// session a login evicts is published on the revocation channel, in the
+// same atomic step (see WatchRevocations).
 //
 // Invalid input returns ErrInvalidArgument and writes nothing. A retry after
 // a lost reply (go-redis retries by default) returns the same session and
@@ -84,16 +89,18 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	}
 	var th [hashLen]byte
 	s.kr.secretHash(&th, &t)
+	var hb [hashLen + 2 + MaxClientIDLen]byte
+	h := appendClientBinding(append(hb[:0], th[:]...), c.ClientID)
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], userID)
 	signer := s.kr.signer
 
 	ks := keysFor(s.opt.KeyPrefix, uh[:], sid[:])
 	keys := []string{ks.session, ks.index}
-	args := []any{memberOf(ks.session), storedID(userID), th[:], string(appendStatePrefix(nil, 0, signer.id)),
+	args := []any{memberOf(ks.session), storedID(userID), h, string(appendStatePrefix(nil, 0, signer.id)),
 		s.opt.IdleTTL.Milliseconds(), s.opt.AbsoluteTTL.Milliseconds(), s.margin(),
 		storedID(c.DeviceID), c.DeviceName, ip, packUserAgent(c.UserAgent), max(s.opt.MaxSessions, 0), call[:],
-		binary.BigEndian.AppendUint32(nil, clientSum(ip, c.UserAgent))}
+		binary.BigEndian.AppendUint32(nil, clientSum(ip, c.UserAgent)), s.channel}
 	r, err := parseReply(s.script(ctx, scriptIssue, keys, args...).Result())
 	if err == nil && r.code == codeRetry {
 		// At the cap: call again with the keys of the candidates.
@@ -131,6 +138,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		Token:            t.encode(s.opt.TokenPrefix),
 		SessionID:        sid.String(),
 		UserID:           userID,
+		ClientID:         c.ClientID,
 		ExpiresAt:        time.UnixMilli(expMS),
 		SessionExpiresAt: time.UnixMilli(absMS),
 	}, nil
@@ -141,7 +149,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 // login's: the session exists; the next login evicts.
 func (s *Store) evict(ctx context.Context, userID, index string, call []byte, candidates []string) {
 	for i := 0; i < maxEvictCalls && len(candidates) > 0; i++ {
-		keys, args := candidateArgs([]string{index}, []any{storedID(userID), s.opt.MaxSessions, call}, index, s.opt.KeyPrefix, candidates)
+		keys, args := candidateArgs([]string{index}, []any{storedID(userID), s.opt.MaxSessions, call, s.channel}, index, s.opt.KeyPrefix, candidates)
 		r, err := parseReply(s.script(ctx, scriptEvict, keys, args...).Result())
 		if err != nil {
 			return
@@ -192,6 +200,11 @@ func (s *Store) emitEvicted(ctx context.Context, userID string, r reply, ids []s
 // bounded: a retry that arrives after two more rotations, or a retry of a
 // grace replay after one, is treated as what it then looks like, a replay.
 //
+// If c.ClientID is set and the session is bound to another client, Rotate
+// returns ErrWrongClient and changes nothing (see Client). A reuse
+// revocation is published on the revocation channel in the same atomic
+// step (see WatchRevocations).
+//
 // Other outcomes: ErrMalformed and ErrUnknown (decided without Redis for
 // garbage and forgeries, which never revoke anything), ErrExpired, ErrRevoked
 // (a *RevokedError with the reason) for a session revoked earlier, and
@@ -225,6 +238,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		absMS: old.absoluteMS(), idleMS: s.opt.IdleTTL.Milliseconds(),
 		graceMS: max(s.opt.Grace.Milliseconds(), 0), marginMS: s.margin(),
 		checkDevice: s.opt.GraceSameDevice, device: storedID(c.DeviceID), ip: ip, ua: c.UserAgent,
+		clientID: c.ClientID, channel: s.channel,
 	}); err != nil {
 		return Grant{}, fmt.Errorf("redisstore: call id: %w", err)
 	}
@@ -243,7 +257,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	}
 	switch r.code {
 	case codeOK:
-		if g.UserID, err = s.boundUser(r.field(0), old); err != nil {
+		if g.ClientID, g.UserID, err = s.boundRest(r.field(0), old); err != nil {
 			return Grant{}, err
 		}
 		expMS := min(r.now+s.opt.IdleTTL.Milliseconds(), old.absoluteMS())
@@ -252,7 +266,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		g.Token, g.ExpiresAt = next.encode(s.opt.TokenPrefix), time.UnixMilli(expMS)
 		return g, nil
 	case codeHandOut:
-		if g.UserID, err = s.boundUser(r.field(0), old); err != nil {
+		if g.ClientID, g.UserID, err = s.boundRest(r.field(0), old); err != nil {
 			return Grant{}, err
 		}
 		// The token to hand out is the successor of the presented one (the
@@ -297,6 +311,8 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
 	case codeExpired:
 		return Grant{}, ErrExpired
+	case codeClient:
+		return Grant{}, ErrWrongClient
 	default:
 		return Grant{}, missing(old, r.now)
 	}
@@ -306,6 +322,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 type TokenInfo struct {
 	SessionID string
 	UserID    string
+	ClientID  string // the client the session was issued to; "" for none
 	// ExpiresAt is the token's idle deadline, SessionExpiresAt its session's
 	// absolute deadline.
 	ExpiresAt        time.Time
@@ -338,15 +355,17 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	if err != nil && err != redis.Nil {
 		return TokenInfo{}, fmt.Errorf("redisstore: %w", err)
 	}
-	// h holds the keyed hash of the current token's secret, then the user id.
+	// h holds the keyed hash of the current token's secret, then the client
+	// binding, if any, and the user id.
 	if len(h) > hashLen && subtle.ConstantTimeCompare(th[:], []byte(h[:hashLen])) == 1 {
-		user, err := s.boundUser(h[hashLen:], t)
+		client, user, err := s.boundRest(h[hashLen:], t)
 		if err != nil {
 			return TokenInfo{}, err
 		}
 		return TokenInfo{
 			SessionID:        sessionIDString(memberOf(ks.session)),
 			UserID:           user,
+			ClientID:         client,
 			ExpiresAt:        time.UnixMilli(t.expiresMS()),
 			SessionExpiresAt: time.UnixMilli(t.absoluteMS()),
 		}, nil
@@ -549,7 +568,7 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	}
 	member := memberOf(ks.session)
 	r, err := parseReply(s.script(ctx, scriptRevoke, []string{ks.session, ks.index},
-		member, string(reason), userID, call[:]).Result())
+		member, string(reason), userID, call[:], s.channel).Result())
 	if err != nil {
 		return 0, "", err
 	}
@@ -622,8 +641,8 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		if first {
 			keys[1] = keepKey
 		}
-		args := make([]any, 4, len(members)+4)
-		args[0], args[1], args[2], args[3] = string(ReasonLogoutAll), stored, keepMember, call[:]
+		args := make([]any, 5, len(members)+5)
+		args[0], args[1], args[2], args[3], args[4] = string(ReasonLogoutAll), stored, keepMember, call[:], s.channel
 		for _, m := range members {
 			keys = append(keys, sessionKey(idx, s.opt.KeyPrefix, m))
 			args = append(args, m)
@@ -711,6 +730,17 @@ func (s *Store) open(raw string, t *token) (*key, error) {
 		return nil, ErrUnknown
 	}
 	return k, nil
+}
+
+// boundRest splits what follows the hash in t's session's h field into the
+// client id and the user id, checking the user id as boundUser does.
+func (s *Store) boundRest(rest string, t *token) (clientID, userID string, err error) {
+	clientID, stored, err := splitRest(rest)
+	if err != nil {
+		return "", "", err
+	}
+	userID, err = s.boundUser(stored, t)
+	return clientID, userID, err
 }
 
 // boundUser returns the user id that Redis holds for t's session, after

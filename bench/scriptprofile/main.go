@@ -62,8 +62,8 @@ func variants(now string) []*variant {
 	}
 	vs := []*variant{
 		{name: "rotate.lua as it is", src: src},
-		{name: "reply {1, now, user} (before issue 12)", src: must(src, "return nows .. user", "return {1, nows, user}")},
-		{name: "reply 1 (no time, no user id)", src: must(src, "return nows .. user", "return 1")},
+		{name: "reply {1, now, user} (before issue 12)", src: must(src, "return nows .. rest", "return {1, nows, rest}")},
+		{name: "reply 1 (no time, no user id)", src: must(src, "return nows .. rest", "return 1")},
 		{name: "time from an argument, no TIME", src: must(src, timeBlock, "local nows = ARGV[3]\n"), extra: []string{now}},
 		{name: "8 more arguments (13 bytes each, unread)", src: src, extra: dummies},
 		{name: "HMGET of 4 fields instead of 2", src: must(src, "redis.call('HMGET', KEYS[1], 'h', 's')", "redis.call('HMGET', KEYS[1], 'h', 's', 'p', 'd')")},
@@ -216,7 +216,11 @@ func setUp(ctx context.Context, rdb *redis.Client, sessions int) ([]target, erro
 	}
 	const idle = int64(14 * 24 * time.Hour / time.Millisecond)
 	abs := now.UnixMilli() + 2*idle
-	slow := fmt.Sprintf("%010d%010d%013d", 0, 15000, idle/16) + "\x00" + string(rune(len(c.IPAddress))) + c.IPAddress + c.UserAgent
+	// rotate.lua's ARGV[2]: generation, grace, margin, no client binding,
+	// no device check, the revocation channel, IP address, user agent.
+	channel := prefix + "revoked"
+	slow := fmt.Sprintf("%010d%010d%013d", 0, 15000, idle/16) + "\x00\x00" + string(rune(len(channel))) + channel +
+		string(rune(len(c.IPAddress))) + c.IPAddress + c.UserAgent
 	out := make([]target, 0, len(keys))
 	for _, k := range keys {
 		f, err := rdb.HMGet(ctx, k, "h", "s").Result()
