@@ -188,3 +188,12 @@ func kidOf(t testing.TB, tok string) string {
 	kid, _ := h["kid"].(string)
 	return kid
 }
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -150,10 +150,10 @@ func sign(priv any, input, dst []byte) ([]byte, error) {
 		if s.Cmp(p256HalfOrder) > 0 {
 			s.Sub(p256Order, s)
 		}
-		dst = dst[:64]
-		r.FillBytes(dst[:32])
-		s.FillBytes(dst[32:])
-		return dst, nil
+		var rs [64]byte
+		r.FillBytes(rs[:32])
+		s.FillBytes(rs[32:])
+		return append(dst, rs[:]...), nil
 	}
 	panic(fmt.Sprintf("accesstoken: signing key of type %T", priv))
 }
