@@ -81,7 +81,8 @@ type Config struct {
 	// 1s to 24h. Default 1h.
 	JWKSMaxAge time.Duration
 	// CacheSize bounds the number of verified tokens Verify remembers;
-	// negative turns the cache off. Default 65536 (about 20 MB when full).
+	// negative turns the cache off. Default 65536 (about 17 MB when full,
+	// measured with ids of about 30 bytes).
 	CacheSize int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time

@@ -55,11 +55,9 @@ func (c *cache) putLocked(k [sha256.Size]byte, e cached) {
 	c.cur[k] = e
 }
 
-// hashToken returns the key of raw in the cache.
+// hashToken returns the key of raw, at most MaxTokenLen bytes, in the
+// cache. (The copy to the stack spares a heap allocation per call.)
 func hashToken(raw string) [sha256.Size]byte {
-	h := sha256.New()
-	h.Write([]byte(raw))
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	return sum
+	var buf [MaxTokenLen]byte
+	return sha256.Sum256(buf[:copy(buf[:], raw)])
 }

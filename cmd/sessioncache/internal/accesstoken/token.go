@@ -178,17 +178,23 @@ type payload struct {
 // the signature are go-jose's. Errors wrap ErrMalformed (not a token at all,
 // told cheaply: a refresh token is one), ErrExpired (genuine but past its exp)
 // or ErrInvalid (anything else); they never contain any part of the token.
+//
+// Verify says nothing about the session: whether it is still live (not
+// logged out, revoked or evicted) is the caller's to check, by sid.
+// A token seen before is answered from the cache (see the package doc) after
+// the checks of exp, iat and its key that depend on the time.
 func (a *Authority) Verify(raw string) (Claims, error) {
 	if len(raw) > MaxTokenLen {
 		return Claims{}, errTooLong
 	}
-	if !compactJWS(raw) {
+	if strings.Count(raw, ".") != 2 {
 		return Claims{}, errNotCompact
 	}
 	now := a.now()
 	ring := a.keyring(now)
 	var sum [sha256.Size]byte
 	if a.cache != nil {
+		// A token in the cache passed every check below once.
 		sum = hashToken(raw)
 		if e, ok := a.cache.get(sum); ok {
 			if !ring.publishes(e.epoch) {
@@ -199,6 +205,9 @@ func (a *Authority) Verify(raw string) (Claims, error) {
 			}
 			return e.claims, nil
 		}
+	}
+	if !compactJWS(raw) {
+		return Claims{}, errNotCompact
 	}
 	c, k, err := a.verify(raw, ring)
 	if err != nil {
@@ -282,26 +291,32 @@ func checkTimes(c *Claims, now time.Time) error {
 // makes a token's text unique, and tells a refresh token or garbage from a
 // token without parsing.
 func compactJWS(s string) bool {
-	seg, start := 0, 0
-	for i := 0; i <= len(s); i++ {
-		if i < len(s) && s[i] != '.' {
-			if !isBase64URL(s[i]) {
-				return false
-			}
+	dots, start := 0, 0
+	for i := 0; i < len(s); i++ {
+		if base64URL[s[i]] != invalid {
 			continue
 		}
-		if seg == 3 || !canonicalBase64(s[start:i]) || (seg < 2 && i == start) {
+		if s[i] != '.' || dots == 2 || i == start || !canonicalBase64(s[start:i]) {
 			return false
 		}
-		seg++
+		dots++
 		start = i + 1
 	}
-	return seg == 3
+	return dots == 2 && canonicalBase64(s[start:])
 }
 
-func isBase64URL(c byte) bool {
-	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
-}
+// base64URL maps a character to its value in base64url, or to invalid.
+var base64URL = func() (t [256]byte) {
+	for i := range t {
+		t[i] = invalid
+	}
+	for i, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
+const invalid = 0xff
 
 // canonicalBase64 reports whether seg, made of base64url characters, is the
 // unpadded encoding of some bytes with its unused trailing bits zero.
@@ -309,7 +324,7 @@ func canonicalBase64(seg string) bool {
 	if len(seg) == 0 {
 		return true
 	}
-	last := base64URLValue(seg[len(seg)-1])
+	last := base64URL[seg[len(seg)-1]]
 	switch len(seg) % 4 {
 	case 1:
 		return false
@@ -319,20 +334,6 @@ func canonicalBase64(seg string) bool {
 		return last&0x03 == 0
 	}
 	return true
-}
-
-func base64URLValue(c byte) byte {
-	switch {
-	case 'A' <= c && c <= 'Z':
-		return c - 'A'
-	case 'a' <= c && c <= 'z':
-		return c - 'a' + 26
-	case '0' <= c && c <= '9':
-		return c - '0' + 52
-	case c == '-':
-		return 62
-	}
-	return 63
 }
 
 // checkClaimString refuses what JSON cannot carry unchanged.
