@@ -55,8 +55,8 @@ var (
 	ErrInvalid = errors.New("accesstoken: invalid token")
 )
 
-// ErrDeadlinePassed is returned by Issue when the session's deadline is not
-// at least a second ahead.
+// ErrDeadlinePassed is returned by Issue when the session's deadline,
+// rounded down to a whole second, is not after now: no token could be valid.
 var ErrDeadlinePassed = errors.New("accesstoken: the session's deadline has passed")
 
 // Config configures an Authority. Its zero value is not valid: Secret, Issuer
@@ -66,6 +66,7 @@ type Config struct {
 	// every instance. Signing keys are derived from it. Required.
 	Secret []byte
 	// Alg is the signing algorithm: "ES256" or "EdDSA". Default "ES256".
+	// Like Secret and Period, it must be the same on every instance.
 	Alg string
 	// Issuer is the iss claim: an http:// or https:// URL without query,
 	// fragment or user information. Required.
@@ -74,8 +75,8 @@ type Config struct {
 	Audience string
 	// TTL is the longest lifetime of a token, from 1s to 1h. Default 5m.
 	TTL time.Duration
-	// Period is the length of a key epoch, at least 2 x (TTL + JWKSMaxAge).
-	// Default 24h.
+	// Period is the length of a key epoch, at least 2 x (TTL + JWKSMaxAge),
+	// the same on every instance. Default 24h.
 	Period time.Duration
 	// JWKSMaxAge is the max-age a key set response may be cached for, from
 	// 1s to 24h. Default 1h.

@@ -13,7 +13,9 @@
 // RFC 9068 asks for (typ, iss, aud, exp, iat, required claims) and refuses,
 // before go-jose sees it, what cannot be one of its tokens: input longer than
 // MaxTokenLen, not three base64url segments, or base64url that is not in its
-// one canonical form (so that a token has exactly one spelling).
+// one canonical form. With the ES256 rule below it gives a token exactly one
+// spelling: an ECDSA signature (r, s) has a twin (r, n-s) that is just as
+// valid, so Issue writes the one with s <= n/2 and Verify refuses the other.
 //
 // # Keys
 //
@@ -40,9 +42,10 @@
 // room for the clocks of instances and gateways to differ by minutes.
 //
 // The secret is the root secret of the store (at least 32 bytes). It must be
-// the same on every instance, as it already must be for the store; a change of
-// secret changes every key at once (tokens signed before the change fail until
-// they expire, and gateways must refetch the key set).
+// the same on every instance, as it already must be for the store, and so must
+// Alg and Period. A change of any of the three changes every key at once:
+// tokens signed before the change fail until they expire, and gateways must
+// refetch the key set.
 //
 // # Verification cache
 //

@@ -3,6 +3,8 @@ package accesstoken
 import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -71,6 +73,8 @@ func TestVerifyRefuses(t *testing.T) {
 				{"typ at+jwt;v=2", forge(t, k, header(func(h map[string]any) { h["typ"] = "at+jwt;v=2" }), goodClaims(a)), errType},
 				{"crit b64", forge(t, k, header(func(h map[string]any) { h["crit"] = []string{"b64"}; h["b64"] = false }), goodClaims(a)), errHeader},
 				{"embedded jwk", forge(t, k, header(func(h map[string]any) { h["jwk"] = k.jwk }), goodClaims(a)), errHeader},
+				{"x5c", forge(t, k, header(func(h map[string]any) { h["x5c"] = []string{selfSignedCert(t)} }), goodClaims(a)), errHeader},
+				{"another header parameter", forge(t, k, header(func(h map[string]any) { h["cty"] = "JWT" }), goodClaims(a)), errHeader},
 				{"jku", forge(t, k, header(func(h map[string]any) { h["jku"] = "https://evil.example/jwks" }), goodClaims(a)), errHeader},
 				{"kid missing", forge(t, k, header(func(h map[string]any) { delete(h, "kid") }), goodClaims(a)), errUnknownKid},
 				{"unknown kid", forge(t, foreignKey, header(func(h map[string]any) { h["kid"] = foreignKey.kid }), goodClaims(a)), errUnknownKid},
@@ -242,6 +246,48 @@ func TestMalformedIsCheap(t *testing.T) {
 		})
 		if allocs != 0 {
 			t.Errorf("%d allocations to refuse input of %d bytes", int(allocs), len(in))
+		}
+	}
+}
+
+// selfSignedCert returns a certificate, standard base64 of DER, as x5c
+// carries it.
+func selfSignedCert(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(der)
+}
+
+// TestVerifyAccepts checks what RFC 9068 and RFC 7519 allow a token to
+// spell otherwise: typ in any case or as a media type, aud as a list.
+func TestVerifyAccepts(t *testing.T) {
+	for _, alg := range algs {
+		c := newClock(t0)
+		a := newAuthority(t, testConfig(alg, c))
+		k := a.keyring(t0).signing()
+		for name, edit := range map[string]func(h, p map[string]any){
+			"typ AT+JWT":             func(h, p map[string]any) { h["typ"] = "AT+JWT" },
+			"typ application/at+jwt": func(h, p map[string]any) { h["typ"] = "application/at+jwt" },
+			"typ Application/AT+JWT": func(h, p map[string]any) { h["typ"] = "Application/AT+JWT" },
+			"aud a list with ours":   func(h, p map[string]any) { p["aud"] = []string{"other", testAudience} },
+			"iat within the leeway":  func(h, p map[string]any) { p["iat"] = t0.Add(Leeway).Unix() },
+			"exp a second ahead":     func(h, p map[string]any) { p["exp"] = t0.Add(time.Second).Unix() },
+		} {
+			t.Run("alg="+alg+"/"+name, func(t *testing.T) {
+				h, p := goodHeader(a, k), goodClaims(a)
+				edit(h, p)
+				if _, err := a.Verify(forge(t, k, h, p)); err != nil {
+					t.Fatal(err)
+				}
+			})
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -52,7 +53,7 @@ var (
 // "at+jwt"}, claims iss, sub, aud, exp, iat, jti, client_id and sid (RFC
 // 9068). exp is now + TTL, or notAfter (the session's deadline) when that
 // comes first, rounded down to a whole second. Issue refuses with
-// ErrDeadlinePassed when that leaves no whole second after now, and with an
+// ErrDeadlinePassed when that exp is not after now, and with an
 // error when subject, sessionID or clientID is empty or not UTF-8, or the
 // token would be longer than MaxTokenLen. It returns the token and its
 // claims.
@@ -232,8 +233,12 @@ func (a *Authority) verify(raw string, ring *keyring) (Claims, *epochKey, error)
 	sig := &jws.Signatures[0]
 	h := &sig.Header
 	// Our tokens carry alg, kid and typ, nothing else: refuse crit, b64,
-	// jwk, x5c and the like rather than reason about them.
-	if h.JSONWebKey != nil || h.Nonce != "" || len(h.ExtraHeaders) != 1 || sig.Unprotected.KeyID != "" || sig.Unprotected.Algorithm != "" || len(sig.Unprotected.ExtraHeaders) != 0 {
+	// jwk, x5c and the like rather than reason about them. (go-jose keeps
+	// jwk, nonce and x5c out of ExtraHeaders.)
+	if h.JSONWebKey != nil || h.Nonce != "" || len(h.ExtraHeaders) != 1 {
+		return Claims{}, nil, errHeader
+	}
+	if _, err := h.Certificates(x509.VerifyOptions{}); !errors.Is(err, jose.ErrMissingX5cHeader) {
 		return Claims{}, nil, errHeader
 	}
 	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); !strings.EqualFold(typ, tokenType) && !strings.EqualFold(typ, "application/"+tokenType) {
