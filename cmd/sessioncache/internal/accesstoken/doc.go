@@ -38,8 +38,9 @@
 // so every gateway's cached copy of the set has it before its first token
 // appears, and stays published a whole Period after it last signed, long after
 // its last token expired. A token verifies if its kid is in the set published
-// now. New refuses a Period shorter than twice TTL + JWKSMaxAge, which leaves
-// room for the clocks of instances and gateways to differ by minutes.
+// now. Strictly, a Period of max(TTL, JWKSMaxAge) would do; New refuses one
+// shorter than 2 x (TTL + JWKSMaxAge), a margin for clocks of instances and
+// gateways that differ and caches that keep the set a little too long.
 //
 // The secret is the root secret of the store (at least 32 bytes). It must be
 // the same on every instance, as it already must be for the store, and so must
