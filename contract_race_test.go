@@ -32,7 +32,7 @@ func testRaceGrace(t *testing.T, b *redistest.Backend) {
 	}
 	t.Logf("%s: %d concurrent rotations -> 1 successor created, %d grace replays", b.Kind, n, n-1)
 	for tok := range succ {
-		if _, err := f.store.Validate(context.Background(), tok); err != nil {
+		if _, err := f.Store.Validate(context.Background(), tok); err != nil {
 			t.Fatalf("the successor: %v", err)
 		}
 	}
@@ -62,7 +62,7 @@ func testRaceNoGrace(t *testing.T, b *redistest.Backend) {
 		t.Fatalf("%d concurrent rotations without grace: %d won, %d saw reuse, %d saw revoked; want 1, 1, %d", n, wins, reused, revoked, n-2)
 	}
 	t.Logf("%s: %d concurrent rotations without grace -> 1 winner, 1 reuse detection, %d refused", b.Kind, n, revoked)
-	_, err := f.store.Validate(context.Background(), winner)
+	_, err := f.Store.Validate(context.Background(), winner)
 	wantErr(t, "winner after the race revoked the family", err, redisstore.ErrRevoked)
 }
 
@@ -77,7 +77,7 @@ func raceRotate(f *fixture, tok string, n int) ([]redisstore.Grant, []error) {
 			defer done.Done()
 			ready.Done()
 			<-start
-			grants[i], errs[i] = f.store.Rotate(context.Background(), tok, redisstore.Client{})
+			grants[i], errs[i] = f.Store.Rotate(context.Background(), tok, redisstore.Client{})
 		}()
 	}
 	ready.Wait()
@@ -96,7 +96,7 @@ func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := f.store.Issue(ctx, "alice", laptop); err != nil {
+			if _, err := f.Store.Issue(ctx, "alice", laptop); err != nil {
 				t.Errorf("Issue: %v", err)
 			}
 		}()
@@ -106,7 +106,7 @@ func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
 		t.Fatalf("after 32 concurrent logins with cap 5: %d sessions", len(l))
 	}
 	evicted := 0
-	for _, e := range f.takeEvents() {
+	for _, e := range f.TakeEvents() {
 		if e.Kind == redisstore.EventSessionEvicted {
 			evicted++
 		}
@@ -114,7 +114,7 @@ func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
 	if evicted != 27 {
 		t.Errorf("evictions = %d, want 27", evicted)
 	}
-	if n, err := f.store.RevokeAll(ctx, "alice", ""); n != 5 || err != nil {
+	if n, err := f.Store.RevokeAll(ctx, "alice", ""); n != 5 || err != nil {
 		t.Fatalf("RevokeAll = %d, %v; want 5", n, err)
 	}
 }
@@ -134,7 +134,7 @@ func testCappedLoginStorm(t *testing.T, b *redistest.Backend) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < each; j++ {
-				if _, err := f.store.Issue(ctx, "alice", laptop); err != nil {
+				if _, err := f.Store.Issue(ctx, "alice", laptop); err != nil {
 					failed.Add(1)
 					t.Errorf("Issue: %v", err)
 				}
@@ -144,7 +144,7 @@ func testCappedLoginStorm(t *testing.T, b *redistest.Backend) {
 	wg.Wait()
 	total := int64(callers * each)
 	evicted := 0
-	for _, e := range f.takeEvents() {
+	for _, e := range f.TakeEvents() {
 		if e.Kind == redisstore.EventSessionEvicted {
 			evicted++
 		}
@@ -172,7 +172,7 @@ func testRevokeAllUnderLogins(t *testing.T, b *redistest.Backend) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				g, err := f.store.Issue(ctx, "victim", redisstore.Client{DeviceName: "attacker"})
+				g, err := f.Store.Issue(ctx, "victim", redisstore.Client{DeviceName: "attacker"})
 				if err != nil {
 					if ctx.Err() == nil {
 						t.Errorf("attacker login: %v", err)
@@ -202,7 +202,7 @@ func testRevokeAllUnderLogins(t *testing.T, b *redistest.Backend) {
 		mu.Lock()
 		before := append([]redisstore.Grant(nil), issued[checked:]...)
 		mu.Unlock()
-		n, err := f.store.RevokeAll(context.Background(), "victim", "")
+		n, err := f.Store.RevokeAll(context.Background(), "victim", "")
 		if err != nil {
 			t.Fatalf("round %d: RevokeAll failed on its first call: %v", round, err)
 		}
@@ -221,7 +221,7 @@ func testRevokeAllUnderLogins(t *testing.T, b *redistest.Backend) {
 			if i%max(len(before)/8, 1) != 0 && i < len(before)-8 {
 				continue
 			}
-			if _, err := f.store.Validate(context.Background(), g.Token); !errors.Is(err, redisstore.ErrRevoked) {
+			if _, err := f.Store.Validate(context.Background(), g.Token); !errors.Is(err, redisstore.ErrRevoked) {
 				t.Fatalf("round %d: a session that existed before RevokeAll: Validate = %v, want revoked", round, err)
 			}
 		}
