@@ -72,6 +72,9 @@ func instance(t *testing.T, b *redistest.Backend, opt redisstore.Options) *redis
 	return redistest.NewStore(t, c, opt).Store
 }
 
+// testSkewedInstances: two service instances (two stores, two connection
+// pools) on one backend agree on every grace, reuse and expiry decision,
+// since Redis takes each of them.
 func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 	ctx := context.Background()
 	t.Run("GrandparentThroughOtherInstance", func(t *testing.T) {

@@ -12,6 +12,9 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
+// testRaceGrace: of 64 concurrent rotations of one token with grace on,
+// exactly one creates a successor and the other 63 get that successor as
+// grace replays.
 func testRaceGrace(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
 	g := f.issue(t, "alice", laptop)
@@ -38,6 +41,9 @@ func testRaceGrace(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRaceNoGrace: of 64 concurrent rotations of one token with grace off,
+// exactly one wins, one detects reuse and revokes the session, and the other
+// 62 find it revoked.
 func testRaceNoGrace(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 	g := f.issue(t, "alice", laptop)
@@ -86,9 +92,9 @@ func raceRotate(f *fixture, tok string, n int) ([]redisstore.Grant, []error) {
 	return grants, errs
 }
 
+// testConcurrentLogins: concurrent logins of one user past the cap all
+// succeed, the cap holds, and each login past it evicts exactly one session.
 func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
-	// Logins racing each other: the cap holds, none fails, each login past
-	// the cap evicts exactly one session.
 	f := newFixture(t, b, redisstore.Options{MaxSessions: 5})
 	ctx := context.Background()
 	var wg sync.WaitGroup

@@ -34,6 +34,10 @@ func eventsOf(ev []redisstore.Event, k redisstore.EventKind) []redisstore.Event 
 
 var sortEvents = cmpopts.SortSlices(func(a, b redisstore.Event) bool { return a.SessionID < b.SessionID })
 
+// testLostReplies: a write whose reply is lost after Redis ran it (Issue
+// with an eviction, Rotate with grace on and off, a reuse detection, each
+// revocation), retried by go-redis, returns what the first attempt did and
+// emits its events once.
 func testLostReplies(t *testing.T, b *redistest.Backend) {
 	ctx := context.Background()
 	// faulty returns a fixture whose store runs through proxies that drop

@@ -22,6 +22,9 @@ func ids(l []redisstore.Session) []string {
 	return out
 }
 
+// testListSessions: a listing shows every live session of the user with its
+// metadata, most recently used first, and none past its idle deadline; a
+// user without sessions gets an empty listing.
 func testListSessions(t *testing.T, b *redistest.Backend) {
 	// IdleTTL 1.6s: the index keeps a session 100 ms past its idle deadline.
 	f := newFixture(t, b, redisstore.Options{IdleTTL: 1600 * time.Millisecond})
@@ -150,6 +153,9 @@ func testListPages(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRevokeSession: RevokeSession ends the named session of the named user
+// only, once (1, then 0), with one logout event; its tokens then get
+// RevokedError (reason logout) and every other session keeps working.
 func testRevokeSession(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -185,6 +191,8 @@ func testRevokeSession(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRevokeToken: RevokeToken with any genuine token of a session, a
+// rotated one included, ends the session, once (1, then 0).
 func testRevokeToken(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -201,6 +209,9 @@ func testRevokeToken(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRevokeAll: RevokeAll ends every session of the user but the one to
+// keep, with a logout_all event each, returns how many it ended, and leaves
+// other users' sessions alone.
 func testRevokeAll(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -296,6 +307,9 @@ func testRevokeAllBatches(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testMaxSessions: a login past MaxSessions evicts the least recently used
+// session (one event; its tokens get RevokedError, reason evicted), and
+// expired sessions do not count against the cap.
 func testMaxSessions(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{MaxSessions: 3, IdleTTL: time.Second})
 	ctx := context.Background()
@@ -366,6 +380,8 @@ func testMaxSessionsLowered(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testSpread: every key carries a hash tag, and users spread over a
+// cluster's slots (64 users over at least 50) instead of sharing one.
 func testSpread(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()

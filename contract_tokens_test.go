@@ -16,6 +16,10 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
+// testIssueValidate: a login hands out a token with the store's prefix that
+// validates at once, its session is listed with the login's metadata and
+// with deadlines IdleTTL and AbsoluteTTL after a creation time read from
+// Redis's clock, and printing the Grant never shows the token.
 func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 24 * time.Hour})
 	ctx := context.Background()
@@ -66,6 +70,10 @@ func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRotateChain: a rotation hands out a new token of the same session,
+// slides the idle deadline but not the absolute one, records the caller's IP
+// address and user agent, and ends the token it replaced (RevokedError,
+// reason rotated), over a chain of any length.
 func testRotateChain(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 24 * time.Hour})
 	ctx := context.Background()
@@ -134,6 +142,9 @@ func sessionHash(t *testing.T, b *redistest.Backend) (string, map[string]string)
 	return "", nil
 }
 
+// testGraceReplay: within the grace window, the immediate predecessor gets
+// the same successor back as a grace replay, with one event, without a write
+// to Redis, and the successor rotates normally afterwards.
 func testGraceReplay(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
 	ctx := context.Background()
@@ -162,6 +173,10 @@ func testGraceReplay(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testGraceExpired: after the grace window, the predecessor is reuse: that
+// call gets ErrReused with one reuse event, and the whole session, its
+// newest token included, is revoked (later calls get RevokedError, reason
+// reuse, not ErrReused).
 func testGraceExpired(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: 200 * time.Millisecond})
 	ctx := context.Background()
@@ -191,6 +206,9 @@ func testGraceExpired(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testGrandparent: a grandparent, or any older token, is never in grace,
+// even right after the rotations: presenting it is reuse and revokes the
+// session.
 func testGrandparent(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
 	ctx := context.Background()
@@ -216,6 +234,9 @@ func testGrandparent(t *testing.T, b *redistest.Backend) {
 	wantErr(t, "Validate newest after old replay", err, redisstore.ErrRevoked)
 }
 
+// testGraceSameDevice: with GraceSameDevice, only a caller with the
+// session's device id gets a grace replay; another device id, or a device id
+// on one side only, is reuse.
 func testGraceSameDevice(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute, GraceSameDevice: true})
 	ctx := context.Background()
@@ -259,6 +280,8 @@ func testGraceSameDevice(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testGraceOff: with grace off (NoGrace), a second use of a rotated token is
+// reuse and revokes its session.
 func testGraceOff(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 	ctx := context.Background()
@@ -331,6 +354,10 @@ func forge(t *testing.T, real string) []string {
 	return out
 }
 
+// testForgery: a forged token (a bit flipped in the generation, secret or
+// MAC of an old or the current token) is ErrUnknown to Rotate, Validate and
+// RevokeToken, as is a token signed under another secret to Rotate, and none
+// of them changes Redis or emits an event.
 func testForgery(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 	ctx := context.Background()
@@ -366,6 +393,9 @@ func testForgery(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testMalformed: a token that fails the format or the checksum is
+// ErrMalformed to Rotate, Validate and RevokeToken, and changes nothing in
+// Redis.
 func testMalformed(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -393,6 +423,9 @@ func testMalformed(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testBadInput: over-long, malformed or control-character input (client
+// metadata, user ids, session ids, list options) is ErrInvalidArgument to
+// every call, changes nothing in Redis and leaves the user's token valid.
 func testBadInput(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -500,6 +533,11 @@ func testStoredInput(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testKeyRotation: signing keys rotate without logging anyone out: a store
+// that signs with a new key rotates tokens of the old one, a store without
+// the new key hands out nothing for a replay of a successor signed with it,
+// and once the old key is dropped its tokens are ErrUnknown while the
+// listing stays whole.
 func testKeyRotation(t *testing.T, b *redistest.Backend) {
 	k1 := redisstore.Key{ID: 1, Secret: []byte("key-one-key-one-key-one-key-one-key-one")}
 	k2 := redisstore.Key{ID: 2, Secret: []byte("key-two-key-two-key-two-key-two-key-two")}
@@ -530,6 +568,9 @@ func testKeyRotation(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testNoRawToken: Redis holds no token nor any part of one that would help
+// forge it: not its body, its payload, its secret (raw, a prefix of it, or
+// in base64) or its MAC.
 func testNoRawToken(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()

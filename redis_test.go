@@ -13,6 +13,8 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
+// testScriptCacheLoss: after SCRIPT FLUSH (what a restart or a failover does
+// to the script cache), the next call loads its script again and succeeds.
 func testScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
