@@ -3,7 +3,6 @@ package sessioncache_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -168,23 +167,7 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 // presented again later, by another call, is a replay.
 func testLateRetry(t *testing.T, b *redistest.Backend) {
 	ctx := context.Background()
-	release := make(chan struct{})
-	var mu sync.Mutex
-	attempts := 0
-	rule := func(args []string) redistest.Fault {
-		if !redistest.RunsScript(args, lua.Rotate) {
-			return redistest.Pass
-		}
-		mu.Lock()
-		attempts++
-		n := attempts
-		mu.Unlock()
-		if n == 1 {
-			return redistest.DropReply
-		}
-		<-release // hold the retry
-		return redistest.Pass
-	}
+	rule, release, attempts := redistest.DropThenHold(t, func(args []string) bool { return redistest.RunsScript(args, lua.Rotate) })
 	opt := redisstore.Options{Grace: time.Minute}
 	tabA, _ := b.FaultyStore(t, opt, rule)
 	f := newFixture(t, b, opt)
@@ -198,24 +181,13 @@ func testLateRetry(t *testing.T, b *redistest.Backend) {
 		g, err := tabA.Rotate(ctx, g0.Token, redisstore.Client{})
 		done <- result{g, err}
 	}()
-	// Wait until A's first attempt ran and its retry is held.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		mu.Lock()
-		n := attempts
-		mu.Unlock()
-		if n >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("tab A's rotation was never retried")
-		}
-	}
+	waitUntil(t, "tab A's first attempt ran and its retry is held", func() bool { return attempts() >= 2 })
 	g1, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	if err != nil || !g1.Replayed {
 		t.Fatalf("tab B in grace: %v (replayed %v)", err, g1.Replayed)
 	}
 	g2 := f.rotate(t, g1.Token)
-	close(release)
+	release()
 	r := <-done
 	if r.err != nil || r.g.Token != g1.Token || r.g.Replayed {
 		t.Fatalf("late retry: %v (same token as the first attempt: %v, replayed %v); want the first attempt's answer", r.err, r.g.Token == g1.Token, r.g.Replayed)

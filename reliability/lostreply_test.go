@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,18 +274,8 @@ func TestRetryAfterConcurrentRotation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			release := make(chan struct{})
-			var seen atomic.Int64
-			rule := func(args []string) redistest.Fault {
-				if !isRotate(args) {
-					return redistest.Pass
-				}
-				if seen.Add(1) == 1 {
-					return redistest.DropReply
-				}
-				<-release // hold the retry until tab B has rotated
-				return redistest.Pass
-			}
+			// The retry is held until tab B has rotated.
+			rule, release, _ := redistest.DropThenHold(t, isRotate)
 			var events counter
 			opt := redisstore.Options{OnEvent: func(_ context.Context, e redisstore.Event) {
 				events.add(e.Kind.String(), 1)
@@ -326,7 +315,7 @@ func TestRetryAfterConcurrentRotation(t *testing.T) {
 					t.Fatalf("tab B, rotation %d: %v (replayed %v)", i+1, err, cur.Replayed)
 				}
 			}
-			close(release)
+			release()
 			r := <-done
 			_, verr := b.Validate(ctx, cur.Token)
 			figure(t, "lost_reply/RetryAfterConcurrentRotation/"+tc.name, "retry_outcome", errClass(r.err),

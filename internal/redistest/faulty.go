@@ -5,8 +5,11 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 // Faulty returns a client of b's server (or cluster) whose every connection
@@ -18,6 +21,25 @@ func (b *Backend) Faulty(tb testing.TB, rule func(args []string) Fault) redis.Un
 	tb.Helper()
 	c, _ := b.faulty(tb, rule)
 	return c
+}
+
+// FaultyStore is the set-up of a lost-reply test: a store (NewStore, under
+// b's prefix) whose client reaches b's servers through fault proxies that
+// ask rule about each command (Faulty), and those proxies. The client keeps
+// go-redis's defaults, MaxRetries 3 included, so that a reply a proxy drops
+// is retried on a new connection with the same arguments, as in
+// production. The store's scripts are loaded (Ping) before it returns.
+func (b *Backend) FaultyStore(tb testing.TB, opt redisstore.Options, rule func(args []string) Fault) (*Store, *Faults) {
+	tb.Helper()
+	c, faults := b.faulty(tb, rule)
+	opt.KeyPrefix = b.Prefix
+	s := NewStore(tb, c, opt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		tb.Fatalf("Ping through the fault proxy: %v", err)
+	}
+	return s, faults
 }
 
 // Faults are the fault proxies between one client and a backend's servers,

@@ -2,14 +2,10 @@ package redistest
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -97,60 +93,4 @@ func (s *Store) TakeEvents() []redisstore.Event {
 	e := s.events
 	s.events = nil
 	return e
-}
-
-// FaultyStore is the set-up of a lost-reply test: a store (NewStore, under
-// b's prefix) whose client reaches b's servers through fault proxies that
-// ask rule about each command (Faulty), and those proxies. The client keeps
-// go-redis's defaults, MaxRetries 3 included, so that a reply a proxy drops
-// is retried on a new connection with the same arguments, as in
-// production. The store's scripts are loaded (Ping) before it returns.
-func (b *Backend) FaultyStore(tb testing.TB, opt redisstore.Options, rule func(args []string) Fault) (*Store, *Faults) {
-	tb.Helper()
-	c, faults := b.faulty(tb, rule)
-	opt.KeyPrefix = b.Prefix
-	s := NewStore(tb, c, opt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Ping(ctx); err != nil {
-		tb.Fatalf("Ping through the fault proxy: %v", err)
-	}
-	return s, faults
-}
-
-// RunsScript reports whether a command, as a proxy rule or a hook sees its
-// arguments, runs script src (EVALSHA of its SHA1, or EVAL).
-func RunsScript(args []string, src string) bool {
-	if len(args) < 2 {
-		return false
-	}
-	switch strings.ToLower(args[0]) {
-	case "evalsha":
-		sum := sha1.Sum([]byte(src))
-		return args[1] == hex.EncodeToString(sum[:])
-	case "eval":
-		return args[1] == src
-	}
-	return false
-}
-
-// DropFirst returns a proxy rule that drops the reply of the first command
-// that match accepts (Redis runs it; the client sees its connection close),
-// and a count of the replies it dropped (0 or 1).
-func DropFirst(match func(args []string) bool) (func(args []string) Fault, func() int) {
-	var mu sync.Mutex
-	dropped := 0
-	return func(args []string) Fault {
-			mu.Lock()
-			defer mu.Unlock()
-			if dropped == 0 && match(args) {
-				dropped++
-				return DropReply
-			}
-			return Pass
-		}, func() int {
-			mu.Lock()
-			defer mu.Unlock()
-			return dropped
-		}
 }
