@@ -283,7 +283,7 @@ func TestComposeRunsTheService(t *testing.T) {
 	base := "http://" + sc.env[envListen]
 	api := newAPIClient(t, base, host["SESSIONCACHE_API_KEY"])
 	tok := api.login(alice, "laptop").str("refresh_token")
-	api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	if lines := scanLines(api.send("GET", "/metrics", "", nil).raw, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
 		t.Errorf("build info %q, want version %s", lines, img.version)
 	}

@@ -167,12 +167,12 @@ func walk(t *testing.T, c *apiClient) {
 	laptop := c.login(user, "laptop")
 	phone := c.login(user, "phone")
 	t0 := laptop.str("refresh_token")
-	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
-	t2 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1)).str("refresh_token")
-	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
+	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token")
+	t2 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t1)).str("refresh_token")
+	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t0)); r.str("reason") != "reused" {
 		t.Fatalf("replay of an old token: %s, want reason reused", r.raw)
 	}
-	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t2)); r.str("reason") != "revoked" {
+	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t2)); r.str("reason") != "revoked" {
 		t.Fatalf("newest token after the replay: %s, want reason revoked", r.raw)
 	}
 	list := c.must(http.StatusOK, "GET", path, "")

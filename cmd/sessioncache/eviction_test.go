@@ -29,7 +29,7 @@ type write struct{ method, path, ctype, body string }
 func writes(user, tok string) []write {
 	return []write{
 		{"POST", "/v1/sessions", "application/json", `{"user_id":"` + user + `"}`},
-		{"POST", "/v1/tokens/rotate", "application/json", tokenBody(tok)},
+		{"POST", "/v1/tokens/rotate", "application/json", refreshBody(tok)},
 	}
 }
 
@@ -91,7 +91,7 @@ func TestWritesRefusedOnEvictingRedis(t *testing.T) {
 		t.Errorf("an empty login on allkeys-lru: %d %s, want 503", r.status, r.raw)
 	}
 	// Reads change nothing and go on.
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.body["active"] != true || r.str("sub") != user {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.body["active"] != true || r.str("sub") != user {
 		t.Errorf("introspect on allkeys-lru: %s, want active", r.raw)
 	}
 	if r := e.must(http.StatusOK, "GET", "/v1/users/"+url.PathEscape(user)+"/sessions", ""); !strings.Contains(r.raw, session) {
@@ -122,7 +122,7 @@ func TestWritesRefusedOnEvictingRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPolicy(t, e, policySafe)
-	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	if next.str("session_id") != session {
 		t.Errorf("rotation after the fix: %s", next.raw)
 	}

@@ -112,12 +112,12 @@ func TestForwardAuth(t *testing.T) {
 
 		// A rotated token is refused, even within grace (no replay here),
 		// and the rotation was not disturbed by the checks before it.
-		next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 		checkRefused(t, "rotated", e.send("GET", "/v1/auth", "", bearer(tok)), "revoked")
 		checkValid(t, "successor", e.send("GET", "/v1/auth", "", bearer(next.str("refresh_token"))), next)
 
 		other := e.login(alice, "phone")
-		e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(other.str("refresh_token")))
+		e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(other.str("refresh_token")))
 		checkRefused(t, "revoked", e.send("GET", "/v1/auth", "", bearer(other.str("refresh_token"))), "revoked")
 
 		b.Clock.Advance(3 * time.Second)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/internal/servicetest"
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -105,12 +106,15 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 		o(&set)
 	}
 	m := newMetrics(set.rdb)
-	set.store.OnEvent = onStoreEvent(m, log)
+	set.store.OnEvent = m.onEvent
 	store, err := redisstore.New(set.rdb, set.store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	set.server.store, set.server.metrics = store, m
+	if set.server.tokens == nil {
+		set.server.tokens, set.server.issuer = newTestAuthority(t, set.store.Secret), testIssuer
+	}
 	if set.server.absoluteTTL == 0 {
 		set.server.absoluteTTL = set.store.AbsoluteTTL
 	}
@@ -194,10 +198,26 @@ func (e *apiClient) must(want int, method, path, body string) response {
 
 func (e *apiClient) login(user, device string) response {
 	e.t.Helper()
-	return e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_id":"`+device+`","device_name":"`+device+`"}`)
+	return e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","client_id":"`+testClient+`","device_id":"`+device+`","device_name":"`+device+`"}`)
 }
 
-func tokenBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+func refreshBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+
+// testIssuer is the iss of the test environment's access tokens.
+const testIssuer = "https://sessioncache.test"
+
+// testClient is the client id the tests log in with.
+const testClient = "test-app"
+
+// newTestAuthority returns the access-token authority of a test service.
+func newTestAuthority(t *testing.T, secret []byte) *accesstoken.Authority {
+	t.Helper()
+	a, err := accesstoken.New(accesstoken.Config{Secret: secret, Issuer: testIssuer, Audience: testIssuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
 
 // syncBuffer is a buffer safe for concurrent writers.
 type syncBuffer = servicetest.Buffer

@@ -224,7 +224,7 @@ func TestKeyFilesReloadedByTheService(t *testing.T) {
 	c.apiKey = a2
 	tok := g.str("refresh_token")
 	poll(t, 20*time.Second, "key 2 to sign", func() bool {
-		tok = c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+		tok = c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 		return tokenKeyID(tok) == 2
 	})
 	if s := auth(a2, tok); s != http.StatusOK {

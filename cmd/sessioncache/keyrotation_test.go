@@ -141,7 +141,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 				}
 				key := apiKey.Load().(string)
 				want := expectKey.Load()
-				status, _, raw := call("POST", "/v1/tokens/rotate", tokenBody(w.token), key, nil)
+				status, _, raw := call("POST", "/v1/tokens/rotate", refreshBody(w.token), key, nil)
 				if status != http.StatusOK {
 					fail("worker %d: rotation: %d %s", i, status, raw)
 					return
@@ -231,7 +231,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 		t.Errorf("the removed API key on /v1/auth: %d, want 403", s)
 	}
 	for key, want := range map[string]int{a1: http.StatusUnauthorized, a2: http.StatusOK} {
-		if s, _, raw := call("POST", "/v1/tokens/introspect", tokenBody(oldToken), key, nil); s != want {
+		if s, _, raw := call("POST", "/v1/tokens/introspect", refreshBody(oldToken), key, nil); s != want {
 			t.Errorf("API key %s on the API: %d %s, want %d", key[:9], s, raw, want)
 		}
 	}

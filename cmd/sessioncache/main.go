@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -114,14 +115,23 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 
 	m := newMetrics(be.client)
 	opt := cfg.storeOptions(secret)
-	opt.OnEvent = onStoreEvent(m, log)
+	opt.OnEvent = m.onEvent
 	opt.Keys = cfg.SigningKeys
 	store, err := redisstore.New(be.client, opt)
 	if err != nil {
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
-	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout, absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog})
+	tokens, err := accesstoken.New(cfg.accessConfig(secret))
+	if err != nil {
+		log.Error("refusing to start: " + err.Error())
+		return exitConfig
+	}
+	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout,
+		absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog,
+		tokens: tokens, issuer: cfg.Issuer, clients: cfg.Clients, refreshCookie: cfg.RefreshCookie,
+		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory})
+	m.watchGate(s.gate)
 	var handler http.Handler = s
 	if tr != nil {
 		handler = tr.handler(s)
@@ -169,6 +179,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go s.watch(watchCtx, evictionCheckInterval)
+	go s.watchRevocations(watchCtx, store, cfg.Heartbeat)
 
 	var keyFilesChanged <-chan time.Time
 	if len(rl.files) > 0 {

@@ -37,8 +37,8 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	c := newAPIClient(t, base, key)
 	poll(t, 10*time.Second, "ready", func() bool { return status(base+"/readyz") == http.StatusOK })
 	tok := c.login(alice, "laptop")
-	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok.str("refresh_token"))).str("refresh_token")
-	c.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(t1))
+	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok.str("refresh_token"))).str("refresh_token")
+	c.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(t1))
 	auth := http.Header{"X-Sessioncache-Key": {key}, "Authorization": {"Bearer " + t1}}
 	c.send("GET", "/v1/auth", "", auth)
 	status(base + "/healthz")
@@ -49,7 +49,7 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	poll(t, 10*time.Second, "/readyz 503 on an evicting policy", func() bool { return status(base+"/readyz") == http.StatusServiceUnavailable })
 	c.must(http.StatusServiceUnavailable, "POST", "/v1/sessions", `{"user_id":"`+alice+`"}`) // evicting_policy
 	srv.Stop()
-	c.must(http.StatusServiceUnavailable, "POST", "/v1/tokens/introspect", tokenBody(t1)) // unavailable
+	c.must(http.StatusServiceUnavailable, "POST", "/v1/tokens/introspect", refreshBody(t1)) // unavailable
 
 	c.send("GET", "/metrics", "", nil) // counted from the next scrape on
 	names, labels = map[string]bool{}, map[string]map[string]bool{}

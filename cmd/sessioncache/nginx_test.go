@@ -383,7 +383,7 @@ func testGateway(t *testing.T, name string, start func(svc, upstream, key string
 	refused("forged cookie", cookie("sc_session", forge(tok)))
 	refused("the API key as a token", bearer(key))
 
-	api.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
+	api.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(tok))
 	refused("revoked token", bearer(tok))
 	refused("revoked token, a forged identity", with(bearer(tok), forgedID))
 	allowed("the other session", "GET", "/app/data", "", bearer(phone.str("refresh_token")), phone)

@@ -39,23 +39,23 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Errorf("idle deadline %s did not slide past %s", r1.str("expires_at"), laptop.str("expires_at"))
 	}
 	// A second tab presents t0 again within the grace window: same successor.
-	again := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0))
+	again := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0))
 	if again.str("refresh_token") != t1 {
 		t.Fatalf("grace replay returned another token")
 	}
-	t2 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1)).str("refresh_token")
+	t2 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t1)).str("refresh_token")
 
 	// t0 is now a grandparent: presenting it is theft, the session dies.
-	r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0))
+	r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t0))
 	want := map[string]any{"error": "invalid_grant", "error_description": "refresh token reused: its session is revoked", "reason": "reused"}
 	if d := cmp.Diff(want, r.body); d != "" {
 		t.Errorf("replay (-want +got):\n%s", d)
 	}
-	r = e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t2))
+	r = e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t2))
 	if r.str("reason") != "revoked" {
 		t.Errorf("newest token after theft: %v, want reason revoked", r.body)
 	}
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(t2)); r.raw != "{\"active\":false}\n" {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(t2)); r.raw != "{\"active\":false}\n" {
 		t.Errorf("introspect after theft = %s", r.raw)
 	}
 
@@ -93,7 +93,7 @@ func TestIntrospect(t *testing.T) {
 	e := newTestEnv(t)
 	g := e.login(bob, "cli")
 	tok := g.str("refresh_token")
-	r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok))
+	r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok))
 	expires, _ := time.Parse(time.RFC3339, g.str("expires_at"))
 	sessionExpires, _ := time.Parse(time.RFC3339, g.str("session_expires_at"))
 	want := map[string]any{"active": true, "user_id": bob, "session_id": g.str("session_id"),
@@ -110,15 +110,15 @@ func TestIntrospect(t *testing.T) {
 		t.Errorf("introspect as a form: %d %s, want %s", f.status, f.raw, r.raw)
 	}
 	for name, tok := range map[string]string{"garbage": "hello", "forged": forge(tok)} {
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.raw != "{\"active\":false}\n" {
 			t.Errorf("introspect %s = %s, want inactive", name, r.raw)
 		}
 	}
 	e.b.Clock.Advance(redisstore.DefaultIdleTTL + time.Second)
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.raw != "{\"active\":false}\n" {
 		t.Errorf("introspect expired = %s, want inactive", r.raw)
 	}
-	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)); r.str("reason") != "expired" {
 		t.Errorf("rotate expired = %s, want reason expired", r.raw)
 	}
 }
@@ -132,21 +132,21 @@ func TestServerClockDecides(t *testing.T) {
 			o.IdleTTL, o.AbsoluteTTL, o.Grace = idle, time.Minute, grace
 		}))
 		t0 := e.login(alice, "laptop").str("refresh_token")
-		t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
-		if got := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token"); got != t1 {
+		t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token")
+		if got := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token"); got != t1 {
 			t.Errorf("replay within grace returned another token")
 		}
 		e.b.Clock.Advance(grace)
-		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
+		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t0)); r.str("reason") != "reused" {
 			t.Errorf("replay after grace: %s, want reason reused", r.raw)
 		}
 
 		tok := e.login(alice, "phone").str("refresh_token")
 		e.b.Clock.Advance(idle)
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.raw != "{\"active\":false}\n" {
 			t.Errorf("introspect after the idle lifetime = %s, want inactive", r.raw)
 		}
-		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)); r.str("reason") != "expired" {
 			t.Errorf("rotate after the idle lifetime = %s, want reason expired", r.raw)
 		}
 	})
@@ -162,13 +162,13 @@ func TestRotateRefusals(t *testing.T) {
 		forge(tok):                             "unknown",
 	}
 	for tok, reason := range cases {
-		r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok))
 		if r.str("error") != "invalid_grant" || r.str("reason") != reason || r.str("error_description") == "" {
 			t.Errorf("rotate %.12s...: %s, want invalid_grant/%s", tok, r.raw, reason)
 		}
 	}
-	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
-	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "revoked" {
+	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(tok))
+	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)); r.str("reason") != "revoked" {
 		t.Errorf("rotate after logout: %s, want revoked", r.raw)
 	}
 }
@@ -181,7 +181,7 @@ func TestRevoke(t *testing.T) {
 	other := e.login(bob, "x")
 	// RFC 7009: 200 whatever the token.
 	for _, tok := range []string{"nonsense", a.str("refresh_token"), a.str("refresh_token")} {
-		e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
+		e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(tok))
 	}
 	// One session, by id, only for its own user.
 	path := "/v1/users/" + alice + "/sessions/" + b.str("session_id")
@@ -203,7 +203,7 @@ func TestRevoke(t *testing.T) {
 		a.str("refresh_token"): false, b.str("refresh_token"): false, c.str("refresh_token"): false,
 		d.str("refresh_token"): true, other.str("refresh_token"): true,
 	} {
-		r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok))
+		r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok))
 		if r.body["active"] != active {
 			t.Errorf("after revocations, session %s active = %v, want %v", r.str("session_id"), r.body["active"], active)
 		}
@@ -416,9 +416,9 @@ func TestRedisDown(t *testing.T) {
 	e.b.Mini.Close()
 	for _, c := range []struct{ method, path, body string }{
 		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"}`},
-		{"POST", "/v1/tokens/rotate", tokenBody(tok)},
-		{"POST", "/v1/tokens/introspect", tokenBody(tok)},
-		{"POST", "/v1/tokens/revoke", tokenBody(tok)},
+		{"POST", "/v1/tokens/rotate", refreshBody(tok)},
+		{"POST", "/v1/tokens/introspect", refreshBody(tok)},
+		{"POST", "/v1/tokens/revoke", refreshBody(tok)},
 		{"GET", "/v1/users/" + alice + "/sessions", ""},
 		{"DELETE", "/v1/users/" + alice + "/sessions", ""},
 		{"DELETE", "/v1/users/" + alice + "/sessions/" + bob, ""},
@@ -477,19 +477,19 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	g := e.login(alice, "laptop")
 	tok := g.str("refresh_token")
 	tokens[tok] = true
-	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 	tokens[next] = true
-	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok+"x"))
-	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(next))
+	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok+"x"))
+	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(next))
 	e.do("POST", "/v1/sessions", `{"`+next+`":1}`)                    // a token as an unknown field
 	e.do("GET", "/v1/users/"+next+"/sessions", "")                    // in the path
 	e.do("GET", "/v1/users/"+alice+"/sessions?t="+next, "")           // in the query
 	e.do("GET", "/"+next, "")                                         // in an unknown path
-	e.send("POST", "/v1/tokens/revoke", tokenBody(next), http.Header{ // with a wrong key
+	e.send("POST", "/v1/tokens/revoke", refreshBody(next), http.Header{ // with a wrong key
 		"Content-Type": {"application/json"}, "Authorization": {"Bearer " + next}})
 	e.b.Clock.Advance(time.Minute)
-	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)) // reuse: logged as an event
-	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(next))
+	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)) // reuse: logged as an event
+	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(next))
 	metrics := e.send("GET", "/metrics", "", nil).raw
 	logs := e.logs.String()
 	if !strings.Contains(logs, `"outcome":"reused"`) || !strings.Contains(metrics, "sessioncache_requests_total") {
@@ -621,7 +621,7 @@ func TestRevokeAllExceptMustBeLive(t *testing.T) {
 		t.Errorf("refused revocations changed Redis (-before +after):\n%s", d)
 	}
 	for _, g := range []response{a, other} {
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(g.str("refresh_token"))); r.body["active"] != true {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(g.str("refresh_token"))); r.body["active"] != true {
 			t.Errorf("session %s was revoked by a refused call", g.str("session_id"))
 		}
 	}
@@ -641,7 +641,7 @@ func TestCorruptSession(t *testing.T) {
 		// token of the session.
 		ops := []string{"introspect", "rotate", "revoke"}
 		for _, op := range ops {
-			r := e.do("POST", "/v1/tokens/"+op, tokenBody(tok))
+			r := e.do("POST", "/v1/tokens/"+op, refreshBody(tok))
 			if d := cmp.Diff(want, r.body); r.status != http.StatusInternalServerError || d != "" {
 				t.Errorf("%s: status %d, want 500; body (-want +got):\n%s", op, r.status, d)
 			}

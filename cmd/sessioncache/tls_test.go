@@ -173,7 +173,7 @@ func TestRedisOverTLS(t *testing.T) {
 		c := newAPIClient(t, "http://"+p.addr, "")
 		poll(t, 10*time.Second, "/readyz 200 over TLS", func() bool { return readyStatus(c.base) == http.StatusOK })
 		tok := c.login(alice, "laptop").str("refresh_token")
-		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 		if !strings.Contains(p.logs.String(), `"redis_tls":"on, verified against SESSIONCACHE_REDIS_TLS_CA_FILE"`) {
 			t.Errorf("the start-up log does not say how Redis's certificate is verified")
 		}
@@ -218,7 +218,7 @@ func TestRedisOverTLS(t *testing.T) {
 		c := newAPIClient(t, "http://"+p.addr, "")
 		poll(t, 10*time.Second, "/readyz 200 on the cluster over TLS", func() bool { return readyStatus(c.base) == http.StatusOK })
 		tok := c.login(alice, "laptop").str("refresh_token")
-		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 
 		env[envRedisCAFile] = newTestCA(t, "other").file
 		wrong := startService(t, env)
@@ -299,9 +299,9 @@ func TestRedisCredentialsFromFiles(t *testing.T) {
 				c := newAPIClient(t, base, "")
 				for _, user := range []string{alice, bob} {
 					tok := c.login(user, "laptop").str("refresh_token")
-					tok = c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+					tok = c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 					c.must(http.StatusOK, "GET", "/v1/users/"+user+"/sessions", "")
-					c.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
+					c.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(tok))
 					c.must(http.StatusOK, "DELETE", "/v1/users/"+user+"/sessions", "")
 				}
 			} else {

@@ -107,8 +107,8 @@ func traceRequests(t *testing.T, h http.Handler) []string {
 	}
 	json := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + key}}
 	tok := must(http.StatusCreated, c.send("POST", "/v1/sessions", `{"user_id":"`+user+`","device_name":"laptop"}`, json)).str("refresh_token")
-	mid := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", tokenBody(tok), json)).str("refresh_token")
-	next := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", tokenBody(mid), json)).str("refresh_token")
+	mid := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", refreshBody(tok), json)).str("refresh_token")
+	next := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", refreshBody(mid), json)).str("refresh_token")
 	must(http.StatusOK, c.send("POST", "/v1/tokens/introspect", "token="+url.QueryEscape(next),
 		http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, "Authorization": {"Bearer " + key}}))
 	gw := func(h http.Header) http.Header { h.Set("X-Sessioncache-Key", key); return h }
@@ -118,7 +118,7 @@ func traceRequests(t *testing.T, h http.Handler) []string {
 	must(http.StatusOK, c.send("GET", "/v1/auth/"+next, "", gw(http.Header{"Authorization": {"Bearer " + next}})))
 	must(http.StatusNotFound, c.send("GET", "/v1/tokens/"+next, "", json))
 	must(http.StatusOK, c.send("GET", "/v1/users/"+url.PathEscape(user)+"/sessions", "", json))
-	must(http.StatusBadRequest, c.send("POST", "/v1/tokens/rotate", tokenBody(tok), json)) // reused
+	must(http.StatusBadRequest, c.send("POST", "/v1/tokens/rotate", refreshBody(tok), json)) // reused
 	return secretsOf(key, user, tok, mid, next)
 }
 
@@ -228,7 +228,7 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 	p := startService(t, map[string]string{envAPIKey: key, envOTLPEndpoint: collector.URL, "OTEL_SERVICE_NAME": "sc-under-test"})
 	c := newAPIClient(t, "http://"+p.addr, key)
 	tok := c.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"otlp-user-0123456789abcdef","device_name":"x"}`).str("refresh_token")
-	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	p.cmd.Process.Signal(os.Interrupt)
 	if code := p.exitCode(t); code != exitOK {
 		t.Fatalf("exit %d", code)
