@@ -10,10 +10,12 @@ FROM golang:1.26.8 AS build
 ARG VERSION=dev
 ARG REVISION=unknown
 WORKDIR /src
-# The workspace (go.work) joins the library's module with cmd/ and bench/.
+# The workspace (go.work) joins the library's module with cmd/, bench/ and
+# deploytest/.
 COPY go.work go.mod go.sum ./
 COPY cmd/go.mod cmd/go.sum ./cmd/
 COPY bench/go.mod bench/go.sum ./bench/
+COPY deploytest/go.mod deploytest/go.sum ./deploytest/
 RUN go mod download && cd cmd && go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/sessioncache ./cmd/sessioncache

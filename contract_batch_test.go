@@ -43,11 +43,6 @@ func TestBatching(t *testing.T) {
 	})
 }
 
-// envMaxInFlight sets Options.MaxInFlight for the contract suite's stores
-// that leave it zero: -1 runs the suite without batching, 1 batches any two
-// concurrent calls to a node. Unset: the default.
-const envMaxInFlight = "SESSIONCACHE_TEST_MAX_IN_FLIGHT"
-
 // gate is a go-redis hook that holds every lone rotate.lua call (a request
 // of its own, not a pipeline) until it is opened.
 type gate struct {
@@ -70,7 +65,7 @@ func (g *gate) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (g *gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isScript(cmdArgs(cmd), lua.Rotate) {
+		if redistest.RunsScript(cmdArgs(cmd), lua.Rotate) {
 			select {
 			case <-g.open:
 			default:
@@ -119,11 +114,11 @@ func rotateAll(t *testing.T, f *fixture, g *gate, toks []string) ([]redisstore.G
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			grants[i], errs[i] = f.store.Rotate(context.Background(), toks[i], redisstore.Client{})
+			grants[i], errs[i] = f.Store.Rotate(context.Background(), toks[i], redisstore.Client{})
 		}()
 	}
 	waitUntil(t, "every rotation held or queued", func() bool {
-		return int(g.held.Load())+int(f.store.BatchStats().Waiting) == n
+		return int(g.held.Load())+int(f.Store.BatchStats().Waiting) == n
 	})
 	g.release()
 	wg.Wait()
@@ -163,7 +158,7 @@ func testBatchResults(t *testing.T, b *redistest.Backend) {
 	const n = 64
 	toks := issueN(t, f, n)
 	grants, errs := rotateAll(t, f, g, toks)
-	st := f.store.BatchStats()
+	st := f.Store.BatchStats()
 	if st.Batched < n-3 || st.Largest < 2 {
 		t.Fatalf("stats after %d gated rotations: %+v; want at least %d batched", n, st, n-3)
 	}
@@ -190,17 +185,17 @@ func testBatchResults(t *testing.T, b *redistest.Backend) {
 		go func() {
 			defer wg.Done()
 			for range rounds {
-				g, err := f.store.Rotate(ctx, toks[i], redisstore.Client{})
+				g, err := f.Store.Rotate(ctx, toks[i], redisstore.Client{})
 				if err != nil {
 					errc <- fmt.Errorf("rotate: %w", err)
 					return
 				}
-				if info, err := f.store.Validate(ctx, g.Token); err != nil || info.UserID != fmt.Sprintf("user-%d", i) {
+				if info, err := f.Store.Validate(ctx, g.Token); err != nil || info.UserID != fmt.Sprintf("user-%d", i) {
 					errc <- fmt.Errorf("validate the successor: %+v, %v", info, err)
 					return
 				}
 				var re *redisstore.RevokedError
-				if _, err := f.store.Validate(ctx, toks[i]); !errors.As(err, &re) || re.Reason != redisstore.ReasonRotated {
+				if _, err := f.Store.Validate(ctx, toks[i]); !errors.As(err, &re) || re.Reason != redisstore.ReasonRotated {
 					errc <- fmt.Errorf("validate the predecessor: %v, want rotated", err)
 					return
 				}
@@ -215,7 +210,7 @@ func testBatchResults(t *testing.T, b *redistest.Backend) {
 	}
 	// Issue (n), the gated rotations (n), then per round a rotation, a
 	// validation (one read) and a refused validation (two reads).
-	st = f.store.BatchStats()
+	st = f.Store.BatchStats()
 	if want := uint64(n + n + rounds*n*4); st.Calls != want || st.Requests >= st.Calls || st.Waiting != 0 {
 		t.Fatalf("stats at the end: %+v; want %d calls in fewer requests, none waiting", st, want)
 	}
@@ -247,7 +242,7 @@ func testBatchFailingNode(t *testing.T, b *redistest.Backend) {
 		return m.Options().Addr
 	}
 	c := b.Faulty(t, func(args []string) redistest.Fault {
-		if failing.Load() && isScript(args, lua.Rotate) && len(args) > 3 && nodeOf(args[3]) == victim {
+		if failing.Load() && redistest.RunsScript(args, lua.Rotate) && len(args) > 3 && nodeOf(args[3]) == victim {
 			return redistest.DropReply
 		}
 		return redistest.Pass
@@ -271,7 +266,7 @@ func testBatchFailingNode(t *testing.T, b *redistest.Backend) {
 	failing.Store(true)
 	grants, errs := rotateAll(t, f, g, toks)
 	failing.Store(false)
-	if st := f.store.BatchStats(); st.Batched < n-3 {
+	if st := f.Store.BatchStats(); st.Batched < n-3 {
 		t.Fatalf("no batches formed: %+v", st)
 	}
 	for i := range toks {
@@ -296,11 +291,11 @@ func testBatchFailingNode(t *testing.T, b *redistest.Backend) {
 		if !onVictim[i] {
 			continue
 		}
-		g, err := f.store.Rotate(ctx, toks[i], redisstore.Client{})
+		g, err := f.Store.Rotate(ctx, toks[i], redisstore.Client{})
 		if err != nil {
 			t.Fatalf("retry of rotation %d: %v", i, err)
 		}
-		if _, err := f.store.Validate(ctx, g.Token); err != nil {
+		if _, err := f.Store.Validate(ctx, g.Token); err != nil {
 			t.Fatalf("successor of retried rotation %d: %v", i, err)
 		}
 		if s := f.list(t, fmt.Sprintf("user-%d", i)); len(s) != 1 {
@@ -313,7 +308,7 @@ func testBatchFailingNode(t *testing.T, b *redistest.Backend) {
 // store lists: the key ends with the session id (base64url).
 func sessionKey(t *testing.T, f *fixture, tok string) string {
 	t.Helper()
-	info, err := f.store.Validate(context.Background(), tok)
+	info, err := f.Store.Validate(context.Background(), tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +342,7 @@ func testBatchCallerLeavesQueue(t *testing.T, b *redistest.Backend) {
 	toks := []string{f.issue(t, "one", laptop).Token, f.issue(t, "one", laptop).Token, f.issue(t, "one", laptop).Token}
 	lone := make(chan error, 1)
 	go func() {
-		_, err := f.store.Rotate(context.Background(), toks[0], redisstore.Client{})
+		_, err := f.Store.Rotate(context.Background(), toks[0], redisstore.Client{})
 		lone <- err
 	}()
 	waitUntil(t, "the lone rotation is held", func() bool { return g.held.Load() == 1 })
@@ -355,10 +350,10 @@ func testBatchCallerLeavesQueue(t *testing.T, b *redistest.Backend) {
 	cancelled, cancel := context.WithCancel(context.Background())
 	left := make(chan error, 1)
 	go func() {
-		_, err := f.store.Rotate(cancelled, toks[1], redisstore.Client{})
+		_, err := f.Store.Rotate(cancelled, toks[1], redisstore.Client{})
 		left <- err
 	}()
-	waitUntil(t, "the second rotation waits", func() bool { return f.store.BatchStats().Waiting == 1 })
+	waitUntil(t, "the second rotation waits", func() bool { return f.Store.BatchStats().Waiting == 1 })
 	cancel()
 	select {
 	case err := <-left:
@@ -369,7 +364,7 @@ func testBatchCallerLeavesQueue(t *testing.T, b *redistest.Backend) {
 
 	short, cancel2 := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel2()
-	_, err := f.store.Rotate(short, toks[2], redisstore.Client{})
+	_, err := f.Store.Rotate(short, toks[2], redisstore.Client{})
 	wantErr(t, "rotation whose deadline passed while it waited", err, context.DeadlineExceeded)
 	if g.held.Load() != 1 || len(lone) != 0 {
 		t.Fatal("the gate opened early")
@@ -381,11 +376,11 @@ func testBatchCallerLeavesQueue(t *testing.T, b *redistest.Backend) {
 	}
 	// Neither waiting call was sent: their tokens are still current.
 	for _, tok := range toks[1:] {
-		if _, err := f.store.Validate(context.Background(), tok); err != nil {
+		if _, err := f.Store.Validate(context.Background(), tok); err != nil {
 			t.Fatalf("a token whose rotation was abandoned before it was sent: %v", err)
 		}
 	}
-	waitUntil(t, "no call waits", func() bool { return f.store.BatchStats().Waiting == 0 })
+	waitUntil(t, "no call waits", func() bool { return f.Store.BatchStats().Waiting == 0 })
 }
 
 // pipeGate is a go-redis hook that holds the first pipeline of rotations
@@ -441,11 +436,11 @@ func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			grants[i], errs[i] = f.store.Rotate(ctxs[i], toks[i], redisstore.Client{})
+			grants[i], errs[i] = f.Store.Rotate(ctxs[i], toks[i], redisstore.Client{})
 		}()
 	}
 	waitUntil(t, "every rotation held or queued", func() bool {
-		return int(g.held.Load())+int(f.store.BatchStats().Waiting) == n
+		return int(g.held.Load())+int(f.Store.BatchStats().Waiting) == n
 	})
 	g.release()
 	<-pg.inside // a batch is in flight, held before it is written
@@ -469,7 +464,7 @@ func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 			left++
 			// It left. Its rotation may have run: asking again gets the
 			// successor (a grace replay) or rotates now.
-			g, err := f.store.Rotate(ctx, toks[i], redisstore.Client{})
+			g, err := f.Store.Rotate(ctx, toks[i], redisstore.Client{})
 			if err != nil {
 				t.Fatalf("rotation %d asked again: %v", i, err)
 			}
@@ -482,7 +477,7 @@ func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 		t.Fatal("no caller left while its batch was in flight")
 	}
 	for i := range grants {
-		if _, err := f.store.Validate(ctx, grants[i].Token); err != nil {
+		if _, err := f.Store.Validate(ctx, grants[i].Token); err != nil {
 			t.Fatalf("successor %d: %v", i, err)
 		}
 		toks[i] = grants[i].Token
@@ -493,7 +488,7 @@ func testBatchCallerLeavesInFlight(t *testing.T, b *redistest.Backend) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				g, err := f.store.Rotate(ctx, toks[i], redisstore.Client{})
+				g, err := f.Store.Rotate(ctx, toks[i], redisstore.Client{})
 				if err != nil {
 					t.Errorf("rotation %d: %v", i, err)
 					return
@@ -535,7 +530,7 @@ func testBatchScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 		if errs[i] != nil {
 			t.Fatalf("rotation %d: %v", i, errs[i])
 		}
-		if _, err := f.store.Validate(context.Background(), grants[i].Token); err != nil {
+		if _, err := f.Store.Validate(context.Background(), grants[i].Token); err != nil {
 			t.Fatalf("successor %d: %v", i, err)
 		}
 	}
@@ -549,7 +544,7 @@ func testBatchScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 // pipelines of its own when it sets a connection up).
 func rotations(cmds []redis.Cmder) bool {
 	for _, cmd := range cmds {
-		if isScript(cmdArgs(cmd), lua.Rotate) {
+		if redistest.RunsScript(cmdArgs(cmd), lua.Rotate) {
 			return true
 		}
 	}
@@ -590,15 +585,12 @@ func testBatchEventContext(t *testing.T, b *redistest.Backend) {
 	c.AddHook(g)
 	var mu sync.Mutex
 	seen := map[any]redisstore.EventKind{}
-	s, err := redisstore.New(c, redisstore.Options{Secret: secret, KeyPrefix: b.Prefix, MaxInFlight: 1, Grace: time.Minute,
+	s := onClient(t, b, c, redisstore.Options{MaxInFlight: 1, Grace: time.Minute,
 		OnEvent: func(ctx context.Context, e redisstore.Event) {
 			mu.Lock()
 			seen[ctx.Value(key{})] = e.Kind
 			mu.Unlock()
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+		}}).Store
 	first, err := s.Issue(context.Background(), "alice", laptop)
 	if err != nil {
 		t.Fatal(err)
@@ -645,7 +637,7 @@ func testBatchFaultOnEachCall(t *testing.T, b *redistest.Backend) {
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	c := b.Faulty(t, func(args []string) redistest.Fault {
-		if !isScript(args, lua.Rotate) {
+		if !redistest.RunsScript(args, lua.Rotate) {
 			return redistest.Pass
 		}
 		call := fmt.Sprint(args[2:])
@@ -667,15 +659,15 @@ func testBatchFaultOnEachCall(t *testing.T, b *redistest.Backend) {
 		if errs[i] != nil || grants[i].Replayed {
 			t.Fatalf("rotation %d: %+v, %v; want a plain rotation", i, grants[i], errs[i])
 		}
-		if _, err := f.store.Validate(context.Background(), grants[i].Token); err != nil {
+		if _, err := f.Store.Validate(context.Background(), grants[i].Token); err != nil {
 			t.Fatalf("successor %d: %v", i, err)
 		}
 		var re *redisstore.RevokedError
-		if _, err := f.store.Validate(context.Background(), toks[i]); !errors.As(err, &re) || re.Reason != redisstore.ReasonRotated {
+		if _, err := f.Store.Validate(context.Background(), toks[i]); !errors.As(err, &re) || re.Reason != redisstore.ReasonRotated {
 			t.Fatalf("predecessor %d: %v, want rotated", i, err)
 		}
 	}
-	st := f.store.BatchStats()
+	st := f.Store.BatchStats()
 	if st.Batched < n-3 {
 		t.Fatalf("no batch formed: %+v", st)
 	}
@@ -700,18 +692,18 @@ func testBatchFewCallersNeverWait(t *testing.T, b *redistest.Backend) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = f.store.Rotate(context.Background(), toks[i], redisstore.Client{})
+			_, errs[i] = f.Store.Rotate(context.Background(), toks[i], redisstore.Client{})
 		}()
 	}
 	for i := range redisstore.DefaultMaxInFlight {
 		rotate(i)
 	}
 	waitUntil(t, "four lone rotations in flight", func() bool { return g.held.Load() == redisstore.DefaultMaxInFlight })
-	if w := f.store.BatchStats().Waiting; w != 0 {
+	if w := f.Store.BatchStats().Waiting; w != 0 {
 		t.Fatalf("%d calls wait with %d in flight", w, redisstore.DefaultMaxInFlight)
 	}
 	rotate(redisstore.DefaultMaxInFlight)
-	waitUntil(t, "the fifth rotation waits", func() bool { return f.store.BatchStats().Waiting == 1 })
+	waitUntil(t, "the fifth rotation waits", func() bool { return f.Store.BatchStats().Waiting == 1 })
 	g.release()
 	wg.Wait()
 	for i, err := range errs {

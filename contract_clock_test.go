@@ -72,38 +72,31 @@ func instance(t *testing.T, b *redistest.Backend, opt redisstore.Options) *redis
 		t.Fatalf("unexpected client %T", b.Client)
 	}
 	t.Cleanup(func() { c.Close() })
-	if opt.Secret == nil {
-		opt.Secret = secret
-	}
-	if opt.MaxInFlight == 0 {
-		opt.MaxInFlight = testMaxInFlight(t)
-	}
 	opt.KeyPrefix = b.Prefix
-	s, err := redisstore.New(c, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return redistest.NewStore(t, c, opt).Store
 }
 
+// testSkewedInstances: two service instances (two stores, two connection
+// pools) on one backend agree on every grace, reuse and expiry decision,
+// since Redis takes each of them.
 func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 	ctx := context.Background()
 	t.Run("GrandparentThroughOtherInstance", func(t *testing.T) {
 		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
-		other := instance(t, b, f.opt)
+		other := instance(t, b, f.Options)
 		g0 := f.issue(t, "alice", laptop)
 		g1 := f.rotate(t, g0.Token)
 		g2 := f.rotate(t, g1.Token)
 		_, err := other.Rotate(ctx, g0.Token, redisstore.Client{})
 		wantErr(t, "grandparent through the other instance", err, redisstore.ErrReused)
-		_, err = f.store.Validate(ctx, g2.Token)
+		_, err = f.Store.Validate(ctx, g2.Token)
 		wantErr(t, "the session after the grandparent replay", err, redisstore.ErrRevoked)
 	})
 	t.Run("GraceOffThroughOtherInstance", func(t *testing.T) {
 		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
-		other := instance(t, b, f.opt)
+		other := instance(t, b, f.Options)
 		g0 := f.issue(t, "alice", laptop)
 		f.rotate(t, g0.Token)
 		g, err := other.Rotate(ctx, g0.Token, redisstore.Client{})
@@ -116,8 +109,8 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 		// 64 concurrent rotations of one token, half through each instance,
 		// 40 times: never a grace replay, always 1 winner and 1 reuse.
 		f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
-		other := instance(t, b, f.opt)
-		stores := []*redisstore.Store{f.store, other}
+		other := instance(t, b, f.Options)
+		stores := []*redisstore.Store{f.Store.Store, other}
 		for run := 0; run < 40; run++ {
 			g := f.issue(t, "alice", laptop)
 			grants, errs := raceRotateOn(stores, g.Token, 64)
@@ -144,7 +137,7 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 	t.Run("PredecessorAfterGraceThroughOtherInstance", func(t *testing.T) {
 		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: 150 * time.Millisecond})
-		other := instance(t, b, f.opt)
+		other := instance(t, b, f.Options)
 		g0 := f.issue(t, "alice", laptop)
 		f.rotate(t, g0.Token)
 		b.Clock.Advance(200 * time.Millisecond)
@@ -156,24 +149,24 @@ func testSkewedInstances(t *testing.T, b *redistest.Backend) {
 	t.Run("TwoTabsOnTwoInstances", func(t *testing.T) {
 		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{Grace: 2 * time.Second})
-		other := instance(t, b, f.opt)
+		other := instance(t, b, f.Options)
 		g0 := f.issue(t, "alice", laptop)
 		g1 := f.rotate(t, g0.Token)
 		g, err := other.Rotate(ctx, g0.Token, redisstore.Client{})
 		if err != nil || !g.Replayed || g.Token != g1.Token {
 			t.Fatalf("second tab through the other instance: %v (replayed %v), want the same successor", err, g.Replayed)
 		}
-		if _, err := f.store.Validate(ctx, g1.Token); err != nil {
+		if _, err := f.Store.Validate(ctx, g1.Token); err != nil {
 			t.Fatalf("the session after two tabs: %v", err)
 		}
 	})
 	t.Run("ExpiryAgreed", func(t *testing.T) {
 		b := b.Isolated(t)
 		f := newFixture(t, b, redisstore.Options{IdleTTL: 300 * time.Millisecond, AbsoluteTTL: time.Minute})
-		other := instance(t, b, f.opt)
+		other := instance(t, b, f.Options)
 		g := f.issue(t, "alice", laptop)
 		b.Clock.Advance(350 * time.Millisecond)
-		for i, s := range []*redisstore.Store{f.store, other} {
+		for i, s := range []*redisstore.Store{f.Store.Store, other} {
 			_, err := s.Validate(ctx, g.Token)
 			wantErr(t, "Validate after the idle deadline, instance "+string(rune('A'+i)), err, redisstore.ErrExpired)
 		}

@@ -14,6 +14,9 @@ import (
 // passed them (redistest.Clock.Advance). A "still valid" step needs the
 // call to reach Redis within the slack noted beside it.
 
+// testIdleExpiry: a session unused for IdleTTL expires by Redis's clock,
+// each rotation sliding the deadline; then every token of it is ErrExpired,
+// older ones included, it is not listed, and revoking it counts 0.
 func testIdleExpiry(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{IdleTTL: 1500 * time.Millisecond, AbsoluteTTL: time.Minute})
 	ctx := context.Background()
@@ -22,27 +25,30 @@ func testIdleExpiry(t *testing.T, b *redistest.Backend) {
 	g1 := f.rotate(t, g0.Token) // rotation slides the idle deadline
 	b.Clock.Advance(900 * time.Millisecond)
 	// Past the login's idle deadline, within the rotation's (600 ms slack).
-	if _, err := f.store.Validate(ctx, g1.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, g1.Token); err != nil {
 		t.Fatalf("Validate 0.9s after rotation (idle 1.5s): %v", err)
 	}
 	b.Clock.Advance(700 * time.Millisecond)
-	_, err := f.store.Validate(ctx, g1.Token)
+	_, err := f.Store.Validate(ctx, g1.Token)
 	wantErr(t, "Validate after idle TTL", err, redisstore.ErrExpired)
-	_, err = f.store.Rotate(ctx, g1.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, g1.Token, redisstore.Client{})
 	wantErr(t, "Rotate after idle TTL", err, redisstore.ErrExpired)
-	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	wantErr(t, "Rotate an older token after idle TTL", err, redisstore.ErrExpired)
 	if l := f.list(t, "user-1"); len(l) != 0 {
 		t.Errorf("ListSessions after idle expiry = %d; want none", len(l))
 	}
-	if n, err := f.store.RevokeAll(ctx, "user-1", ""); n != 0 || err != nil {
+	if n, err := f.Store.RevokeAll(ctx, "user-1", ""); n != 0 || err != nil {
 		t.Errorf("RevokeAll after expiry = %d, %v; want 0", n, err)
 	}
-	if n, err := f.store.RevokeToken(ctx, g1.Token); n != 0 || err != nil {
+	if n, err := f.Store.RevokeToken(ctx, g1.Token); n != 0 || err != nil {
 		t.Errorf("RevokeToken after expiry = %d, %v; want 0", n, err)
 	}
 }
 
+// testAbsoluteExpiry: a session ends at its absolute deadline however
+// recently it rotated: a rotation caps the idle deadline at it, and past it
+// Rotate and Validate get ErrExpired.
 func testAbsoluteExpiry(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{IdleTTL: 800 * time.Millisecond, AbsoluteTTL: 1200 * time.Millisecond})
 	ctx := context.Background()
@@ -51,7 +57,7 @@ func testAbsoluteExpiry(t *testing.T, b *redistest.Backend) {
 	b.Clock.Advance(500 * time.Millisecond)
 	// 0.5s in: the new idle deadline (1.3s) is capped by the absolute one
 	// (1.2s). 700 ms slack.
-	next, err := f.store.Rotate(ctx, g.Token, redisstore.Client{})
+	next, err := f.Store.Rotate(ctx, g.Token, redisstore.Client{})
 	if err != nil {
 		t.Fatalf("rotation before the absolute deadline: %v", err)
 	}
@@ -59,12 +65,14 @@ func testAbsoluteExpiry(t *testing.T, b *redistest.Backend) {
 		t.Fatalf("deadlines %v/%v, want both capped at the absolute deadline %v", next.ExpiresAt, next.SessionExpiresAt, abs)
 	}
 	b.Clock.Advance(abs.Sub(b.Clock.Now()) + time.Millisecond)
-	_, err = f.store.Rotate(ctx, next.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, next.Token, redisstore.Client{})
 	wantErr(t, "Rotate after absolute deadline", err, redisstore.ErrExpired)
-	_, err = f.store.Validate(ctx, next.Token)
+	_, err = f.Store.Validate(ctx, next.Token)
 	wantErr(t, "Validate after absolute deadline", err, redisstore.ErrExpired)
 }
 
+// testEveryKeyHasTTL: every key that a write leaves (issue, rotate, grace,
+// reuse, eviction, revoke, revoke all) has a TTL.
 func testEveryKeyHasTTL(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{MaxSessions: 2, Grace: time.Minute})
 	ctx := context.Background()
@@ -76,11 +84,11 @@ func testEveryKeyHasTTL(t *testing.T, b *redistest.Backend) {
 	f.rotate(t, g1.Token)
 	f.issue(t, "alice", laptop)
 	f.issue(t, "alice", laptop)                       // evicts
-	f.store.Rotate(ctx, g.Token, redisstore.Client{}) // reuse
+	f.Store.Rotate(ctx, g.Token, redisstore.Client{}) // reuse
 	h := f.issue(t, "bob", laptop)
-	f.store.RevokeToken(ctx, h.Token)
+	f.Store.RevokeToken(ctx, h.Token)
 	f.issue(t, "carol", laptop)
-	f.store.RevokeAll(ctx, "carol", "")
+	f.Store.RevokeAll(ctx, "carol", "")
 	keys, err := b.Keys(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +115,9 @@ var realisticClient = redisstore.Client{
 	UserAgent:  "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 Chrome/126.0",
 }
 
+// testMemoryFlat: a session's Redis memory does not grow with its rotations
+// (at most 8 bytes more after 1,000 than after 3) and stays within 600
+// bytes.
 func testMemoryFlat(t *testing.T, b *redistest.Backend) {
 	if b.Kind == redistest.Mini {
 		t.Skip("miniredis does not measure memory")
@@ -134,13 +145,13 @@ func testMemoryFlat(t *testing.T, b *redistest.Backend) {
 	var err error
 	// Three rotations fill the record of calls (k) to its bound.
 	for i := 0; i < 3; i++ {
-		if g, err = f.store.Rotate(ctx, g.Token, rot); err != nil {
+		if g, err = f.Store.Rotate(ctx, g.Token, rot); err != nil {
 			t.Fatal(err)
 		}
 	}
 	after3 := usage()
 	for i := 3; i < 1000; i++ {
-		if g, err = f.store.Rotate(ctx, g.Token, rot); err != nil {
+		if g, err = f.Store.Rotate(ctx, g.Token, rot); err != nil {
 			t.Fatalf("rotation %d: %v", i, err)
 		}
 	}
@@ -156,6 +167,8 @@ func testMemoryFlat(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testNoKeyLeft: once every lifetime has passed, no key of any kind is left:
+// Redis's TTLs clean up without a job.
 func testNoKeyLeft(t *testing.T, b *redistest.Backend) {
 	// Short lifetimes: Redis expires the keys on its own clock (moved on
 	// miniredis, waited for on real servers).
@@ -170,11 +183,11 @@ func testNoKeyLeft(t *testing.T, b *redistest.Backend) {
 	h := f.issue(t, "bob", laptop)
 	h1 := f.rotate(t, h.Token)
 	f.rotate(t, h1.Token)
-	f.store.Rotate(ctx, h.Token, redisstore.Client{}) // reuse: tombstone
+	f.Store.Rotate(ctx, h.Token, redisstore.Client{}) // reuse: tombstone
 	c := f.issue(t, "carol", laptop)
-	f.store.RevokeToken(ctx, c.Token)
+	f.Store.RevokeToken(ctx, c.Token)
 	f.issue(t, "dave", laptop)
-	f.store.RevokeAll(ctx, "dave", "")
+	f.Store.RevokeAll(ctx, "dave", "")
 	keys, err := b.Keys(ctx)
 	if err != nil || len(keys) < 6 {
 		t.Fatalf("%d keys before expiry (%v): %v", len(keys), err, keys)

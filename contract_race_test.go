@@ -12,6 +12,9 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
+// testRaceGrace: of 64 concurrent rotations of one token with grace on,
+// exactly one creates a successor and the other 63 get that successor as
+// grace replays.
 func testRaceGrace(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
 	g := f.issue(t, "alice", laptop)
@@ -32,12 +35,15 @@ func testRaceGrace(t *testing.T, b *redistest.Backend) {
 	}
 	t.Logf("%s: %d concurrent rotations -> 1 successor created, %d grace replays", b.Kind, n, n-1)
 	for tok := range succ {
-		if _, err := f.store.Validate(context.Background(), tok); err != nil {
+		if _, err := f.Store.Validate(context.Background(), tok); err != nil {
 			t.Fatalf("the successor: %v", err)
 		}
 	}
 }
 
+// testRaceNoGrace: of 64 concurrent rotations of one token with grace off,
+// exactly one wins, one detects reuse and revokes the session, and the other
+// 62 find it revoked.
 func testRaceNoGrace(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 	g := f.issue(t, "alice", laptop)
@@ -62,7 +68,7 @@ func testRaceNoGrace(t *testing.T, b *redistest.Backend) {
 		t.Fatalf("%d concurrent rotations without grace: %d won, %d saw reuse, %d saw revoked; want 1, 1, %d", n, wins, reused, revoked, n-2)
 	}
 	t.Logf("%s: %d concurrent rotations without grace -> 1 winner, 1 reuse detection, %d refused", b.Kind, n, revoked)
-	_, err := f.store.Validate(context.Background(), winner)
+	_, err := f.Store.Validate(context.Background(), winner)
 	wantErr(t, "winner after the race revoked the family", err, redisstore.ErrRevoked)
 }
 
@@ -77,7 +83,7 @@ func raceRotate(f *fixture, tok string, n int) ([]redisstore.Grant, []error) {
 			defer done.Done()
 			ready.Done()
 			<-start
-			grants[i], errs[i] = f.store.Rotate(context.Background(), tok, redisstore.Client{})
+			grants[i], errs[i] = f.Store.Rotate(context.Background(), tok, redisstore.Client{})
 		}()
 	}
 	ready.Wait()
@@ -86,9 +92,9 @@ func raceRotate(f *fixture, tok string, n int) ([]redisstore.Grant, []error) {
 	return grants, errs
 }
 
+// testConcurrentLogins: concurrent logins of one user past the cap all
+// succeed, the cap holds, and each login past it evicts exactly one session.
 func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
-	// Logins racing each other: the cap holds, none fails, each login past
-	// the cap evicts exactly one session.
 	f := newFixture(t, b, redisstore.Options{MaxSessions: 5})
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -96,7 +102,7 @@ func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := f.store.Issue(ctx, "alice", laptop); err != nil {
+			if _, err := f.Store.Issue(ctx, "alice", laptop); err != nil {
 				t.Errorf("Issue: %v", err)
 			}
 		}()
@@ -106,7 +112,7 @@ func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
 		t.Fatalf("after 32 concurrent logins with cap 5: %d sessions", len(l))
 	}
 	evicted := 0
-	for _, e := range f.takeEvents() {
+	for _, e := range f.TakeEvents() {
 		if e.Kind == redisstore.EventSessionEvicted {
 			evicted++
 		}
@@ -114,7 +120,7 @@ func testConcurrentLogins(t *testing.T, b *redistest.Backend) {
 	if evicted != 27 {
 		t.Errorf("evictions = %d, want 27", evicted)
 	}
-	if n, err := f.store.RevokeAll(ctx, "alice", ""); n != 5 || err != nil {
+	if n, err := f.Store.RevokeAll(ctx, "alice", ""); n != 5 || err != nil {
 		t.Fatalf("RevokeAll = %d, %v; want 5", n, err)
 	}
 }
@@ -134,7 +140,7 @@ func testCappedLoginStorm(t *testing.T, b *redistest.Backend) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < each; j++ {
-				if _, err := f.store.Issue(ctx, "alice", laptop); err != nil {
+				if _, err := f.Store.Issue(ctx, "alice", laptop); err != nil {
 					failed.Add(1)
 					t.Errorf("Issue: %v", err)
 				}
@@ -144,7 +150,7 @@ func testCappedLoginStorm(t *testing.T, b *redistest.Backend) {
 	wg.Wait()
 	total := int64(callers * each)
 	evicted := 0
-	for _, e := range f.takeEvents() {
+	for _, e := range f.TakeEvents() {
 		if e.Kind == redisstore.EventSessionEvicted {
 			evicted++
 		}
@@ -172,7 +178,7 @@ func testRevokeAllUnderLogins(t *testing.T, b *redistest.Backend) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				g, err := f.store.Issue(ctx, "victim", redisstore.Client{DeviceName: "attacker"})
+				g, err := f.Store.Issue(ctx, "victim", redisstore.Client{DeviceName: "attacker"})
 				if err != nil {
 					if ctx.Err() == nil {
 						t.Errorf("attacker login: %v", err)
@@ -202,7 +208,7 @@ func testRevokeAllUnderLogins(t *testing.T, b *redistest.Backend) {
 		mu.Lock()
 		before := append([]redisstore.Grant(nil), issued[checked:]...)
 		mu.Unlock()
-		n, err := f.store.RevokeAll(context.Background(), "victim", "")
+		n, err := f.Store.RevokeAll(context.Background(), "victim", "")
 		if err != nil {
 			t.Fatalf("round %d: RevokeAll failed on its first call: %v", round, err)
 		}
@@ -221,7 +227,7 @@ func testRevokeAllUnderLogins(t *testing.T, b *redistest.Backend) {
 			if i%max(len(before)/8, 1) != 0 && i < len(before)-8 {
 				continue
 			}
-			if _, err := f.store.Validate(context.Background(), g.Token); !errors.Is(err, redisstore.ErrRevoked) {
+			if _, err := f.Store.Validate(context.Background(), g.Token); !errors.Is(err, redisstore.ErrRevoked) {
 				t.Fatalf("round %d: a session that existed before RevokeAll: Validate = %v, want revoked", round, err)
 			}
 		}

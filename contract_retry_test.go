@@ -2,11 +2,7 @@ package sessioncache_test
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,42 +19,6 @@ import (
 // included, and must return, and make the store report, exactly what the
 // first attempt would have: the same result, the same events, once.
 
-// isScript reports whether a command runs script src (EVALSHA or EVAL).
-func isScript(args []string, src string) bool {
-	if len(args) < 2 {
-		return false
-	}
-	switch strings.ToLower(args[0]) {
-	case "evalsha":
-		sum := sha1.Sum([]byte(src))
-		return args[1] == hex.EncodeToString(sum[:])
-	case "eval":
-		return args[1] == src
-	}
-	return false
-}
-
-// dropFirst returns a proxy rule that drops the reply of the first command
-// that match accepts (Redis runs it; the client sees its connection close),
-// and counts the drops.
-func dropFirst(match func(args []string) bool) (func(args []string) redistest.Fault, func() int) {
-	var mu sync.Mutex
-	dropped := 0
-	return func(args []string) redistest.Fault {
-			mu.Lock()
-			defer mu.Unlock()
-			if dropped == 0 && match(args) {
-				dropped++
-				return redistest.DropReply
-			}
-			return redistest.Pass
-		}, func() int {
-			mu.Lock()
-			defer mu.Unlock()
-			return dropped
-		}
-}
-
 // eventsOf returns the events of kind k, without their times.
 func eventsOf(ev []redisstore.Event, k redisstore.EventKind) []redisstore.Event {
 	var out []redisstore.Event
@@ -73,41 +33,42 @@ func eventsOf(ev []redisstore.Event, k redisstore.EventKind) []redisstore.Event 
 
 var sortEvents = cmpopts.SortSlices(func(a, b redisstore.Event) bool { return a.SessionID < b.SessionID })
 
+// testLostReplies: a write whose reply is lost after Redis ran it (Issue
+// with an eviction, Rotate with grace on and off, a reuse detection, each
+// revocation), retried by go-redis, returns what the first attempt did and
+// emits its events once.
 func testLostReplies(t *testing.T, b *redistest.Backend) {
 	ctx := context.Background()
-	// faulty returns a fixture whose store runs through a proxy dropping the
-	// first reply of script src, and the drop counter.
+	// faulty returns a fixture whose store runs through proxies that drop
+	// the reply of the first command match accepts, and the drop counter.
 	faulty := func(t *testing.T, b *redistest.Backend, opt redisstore.Options, match func([]string) bool) (*fixture, func() int) {
-		rule, drops := dropFirst(match)
-		fb := *b
-		fb.Client = b.Faulty(t, rule)
-		f := newFixture(t, &fb, opt)
-		if err := f.store.Ping(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return f, drops
+		rule, drops := redistest.DropFirst(match)
+		st, _ := b.FaultyStore(t, opt, rule)
+		return &fixture{Backend: b, Store: st}, drops
 	}
-	script := func(src string) func([]string) bool { return func(a []string) bool { return isScript(a, src) } }
+	script := func(src string) func([]string) bool {
+		return func(a []string) bool { return redistest.RunsScript(a, src) }
+	}
 
 	t.Run("IssueWithEviction", func(t *testing.T) {
 		b := b.Isolated(t)
 		opt := redisstore.Options{MaxSessions: 2}
 		// The second issue.lua call of a login at the cap is the one that
 		// evicts: it carries the candidates' keys.
-		f, drops := faulty(t, b, opt, func(a []string) bool { return isScript(a, lua.Issue) && len(a) > 2 && a[2] != "2" })
+		f, drops := faulty(t, b, opt, func(a []string) bool { return redistest.RunsScript(a, lua.Issue) && len(a) > 2 && a[2] != "2" })
 		direct := newFixture(t, b, opt)
 		old := direct.issue(t, "alice", laptop)
 		b.Clock.Advance(5 * time.Millisecond)
 		direct.rotate(t, direct.issue(t, "alice", laptop).Token)
-		g, err := f.store.Issue(ctx, "alice", laptop)
+		g, err := f.Store.Issue(ctx, "alice", laptop)
 		if err != nil || drops() != 1 {
 			t.Fatalf("Issue with its reply dropped: %v (%d replies dropped)", err, drops())
 		}
 		want := []redisstore.Event{{Kind: redisstore.EventSessionEvicted, UserID: "alice", SessionID: old.SessionID, Reason: redisstore.ReasonEvicted}}
-		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionEvicted)); d != "" {
+		if d := cmp.Diff(want, eventsOf(f.TakeEvents(), redisstore.EventSessionEvicted)); d != "" {
 			t.Errorf("eviction events of the retried Issue (-want +got):\n%s", d)
 		}
-		if _, err := f.store.Validate(ctx, g.Token); err != nil {
+		if _, err := f.Store.Validate(ctx, g.Token); err != nil {
 			t.Fatalf("the retried login's token: %v", err)
 		}
 		if l := f.list(t, "alice"); len(l) != 2 {
@@ -120,17 +81,17 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 			opt := redisstore.Options{Grace: grace}
 			f, drops := faulty(t, b, opt, script(lua.Rotate))
 			g0 := f.issue(t, "alice", laptop)
-			g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+			g1, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 			if err != nil || drops() != 1 {
 				t.Fatalf("Rotate with its reply dropped: %v (%d replies dropped)", err, drops())
 			}
 			if g1.Replayed {
 				t.Errorf("the retried rotation reports a grace replay; the first attempt created the successor")
 			}
-			if ev := f.takeEvents(); len(ev) != 0 {
+			if ev := f.TakeEvents(); len(ev) != 0 {
 				t.Errorf("events of a retried rotation: %+v, want none", ev)
 			}
-			if _, err := f.store.Validate(ctx, g1.Token); err != nil {
+			if _, err := f.Store.Validate(ctx, g1.Token); err != nil {
 				t.Fatalf("the retried rotation's successor: %v", err)
 			}
 			if g2 := f.rotate(t, g1.Token); g2.Token == g1.Token {
@@ -145,12 +106,12 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 		g0 := direct.issue(t, "alice", laptop)
 		direct.rotate(t, g0.Token)
 		f, drops := faulty(t, b, opt, script(lua.Rotate))
-		_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+		_, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 		if !errors.Is(err, redisstore.ErrReused) || drops() != 1 {
 			t.Fatalf("reuse detection with its reply dropped: %v (%d dropped), want ErrReused", err, drops())
 		}
 		want := []redisstore.Event{{Kind: redisstore.EventReuseDetected, UserID: "alice", SessionID: g0.SessionID, Reason: redisstore.ReasonReuse}}
-		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventReuseDetected)); d != "" {
+		if d := cmp.Diff(want, eventsOf(f.TakeEvents(), redisstore.EventReuseDetected)); d != "" {
 			t.Errorf("events (-want +got):\n%s", d)
 		}
 	})
@@ -158,12 +119,12 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 		b := b.Isolated(t)
 		f, drops := faulty(t, b, redisstore.Options{}, script(lua.Revoke))
 		g := f.issue(t, "alice", laptop)
-		n, err := f.store.RevokeSession(ctx, "alice", g.SessionID)
+		n, err := f.Store.RevokeSession(ctx, "alice", g.SessionID)
 		if n != 1 || err != nil || drops() != 1 {
 			t.Fatalf("RevokeSession with its reply dropped = %d, %v (%d dropped); want 1", n, err, drops())
 		}
 		want := []redisstore.Event{{Kind: redisstore.EventSessionRevoked, UserID: "alice", SessionID: g.SessionID, Reason: redisstore.ReasonLogout}}
-		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionRevoked)); d != "" {
+		if d := cmp.Diff(want, eventsOf(f.TakeEvents(), redisstore.EventSessionRevoked)); d != "" {
 			t.Errorf("events (-want +got):\n%s", d)
 		}
 	})
@@ -171,12 +132,12 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 		b := b.Isolated(t)
 		f, drops := faulty(t, b, redisstore.Options{}, script(lua.Revoke))
 		g := f.issue(t, "alice", laptop)
-		n, err := f.store.RevokeToken(ctx, g.Token)
+		n, err := f.Store.RevokeToken(ctx, g.Token)
 		if n != 1 || err != nil || drops() != 1 {
 			t.Fatalf("RevokeToken with its reply dropped = %d, %v (%d dropped); want 1", n, err, drops())
 		}
 		want := []redisstore.Event{{Kind: redisstore.EventSessionRevoked, UserID: "alice", SessionID: g.SessionID, Reason: redisstore.ReasonLogout}}
-		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionRevoked)); d != "" {
+		if d := cmp.Diff(want, eventsOf(f.TakeEvents(), redisstore.EventSessionRevoked)); d != "" {
 			t.Errorf("events (-want +got):\n%s", d)
 		}
 	})
@@ -188,11 +149,11 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 			g := f.issue(t, "alice", laptop)
 			want = append(want, redisstore.Event{Kind: redisstore.EventSessionRevoked, UserID: "alice", SessionID: g.SessionID, Reason: redisstore.ReasonLogoutAll})
 		}
-		n, err := f.store.RevokeAll(ctx, "alice", "")
+		n, err := f.Store.RevokeAll(ctx, "alice", "")
 		if n != 3 || err != nil || drops() != 1 {
 			t.Fatalf("RevokeAll with its reply dropped = %d, %v (%d dropped); want 3", n, err, drops())
 		}
-		if d := cmp.Diff(want, eventsOf(f.takeEvents(), redisstore.EventSessionRevoked), sortEvents); d != "" {
+		if d := cmp.Diff(want, eventsOf(f.TakeEvents(), redisstore.EventSessionRevoked), sortEvents); d != "" {
 			t.Errorf("events (-want +got):\n%s", d)
 		}
 	})
@@ -206,30 +167,9 @@ func testLostReplies(t *testing.T, b *redistest.Backend) {
 // presented again later, by another call, is a replay.
 func testLateRetry(t *testing.T, b *redistest.Backend) {
 	ctx := context.Background()
-	release := make(chan struct{})
-	var mu sync.Mutex
-	attempts := 0
-	rule := func(args []string) redistest.Fault {
-		if !isScript(args, lua.Rotate) {
-			return redistest.Pass
-		}
-		mu.Lock()
-		attempts++
-		n := attempts
-		mu.Unlock()
-		if n == 1 {
-			return redistest.DropReply
-		}
-		<-release // hold the retry
-		return redistest.Pass
-	}
-	fb := *b
-	fb.Client = b.Faulty(t, rule)
+	rule, release, attempts := redistest.DropThenHold(t, func(args []string) bool { return redistest.RunsScript(args, lua.Rotate) })
 	opt := redisstore.Options{Grace: time.Minute}
-	tabA := newFixture(t, &fb, opt)
-	if err := tabA.store.Ping(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tabA, _ := b.FaultyStore(t, opt, rule)
 	f := newFixture(t, b, opt)
 	g0 := f.issue(t, "alice", laptop)
 	type result struct {
@@ -238,38 +178,27 @@ func testLateRetry(t *testing.T, b *redistest.Backend) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		g, err := tabA.store.Rotate(ctx, g0.Token, redisstore.Client{})
+		g, err := tabA.Rotate(ctx, g0.Token, redisstore.Client{})
 		done <- result{g, err}
 	}()
-	// Wait until A's first attempt ran and its retry is held.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		mu.Lock()
-		n := attempts
-		mu.Unlock()
-		if n >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("tab A's rotation was never retried")
-		}
-	}
-	g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	waitUntil(t, "tab A's first attempt ran and its retry is held", func() bool { return attempts() >= 2 })
+	g1, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	if err != nil || !g1.Replayed {
 		t.Fatalf("tab B in grace: %v (replayed %v)", err, g1.Replayed)
 	}
 	g2 := f.rotate(t, g1.Token)
-	close(release)
+	release()
 	r := <-done
 	if r.err != nil || r.g.Token != g1.Token || r.g.Replayed {
 		t.Fatalf("late retry: %v (same token as the first attempt: %v, replayed %v); want the first attempt's answer", r.err, r.g.Token == g1.Token, r.g.Replayed)
 	}
-	if ev := tabA.takeEvents(); len(ev) != 0 {
+	if ev := tabA.TakeEvents(); len(ev) != 0 {
 		t.Errorf("late retry emitted %+v", ev)
 	}
-	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, g2.Token); err != nil {
 		t.Fatalf("the session suffered from a late retry: %v", err)
 	}
 	// The same token presented by another call is a replay.
-	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	wantErr(t, "replay after the last rotation", err, redisstore.ErrReused)
 }

@@ -26,7 +26,7 @@ func watch(t *testing.T, f *fixture) *feed {
 	w := &feed{notices: make(chan redisstore.Notice, 1024)}
 	done := make(chan error, 1)
 	go func() {
-		done <- f.store.WatchRevocations(ctx, 20*time.Millisecond, func(n redisstore.Notice) { w.notices <- n })
+		done <- f.Store.WatchRevocations(ctx, 20*time.Millisecond, func(n redisstore.Notice) { w.notices <- n })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -115,17 +115,17 @@ func testRevocationFeed(t *testing.T, b *redistest.Backend) {
 	a1 := f.rotate(t, a.Token)
 	check("a login and a rotation")
 
-	if _, err := f.store.RevokeSession(ctx, "alice", a.SessionID); err != nil {
+	if _, err := f.Store.RevokeSession(ctx, "alice", a.SessionID); err != nil {
 		t.Fatal(err)
 	}
 	check("RevokeSession", "logout "+a.SessionID)
-	if n, err := f.store.RevokeSession(ctx, "alice", a.SessionID); n != 0 || err != nil {
+	if n, err := f.Store.RevokeSession(ctx, "alice", a.SessionID); n != 0 || err != nil {
 		t.Fatalf("RevokeSession again: %d, %v", n, err)
 	}
 	check("RevokeSession of a revoked session")
 
 	bt := f.issue(t, "alice", laptop)
-	if _, err := f.store.RevokeToken(ctx, bt.Token); err != nil {
+	if _, err := f.Store.RevokeToken(ctx, bt.Token); err != nil {
 		t.Fatal(err)
 	}
 	check("RevokeToken", "logout "+bt.SessionID)
@@ -133,7 +133,7 @@ func testRevocationFeed(t *testing.T, b *redistest.Backend) {
 	c := f.issue(t, "alice", laptop)
 	c1 := f.rotate(t, c.Token)
 	f.rotate(t, c1.Token)
-	_, err := f.store.Rotate(ctx, c.Token, redisstore.Client{})
+	_, err := f.Store.Rotate(ctx, c.Token, redisstore.Client{})
 	wantErr(t, "reuse", err, redisstore.ErrReused)
 	check("reuse", "reuse "+c.SessionID)
 
@@ -145,11 +145,11 @@ func testRevocationFeed(t *testing.T, b *redistest.Backend) {
 	}
 	check("a login at the cap", "evicted "+s[0].SessionID)
 
-	if _, err := f.store.RevokeAll(ctx, "bob", s[1].SessionID); err != nil {
+	if _, err := f.Store.RevokeAll(ctx, "bob", s[1].SessionID); err != nil {
 		t.Fatal(err)
 	}
 	check("RevokeAll but one", "logout_all "+s[2].SessionID, "logout_all "+s[3].SessionID)
-	if _, err := f.store.RevokeAll(ctx, "bob", ""); err != nil {
+	if _, err := f.Store.RevokeAll(ctx, "bob", ""); err != nil {
 		t.Fatal(err)
 	}
 	check("RevokeAll", "logout_all "+s[1].SessionID)
@@ -187,7 +187,7 @@ func testRevocationFeedLost(t *testing.T, b *redistest.Backend) {
 	}
 	w.next(t, redisstore.NoticeSubscribed)
 	g := f.issue(t, "alice", laptop)
-	if _, err := f.store.RevokeSession(ctx, "alice", g.SessionID); err != nil {
+	if _, err := f.Store.RevokeSession(ctx, "alice", g.SessionID); err != nil {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff([]string{"logout " + g.SessionID}, revoked(w.until(t, time.Now()))); d != "" {

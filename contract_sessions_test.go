@@ -22,6 +22,9 @@ func ids(l []redisstore.Session) []string {
 	return out
 }
 
+// testListSessions: a listing shows every live session of the user with its
+// metadata, most recently used first, and none past its idle deadline; a
+// user without sessions gets an empty listing.
 func testListSessions(t *testing.T, b *redistest.Backend) {
 	// IdleTTL 1.6s: the index keeps a session 100 ms past its idle deadline.
 	f := newFixture(t, b, redisstore.Options{IdleTTL: 1600 * time.Millisecond})
@@ -50,7 +53,7 @@ func testListSessions(t *testing.T, b *redistest.Backend) {
 	if len(l) != 1 || l[0].ID != gl.SessionID {
 		t.Fatalf("after idle expiry: %v; want only the laptop %s", ids(l), gl.SessionID)
 	}
-	p, err := f.store.ListSessions(context.Background(), "nobody", redisstore.ListOptions{})
+	p, err := f.Store.ListSessions(context.Background(), "nobody", redisstore.ListOptions{})
 	if err != nil || len(p.Sessions) != 0 || p.Next != "" {
 		t.Errorf("ListSessions(nobody) = %+v, %v", p, err)
 	}
@@ -67,11 +70,11 @@ func testListPages(t *testing.T, b *redistest.Backend) {
 	}
 	f.issue(t, "bob", laptop)
 	// Default limit: 100, then 30.
-	p, err := f.store.ListSessions(ctx, "alice", redisstore.ListOptions{})
+	p, err := f.Store.ListSessions(ctx, "alice", redisstore.ListOptions{})
 	if err != nil || len(p.Sessions) != redisstore.DefaultListLimit || p.Next == "" {
 		t.Fatalf("first default page: %d sessions, next %q, %v", len(p.Sessions), p.Next, err)
 	}
-	p2, err := f.store.ListSessions(ctx, "alice", redisstore.ListOptions{Cursor: p.Next})
+	p2, err := f.Store.ListSessions(ctx, "alice", redisstore.ListOptions{Cursor: p.Next})
 	if err != nil || len(p2.Sessions) != 30 || p2.Next != "" {
 		t.Fatalf("second default page: %d sessions, next %q, %v", len(p2.Sessions), p2.Next, err)
 	}
@@ -80,7 +83,7 @@ func testListPages(t *testing.T, b *redistest.Backend) {
 	opt := redisstore.ListOptions{Limit: 7}
 	pages := 0
 	for {
-		p, err := f.store.ListSessions(ctx, "alice", opt)
+		p, err := f.Store.ListSessions(ctx, "alice", opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +112,7 @@ func testListPages(t *testing.T, b *redistest.Backend) {
 	}
 	// Sessions revoked between pages, the cursor's own included, are not
 	// listed; every other session still is.
-	p, err = f.store.ListSessions(ctx, "alice", redisstore.ListOptions{Limit: 10})
+	p, err = f.Store.ListSessions(ctx, "alice", redisstore.ListOptions{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +124,7 @@ func testListPages(t *testing.T, b *redistest.Backend) {
 		revoked[id] = true
 	}
 	for id := range revoked {
-		if n, err := f.store.RevokeSession(ctx, "alice", id); n != 1 || err != nil {
+		if n, err := f.Store.RevokeSession(ctx, "alice", id); n != 1 || err != nil {
 			t.Fatalf("RevokeSession = %d, %v", n, err)
 		}
 	}
@@ -131,7 +134,7 @@ func testListPages(t *testing.T, b *redistest.Backend) {
 	}
 	opt = redisstore.ListOptions{Cursor: p.Next, Limit: 10}
 	for opt.Cursor != "" {
-		p, err := f.store.ListSessions(ctx, "alice", opt)
+		p, err := f.Store.ListSessions(ctx, "alice", opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,6 +153,9 @@ func testListPages(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRevokeSession: RevokeSession ends the named session of the named user
+// only, once (1, then 0), with one logout event; its tokens then get
+// RevokedError (reason logout) and every other session keeps working.
 func testRevokeSession(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -157,26 +163,26 @@ func testRevokeSession(t *testing.T, b *redistest.Backend) {
 	other := f.issue(t, "alice", laptop)
 	bob := f.issue(t, "bob", laptop)
 	// Bob cannot revoke Alice's session by its id.
-	if n, err := f.store.RevokeSession(ctx, "bob", g.SessionID); n != 0 || err != nil {
+	if n, err := f.Store.RevokeSession(ctx, "bob", g.SessionID); n != 0 || err != nil {
 		t.Fatalf("RevokeSession of another user's session = %d, %v", n, err)
 	}
-	f.takeEvents()
-	if n, err := f.store.RevokeSession(ctx, "alice", g.SessionID); n != 1 || err != nil {
+	f.TakeEvents()
+	if n, err := f.Store.RevokeSession(ctx, "alice", g.SessionID); n != 1 || err != nil {
 		t.Fatalf("RevokeSession = %d, %v; want 1", n, err)
 	}
-	if ev := f.takeEvents(); len(ev) != 1 || ev[0].Kind != redisstore.EventSessionRevoked || ev[0].Reason != redisstore.ReasonLogout || ev[0].UserID != "alice" {
+	if ev := f.TakeEvents(); len(ev) != 1 || ev[0].Kind != redisstore.EventSessionRevoked || ev[0].Reason != redisstore.ReasonLogout || ev[0].UserID != "alice" {
 		t.Errorf("events = %+v", ev)
 	}
-	if n, err := f.store.RevokeSession(ctx, "alice", g.SessionID); n != 0 || err != nil {
+	if n, err := f.Store.RevokeSession(ctx, "alice", g.SessionID); n != 0 || err != nil {
 		t.Fatalf("second RevokeSession = %d, %v; want 0", n, err)
 	}
-	_, err := f.store.Rotate(ctx, g.Token, redisstore.Client{})
+	_, err := f.Store.Rotate(ctx, g.Token, redisstore.Client{})
 	var re *redisstore.RevokedError
 	if !errors.As(err, &re) || re.Reason != redisstore.ReasonLogout {
 		t.Fatalf("Rotate revoked: %v, want RevokedError(logout)", err)
 	}
 	for _, tok := range []string{other.Token, bob.Token} {
-		if _, err := f.store.Validate(ctx, tok); err != nil {
+		if _, err := f.Store.Validate(ctx, tok); err != nil {
 			t.Fatalf("unrelated session hurt: %v", err)
 		}
 	}
@@ -185,22 +191,27 @@ func testRevokeSession(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRevokeToken: RevokeToken with any genuine token of a session, a
+// rotated one included, ends the session, once (1, then 0).
 func testRevokeToken(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
 	g0 := f.issue(t, "alice", laptop)
 	g1 := f.rotate(t, g0.Token)
 	// Any genuine token of the session ends it, the rotated one included.
-	if n, err := f.store.RevokeToken(ctx, g0.Token); n != 1 || err != nil {
+	if n, err := f.Store.RevokeToken(ctx, g0.Token); n != 1 || err != nil {
 		t.Fatalf("RevokeToken = %d, %v; want 1", n, err)
 	}
-	_, err := f.store.Validate(ctx, g1.Token)
+	_, err := f.Store.Validate(ctx, g1.Token)
 	wantErr(t, "Validate after RevokeToken", err, redisstore.ErrRevoked)
-	if n, err := f.store.RevokeToken(ctx, g1.Token); n != 0 || err != nil {
+	if n, err := f.Store.RevokeToken(ctx, g1.Token); n != 0 || err != nil {
 		t.Fatalf("RevokeToken again = %d, %v; want 0", n, err)
 	}
 }
 
+// testRevokeAll: RevokeAll ends every session of the user but the one to
+// keep, with a logout_all event each, returns how many it ended, and leaves
+// other users' sessions alone.
 func testRevokeAll(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -209,16 +220,16 @@ func testRevokeAll(t *testing.T, b *redistest.Backend) {
 		gs = append(gs, f.issue(t, "alice", laptop))
 	}
 	bob := f.issue(t, "bob", laptop)
-	f.takeEvents()
-	n, err := f.store.RevokeAll(ctx, "alice", gs[2].SessionID)
+	f.TakeEvents()
+	n, err := f.Store.RevokeAll(ctx, "alice", gs[2].SessionID)
 	if n != 4 || err != nil {
 		t.Fatalf("RevokeAll except one = %d, %v; want 4", n, err)
 	}
-	if ev := f.takeEvents(); len(ev) != 4 || ev[0].Reason != redisstore.ReasonLogoutAll || ev[0].UserID != "alice" {
+	if ev := f.TakeEvents(); len(ev) != 4 || ev[0].Reason != redisstore.ReasonLogoutAll || ev[0].UserID != "alice" {
 		t.Errorf("events = %+v, want 4 logout_all", ev)
 	}
 	for i, g := range gs {
-		_, err := f.store.Validate(ctx, g.Token)
+		_, err := f.Store.Validate(ctx, g.Token)
 		if i == 2 && err != nil {
 			t.Fatalf("kept session: %v", err)
 		}
@@ -227,13 +238,13 @@ func testRevokeAll(t *testing.T, b *redistest.Backend) {
 			t.Fatalf("session %d after RevokeAll: %v", i, err)
 		}
 	}
-	if n, err := f.store.RevokeAll(ctx, "alice", ""); n != 1 || err != nil {
+	if n, err := f.Store.RevokeAll(ctx, "alice", ""); n != 1 || err != nil {
 		t.Fatalf("RevokeAll = %d, %v; want 1", n, err)
 	}
-	if n, err := f.store.RevokeAll(ctx, "alice", ""); n != 0 || err != nil {
+	if n, err := f.Store.RevokeAll(ctx, "alice", ""); n != 0 || err != nil {
 		t.Fatalf("RevokeAll again = %d, %v; want 0", n, err)
 	}
-	if _, err := f.store.Validate(ctx, bob.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, bob.Token); err != nil {
 		t.Fatalf("bob hurt by alice's RevokeAll: %v", err)
 	}
 }
@@ -247,14 +258,14 @@ func testRevokeAllKeep(t *testing.T, b *redistest.Backend) {
 	f.issue(t, "alice", laptop)
 	bob := f.issue(t, "bob", laptop)
 	gone := f.issue(t, "alice", laptop)
-	f.store.RevokeSession(ctx, "alice", gone.SessionID)
+	f.Store.RevokeSession(ctx, "alice", gone.SessionID)
 	before := f.Snapshot(t)
 	for name, keep := range map[string]string{
 		"another user's session": bob.SessionID,
 		"an unknown session":     "123e4567-e89b-12d3-a456-426614174000",
 		"a revoked session":      gone.SessionID,
 	} {
-		n, err := f.store.RevokeAll(ctx, "alice", keep)
+		n, err := f.Store.RevokeAll(ctx, "alice", keep)
 		var ae *redisstore.ArgumentError
 		if n != 0 || !errors.As(err, &ae) || ae.Field != "keep" {
 			t.Errorf("RevokeAll keeping %s = %d, %v; want 0 and an ArgumentError for keep", name, n, err)
@@ -263,7 +274,7 @@ func testRevokeAllKeep(t *testing.T, b *redistest.Backend) {
 	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("refused RevokeAll changed Redis (-before +after):\n%s", d)
 	}
-	if n, err := f.store.RevokeAll(ctx, "alice", a1.SessionID); n != 1 || err != nil {
+	if n, err := f.Store.RevokeAll(ctx, "alice", a1.SessionID); n != 1 || err != nil {
 		t.Fatalf("RevokeAll keeping a1 = %d, %v", n, err)
 	}
 }
@@ -276,17 +287,17 @@ func testRevokeAllBatches(t *testing.T, b *redistest.Backend) {
 	for i := 0; i < 300; i++ {
 		gs = append(gs, f.issue(t, "alice", redisstore.Client{}))
 	}
-	f.takeEvents()
-	n, err := f.store.RevokeAll(ctx, "alice", gs[150].SessionID)
+	f.TakeEvents()
+	n, err := f.Store.RevokeAll(ctx, "alice", gs[150].SessionID)
 	if n != 299 || err != nil {
 		t.Fatalf("RevokeAll of 300 sessions but one = %d, %v", n, err)
 	}
 	ev := map[string]bool{}
-	for _, e := range f.takeEvents() {
+	for _, e := range f.TakeEvents() {
 		ev[e.SessionID] = true
 	}
 	for i, g := range gs {
-		_, err := f.store.Validate(ctx, g.Token)
+		_, err := f.Store.Validate(ctx, g.Token)
 		if (i == 150) != (err == nil) || (i != 150 && !ev[g.SessionID]) {
 			t.Fatalf("session %d after RevokeAll: %v (event %v)", i, err, ev[g.SessionID])
 		}
@@ -296,6 +307,9 @@ func testRevokeAllBatches(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testMaxSessions: a login past MaxSessions evicts the least recently used
+// session (one event; its tokens get RevokedError, reason evicted), and
+// expired sessions do not count against the cap.
 func testMaxSessions(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{MaxSessions: 3, IdleTTL: time.Second})
 	ctx := context.Background()
@@ -305,13 +319,13 @@ func testMaxSessions(t *testing.T, b *redistest.Backend) {
 		b.Clock.Advance(5 * time.Millisecond)
 	}
 	f.rotate(t, gs[0].Token) // session 0 is now the most recently used; 1 is the least
-	f.takeEvents()
+	f.TakeEvents()
 	g4 := f.issue(t, "alice", laptop) // all within the idle TTL: 950 ms slack
-	ev := f.takeEvents()
+	ev := f.TakeEvents()
 	if len(ev) != 1 || ev[0].Kind != redisstore.EventSessionEvicted || ev[0].SessionID != gs[1].SessionID || ev[0].Reason != redisstore.ReasonEvicted {
 		t.Fatalf("events = %+v, want session %s evicted", ev, gs[1].SessionID)
 	}
-	_, err := f.store.Validate(ctx, gs[1].Token)
+	_, err := f.Store.Validate(ctx, gs[1].Token)
 	var re *redisstore.RevokedError
 	if !errors.As(err, &re) || re.Reason != redisstore.ReasonEvicted {
 		t.Fatalf("evicted session: %v, want RevokedError(evicted)", err)
@@ -319,7 +333,7 @@ func testMaxSessions(t *testing.T, b *redistest.Backend) {
 	if l := f.list(t, "alice"); len(l) != 3 {
 		t.Fatalf("ListSessions = %d; want 3", len(l))
 	}
-	if _, err := f.store.Validate(ctx, g4.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, g4.Token); err != nil {
 		t.Fatal(err)
 	}
 	// Expired sessions do not count against the cap.
@@ -327,7 +341,7 @@ func testMaxSessions(t *testing.T, b *redistest.Backend) {
 	for i := 0; i < 3; i++ {
 		f.issue(t, "alice", laptop)
 	}
-	if ev := f.takeEvents(); len(ev) != 0 {
+	if ev := f.TakeEvents(); len(ev) != 0 {
 		t.Errorf("issuing after expiry evicted: %+v", ev)
 	}
 }
@@ -339,7 +353,7 @@ func testMaxSessionsDefault(t *testing.T, b *redistest.Backend) {
 		f.issue(t, "alice", redisstore.Client{})
 	}
 	evicted := 0
-	for _, e := range f.takeEvents() {
+	for _, e := range f.TakeEvents() {
 		if e.Kind == redisstore.EventSessionEvicted {
 			evicted++
 		}
@@ -366,6 +380,8 @@ func testMaxSessionsLowered(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testSpread: every key carries a hash tag, and users spread over a
+// cluster's slots (64 users over at least 50) instead of sharing one.
 func testSpread(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()

@@ -16,6 +16,10 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
+// testIssueValidate: a login hands out a token with the store's prefix that
+// validates at once, its session is listed with the login's metadata and
+// with deadlines IdleTTL and AbsoluteTTL after a creation time read from
+// Redis's clock, and printing the Grant never shows the token.
 func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 24 * time.Hour})
 	ctx := context.Background()
@@ -25,7 +29,7 @@ func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	if !strings.HasPrefix(g.Token, redisstore.DefaultTokenPrefix) {
 		t.Errorf("token %.8s... lacks prefix %q", g.Token, redisstore.DefaultTokenPrefix)
 	}
-	info, err := f.store.Validate(ctx, g.Token)
+	info, err := f.Store.Validate(ctx, g.Token)
 	if err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
@@ -66,13 +70,17 @@ func testIssueValidate(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testRotateChain: a rotation hands out a new token of the same session,
+// slides the idle deadline but not the absolute one, records the caller's IP
+// address and user agent, and ends the token it replaced (RevokedError,
+// reason rotated), over a chain of any length.
 func testRotateChain(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{IdleTTL: time.Hour, AbsoluteTTL: 24 * time.Hour})
 	ctx := context.Background()
 	g0 := f.issue(t, "user-1", laptop)
 	b.Clock.Advance(20 * time.Millisecond)
 	moved := redisstore.Client{IPAddress: "2001:db8::1", UserAgent: "Firefox/129.0"}
-	g1, err := f.store.Rotate(ctx, g0.Token, moved)
+	g1, err := f.Store.Rotate(ctx, g0.Token, moved)
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -83,7 +91,7 @@ func testRotateChain(t *testing.T, b *redistest.Backend) {
 		t.Errorf("after rotation: idle deadline %v (was %v) must slide, absolute %v (was %v) must not",
 			g1.ExpiresAt, g0.ExpiresAt, g1.SessionExpiresAt, g0.SessionExpiresAt)
 	}
-	info, err := f.store.Validate(ctx, g1.Token)
+	info, err := f.Store.Validate(ctx, g1.Token)
 	if err != nil || info.SessionID != g0.SessionID || !info.ExpiresAt.Equal(g1.ExpiresAt) {
 		t.Fatalf("Validate successor = %+v, %v", info, err)
 	}
@@ -98,7 +106,7 @@ func testRotateChain(t *testing.T, b *redistest.Backend) {
 	if !s.LastUsedAt.After(s.CreatedAt) || !s.ExpiresAt.Equal(g1.ExpiresAt) {
 		t.Errorf("after rotation: LastUsedAt %v (created %v), ExpiresAt %v (grant %v)", s.LastUsedAt, s.CreatedAt, s.ExpiresAt, g1.ExpiresAt)
 	}
-	_, err = f.store.Validate(ctx, g0.Token)
+	_, err = f.Store.Validate(ctx, g0.Token)
 	var re *redisstore.RevokedError
 	if !errors.As(err, &re) || re.Reason != redisstore.ReasonRotated {
 		t.Fatalf("Validate rotated token: err = %v, want RevokedError(rotated)", err)
@@ -108,7 +116,7 @@ func testRotateChain(t *testing.T, b *redistest.Backend) {
 	for i := 0; i < 20; i++ {
 		tok = f.rotate(t, tok).Token
 	}
-	if _, err := f.store.Validate(ctx, tok); err != nil {
+	if _, err := f.Store.Validate(ctx, tok); err != nil {
 		t.Fatalf("Validate after 21 rotations: %v", err)
 	}
 }
@@ -134,15 +142,18 @@ func sessionHash(t *testing.T, b *redistest.Backend) (string, map[string]string)
 	return "", nil
 }
 
+// testGraceReplay: within the grace window, the immediate predecessor gets
+// the same successor back as a grace replay, with one event, without a write
+// to Redis, and the successor rotates normally afterwards.
 func testGraceReplay(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
 	ctx := context.Background()
 	g0 := f.issue(t, "user-1", laptop)
 	g1 := f.rotate(t, g0.Token)
-	f.takeEvents()
+	f.TakeEvents()
 	before := f.Snapshot(t)
 	b.Clock.Advance(5 * time.Millisecond)
-	again, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	again, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	if err != nil {
 		t.Fatalf("Rotate predecessor in grace: %v", err)
 	}
@@ -152,31 +163,35 @@ func testGraceReplay(t *testing.T, b *redistest.Backend) {
 	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("grace replay wrote to Redis (-before +after):\n%s", d)
 	}
-	if ev := f.takeEvents(); len(ev) != 1 || ev[0].Kind != redisstore.EventGraceReplay || ev[0].SessionID != g0.SessionID {
+	if ev := f.TakeEvents(); len(ev) != 1 || ev[0].Kind != redisstore.EventGraceReplay || ev[0].SessionID != g0.SessionID {
 		t.Errorf("events = %v, want one grace_replay", ev)
 	}
 	// The successor still works, and rotates normally.
 	g2 := f.rotate(t, g1.Token)
-	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, g2.Token); err != nil {
 		t.Fatalf("Validate after grace: %v", err)
 	}
 }
 
+// testGraceExpired: after the grace window, the predecessor is reuse: that
+// call gets ErrReused with one reuse event, and the whole session, its
+// newest token included, is revoked (later calls get RevokedError, reason
+// reuse, not ErrReused).
 func testGraceExpired(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: 200 * time.Millisecond})
 	ctx := context.Background()
 	g0 := f.issue(t, "user-1", laptop)
 	g1 := f.rotate(t, g0.Token)
-	f.takeEvents()
+	f.TakeEvents()
 	b.Clock.Advance(250 * time.Millisecond)
-	_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	_, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	wantErr(t, "Rotate predecessor after grace", err, redisstore.ErrReused)
-	ev := f.takeEvents()
+	ev := f.TakeEvents()
 	if len(ev) != 1 || ev[0].Kind != redisstore.EventReuseDetected || ev[0].UserID != "user-1" || ev[0].SessionID != g0.SessionID || ev[0].Reason != redisstore.ReasonReuse {
 		t.Errorf("events = %+v, want one reuse_detected for user-1", ev)
 	}
 	// The whole family is dead, its newest token included.
-	_, err = f.store.Rotate(ctx, g1.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, g1.Token, redisstore.Client{})
 	var re *redisstore.RevokedError
 	if !errors.As(err, &re) || re.Reason != redisstore.ReasonReuse {
 		t.Fatalf("Rotate newest token after reuse: err = %v, want RevokedError(reuse)", err)
@@ -184,13 +199,16 @@ func testGraceExpired(t *testing.T, b *redistest.Backend) {
 	if errors.Is(err, redisstore.ErrReused) {
 		t.Errorf("a later call matches ErrReused: only the call that revoked does")
 	}
-	_, err = f.store.Validate(ctx, g1.Token)
+	_, err = f.Store.Validate(ctx, g1.Token)
 	wantErr(t, "Validate newest token after reuse", err, redisstore.ErrRevoked)
 	if l := f.list(t, "user-1"); len(l) != 0 {
 		t.Errorf("ListSessions after reuse = %d sessions, want 0", len(l))
 	}
 }
 
+// testGrandparent: a grandparent, or any older token, is never in grace,
+// even right after the rotations: presenting it is reuse and revokes the
+// session.
 func testGrandparent(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute})
 	ctx := context.Background()
@@ -199,9 +217,9 @@ func testGrandparent(t *testing.T, b *redistest.Backend) {
 	g2 := f.rotate(t, g1.Token)
 	// g0 is the grandparent of the current token: never in grace, even
 	// right away.
-	_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	_, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	wantErr(t, "Rotate grandparent", err, redisstore.ErrReused)
-	_, err = f.store.Validate(ctx, g2.Token)
+	_, err = f.Store.Validate(ctx, g2.Token)
 	wantErr(t, "Validate newest after grandparent replay", err, redisstore.ErrRevoked)
 
 	// Any older generation, for as long as the family lives.
@@ -210,27 +228,30 @@ func testGrandparent(t *testing.T, b *redistest.Backend) {
 	for i := 0; i < 5; i++ {
 		tok = f.rotate(t, tok).Token
 	}
-	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	wantErr(t, "Rotate generation 0 after 5 rotations", err, redisstore.ErrReused)
-	_, err = f.store.Validate(ctx, tok)
+	_, err = f.Store.Validate(ctx, tok)
 	wantErr(t, "Validate newest after old replay", err, redisstore.ErrRevoked)
 }
 
+// testGraceSameDevice: with GraceSameDevice, only a caller with the
+// session's device id gets a grace replay; another device id, or a device id
+// on one side only, is reuse.
 func testGraceSameDevice(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: time.Minute, GraceSameDevice: true})
 	ctx := context.Background()
 	g0 := f.issue(t, "user-1", laptop)
-	g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: laptop.DeviceID})
+	g1, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: laptop.DeviceID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: laptop.DeviceID})
+	again, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: laptop.DeviceID})
 	if err != nil || again.Token != g1.Token {
 		t.Fatalf("same device in grace: err = %v, same token = %v", err, again.Token == g1.Token)
 	}
-	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: "other-device"})
+	_, err = f.Store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: "other-device"})
 	wantErr(t, "other device in grace", err, redisstore.ErrReused)
-	_, err = f.store.Validate(ctx, g1.Token)
+	_, err = f.Store.Validate(ctx, g1.Token)
 	wantErr(t, "Validate after other-device replay", err, redisstore.ErrRevoked)
 
 	// No device id: a caller without one matches only a session created
@@ -245,11 +266,11 @@ func testGraceSameDevice(t *testing.T, b *redistest.Backend) {
 		{"caller has one, session none", "", "dev-a", false},
 	} {
 		g0 := f.issue(t, "user-1", redisstore.Client{DeviceID: tc.login})
-		g1, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: tc.login})
+		g1, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: tc.login})
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: tc.caller})
+		again, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{DeviceID: tc.caller})
 		if tc.grace && (err != nil || again.Token != g1.Token) {
 			t.Errorf("%s: %v, want a grace replay", tc.name, err)
 		}
@@ -259,14 +280,16 @@ func testGraceSameDevice(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testGraceOff: with grace off (NoGrace), a second use of a rotated token is
+// reuse and revokes its session.
 func testGraceOff(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 	ctx := context.Background()
 	g0 := f.issue(t, "user-1", laptop)
 	g1 := f.rotate(t, g0.Token)
-	_, err := f.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	_, err := f.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	wantErr(t, "second use without grace", err, redisstore.ErrReused)
-	_, err = f.store.Validate(ctx, g1.Token)
+	_, err = f.Store.Validate(ctx, g1.Token)
 	wantErr(t, "Validate successor", err, redisstore.ErrRevoked)
 }
 
@@ -276,7 +299,7 @@ func testReusedMatchesRevoked(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 	g0 := f.issue(t, "user-1", laptop)
 	f.rotate(t, g0.Token)
-	_, err := f.store.Rotate(context.Background(), g0.Token, redisstore.Client{})
+	_, err := f.Store.Rotate(context.Background(), g0.Token, redisstore.Client{})
 	if !errors.Is(err, redisstore.ErrReused) || !errors.Is(err, redisstore.ErrRevoked) {
 		t.Fatalf("reuse: %v; want it to match ErrReused and ErrRevoked", err)
 	}
@@ -299,13 +322,13 @@ func testUserBound(t *testing.T, b *redistest.Backend) {
 	if err := b.Client.HSet(ctx, key, "h", forged).Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.store.Validate(ctx, g1.Token)
+	_, err := f.Store.Validate(ctx, g1.Token)
 	wantErr(t, "Validate after the user id was rewritten", err, redisstore.ErrCorrupt)
-	_, err = f.store.Rotate(ctx, g0.Token, redisstore.Client{}) // a grace replay
+	_, err = f.Store.Rotate(ctx, g0.Token, redisstore.Client{}) // a grace replay
 	wantErr(t, "grace replay after the user id was rewritten", err, redisstore.ErrCorrupt)
-	_, err = f.store.Rotate(ctx, g1.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, g1.Token, redisstore.Client{})
 	wantErr(t, "Rotate after the user id was rewritten", err, redisstore.ErrCorrupt)
-	for _, e := range f.takeEvents() {
+	for _, e := range f.TakeEvents() {
 		if e.UserID == "victim" {
 			t.Errorf("an event names the forged user: %+v", e)
 		}
@@ -331,6 +354,10 @@ func forge(t *testing.T, real string) []string {
 	return out
 }
 
+// testForgery: a forged token (a bit flipped in the generation, secret or
+// MAC of an old or the current token) is ErrUnknown to Rotate, Validate and
+// RevokeToken, as is a token signed under another secret to Rotate, and none
+// of them changes Redis or emits an event.
 func testForgery(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{Grace: redisstore.NoGrace})
 	ctx := context.Background()
@@ -344,28 +371,31 @@ func testForgery(t *testing.T, b *redistest.Backend) {
 	// Forgeries of an old generation and of the current one: the old-token
 	// ones would revoke the family if the store trusted them.
 	for _, forged := range append(forge(t, g0.Token), forge(t, g2.Token)...) {
-		_, err := f.store.Rotate(ctx, forged, redisstore.Client{})
+		_, err := f.Store.Rotate(ctx, forged, redisstore.Client{})
 		wantErr(t, "Rotate forged", err, redisstore.ErrUnknown)
-		_, err = f.store.Validate(ctx, forged)
+		_, err = f.Store.Validate(ctx, forged)
 		wantErr(t, "Validate forged", err, redisstore.ErrUnknown)
-		n, err := f.store.RevokeToken(ctx, forged)
+		n, err := f.Store.RevokeToken(ctx, forged)
 		if n != 0 || !errors.Is(err, redisstore.ErrUnknown) {
 			t.Fatalf("RevokeToken forged = %d, %v; want 0, ErrUnknown", n, err)
 		}
 	}
-	_, err := f.store.Rotate(ctx, foreign.Token, redisstore.Client{})
+	_, err := f.Store.Rotate(ctx, foreign.Token, redisstore.Client{})
 	wantErr(t, "Rotate foreign", err, redisstore.ErrUnknown)
 	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("forgeries changed Redis (-before +after):\n%s", d)
 	}
-	if _, err := f.store.Validate(ctx, g2.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, g2.Token); err != nil {
 		t.Fatalf("Validate genuine token after forgeries: %v", err)
 	}
-	if ev := f.takeEvents(); len(ev) != 0 {
+	if ev := f.TakeEvents(); len(ev) != 0 {
 		t.Errorf("forgeries emitted events: %v", ev)
 	}
 }
 
+// testMalformed: a token that fails the format or the checksum is
+// ErrMalformed to Rotate, Validate and RevokeToken, and changes nothing in
+// Redis.
 func testMalformed(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -381,11 +411,11 @@ func testMalformed(t *testing.T, b *redistest.Backend) {
 		string(flipped), strings.ToUpper(g.Token), g.Token[:40] + "\x00" + g.Token[41:],
 		"sct_" + strings.Repeat("A", len(g.Token)-4),
 	} {
-		_, err := f.store.Rotate(ctx, tok, redisstore.Client{})
+		_, err := f.Store.Rotate(ctx, tok, redisstore.Client{})
 		wantErr(t, fmt.Sprintf("Rotate(%.12q)", tok), err, redisstore.ErrMalformed)
-		_, err = f.store.Validate(ctx, tok)
+		_, err = f.Store.Validate(ctx, tok)
 		wantErr(t, "Validate malformed", err, redisstore.ErrMalformed)
-		_, err = f.store.RevokeToken(ctx, tok)
+		_, err = f.Store.RevokeToken(ctx, tok)
 		wantErr(t, "RevokeToken malformed", err, redisstore.ErrMalformed)
 	}
 	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
@@ -393,6 +423,9 @@ func testMalformed(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testBadInput: over-long, malformed or control-character input (client
+// metadata, user ids, session ids, list options) is ErrInvalidArgument to
+// every call, changes nothing in Redis and leaves the user's token valid.
 func testBadInput(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
@@ -407,37 +440,37 @@ func testBadInput(t *testing.T, b *redistest.Backend) {
 		"control char":     {DeviceName: "evil\x00name"},
 		"invalid UTF-8":    {UserAgent: "\xff\xfe"},
 	} {
-		_, err := f.store.Issue(ctx, "user-1", c)
+		_, err := f.Store.Issue(ctx, "user-1", c)
 		wantErr(t, "Issue with "+name, err, redisstore.ErrInvalidArgument)
-		_, err = f.store.Rotate(ctx, g.Token, c)
+		_, err = f.Store.Rotate(ctx, g.Token, c)
 		wantErr(t, "Rotate with "+name, err, redisstore.ErrInvalidArgument)
 	}
 	var ae *redisstore.ArgumentError
-	if _, err := f.store.Issue(ctx, "user-1", redisstore.Client{IPAddress: "nope"}); !errors.As(err, &ae) || ae.Field != "IP address" {
+	if _, err := f.Store.Issue(ctx, "user-1", redisstore.Client{IPAddress: "nope"}); !errors.As(err, &ae) || ae.Field != "IP address" {
 		t.Fatalf("Issue with a bad IP: %v, want an ArgumentError for the IP address", err)
 	}
 	for _, user := range []string{"", long, "a\nb", "\xff"} {
-		_, err := f.store.Issue(ctx, user, laptop)
+		_, err := f.Store.Issue(ctx, user, laptop)
 		wantErr(t, fmt.Sprintf("Issue(user %.10q)", user), err, redisstore.ErrInvalidArgument)
-		_, err = f.store.ListSessions(ctx, user, redisstore.ListOptions{})
+		_, err = f.Store.ListSessions(ctx, user, redisstore.ListOptions{})
 		wantErr(t, "ListSessions bad user", err, redisstore.ErrInvalidArgument)
-		_, err = f.store.RevokeAll(ctx, user, "")
+		_, err = f.Store.RevokeAll(ctx, user, "")
 		wantErr(t, "RevokeAll bad user", err, redisstore.ErrInvalidArgument)
 	}
 	for _, sid := range []string{"", "not-a-uuid", g.SessionID + "x"} {
-		_, err := f.store.RevokeSession(ctx, "user-1", sid)
+		_, err := f.Store.RevokeSession(ctx, "user-1", sid)
 		wantErr(t, "RevokeSession bad id", err, redisstore.ErrInvalidArgument)
-		_, err = f.store.RevokeAll(ctx, "user-1", sid+"!")
+		_, err = f.Store.RevokeAll(ctx, "user-1", sid+"!")
 		wantErr(t, "RevokeAll bad keep id", err, redisstore.ErrInvalidArgument)
 	}
 	for _, opt := range []redisstore.ListOptions{{Limit: -1}, {Limit: redisstore.MaxListLimit + 1}, {Cursor: "nope"}, {Cursor: g.Token[4:36]}} {
-		_, err := f.store.ListSessions(ctx, "user-1", opt)
+		_, err := f.Store.ListSessions(ctx, "user-1", opt)
 		wantErr(t, fmt.Sprintf("ListSessions(%+v)", opt), err, redisstore.ErrInvalidArgument)
 	}
 	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
 		t.Errorf("bad input changed Redis (-before +after):\n%s", d)
 	}
-	if _, err := f.store.Validate(ctx, g.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, g.Token); err != nil {
 		t.Fatalf("token invalid after bad input: %v", err)
 	}
 }
@@ -470,16 +503,16 @@ func testStoredInput(t *testing.T, b *redistest.Backend) {
 		"device name C1 control": {DeviceName: "a\u0085b"},
 	}
 	for name, c := range refused {
-		_, err := f.store.Issue(ctx, "user-1", c)
+		_, err := f.Store.Issue(ctx, "user-1", c)
 		var ae *redisstore.ArgumentError
 		if !errors.As(err, &ae) {
 			t.Errorf("Issue with %s: %v, want an ArgumentError", name, err)
 		}
-		_, err = f.store.Rotate(ctx, g.Token, c)
+		_, err = f.Store.Rotate(ctx, g.Token, c)
 		wantErr(t, "Rotate with "+name, err, redisstore.ErrInvalidArgument)
 	}
 	for _, user := range []string{"a\u202eb", "a\u2066b", "line\u2029sep"} {
-		_, err := f.store.Issue(ctx, user, laptop)
+		_, err := f.Store.Issue(ctx, user, laptop)
 		wantErr(t, fmt.Sprintf("Issue(user %q)", user), err, redisstore.ErrInvalidArgument)
 	}
 	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
@@ -500,6 +533,11 @@ func testStoredInput(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testKeyRotation: signing keys rotate without logging anyone out: a store
+// that signs with a new key rotates tokens of the old one, a store without
+// the new key hands out nothing for a replay of a successor signed with it,
+// and once the old key is dropped its tokens are ErrUnknown while the
+// listing stays whole.
 func testKeyRotation(t *testing.T, b *redistest.Backend) {
 	k1 := redisstore.Key{ID: 1, Secret: []byte("key-one-key-one-key-one-key-one-key-one")}
 	k2 := redisstore.Key{ID: 2, Secret: []byte("key-two-key-two-key-two-key-two-key-two")}
@@ -508,21 +546,21 @@ func testKeyRotation(t *testing.T, b *redistest.Backend) {
 	g0 := old.issue(t, "alice", laptop)
 	// Deploy with k2 first: old tokens still rotate, successors use k2.
 	both := newFixture(t, b, redisstore.Options{Keys: []redisstore.Key{k2, k1}, Grace: time.Minute})
-	g1, err := both.store.Rotate(ctx, g0.Token, redisstore.Client{})
+	g1, err := both.Store.Rotate(ctx, g0.Token, redisstore.Client{})
 	if err != nil {
 		t.Fatalf("rotate a k1 token with [k2 k1]: %v", err)
 	}
 	// A grace replay against the old deployment (k1 only) cannot re-derive
 	// a k2 token: it must not hand out anything else.
-	if g, err := old.store.Rotate(ctx, g0.Token, redisstore.Client{}); err == nil {
+	if g, err := old.Store.Rotate(ctx, g0.Token, redisstore.Client{}); err == nil {
 		t.Fatalf("k1-only store answered a replay of a k2 successor: replayed=%v", g.Replayed)
 	}
 	// Drop k1: the k2 token still works, k1 tokens are unknown.
 	only2 := newFixture(t, b, redisstore.Options{Keys: []redisstore.Key{k2}})
-	if _, err := only2.store.Validate(ctx, g1.Token); err != nil {
+	if _, err := only2.Store.Validate(ctx, g1.Token); err != nil {
 		t.Fatalf("k2 token under [k2]: %v", err)
 	}
-	_, err = only2.store.Validate(ctx, g0.Token)
+	_, err = only2.Store.Validate(ctx, g0.Token)
 	wantErr(t, "k1 token under [k2]", err, redisstore.ErrUnknown)
 	// The user index does not move with the token keys: listing still works.
 	if l := only2.list(t, "alice"); len(l) != 1 {
@@ -530,6 +568,9 @@ func testKeyRotation(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testNoRawToken: Redis holds no token nor any part of one that would help
+// forge it: not its body, its payload, its secret (raw, a prefix of it, or
+// in base64) or its MAC.
 func testNoRawToken(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()

@@ -75,10 +75,7 @@ func hostileUser(t *testing.T, c redis.UniversalClient, nodes []*redis.Client, n
 		}
 		node.ConfigSet(ctx, "slowlog-max-len", "100000")
 	}
-	s, err := redisstore.New(c, redisstore.Options{Secret: secret, MaxSessions: redisstore.NoSessionCap, MaxInFlight: testMaxInFlight(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := redistest.NewStore(t, c, redisstore.Options{MaxSessions: redisstore.NoSessionCap})
 	if err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +212,7 @@ func describe(args []string) string {
 	}
 	for name, src := range map[string]string{"issue.lua": lua.Issue, "evict.lua": lua.Evict, "rotate.lua": lua.Rotate,
 		"revoke.lua": lua.Revoke, "revoke_all.lua": lua.RevokeAll, "list.lua": lua.List, "inspect.lua": lua.Inspect} {
-		if isScript(args, src) {
+		if redistest.RunsScript(args, src) {
 			return name + " with " + args[2] + " keys"
 		}
 	}

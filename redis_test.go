@@ -13,10 +13,12 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
+// testScriptCacheLoss: after SCRIPT FLUSH (what a restart or a failover does
+// to the script cache), the next call loads its script again and succeeds.
 func testScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
 	ctx := context.Background()
-	if err := f.store.Ping(ctx); err != nil {
+	if err := f.Store.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 	g := f.issue(t, "alice", laptop)
@@ -32,7 +34,7 @@ func testScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 	}
 	// The next call heals the cache (EVALSHA, NOSCRIPT, EVAL).
 	g = f.rotate(t, g.Token)
-	if _, err := f.store.Validate(ctx, g.Token); err != nil {
+	if _, err := f.Store.Validate(ctx, g.Token); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -61,25 +63,25 @@ func TestRedisDown(t *testing.T) {
 			}
 		}
 	}
-	_, err := f.store.Issue(ctx, "alice", laptop)
+	_, err := f.Store.Issue(ctx, "alice", laptop)
 	check("Issue", err)
-	_, err = f.store.Rotate(ctx, g.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx, g.Token, redisstore.Client{})
 	check("Rotate", err)
-	_, err = f.store.Validate(ctx, g.Token)
+	_, err = f.Store.Validate(ctx, g.Token)
 	check("Validate", err)
-	_, err = f.store.ListSessions(ctx, "alice", redisstore.ListOptions{})
+	_, err = f.Store.ListSessions(ctx, "alice", redisstore.ListOptions{})
 	check("ListSessions", err)
-	_, err = f.store.RevokeSession(ctx, "alice", g.SessionID)
+	_, err = f.Store.RevokeSession(ctx, "alice", g.SessionID)
 	check("RevokeSession", err)
-	_, err = f.store.RevokeToken(ctx, g.Token)
+	_, err = f.Store.RevokeToken(ctx, g.Token)
 	check("RevokeToken", err)
-	_, err = f.store.RevokeAll(ctx, "alice", "")
+	_, err = f.Store.RevokeAll(ctx, "alice", "")
 	check("RevokeAll", err)
-	check("Ping", f.store.Ping(ctx))
+	check("Ping", f.Store.Ping(ctx))
 	// A cancelled context is an error too, returned promptly.
 	ctx2, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = f.store.Rotate(ctx2, g.Token, redisstore.Client{})
+	_, err = f.Store.Rotate(ctx2, g.Token, redisstore.Client{})
 	check("Rotate with cancelled context", err)
 }
 
@@ -90,10 +92,7 @@ func TestEvictionPolicy(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.StartServer(t)
 	rdb := srv.Client(t)
-	s, err := redisstore.New(rdb, redisstore.Options{Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := redistest.NewStore(t, rdb, redisstore.Options{})
 	for _, policy := range []string{"noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"} {
 		if err := rdb.ConfigSet(ctx, "maxmemory-policy", policy).Err(); err != nil {
 			t.Fatal(err)
@@ -108,7 +107,7 @@ func TestEvictionPolicy(t *testing.T) {
 	}
 	t.Run("cluster", func(t *testing.T) {
 		b := redistest.For(t, redistest.Cluster)
-		s, _ := redisstore.New(b.Client, redisstore.Options{Secret: secret})
+		s := b.NewStore(t, redisstore.Options{})
 		if err := s.CheckEvictionPolicy(ctx); err != nil {
 			t.Fatalf("CheckEvictionPolicy on the test cluster: %v", err)
 		}
@@ -116,7 +115,7 @@ func TestEvictionPolicy(t *testing.T) {
 	t.Run("miniredis", func(t *testing.T) {
 		// miniredis has no INFO memory: the check must fail, not pass.
 		b := redistest.For(t, redistest.Mini)
-		s, _ := redisstore.New(b.Client, redisstore.Options{Secret: secret})
+		s := b.NewStore(t, redisstore.Options{})
 		if err := s.CheckEvictionPolicy(ctx); err == nil {
 			t.Fatal("CheckEvictionPolicy passed without INFO")
 		}
@@ -145,12 +144,8 @@ func TestRevocationReplicas(t *testing.T) {
 		}
 	}
 	mc.Del(ctx, "replica-probe")
-	newStore := func(replicas int) *redisstore.Store {
-		s, err := redisstore.New(mc, redisstore.Options{Secret: secret, RevocationReplicas: replicas, ReplicationTimeout: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
+	newStore := func(replicas int) *redistest.Store {
+		return redistest.NewStore(t, mc, redisstore.Options{RevocationReplicas: replicas, ReplicationTimeout: 200 * time.Millisecond})
 	}
 	s := newStore(1)
 	g, err := s.Issue(ctx, "alice", laptop)
@@ -161,7 +156,7 @@ func TestRevocationReplicas(t *testing.T) {
 		t.Fatalf("RevokeToken with one replica = %d, %v", n, err)
 	}
 	// The replica has the tombstone as soon as the call returns.
-	rs, _ := redisstore.New(rc, redisstore.Options{Secret: secret})
+	rs := redistest.NewStore(t, rc, redisstore.Options{})
 	if _, err := rs.Validate(ctx, g.Token); !errors.Is(err, redisstore.ErrRevoked) {
 		t.Fatalf("Validate on the replica right after RevokeToken: %v", err)
 	}
@@ -191,12 +186,9 @@ func TestEventContext(t *testing.T) {
 	type key struct{}
 	b := redistest.For(t, redistest.Mini)
 	var seen []any
-	s, err := redisstore.New(b.Client, redisstore.Options{Secret: secret, Grace: redisstore.NoGrace, OnEvent: func(ctx context.Context, e redisstore.Event) {
+	s := b.NewStore(t, redisstore.Options{Grace: redisstore.NoGrace, OnEvent: func(ctx context.Context, e redisstore.Event) {
 		seen = append(seen, ctx.Value(key{}))
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.WithValue(context.Background(), key{}, "request-7")
 	g, _ := s.Issue(ctx, "alice", laptop)
 	s.Rotate(ctx, g.Token, redisstore.Client{})

@@ -17,75 +17,27 @@ package sessioncache_test
 import (
 	"context"
 	"errors"
-	"os"
-	"strconv"
-	"sync"
 	"testing"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
-var secret = []byte("contract-suite-secret-0123456789abcdef")
-
-// fixture is one store on one backend, with the events it emitted.
+// fixture is a store under test (redistest.Store) on one backend, with
+// helpers that fail the test on an error.
 type fixture struct {
 	*redistest.Backend
-	store *redisstore.Store
-	opt   redisstore.Options
-
-	mu     sync.Mutex
-	events []redisstore.Event
+	*redistest.Store
 }
 
 func newFixture(t *testing.T, b *redistest.Backend, opt redisstore.Options) *fixture {
 	t.Helper()
-	f := &fixture{Backend: b}
-	if opt.Secret == nil {
-		opt.Secret = secret
-	}
-	if opt.MaxInFlight == 0 {
-		opt.MaxInFlight = testMaxInFlight(t)
-	}
-	opt.KeyPrefix = b.Prefix
-	opt.OnEvent = func(_ context.Context, e redisstore.Event) {
-		f.mu.Lock()
-		f.events = append(f.events, e)
-		f.mu.Unlock()
-	}
-	s, err := redisstore.New(b.Client, opt)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	f.store, f.opt = s, opt
-	return f
-}
-
-// testMaxInFlight is Options.MaxInFlight as SESSIONCACHE_TEST_MAX_IN_FLIGHT
-// sets it, or 0 (the default).
-func testMaxInFlight(t *testing.T) int {
-	v := os.Getenv(envMaxInFlight)
-	if v == "" {
-		return 0
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n == 0 {
-		t.Fatalf("%s=%q: want a non-zero integer", envMaxInFlight, v)
-	}
-	return n
-}
-
-func (f *fixture) takeEvents() []redisstore.Event {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e := f.events
-	f.events = nil
-	return e
+	return &fixture{Backend: b, Store: b.NewStore(t, opt)}
 }
 
 func (f *fixture) issue(t *testing.T, user string, c redisstore.Client) redisstore.Grant {
 	t.Helper()
-	g, err := f.store.Issue(context.Background(), user, c)
+	g, err := f.Store.Issue(context.Background(), user, c)
 	if err != nil {
 		t.Fatalf("Issue(%q): %v", user, err)
 	}
@@ -94,7 +46,7 @@ func (f *fixture) issue(t *testing.T, user string, c redisstore.Client) redissto
 
 func (f *fixture) rotate(t *testing.T, tok string) redisstore.Grant {
 	t.Helper()
-	g, err := f.store.Rotate(context.Background(), tok, redisstore.Client{})
+	g, err := f.Store.Rotate(context.Background(), tok, redisstore.Client{})
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -107,7 +59,7 @@ func (f *fixture) list(t *testing.T, user string) []redisstore.Session {
 	var all []redisstore.Session
 	opt := redisstore.ListOptions{}
 	for {
-		p, err := f.store.ListSessions(context.Background(), user, opt)
+		p, err := f.Store.ListSessions(context.Background(), user, opt)
 		if err != nil {
 			t.Fatalf("ListSessions(%q): %v", user, err)
 		}

@@ -39,14 +39,14 @@ func TestHistogramQuantiles(t *testing.T) {
 // baselines must be correct for the comparison to mean anything.
 func checkBaseline(t *testing.T, st Store) {
 	ctx := context.Background()
-	tok, err := st.Issue(ctx, "alice", login)
+	tok, err := st.Issue(ctx, "alice", Login)
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
-	if _, err := st.Issue(ctx, "alice", login); err != nil {
+	if _, err := st.Issue(ctx, "alice", Login); err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
-	next, _, err := st.Rotate(ctx, tok, refresh)
+	next, _, err := st.Rotate(ctx, tok, Refresh)
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -59,10 +59,10 @@ func checkBaseline(t *testing.T, st Store) {
 	if n, err := st.ListSessions(ctx, "alice"); err != nil || n != 2 {
 		t.Errorf("ListSessions = %d, %v; want 2 sessions", n, err)
 	}
-	if _, _, err := st.Rotate(ctx, tok, refresh); !errors.Is(err, redisstore.ErrReused) {
+	if _, _, err := st.Rotate(ctx, tok, Refresh); !errors.Is(err, redisstore.ErrReused) {
 		t.Errorf("Rotate(rotated token) = %v, want ErrReused", err)
 	}
-	if _, _, err := st.Rotate(ctx, next, refresh); err == nil {
+	if _, _, err := st.Rotate(ctx, next, Refresh); err == nil {
 		t.Errorf("Rotate(successor of a reused token) succeeded")
 	}
 	if n, err := st.RevokeAll(ctx, "alice"); err != nil || n < 1 {

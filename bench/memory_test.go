@@ -52,8 +52,8 @@ func measureKeys(ctx context.Context, rdb *redis.Client, prefix string) (footpri
 // rotates each session rotations times. It returns the current tokens.
 func grow(ctx context.Context, s *redisstore.Store, users []string, rotations int) ([]string, error) {
 	toks := make([]string, len(users))
-	err := parallel(len(users), func(i int) error {
-		g, err := s.Issue(ctx, users[i], login)
+	err := Parallel(len(users), func(i int) error {
+		g, err := s.Issue(ctx, users[i], Login)
 		toks[i] = g.Token
 		return err
 	})
@@ -65,9 +65,9 @@ func grow(ctx context.Context, s *redisstore.Store, users []string, rotations in
 
 // rotateAll rotates each session of toks n times, and keeps toks current.
 func rotateAll(ctx context.Context, s *redisstore.Store, toks []string, n int) error {
-	return parallel(len(toks), func(i int) error {
+	return Parallel(len(toks), func(i int) error {
 		for range n {
-			g, err := s.Rotate(ctx, toks[i], refresh)
+			g, err := s.Rotate(ctx, toks[i], Refresh)
 			if err != nil {
 				return err
 			}

@@ -17,18 +17,6 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
-// A login with realistic metadata: a device id, a device name, an IP address
-// and a 70-byte user agent.
-var login = redisstore.Client{
-	DeviceID:   "3f6c1c9e-5b7a-4d2e-9a41-7c0e2b8d9f10",
-	DeviceName: "Firefox on Linux",
-	IPAddress:  "203.0.113.42",
-	UserAgent:  "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-}
-
-// refresh is what a rotation presents: the same connection as the login.
-var refresh = redisstore.Client{IPAddress: login.IPAddress, UserAgent: login.UserAgent}
-
 // sessionsPerUser is how many sessions each user of list and revoke-user has.
 const sessionsPerUser = 3
 
@@ -128,36 +116,6 @@ func each(n int, f func(i int) worker) []worker {
 	return ws
 }
 
-// parallel runs f(0..n-1) on 64 goroutines and returns the first error.
-func parallel(n int, f func(i int) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := f(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return first
-}
-
 // issueAll logs in perUser sessions for each user, before the timer
 // starts, and returns their tokens.
 func issueAll(b *testing.B, st Store, users []string, perUser int) [][]string {
@@ -166,8 +124,8 @@ func issueAll(b *testing.B, st Store, users []string, perUser int) [][]string {
 	for i := range toks {
 		toks[i] = make([]string, perUser)
 	}
-	err := parallel(len(users)*perUser, func(i int) error {
-		t, err := st.Issue(context.Background(), users[i/perUser], login)
+	err := Parallel(len(users)*perUser, func(i int) error {
+		t, err := st.Issue(context.Background(), users[i/perUser], Login)
 		toks[i/perUser][i%perUser] = t
 		return err
 	})
@@ -199,7 +157,7 @@ func benchIssue(b *testing.B, st Store, clients int, srv *server) {
 			prefix := base + strconv.Itoa(i) + "-"
 			return func(ctx context.Context) error {
 				k++
-				_, err := st.Issue(ctx, prefix+strconv.Itoa(k), login)
+				_, err := st.Issue(ctx, prefix+strconv.Itoa(k), Login)
 				return err
 			}
 		})
@@ -228,7 +186,7 @@ func benchRotate(b *testing.B, st Store, clients int, srv *server, oneUser bool)
 		return each(n, func(i int) worker {
 			tok := toks[i/(n/len(users))][i%(n/len(users))]
 			return func(ctx context.Context) error {
-				next, _, err := st.Rotate(ctx, tok, refresh)
+				next, _, err := st.Rotate(ctx, tok, Refresh)
 				tok = next
 				return err
 			}
@@ -328,12 +286,12 @@ func benchRotateGrace(b *testing.B, rdb *redis.Client, srv *server) {
 		toks := issueAll(b, st, userIDs(n), 1)
 		return each(n, func(i int) worker {
 			prev := toks[i][0]
-			cur, _, err := st.Rotate(context.Background(), prev, refresh)
+			cur, _, err := st.Rotate(context.Background(), prev, Refresh)
 			if err != nil {
 				b.Fatal(err)
 			}
 			return func(ctx context.Context) error {
-				g, err := s.Rotate(ctx, prev, refresh)
+				g, err := s.Rotate(ctx, prev, Refresh)
 				if err == nil && (!g.Replayed || g.Token != cur) {
 					err = errors.New("grace replay did not return the current token")
 				}
@@ -358,16 +316,16 @@ func benchRotateExtend(b *testing.B, rdb *redis.Client, srv *server) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			g, err := s.Issue(context.Background(), users[i], login)
+			g, err := s.Issue(context.Background(), users[i], Login)
 			if err != nil {
 				b.Fatal(err)
 			}
 			tok := g.Token
 			return func(ctx context.Context) error {
-				g, err := s.Rotate(ctx, tok, refresh)
+				g, err := s.Rotate(ctx, tok, Refresh)
 				if errors.Is(err, redisstore.ErrExpired) {
 					// This caller stalled past the idle lifetime: log in again.
-					g, err = s.Issue(ctx, users[i], login)
+					g, err = s.Issue(ctx, users[i], Login)
 				}
 				tok = g.Token
 				return err

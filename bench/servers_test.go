@@ -205,27 +205,8 @@ func newPrefix(tb testing.TB, rdb *redis.Client) string {
 	var b [6]byte
 	rand.Read(b[:])
 	prefix := "scbench:" + hex.EncodeToString(b[:]) + ":"
-	tb.Cleanup(func() { deletePrefix(rdb, prefix) })
+	tb.Cleanup(func() { DeletePrefix(rdb, prefix) })
 	return prefix
-}
-
-func deletePrefix(rdb *redis.Client, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 10000).Iterator()
-	batch := make([]string, 0, 1000)
-	flush := func() {
-		if len(batch) > 0 {
-			rdb.Unlink(ctx, batch...)
-			batch = batch[:0]
-		}
-	}
-	for iter.Next(ctx) {
-		if batch = append(batch, iter.Val()); len(batch) == cap(batch) {
-			flush()
-		}
-	}
-	flush()
 }
 
 // serverStats is what INFO tells of a server's work so far.

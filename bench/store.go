@@ -26,6 +26,19 @@ type Store interface {
 	RevokeAll(ctx context.Context, userID string) (int, error)
 }
 
+// Login is what a login presents: realistic metadata, with a device id, a
+// device name, an IP address and a 70-byte user agent. Every measurement
+// logs in with it.
+var Login = redisstore.Client{
+	DeviceID:   "3f6c1c9e-5b7a-4d2e-9a41-7c0e2b8d9f10",
+	DeviceName: "Firefox on Linux",
+	IPAddress:  "203.0.113.42",
+	UserAgent:  "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+}
+
+// Refresh is what a rotation presents: the connection of the Login.
+var Refresh = redisstore.Client{IPAddress: Login.IPAddress, UserAgent: Login.UserAgent}
+
 // Library adapts a *redisstore.Store to Store.
 type Library struct {
 	S *redisstore.Store

@@ -11,13 +11,10 @@ package reliability_test
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/internal/servicetest"
 	"github.com/sessioncache/sessioncache/lua"
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -62,45 +60,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// EnvMaxInFlight sets Options.MaxInFlight for every store of the suite that
-// leaves it zero: -1 runs the suite without batching, 1 batches any two
-// concurrent calls to a node. Unset: the default.
-const EnvMaxInFlight = "SESSIONCACHE_TEST_MAX_IN_FLIGHT"
-
-func maxInFlight(t testing.TB) int {
-	v := os.Getenv(EnvMaxInFlight)
-	if v == "" {
-		return 0
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n == 0 {
-		t.Fatalf("%s=%q: want a non-zero integer", EnvMaxInFlight, v)
-	}
-	return n
-}
-
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
-
-var secret = []byte("reliability-suite-secret-0123456789abcdef")
-
-// newStore returns a store on c that records every token it hands out, for
-// the secret scans.
-func newStore(t testing.TB, c redis.UniversalClient, opt redisstore.Options) *redisstore.Store {
-	t.Helper()
-	if opt.Secret == nil {
-		opt.Secret = secret
-	}
-	if opt.MaxInFlight == 0 {
-		opt.MaxInFlight = maxInFlight(t)
-	}
-	s, err := redisstore.New(c, opt)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	return s
-}
 
 // figure logs one line of measured figures, in a fixed shape that
 // RELIABILITY.md quotes.
@@ -118,26 +80,11 @@ func figure(t testing.TB, scenario string, kv ...any) {
 // ms renders a duration in milliseconds, one decimal.
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
-// runs reports whether a command sent to Redis runs script.
-func runs(args []string, script string) bool {
-	if len(args) < 2 {
-		return false
-	}
-	switch strings.ToLower(args[0]) {
-	case "evalsha":
-		h := sha1.Sum([]byte(script))
-		return args[1] == hex.EncodeToString(h[:])
-	case "eval":
-		return args[1] == script
-	}
-	return false
-}
-
 // isRotate and isIssue tell proxy rules which commands run rotate.lua and
 // issue.lua.
-func isRotate(args []string) bool { return runs(args, lua.Rotate) }
-func isIssue(args []string) bool  { return runs(args, lua.Issue) }
-func isRevoke(args []string) bool { return runs(args, lua.Revoke) }
+func isRotate(args []string) bool { return redistest.RunsScript(args, lua.Rotate) }
+func isIssue(args []string) bool  { return redistest.RunsScript(args, lua.Issue) }
+func isRevoke(args []string) bool { return redistest.RunsScript(args, lua.Revoke) }
 
 // tokens remembers every token the suite saw, so that keyspaces, files and
 // logs can be scanned for them.

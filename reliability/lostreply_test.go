@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -73,23 +70,16 @@ func TestLostReplyRetry(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
-			c := redis.NewClient(&redis.Options{Addr: p.Addr}) // go-redis defaults: MaxRetries 3
-			t.Cleanup(func() { c.Close() })
 			var events counter
-			opt := redisstore.Options{KeyPrefix: redistest.NewPrefix(), OnEvent: func(_ context.Context, e redisstore.Event) {
+			opt := redisstore.Options{OnEvent: func(_ context.Context, e redisstore.Event) {
 				events.add(e.Kind.String(), 1)
 			}}
 			if !tc.grace {
 				opt.Grace = redisstore.NoGrace
 			}
-			st := wrap(t, c, opt)
-			ctx := bg(t)
-			if err := st.Ping(ctx); err != nil {
-				t.Fatal(err)
-			}
 			rule, hurt := faultFirst(tc.fault)
-			p.SetRule(rule)
+			fs, faults := srv.Backend(t).FaultyStore(t, opt, rule)
+			st, ctx := store{fs.Store}, bg(t)
 
 			var n counter
 			var wg sync.WaitGroup
@@ -157,7 +147,7 @@ func TestLostReplyRetry(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			ps := p.Stats()
+			ps := faults.Stats()
 			faulted := ps.Dropped + ps.ResetRequest
 			control := n.get("control_grace_replay")
 			if !tc.grace {
@@ -177,7 +167,7 @@ func TestLostReplyRetry(t *testing.T) {
 			// connection that may carry several hurt rotations: the proxy
 			// counts only the first.
 			if want := sessions * rotations / 2; int64(hurt()) != int64(want) || faulted > int64(want) || faulted == 0 ||
-				maxInFlight(t) < 0 && faulted != int64(want) {
+				redistest.MaxInFlight(t) < 0 && faulted != int64(want) {
 				t.Errorf("the rule hurt %d rotations and the proxy %d, want %d (every other one)", hurt(), faulted, want)
 			}
 			if n.get("rotations") != n.get("same_successor") {
@@ -207,40 +197,21 @@ func TestLostReplyRetry(t *testing.T) {
 	}
 }
 
-// dropFirst returns a proxy rule that drops the reply of the first command
-// that match selects.
-func dropFirst(match func(args []string) bool) func(args []string) redistest.Fault {
-	var done atomic.Bool
-	return func(args []string) redistest.Fault {
-		if match(args) && done.CompareAndSwap(false, true) {
-			return redistest.DropReply
-		}
-		return redistest.Pass
-	}
-}
-
 // TestLostReplyIssue: the reply of a login is lost after Redis created the
 // session, and go-redis runs issue.lua again. The caller must get a working
 // token, and the user must not be left with a session nobody holds.
 func TestLostReplyIssue(t *testing.T) {
-	srv := startServer(t)
-	p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	t.Cleanup(func() { c.Close() })
-	st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix()})
-	ctx := bg(t)
-	if err := st.Ping(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p.SetRule(dropFirst(isIssue))
+	rule, _ := redistest.DropFirst(isIssue)
+	fs, faults := startServer(t).Backend(t).FaultyStore(t, redisstore.Options{}, rule)
+	st, ctx := store{fs.Store}, bg(t)
 	g, err := st.Issue(ctx, "alice", redisstore.Client{DeviceID: "phone"})
 	l, lerr := listAll(ctx, st, "alice", 0)
 	if lerr != nil {
 		t.Fatal(lerr)
 	}
-	figure(t, "lost_reply/Issue", "replies_dropped", p.Stats().Dropped, "issue_error", err != nil, "sessions_listed", len(l))
-	if p.Stats().Dropped != 1 {
-		t.Fatalf("dropped %d replies, want 1", p.Stats().Dropped)
+	figure(t, "lost_reply/Issue", "replies_dropped", faults.Stats().Dropped, "issue_error", err != nil, "sessions_listed", len(l))
+	if faults.Stats().Dropped != 1 {
+		t.Fatalf("dropped %d replies, want 1", faults.Stats().Dropped)
 	}
 	if err != nil {
 		t.Fatalf("Issue retried by go-redis after a lost reply fails (%v) and leaves %d session(s) that no client holds", err, len(l))
@@ -254,26 +225,19 @@ func TestLostReplyIssue(t *testing.T) {
 // the session, and go-redis runs revoke.lua again. The session must be
 // revoked; the count the caller gets should still be 1.
 func TestLostReplyRevoke(t *testing.T) {
-	srv := startServer(t)
-	p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	t.Cleanup(func() { c.Close() })
-	st := wrap(t, c, redisstore.Options{KeyPrefix: redistest.NewPrefix()})
-	ctx := bg(t)
-	if err := st.Ping(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rule, _ := redistest.DropFirst(isRevoke)
+	fs, faults := startServer(t).Backend(t).FaultyStore(t, redisstore.Options{}, rule)
+	st, ctx := store{fs.Store}, bg(t)
 	g, err := st.Issue(ctx, "bob", redisstore.Client{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.SetRule(dropFirst(isRevoke))
 	n, err := st.RevokeToken(ctx, g.Token)
 	_, verr := st.Validate(ctx, g.Token)
-	figure(t, "lost_reply/RevokeToken", "replies_dropped", p.Stats().Dropped, "revoked_count", n, "error", err != nil,
+	figure(t, "lost_reply/RevokeToken", "replies_dropped", faults.Stats().Dropped, "revoked_count", n, "error", err != nil,
 		"session_revoked", errors.Is(verr, redisstore.ErrRevoked))
-	if p.Stats().Dropped != 1 {
-		t.Fatalf("dropped %d replies, want 1", p.Stats().Dropped)
+	if faults.Stats().Dropped != 1 {
+		t.Fatalf("dropped %d replies, want 1", faults.Stats().Dropped)
 	}
 	if err != nil || !errors.Is(verr, redisstore.ErrRevoked) {
 		t.Fatalf("RevokeToken after a lost reply: %v; Validate after it: %v", err, verr)
@@ -310,20 +274,16 @@ func TestRetryAfterConcurrentRotation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startServer(t)
-			p := redistest.StartProxy(t, srv.Addr, redistest.ProxyConfig{})
-			ca := redis.NewClient(&redis.Options{Addr: p.Addr})
-			cb := srv.Client(t)
-			t.Cleanup(func() { ca.Close() })
+			// The retry is held until tab B has rotated.
+			rule, release, _ := redistest.DropThenHold(t, isRotate)
 			var events counter
-			opt := redisstore.Options{KeyPrefix: redistest.NewPrefix(), OnEvent: func(_ context.Context, e redisstore.Event) {
+			opt := redisstore.Options{OnEvent: func(_ context.Context, e redisstore.Event) {
 				events.add(e.Kind.String(), 1)
 			}}
-			a, b := wrap(t, ca, opt), wrap(t, cb, opt)
+			backend := startServer(t).Backend(t)
+			fa, faults := backend.FaultyStore(t, opt, rule)
+			a, b := store{fa.Store}, store{backend.NewStore(t, opt).Store}
 			ctx := bg(t)
-			if err := a.Ping(ctx); err != nil {
-				t.Fatal(err)
-			}
 			g0, err := b.Issue(ctx, "carol", redisstore.Client{})
 			if err != nil {
 				t.Fatal(err)
@@ -334,18 +294,6 @@ func TestRetryAfterConcurrentRotation(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			release := make(chan struct{})
-			var seen atomic.Int64
-			p.SetRule(func(args []string) redistest.Fault {
-				if !isRotate(args) {
-					return redistest.Pass
-				}
-				if seen.Add(1) == 1 {
-					return redistest.DropReply
-				}
-				<-release // hold the retry until tab B has rotated
-				return redistest.Pass
-			})
 			type res struct {
 				g   redisstore.Grant
 				err error
@@ -355,7 +303,7 @@ func TestRetryAfterConcurrentRotation(t *testing.T) {
 				g, err := a.Rotate(ctx, g0.Token, redisstore.Client{})
 				done <- res{g, err}
 			}()
-			waitFor(t, "the first attempt to run", 10*time.Second, func() bool { return p.Stats().Dropped == 1 })
+			waitFor(t, "the first attempt to run", 10*time.Second, func() bool { return faults.Stats().Dropped == 1 })
 			if !tc.graceFirst {
 				if g1, err = b.Rotate(ctx, g0.Token, redisstore.Client{}); err != nil || !g1.Replayed {
 					t.Fatalf("tab B, same token: %v (replayed %v)", err, g1.Replayed)
@@ -367,7 +315,7 @@ func TestRetryAfterConcurrentRotation(t *testing.T) {
 					t.Fatalf("tab B, rotation %d: %v (replayed %v)", i+1, err, cur.Replayed)
 				}
 			}
-			close(release)
+			release()
 			r := <-done
 			_, verr := b.Validate(ctx, cur.Token)
 			figure(t, "lost_reply/RetryAfterConcurrentRotation/"+tc.name, "retry_outcome", errClass(r.err),

@@ -38,7 +38,7 @@ func (s store) Rotate(ctx context.Context, raw string, c redisstore.Client) (red
 
 func wrap(t testing.TB, c redis.UniversalClient, opt redisstore.Options) store {
 	t.Helper()
-	return store{newStore(t, c, opt)}
+	return store{redistest.NewStore(t, c, opt).Store}
 }
 
 // Offsets in a token's payload (internal/tokenlayout).

@@ -317,22 +317,17 @@ type cellSet struct {
 
 var value = strings.Repeat("v", 32)
 
-var login = redisstore.Client{
-	DeviceID:   "3f6c1c9e-5b7a-4d2e-9a41-7c0e2b8d9f10",
-	DeviceName: "Firefox on Linux",
-	IPAddress:  "203.0.113.42",
-	UserAgent:  "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-}
-
-var refresh = redisstore.Client{IPAddress: login.IPAddress, UserAgent: login.UserAgent}
-
 // prepare writes the keys and sessions of every cell of t.
 func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 	var rb [4]byte
 	rand.Read(rb[:])
 	prefix := "rediscpu:" + hex.EncodeToString(rb[:]) + ":"
 	cs := &cellSet{t: t}
-	cs.cleanup = func() { deletePrefix(ctx, t, prefix) }
+	cs.cleanup = func() {
+		for _, m := range t.masters {
+			bench.DeletePrefix(m, prefix)
+		}
+	}
 
 	secret := []byte("rediscpu-secret-0123456789abcdef-0123456789")
 	newStore := func(inflight int) (*redisstore.Store, error) {
@@ -364,7 +359,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 	toks := make([]string, c.sessions)
 	userBase := "user-" + hex.EncodeToString(rb[:]) + "-"
 	if err := bench.Parallel(c.sessions, func(i int) error {
-		g, err := off.Issue(ctx, userBase+strconv.Itoa(i), login)
+		g, err := off.Issue(ctx, userBase+strconv.Itoa(i), bench.Login)
 		toks[i] = g.Token
 		return err
 	}); err != nil {
@@ -404,7 +399,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 		}}
 	}
 	rotate := func(ctx context.Context, st *redisstore.Store, tok *string) error {
-		g, err := st.Rotate(ctx, *tok, refresh)
+		g, err := st.Rotate(ctx, *tok, bench.Refresh)
 		if err == nil {
 			*tok = g.Token
 		}
@@ -416,7 +411,7 @@ func prepare(ctx context.Context, c config, t *target) (*cellSet, error) {
 	}
 	var issued atomic.Int64
 	issue := func(ctx context.Context, st *redisstore.Store, _ *string) error {
-		_, err := st.Issue(ctx, userBase+"login-"+strconv.FormatInt(issued.Add(1), 10), login)
+		_, err := st.Issue(ctx, userBase+"login-"+strconv.FormatInt(issued.Add(1), 10), bench.Login)
 		return err
 	}
 	stores := []struct {
@@ -580,20 +575,6 @@ func rusage() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func deletePrefix(ctx context.Context, t *target, prefix string) {
-	for _, m := range t.masters {
-		iter := m.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		pipe := m.Pipeline()
-		for iter.Next(ctx) {
-			pipe.Unlink(ctx, iter.Val())
-			if pipe.Len() == 1000 {
-				pipe.Exec(ctx)
-			}
-		}
-		pipe.Exec(ctx)
-	}
 }
 
 // report prints medians (and ranges) of every cell, then the ratios,

@@ -191,12 +191,10 @@ func setUp(ctx context.Context, rdb *redis.Client, sessions int) ([]target, erro
 	if err != nil {
 		return nil, err
 	}
-	c := redisstore.Client{DeviceID: "3f6c1c9e-5b7a-4d2e-9a41-7c0e2b8d9f10", DeviceName: "Firefox on Linux", IPAddress: "203.0.113.42",
-		UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
 	if err := bench.Parallel(sessions, func(i int) error {
-		g, err := st.Issue(ctx, "user-"+strconv.Itoa(i), c)
+		g, err := st.Issue(ctx, "user-"+strconv.Itoa(i), bench.Login)
 		if err == nil {
-			_, err = st.Rotate(ctx, g.Token, redisstore.Client{IPAddress: c.IPAddress, UserAgent: c.UserAgent})
+			_, err = st.Rotate(ctx, g.Token, bench.Refresh)
 		}
 		return err
 	}); err != nil {
@@ -220,7 +218,7 @@ func setUp(ctx context.Context, rdb *redis.Client, sessions int) ([]target, erro
 	// no device check, the revocation channel, IP address, user agent.
 	channel := prefix + "revoked"
 	slow := fmt.Sprintf("%010d%010d%013d", 0, 15000, idle/16) + "\x00\x00" + string(rune(len(channel))) + channel +
-		string(rune(len(c.IPAddress))) + c.IPAddress + c.UserAgent
+		string(rune(len(bench.Refresh.IPAddress))) + bench.Refresh.IPAddress + bench.Refresh.UserAgent
 	out := make([]target, 0, len(keys))
 	for _, k := range keys {
 		f, err := rdb.HMGet(ctx, k, "h", "s").Result()

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sessioncache/sessioncache/bench"
 )
 
 // newBare returns the operation of -target bare: one request to the bare
@@ -28,7 +30,7 @@ func newBare(base, apiKey string, conns int) func(context.Context) error {
 	endpoint := strings.TrimRight(base, "/") + "/"
 	body, _ := json.Marshal(map[string]string{
 		"refresh_token": "sct_" + strings.Repeat("x", 131), "device_id": "",
-		"ip_address": refresh.IPAddress, "user_agent": refresh.UserAgent,
+		"ip_address": bench.Refresh.IPAddress, "user_agent": bench.Refresh.UserAgent,
 	})
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))

@@ -291,7 +291,7 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 	for _, w := range ws {
 		go func() {
 			for j := range w.slots {
-				tok, err := t.st.Issue(ctx, w.slots[j].user, login)
+				tok, err := t.st.Issue(ctx, w.slots[j].user, bench.Login)
 				if err != nil {
 					errc <- fmt.Errorf("logging in the sessions: %w", err)
 					return

@@ -144,16 +144,6 @@ type worker struct {
 	rec    *recorder
 }
 
-var (
-	login = redisstore.Client{
-		DeviceID:   "3f6c1c9e-5b7a-4d2e-9a41-7c0e2b8d9f10",
-		DeviceName: "Firefox on Linux",
-		IPAddress:  "203.0.113.42",
-		UserAgent:  "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-	}
-	refresh = redisstore.Client{IPAddress: login.IPAddress, UserAgent: login.UserAgent}
-)
-
 // timed runs f, records its latency under op, and returns its error. The
 // latency counts from start, which is earlier than now when the worker is
 // behind its schedule; the service time counts from when f was called.
@@ -167,7 +157,7 @@ func (w *worker) timed(op string, start time.Time, f func() error) error {
 
 func (w *worker) login(ctx context.Context, i int, start time.Time) error {
 	return w.timed(opIssue, start, func() error {
-		tok, err := w.st.Issue(ctx, w.slots[i].user, login)
+		tok, err := w.st.Issue(ctx, w.slots[i].user, bench.Login)
 		if err == nil {
 			w.slots[i] = slot{user: w.slots[i].user, cur: tok, fresh: true}
 		}
@@ -178,7 +168,7 @@ func (w *worker) login(ctx context.Context, i int, start time.Time) error {
 func (w *worker) rotate(ctx context.Context, i int, start time.Time) error {
 	s := &w.slots[i]
 	return w.timed(opRotate, start, func() error {
-		next, _, err := w.st.Rotate(ctx, s.cur, refresh)
+		next, _, err := w.st.Rotate(ctx, s.cur, bench.Refresh)
 		if err == nil {
 			s.older, s.prev, s.cur, s.rotatedAt, s.fresh = s.prev, s.cur, next, time.Now(), false
 		}
@@ -205,7 +195,7 @@ func (w *worker) run(ctx context.Context, op string, start time.Time) {
 			return
 		}
 		w.timed(op, start, func() error {
-			got, _, err := w.st.Rotate(ctx, s.prev, refresh)
+			got, _, err := w.st.Rotate(ctx, s.prev, bench.Refresh)
 			if err == nil && got != s.cur {
 				err = fmt.Errorf("%w: a grace replay returned another token", errUnexpected)
 			}
@@ -217,7 +207,7 @@ func (w *worker) run(ctx context.Context, op string, start time.Time) {
 			return
 		}
 		err := w.timed(op, start, func() error {
-			_, _, err := w.st.Rotate(ctx, s.older, refresh)
+			_, _, err := w.st.Rotate(ctx, s.older, bench.Refresh)
 			if errors.Is(err, redisstore.ErrReused) {
 				return nil
 			}

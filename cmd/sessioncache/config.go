@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -126,6 +127,9 @@ var settings = []setting{
 // errShowVersion is loadConfig's answer to -version.
 var errShowVersion = errors.New("-version")
 
+// errShowSettings is loadConfig's answer to -settings.
+var errShowSettings = errors.New("-settings")
+
 // Redis deployment modes.
 const (
 	modeStandalone = "standalone"
@@ -226,11 +230,15 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 	}
 	check := fs.String("check", "", "probe `path` (such as /readyz) of the service this configuration describes, and exit 0 if it answers 200")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	showSettings := fs.Bool("settings", false, "print every setting (variable, flag, default, whether it is a secret) as JSON and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if *showVersion {
 		return nil, errShowVersion
+	}
+	if *showSettings {
+		return nil, errShowSettings
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: every setting is a flag or an environment variable", fs.Args())
@@ -720,4 +728,21 @@ func (c *config) loadAPIKeys(p *parser) {
 		return
 	}
 	c.APIKeys = keys
+}
+
+// writeSettings prints the table of settings as JSON, for the tools that
+// check files against it (the deployment tests): each setting's variable,
+// its flag ("" for a secret, which is environment only), its default.
+func writeSettings(w io.Writer) error {
+	type entry struct {
+		Env     string `json:"env"`
+		Flag    string `json:"flag"`
+		Default string `json:"default"`
+		Secret  bool   `json:"secret"`
+	}
+	list := make([]entry, len(settings))
+	for i, s := range settings {
+		list[i] = entry{Env: s.env, Flag: s.flag, Default: s.def, Secret: s.flag == ""}
+	}
+	return json.NewEncoder(w).Encode(list)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -244,5 +245,73 @@ func TestRunRefusesUnsafeStart(t *testing.T) {
 	code := run(nil, envOf(map[string]string{envListen: "0.0.0.0:0"}), &out, nil)
 	if code != exitConfig || !strings.Contains(out.String(), `"level":"ERROR","msg":"refusing to start: refusing to listen on 0.0.0.0:0 without an API key`) {
 		t.Errorf("exit %d, output %s", code, out.String())
+	}
+}
+
+// -settings prints the table of settings as JSON, whatever the rest of
+// the configuration says: the deployment tests (deploytest/) learn the
+// variables they may use from it.
+func TestSettingsFlag(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"-settings"}, envOf(map[string]string{envListen: "0.0.0.0:0", envGrace: "soon"}), &out, nil); code != exitOK {
+		t.Fatalf("-settings: exit %d, %s", code, out.String())
+	}
+	type entry struct {
+		Env     string `json:"env"`
+		Flag    string `json:"flag"`
+		Default string `json:"default"`
+		Secret  bool   `json:"secret"`
+	}
+	var got []entry
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("-settings printed %q: %v", out.String(), err)
+	}
+	var want []entry
+	for _, s := range settings {
+		want = append(want, entry{Env: s.env, Flag: s.flag, Default: s.def, Secret: s.flag == ""})
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("-settings (-want +got):\n%s", d)
+	}
+}
+
+// The README's configuration table documents every setting, with its flag
+// and its default.
+func TestReadmeListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{} // variable -> flag, default
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !strings.HasPrefix(cells[1], " `SESSIONCACHE_") {
+			continue
+		}
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		rows[strings.Trim(cells[1], "`")] = cells[2:4]
+	}
+	for _, s := range settings {
+		row, ok := rows[s.env]
+		if !ok {
+			t.Errorf("README.md does not document %s", s.env)
+			continue
+		}
+		flag := "(environment only)"
+		if s.flag != "" {
+			flag = "`-" + s.flag + "`"
+		}
+		if row[0] != flag {
+			t.Errorf("README.md: %s has flag %s, want %s", s.env, row[0], flag)
+		}
+		if s.def != "" && !strings.HasPrefix(row[1], "`"+s.def+"`") {
+			t.Errorf("README.md: %s defaults to %s, want `%s`", s.env, row[1], s.def)
+		}
+		delete(rows, s.env)
+	}
+	for env := range rows {
+		t.Errorf("README.md documents %s, which is no setting", env)
 	}
 }

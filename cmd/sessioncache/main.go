@@ -56,6 +56,12 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		fmt.Fprintln(out, readBuild())
 		return exitOK
 	}
+	if errors.Is(err, errShowSettings) {
+		if err := writeSettings(out); err != nil {
+			return exitFailed
+		}
+		return exitOK
+	}
 	if err != nil {
 		slog.New(slog.NewJSONHandler(out, nil)).Error("refusing to start: " + err.Error())
 		return exitConfig

@@ -261,7 +261,7 @@ func TestRedisCredentialsFromFiles(t *testing.T) {
 	if rights == nil {
 		t.Fatal("README.md lists no ACL rights (`+@read ...`)")
 	}
-	acl := []any{"ACL", "SETUSER", "sc-user", "on", ">user-password-0123", "~" + aclPrefix + "*"}
+	acl := []any{"ACL", "SETUSER", "sc-user", "on", ">user-password-0123", "~" + aclPrefix + "*", "&" + aclPrefix + "revoked"}
 	for _, r := range strings.Fields(string(rights[1])) {
 		acl = append(acl, r)
 	}

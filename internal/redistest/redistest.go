@@ -6,6 +6,12 @@
 //
 // Each backend comes with a key prefix of its own, deleted when the test
 // ends, and a clock the store under test should use. Nothing is flushed.
+//
+// NewStore makes the store under test, the same way for the contract suite
+// and the reliability suite: a test secret, MaxInFlight as
+// SESSIONCACHE_TEST_MAX_IN_FLIGHT sets it, and the events it emits
+// recorded. FaultyStore puts fault proxies between such a store and its
+// backend, for tests of lost replies.
 package redistest
 
 import (

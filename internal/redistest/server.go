@@ -128,6 +128,15 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 	return c
 }
 
+// Backend returns a backend of kind Real on the server, with a client of
+// go-redis's defaults and a key prefix of its own. Its keys are left in
+// place when the test ends: the server ends with it, and a test may still
+// read what it holds.
+func (s *Server) Backend(tb testing.TB) *Backend {
+	c := s.Client(tb)
+	return &Backend{Kind: Real, Client: c, Prefix: NewPrefix(), Clock: &Clock{rdb: c}}
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago, and
 // whose cluster bus port (+10000) was too. Both lie below the kernel's
 // ephemeral range, where outgoing connections take source ports at any

@@ -1,4 +1,4 @@
-package main
+package deploytest
 
 // Checks of the deployment files: every Kubernetes overlay, rendered by
 // kubectl kustomize, decodes strictly into the Kubernetes API types (an
@@ -6,13 +6,14 @@ package main
 // probes), and configures the service with settings it accepts;
 // docker-compose.yml runs Redis as a token store; deploy/README.md's
 // sizing guide follows from the project's measurements. kubelet_test.go
-// and compose_test.go run what they describe.
+// and compose_test.go run what they describe. The service is its binary,
+// built from this tree: the settings it accepts are the ones it lists.
 
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,7 +33,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sessioncache/sessioncache/deploytest/internal/kubelet"
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/servicetest"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -160,23 +163,11 @@ func (m *manifests) workloads() map[string]corev1.PodTemplateSpec {
 	return out
 }
 
-func selects(sel, labels map[string]string) bool {
-	if len(sel) == 0 {
-		return false
-	}
-	for k, v := range sel {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // podsSelected names the workloads whose pods sel selects.
 func (m *manifests) podsSelected(sel map[string]string) []string {
 	var out []string
 	for name, tpl := range m.workloads() {
-		if selects(sel, tpl.Labels) {
+		if kubelet.Selects(sel, tpl.Labels) {
 			out = append(out, name)
 		}
 	}
@@ -189,12 +180,12 @@ func TestManifestsHangTogether(t *testing.T) {
 
 func testManifestsHangTogether(t *testing.T, m *manifests) {
 	for _, d := range m.deployments {
-		if !selects(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+		if !kubelet.Selects(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
 			t.Errorf("Deployment %s: selector does not match its pods", d.Name)
 		}
 	}
 	for _, s := range m.statefulSets {
-		if !selects(s.Spec.Selector.MatchLabels, s.Spec.Template.Labels) {
+		if !kubelet.Selects(s.Spec.Selector.MatchLabels, s.Spec.Template.Labels) {
 			t.Errorf("StatefulSet %s: selector does not match its pods", s.Name)
 		}
 	}
@@ -261,7 +252,9 @@ func hasPort(tpl corev1.PodTemplateSpec, port string) bool {
 }
 
 // The service's Deployment probes the right paths, and its environment,
-// with the Secret's files in place, is a configuration the service accepts.
+// with the Secret's files in place, is a configuration the service
+// accepts: secrets in files, the Redis password in a file and not in the
+// URL, and room in the grace period for the shutdown.
 func TestManifestsConfigureTheService(t *testing.T) {
 	eachOverlay(t, func(t *testing.T, overlay string, m *manifests) {
 		d := m.deployments[0]
@@ -276,54 +269,53 @@ func TestManifestsConfigureTheService(t *testing.T) {
 			if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
 				t.Errorf("env %s comes from a Secret: secrets go in files (_FILE), never in the environment", e.Name)
 			}
-			if strings.HasPrefix(e.Name, "SESSIONCACHE_") && !isSetting(e.Name) {
+			s, ok := lookupSetting(t, e.Name)
+			if strings.HasPrefix(e.Name, "SESSIONCACHE_") && !ok {
 				t.Errorf("env %s is not a setting of the service", e.Name)
+			}
+			if s.Secret {
+				t.Errorf("env %s is a secret: secrets go in files (_FILE), never in the environment", e.Name)
 			}
 		}
 		k := newKubelet(t, m, testSecrets())
 		if overlay == "external" {
-			k.configMaps["sessioncache-redis-ca"] = map[string]string{"ca.crt": string(newTestCA(t, "redis").certPEM)}
+			k.ConfigMaps["sessioncache-redis-ca"] = map[string]string{"ca.crt": string(issueServerCert(t, t.TempDir(), "redis").caPEM)}
 		}
-		p := k.prepare(deploymentPod(d, nil))
-		cfg, err := loadConfig(nil, envOf(p.containers[0].env), io.Discard)
-		if err != nil {
-			t.Fatalf("the Deployment's configuration is refused: %v", err)
+		env := k.Prepare(kubelet.DeploymentPod(d, nil)).Containers[0].Env
+		// -check reads and validates the whole configuration, its files
+		// included, before it probes (nothing answers here): 2 is a
+		// configuration the service refuses.
+		if code, out := runBinary(t, env, "-check", "/readyz"); code == exitConfig {
+			t.Fatalf("the Deployment's configuration is refused:\n%s", out)
 		}
-		if cfg.APIKeys == nil || cfg.APIKeysFile == "" || cfg.Secret == nil {
-			t.Errorf("the Deployment must set API keys from a file and a secret: %+v", cfg)
-		}
-		var password string
-		switch o := cfg.RedisOptions; overlay {
-		case "sentinel":
-			if o.sentinel != nil {
-				password = o.sentinel.Password
+		value := func(flag string) string {
+			name := settingEnv(t, flag)
+			if v, ok := env[name]; ok {
+				return v
 			}
-		case "cluster":
-			if o.cluster != nil {
-				password = o.cluster.Password
-			}
-		default:
-			if o.standalone != nil {
-				password = o.standalone.Password
-			}
+			s, _ := lookupSetting(t, name)
+			return s.Default
 		}
-		if password != testSecrets()["sessioncache"]["redis-password"] || strings.Contains(cfg.RedisURL, "@") || strings.Contains(cfg.RedisURL, "password=") {
-			t.Errorf("the Deployment must give the Redis password in a file, not in the URL %q (mode %s)", cfg.RedisURL, cfg.RedisMode)
+		if value("api-key-file") == "" && value("api-keys-file") == "" || value("secret-file") == "" {
+			t.Errorf("the Deployment must set API keys from a file and a secret from a file")
+		}
+		password, err := os.ReadFile(value("redis-password-file"))
+		url := value("redis-url")
+		if err != nil || strings.TrimRight(string(password), "\r\n") != testSecrets()["sessioncache"]["redis-password"] || strings.Contains(url, "@") || strings.Contains(url, "password=") {
+			t.Errorf("the Deployment must give the Redis password in a file (%v), not in the URL %q", err, url)
+		}
+		duration := func(flag string) time.Duration {
+			d, err := time.ParseDuration(value(flag))
+			if err != nil {
+				t.Fatalf("-%s: %v", flag, err)
+			}
+			return d
 		}
 		grace := time.Duration(*d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
-		if grace <= cfg.ShutdownDelay+cfg.ShutdownTimeout {
-			t.Errorf("terminationGracePeriodSeconds %v leaves no room for the shutdown delay %v and timeout %v", grace, cfg.ShutdownDelay, cfg.ShutdownTimeout)
+		if delay, timeout := duration("shutdown-delay"), duration("shutdown-timeout"); grace <= delay+timeout {
+			t.Errorf("terminationGracePeriodSeconds %v leaves no room for the shutdown delay %v and timeout %v", grace, delay, timeout)
 		}
 	})
-}
-
-func isSetting(env string) bool {
-	for _, s := range settings {
-		if s.env == env {
-			return true
-		}
-	}
-	return false
 }
 
 // checkTokenStoreRedis wants Redis arguments that never evict and keep an
@@ -338,10 +330,11 @@ func checkTokenStoreRedis(t *testing.T, where string, args []string) {
 	}
 }
 
-// The Dockerfile's health check runs a flag the binary has, on the path
-// that says the service can serve (docker-compose.yml inherits it).
+// The Dockerfile builds the service, and its health check runs a flag the
+// binary has, on the path that says the service can serve
+// (docker-compose.yml inherits it).
 func TestDockerfile(t *testing.T) {
-	b, err := os.ReadFile("../../Dockerfile")
+	b, err := os.ReadFile(dockerfilePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,54 +342,18 @@ func TestDockerfile(t *testing.T) {
 	if m == nil || !bytes.Contains(b, []byte("./cmd/sessioncache")) || !bytes.Contains(b, []byte("ENTRYPOINT [\"/sessioncache\"]")) {
 		t.Fatalf("Dockerfile: want a build of ./cmd/sessioncache, ENTRYPOINT /sessioncache and a -check health check")
 	}
-	if c, err := loadConfig([]string{"-check", string(m[1])}, envOf(map[string]string{envListen: "0.0.0.0:8080", envAPIKey: goodKey}), io.Discard); err != nil || c.Check != "/readyz" {
-		t.Errorf("Dockerfile health check: %v", err)
+	if string(m[1]) != "/readyz" {
+		t.Errorf("Dockerfile health check: -check %s, want /readyz", m[1])
 	}
-}
-
-// The README's configuration table documents every setting, with its flag
-// and its default.
-func TestReadmeListsEverySetting(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string][]string{} // variable -> flag, default
-	for _, line := range strings.Split(string(b), "\n") {
-		cells := strings.Split(line, "|")
-		if len(cells) < 5 || !strings.HasPrefix(cells[1], " `SESSIONCACHE_") {
-			continue
-		}
-		for i := range cells {
-			cells[i] = strings.TrimSpace(cells[i])
-		}
-		rows[strings.Trim(cells[1], "`")] = cells[2:4]
-	}
-	for _, s := range settings {
-		row, ok := rows[s.env]
-		if !ok {
-			t.Errorf("README.md does not document %s", s.env)
-			continue
-		}
-		flag := "(environment only)"
-		if s.flag != "" {
-			flag = "`-" + s.flag + "`"
-		}
-		if row[0] != flag {
-			t.Errorf("README.md: %s has flag %s, want %s", s.env, row[0], flag)
-		}
-		if s.def != "" && !strings.HasPrefix(row[1], "`"+s.def+"`") {
-			t.Errorf("README.md: %s defaults to %s, want `%s`", s.env, row[1], s.def)
-		}
-		delete(rows, s.env)
-	}
-	for env := range rows {
-		t.Errorf("README.md documents %s, which is no setting", env)
+	// Nothing answers on port 1: the check runs, and fails (a flag the
+	// binary lacked would be refused, exit 2).
+	if code, out := runBinary(t, nil, "-listen", "127.0.0.1:1", "-check", string(m[1])); code == 0 || code == exitConfig {
+		t.Errorf("Dockerfile health check against nothing: exit %d, want a failed check\n%s", code, out)
 	}
 }
 
 // deployDir holds deploy/README.md, the sizing guide.
-const deployDir = "../../deploy"
+const deployDir = "../deploy"
 
 // sizingFigures are deploy/README.md's tables "What one session and one
 // request cost" and "The rules", by symbol.
@@ -482,7 +439,7 @@ func median(v []float64) float64 {
 // one value per round.
 func pinnedRedisUs(t *testing.T, cell string) []float64 {
 	t.Helper()
-	b, err := os.ReadFile("../../bench/results/issue12-pinned.txt")
+	b, err := os.ReadFile("../bench/results/issue12-pinned.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +497,7 @@ func TestSizingGuide(t *testing.T) {
 
 	// Memory: used_memory per session at 100,000 sessions; the cluster's
 	// extra from MEMORY USAGE in the README's "Measured".
-	mem, err := os.ReadFile("../../bench/results/memory.txt")
+	mem, err := os.ReadFile("../bench/results/memory.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +507,7 @@ func TestSizingGuide(t *testing.T) {
 	}
 	used, _ := strconv.ParseFloat(string(m[1]), 64)
 	want("`b`", fig["b"], math.Round(used))
-	root, err := os.ReadFile("../../README.md")
+	root, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +542,7 @@ func TestSizingGuide(t *testing.T) {
 			}
 		}
 	}
-	cl, err := os.ReadFile("../../bench/results/issue12-cluster.txt")
+	cl, err := os.ReadFile("../bench/results/issue12-cluster.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -645,7 +602,7 @@ func TestSizingGuide(t *testing.T) {
 		}
 	}
 	// Logins and revocations, from bench/README.md's full table.
-	bench, err := os.ReadFile("../../bench/README.md")
+	bench, err := os.ReadFile("../bench/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -780,30 +737,18 @@ func TestSizingGuide(t *testing.T) {
 }
 
 // checkSizingMetrics checks the names the guide's last section gives: the
-// service's metrics against its registry, Redis's INFO fields against a
-// real Redis (a master and its replica, after a script call and a write
-// refused for memory, so that every section has its fields), the
-// Kubernetes ones against the series this package knows. symbols are the
-// guide's own names (`b`, `h`), which are no fields.
+// service's metrics against the /metrics of the running service (after a
+// login and a rotation), Redis's INFO fields against a real Redis (a
+// master and its replica, after a script call and a write refused for
+// memory, so that every section has its fields), the Kubernetes ones
+// against the series this package knows. symbols are the guide's own
+// names (`b`, `h`), which are no fields.
 func checkSizingMetrics(t *testing.T, confirm string, symbols []string) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	defer rdb.Close()
-	m := newMetrics(rdb)
-	m.forOperation("rotate")("ok", 0.001)
-	fams, err := m.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exposed := map[string]bool{}
-	for _, f := range fams {
-		exposed[f.GetName()] = true
-		if f.GetType().String() == "HISTOGRAM" {
-			for _, s := range []string{"_bucket", "_sum", "_count"} {
-				exposed[f.GetName()+s] = true
-			}
-		}
-	}
+	c := newAPIClient(t, "http://"+startService(t).Addr, "")
+	tok := c.login(alice, "laptop").str("refresh_token")
+	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	exposed, _ := scrapeMetrics(c)
 	for _, name := range regexp.MustCompile(`\b(?:sessioncache|process|go)_[a-z_]+\b`).FindAllString(confirm, -1) {
 		if !exposed[name] {
 			t.Errorf("deploy/README.md names %s, which the service does not expose", name)
@@ -838,7 +783,7 @@ func checkSizingMetrics(t *testing.T, confirm string, symbols []string) {
 	replica := redistest.StartServer(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
 	ctx := t.Context()
 	mc, rc := master.Client(t), replica.Client(t)
-	poll(t, 10*time.Second, "the replica to sync", func() bool {
+	servicetest.WaitFor(t, "the replica to sync", 10*time.Second, func() bool {
 		info, err := rc.Info(ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})

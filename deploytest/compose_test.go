@@ -1,9 +1,9 @@
-package main
+package deploytest
 
 // docker-compose.yml, decoded strictly and run the way Compose runs it,
 // without a Docker engine: Redis with the compose file's own command line,
 // and the service's binary built as the Dockerfile builds it, each in a
-// container of its own (kubelet_test.go's sandbox).
+// container of its own (the kubelet emulation's sandbox).
 
 import (
 	"context"
@@ -21,9 +21,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"sigs.k8s.io/yaml"
+
+	"github.com/sessioncache/sessioncache/deploytest/internal/kubelet"
 )
 
-const composePath = "../../docker-compose.yml"
+const composePath = "../docker-compose.yml"
 
 // composeFile is docker-compose.yml, as far as it goes: an unknown or
 // misspelt field fails the strict decoding.
@@ -123,10 +125,11 @@ func TestDockerCompose(t *testing.T) {
 		t.Errorf("ports %v: want published on 127.0.0.1 only", svc.Ports)
 	}
 	for k := range svc.Environment {
-		if !isSetting(k) {
+		s, ok := lookupSetting(t, k)
+		if !ok {
 			t.Errorf("environment %s is not a setting of the service", k)
 		}
-		if k == envAPIKey || k == envSecret {
+		if s.Secret {
 			t.Errorf("environment %s: secrets go in files (secrets:), never in the environment", k)
 		}
 	}
@@ -144,8 +147,8 @@ func TestDockerCompose(t *testing.T) {
 	}
 }
 
-// The compose file, run as Compose would run it, with the kubelet test's
-// sandbox (kubelet_test.go): each container at an address of its own,
+// The compose file, run as Compose would run it, with the kubelet
+// emulation's sandbox: each container at an address of its own,
 // Compose's DNS (the service names) as its /etc/hosts, its user, cap_drop
 // and no-new-privileges. Redis runs the compose file's command line as the
 // image's user (redis, 999) in its volume, and must pass its health check
@@ -155,15 +158,19 @@ func TestDockerCompose(t *testing.T) {
 // pass the image's health check and serve the API with the key of its
 // secret, on the Redis it names.
 func TestComposeRunsTheService(t *testing.T) {
-	requireRoot(t)
+	kubelet.RequireRoot(t)
 	f := readCompose(t)
 	img := buildImage(t)
 	svc, rs := f.Services["sessioncache"], f.Services["redis"]
-	host := map[string]string{ // the caller's environment
-		"SESSIONCACHE_API_KEY": randomHex(16),
-		"SESSIONCACHE_SECRET":  randomHex(32),
+	// The caller's environment: a value for each secret Compose takes from
+	// it, long enough for an API key and for the secret.
+	host := map[string]string{}
+	for _, s := range f.Secrets {
+		if s.Environment != "" {
+			host[s.Environment] = randomHex(32)
+		}
 	}
-	k := newKubelet(t, &manifests{}, nil)
+	k := kubelet.New(t, nil, nil, nil)
 
 	// Redis. The image's WORKDIR is /data, the volume, which its
 	// entrypoint gives to the redis user; Redis binds the container's
@@ -174,53 +181,53 @@ func TestComposeRunsTheService(t *testing.T) {
 	if len(rs.Volumes) != 1 || !strings.HasSuffix(rs.Volumes[0], ":/data") {
 		t.Fatalf("redis volumes %q: want one volume on /data", rs.Volumes)
 	}
-	redisPod := &pod{name: "redis", ip: k.net.allocate(), root: podRoot(t)}
-	data := filepath.Join(redisPod.root, "data")
-	mkdir(t, data, 0o755)
+	redisPod := k.NewPod("redis")
+	data := redisPod.Folder(t, "data", 0o755)
 	if err := os.Chown(data, 999, 999); err != nil {
 		t.Fatal(err)
 	}
-	rc := &container{pod: redisPod, name: "redis", env: map[string]string{}, mounts: map[string]string{"/data": data}, logs: &syncBuffer{}}
-	rc.setEnv("PATH", os.Getenv("PATH"))
-	rc.argv = append(append([]string{}, rs.Command...), "--bind", redisPod.ip)
-	rc.box = sandbox{hosts: k.net.file, uid: 999, gid: 999, dir: data, writable: []string{data}}
-	k.net.publish(redisPod.ip, "redis")
-	k.startContainer(rc)
+	rc := redisPod.NewContainer("redis")
+	rc.Mounts["/data"] = data
+	rc.SetEnv("PATH", os.Getenv("PATH"))
+	rc.Argv = append(append([]string{}, rs.Command...), "--bind", redisPod.IP)
+	rc.Box = kubelet.Sandbox{Hosts: k.Net.HostsFile(), UID: 999, GID: 999, Dir: data, Writable: []string{data}}
+	k.Net.Publish(redisPod.IP, "redis")
+	k.StartContainer(rc)
 	if rs.Healthcheck == nil || len(rs.Healthcheck.Test) < 2 || rs.Healthcheck.Test[0] != "CMD" {
 		t.Fatalf("redis health check %v: want [CMD, ...]", rs.Healthcheck)
 	}
 	if svc.DependsOn["redis"].Condition != "service_healthy" {
 		t.Errorf("sessioncache depends_on redis %q: want service_healthy", svc.DependsOn["redis"].Condition)
 	}
-	healthy := func(c *container, test []string) func() error {
+	healthy := func(c *kubelet.Container, test []string) func() error {
 		return func() error {
-			if code, ok := c.exited(); ok {
-				t.Fatalf("%s exited with code %d:\n%s", c.name, code, c.logs)
+			if code, ok := c.Exited(); ok {
+				t.Fatalf("%s exited with code %d:\n%s", c.Name, code, c.Logs)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
-			out, err := c.box.command(ctx, podLoopback(test, c.pod.ip), c.environ()).CombinedOutput()
+			out, err := c.Exec(ctx, test).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("%q: %v: %s", test, err, out)
 			}
 			return nil
 		}
 	}
-	waitFor(t, 30*time.Second, 50*time.Millisecond, "Redis's health check", healthy(rc, rs.Healthcheck.Test[1:]))
+	kubelet.WaitFor(t, 30*time.Second, 50*time.Millisecond, "Redis's health check", healthy(rc, rs.Healthcheck.Test[1:]))
 
 	// The service.
 	if svc.User != "" {
 		t.Fatalf("user %q: this test runs the image's USER", svc.User)
 	}
-	sp := &pod{name: "sessioncache", ip: k.net.allocate(), root: podRoot(t)}
-	sc := &container{pod: sp, name: "sessioncache", env: map[string]string{}, mounts: map[string]string{}, logs: &syncBuffer{}}
+	sp := k.NewPod("sessioncache")
+	sc := sp.NewContainer("sessioncache")
 	// Secrets: Compose copies each into the container before it starts, at
 	// /run/secrets/<name>, read-only, with the mode given (0444 by default)
 	// and, when a uid or gid is given, owned by the container's user
 	// (Docker's CopyUIDGID); else root's.
-	secrets := filepath.Join(sp.root, "run-secrets")
-	mkdir(t, secrets, 0o755)
-	sc.mounts["/run/secrets"] = secrets
+	secrets := sp.Folder(t, "run-secrets", 0o755)
+	sc.Mounts["/run/secrets"] = secrets
+	secretFiles := map[string]string{} // in the container -> content
 	for _, s := range svc.Secrets {
 		target := s.Target
 		if target == "" {
@@ -240,6 +247,7 @@ func TestComposeRunsTheService(t *testing.T) {
 		if s.Mode != nil {
 			mode = os.FileMode(*s.Mode)
 		}
+		secretFiles[target] = value
 		file := filepath.Join(secrets, filepath.Base(target))
 		if err := os.WriteFile(file, []byte(value), mode); err != nil {
 			t.Fatal(err)
@@ -248,46 +256,50 @@ func TestComposeRunsTheService(t *testing.T) {
 			t.Fatal(err)
 		}
 		if s.UID != "" || s.GID != "" {
-			if s.UID != strconv.Itoa(img.uid) || s.GID != strconv.Itoa(img.gid) {
-				t.Errorf("secret %s: uid:gid %s:%s; Docker gives the file to the container's user %d:%d whatever they say", s.Source, s.UID, s.GID, img.uid, img.gid)
+			if s.UID != strconv.Itoa(img.UID) || s.GID != strconv.Itoa(img.GID) {
+				t.Errorf("secret %s: uid:gid %s:%s; Docker gives the file to the container's user %d:%d whatever they say", s.Source, s.UID, s.GID, img.UID, img.GID)
 			}
-			if err := os.Chown(file, img.uid, img.gid); err != nil {
+			if err := os.Chown(file, img.UID, img.GID); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	// The environment: the image's, then the service's.
-	for _, kv := range img.env {
+	for _, kv := range img.Env {
 		name, v, _ := strings.Cut(kv, "=")
-		sc.setEnv(name, v)
+		sc.SetEnv(name, v)
 	}
 	for name, v := range svc.Environment {
-		sc.setEnv(name, mapPaths(interpolate(t, v, host), sc.mounts))
+		sc.SetEnv(name, interpolate(t, v, host))
 	}
-	if v := sc.env[envListen]; v != "" {
-		sc.env[envListen] = podListen(t, v, sp.ip)
+	// The API key is the secret in the file the service reads its keys from.
+	apiKey, ok := secretFiles[sc.Env[settingEnv(t, "api-keys-file")]]
+	if !ok {
+		t.Fatalf("%s=%q: want a file of the service's secrets", settingEnv(t, "api-keys-file"), sc.Env[settingEnv(t, "api-keys-file")])
 	}
-	if u, err := url.Parse(sc.env[envRedisURL]); err != nil || u.Hostname() != "redis" {
-		t.Fatalf("%s=%q: want the compose service redis", envRedisURL, sc.env[envRedisURL])
+	sc.Localize()
+	redisURL := settingEnv(t, "redis-url")
+	if u, err := url.Parse(sc.Env[redisURL]); err != nil || u.Hostname() != "redis" {
+		t.Fatalf("%s=%q: want the compose service redis", redisURL, sc.Env[redisURL])
 	}
-	sc.argv = []string{img.binary}
-	sc.box = sandbox{hosts: k.net.file, uid: uint32(img.uid), gid: uint32(img.gid), dir: "/", readOnly: []string{secrets},
-		noNewPrivs:  slices.Contains(svc.SecurityOpt, "no-new-privileges:true"),
-		dropAllCaps: slices.Contains(svc.CapDrop, "ALL")}
-	k.net.publish(sp.ip, "sessioncache")
-	k.startContainer(sc)
+	sc.Argv = []string{img.Binary}
+	sc.Box = kubelet.Sandbox{Hosts: k.Net.HostsFile(), UID: uint32(img.UID), GID: uint32(img.GID), Dir: "/", ReadOnly: []string{secrets},
+		NoNewPrivs:  slices.Contains(svc.SecurityOpt, "no-new-privileges:true"),
+		DropAllCaps: slices.Contains(svc.CapDrop, "ALL")}
+	k.Net.Publish(sp.IP, "sessioncache")
+	k.StartContainer(sc)
 
 	// The image's health check, run in the container as Docker runs it.
-	check := append([]string{img.hostPath(img.healthcheck[0])}, img.healthcheck[1:]...)
-	waitFor(t, 30*time.Second, 50*time.Millisecond, "the image's health check", healthy(sc, check))
-	base := "http://" + sc.env[envListen]
-	api := newAPIClient(t, base, host["SESSIONCACHE_API_KEY"])
+	check := append([]string{img.HostPath(img.healthcheck[0])}, img.healthcheck[1:]...)
+	kubelet.WaitFor(t, 30*time.Second, 50*time.Millisecond, "the image's health check", healthy(sc, check))
+	base := "http://" + sc.Env[settingEnv(t, "listen")]
+	api := newAPIClient(t, base, apiKey)
 	tok := api.login(alice, "laptop").str("refresh_token")
 	api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	if lines := scanLines(api.send("GET", "/metrics", "", nil).raw, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
 		t.Errorf("build info %q, want version %s", lines, img.version)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(redisPod.ip, "6379")})
+	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(redisPod.IP, "6379")})
 	defer rdb.Close()
 	keys, err := rdb.Keys(t.Context(), "*").Result()
 	if err != nil || len(keys) == 0 {

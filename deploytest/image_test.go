@@ -1,4 +1,4 @@
-package main
+package deploytest
 
 // The container image as the Dockerfile describes it, without a Docker
 // engine: the binary built with the Dockerfile's own go build command and
@@ -15,18 +15,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sessioncache/sessioncache/deploytest/internal/kubelet"
 )
 
-const dockerfilePath = "../../Dockerfile"
+const dockerfilePath = "../Dockerfile"
 
 // dockerImage is what the Dockerfile's final stage holds.
 type dockerImage struct {
-	binary      string   // the binary, readable and executable by anyone
-	entrypoint  []string // in the image: ["/sessioncache"]
-	uid, gid    int      // USER, numeric
-	env         []string // ENV, KEY=VALUE in order
-	healthcheck []string // HEALTHCHECK CMD, in the image's paths
-	version     string   // the VERSION build argument it was built with
+	kubelet.Image          // USER, ENV, ENTRYPOINT and the binary built
+	healthcheck   []string // HEALTHCHECK CMD, in the image's paths
+	version       string   // the VERSION build argument it was built with
 }
 
 // imageVersion is the version the test image is built with: the tag the
@@ -50,8 +49,8 @@ func imageVersion(t *testing.T) string {
 func buildImage(t *testing.T) *dockerImage {
 	t.Helper()
 	img, err := readDockerfile(imageVersion(t))
-	if img != nil && img.binary != "" {
-		t.Cleanup(func() { os.RemoveAll(filepath.Dir(img.binary)) })
+	if img != nil && img.Binary != "" {
+		t.Cleanup(func() { os.RemoveAll(filepath.Dir(img.Binary)) })
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -99,10 +98,10 @@ func readDockerfile(version string) (*dockerImage, error) {
 		switch instr {
 		case "USER":
 			u, g, _ := strings.Cut(rest, ":")
-			if img.uid, err = strconv.Atoi(u); err != nil {
+			if img.UID, err = strconv.Atoi(u); err != nil {
 				return nil, fmt.Errorf("Dockerfile: USER %q: want numeric ids, which runAsNonRoot can check", rest)
 			}
-			if img.gid, err = strconv.Atoi(g); err != nil {
+			if img.GID, err = strconv.Atoi(g); err != nil {
 				return nil, fmt.Errorf("Dockerfile: USER %q: want uid:gid", rest)
 			}
 		case "ENV":
@@ -110,10 +109,10 @@ func readDockerfile(version string) (*dockerImage, error) {
 				if !strings.Contains(kv, "=") {
 					return nil, fmt.Errorf("Dockerfile: ENV %q: want KEY=VALUE", rest)
 				}
-				img.env = append(img.env, kv)
+				img.Env = append(img.Env, kv)
 			}
 		case "ENTRYPOINT":
-			img.entrypoint = jsonArray(rest)
+			img.Entrypoint = jsonArray(rest)
 		case "HEALTHCHECK":
 			_, cmd, ok := strings.Cut(rest, "CMD ")
 			if !ok {
@@ -122,7 +121,7 @@ func readDockerfile(version string) (*dockerImage, error) {
 			img.healthcheck = jsonArray(cmd)
 		}
 	}
-	if len(img.entrypoint) != 1 || img.healthcheck == nil || img.uid == 0 {
+	if len(img.Entrypoint) != 1 || img.healthcheck == nil || img.UID == 0 {
 		return nil, fmt.Errorf("Dockerfile: want ENTRYPOINT [binary], a HEALTHCHECK and a non-root USER")
 	}
 
@@ -144,33 +143,24 @@ func readDockerfile(version string) (*dockerImage, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	img.binary = filepath.Join(dir, "sessioncache")
+	img.Binary = filepath.Join(dir, "sessioncache")
 	cmdArgs := []string{"build"}
 	for i := 2; i < len(build); i++ {
 		a := regexp.MustCompile(`\$\{?([A-Z_]+)\}?`).ReplaceAllStringFunc(build[i], func(s string) string {
 			return args[strings.Trim(s, "${}")]
 		})
 		if a == "-o" && i+1 < len(build) {
-			a, i = "-o="+img.binary, i+1
+			a, i = "-o="+img.Binary, i+1
 		}
 		cmdArgs = append(cmdArgs, a)
 	}
 	cmd := exec.Command("go", cmdArgs...)
-	cmd.Dir = "../.."
+	cmd.Dir = ".."
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return img, fmt.Errorf("go %s: %v\n%s", strings.Join(cmdArgs, " "), err, out)
 	}
 	return img, nil
-}
-
-// hostPath maps a path of the image (the entrypoint, the health check's
-// binary) onto the test's files.
-func (img *dockerImage) hostPath(p string) string {
-	if p == img.entrypoint[0] {
-		return img.binary
-	}
-	return p
 }
 
 // shellWords splits a command line as sh would for the simple cases a

@@ -1,4 +1,4 @@
-package main
+package deploytest
 
 // The monitoring component (ServiceMonitor, PrometheusRule) against the
 // service's real /metrics: every metric an alert reads, and every label
@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessioncache/sessioncache/deploytest/internal/kubelet"
 	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/servicetest"
 )
 
 // kubeStateMetrics are the kube-state-metrics series alerts and the
@@ -29,13 +31,12 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	t.Helper()
 	srv := redistest.StartServer(t)
 	key := randomHex(16)
-	p := startService(t, map[string]string{
-		envRedisURL: "redis://" + srv.Addr + "/0", envAPIKey: key, envSecret: randomHex(32),
-		envRevocationReplicas: "1", envReplicationTimeout: "10ms", envRedisTimeout: "200ms",
-	})
-	base := "http://" + p.addr
+	p := startService(t, "-redis-url", "redis://"+srv.Addr+"/0",
+		"-api-key-file", secretFile(t, "api-key", key), "-secret-file", secretFile(t, "secret", randomHex(32)),
+		"-revocation-replicas", "1", "-replication-timeout", "10ms", "-redis-timeout", "200ms")
+	base := "http://" + p.Addr
 	c := newAPIClient(t, base, key)
-	poll(t, 10*time.Second, "ready", func() bool { return status(base+"/readyz") == http.StatusOK })
+	servicetest.WaitFor(t, "ready", 10*time.Second, func() bool { return status(base+"/readyz") == http.StatusOK })
 	tok := c.login(alice, "laptop")
 	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok.str("refresh_token"))).str("refresh_token")
 	c.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(t1))
@@ -46,16 +47,28 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	if err := srv.Client(t).ConfigSet(context.Background(), "maxmemory-policy", "allkeys-lru").Err(); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, "/readyz 503 on an evicting policy", func() bool { return status(base+"/readyz") == http.StatusServiceUnavailable })
+	servicetest.WaitFor(t, "/readyz 503 on an evicting policy", 10*time.Second, func() bool { return status(base+"/readyz") == http.StatusServiceUnavailable })
 	c.must(http.StatusServiceUnavailable, "POST", "/v1/sessions", `{"user_id":"`+alice+`"}`) // evicting_policy
 	srv.Stop()
 	c.must(http.StatusServiceUnavailable, "POST", "/v1/tokens/introspect", refreshBody(t1)) // unavailable
 
 	c.send("GET", "/metrics", "", nil) // counted from the next scrape on
+	return scrapeMetrics(c)
+}
+
+// scrapeMetrics reads the service's /metrics: the names of its metric
+// families and of their series (a histogram's _bucket, _sum, _count), and
+// every value each label took.
+func scrapeMetrics(c *apiClient) (names map[string]bool, labels map[string]map[string]bool) {
+	c.t.Helper()
 	names, labels = map[string]bool{}, map[string]map[string]bool{}
+	family := regexp.MustCompile(`^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) `)
 	sample := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? `)
 	pair := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
 	for _, line := range strings.Split(c.send("GET", "/metrics", "", nil).raw, "\n") {
+		if m := family.FindStringSubmatch(line); m != nil {
+			names[m[1]] = true
+		}
 		m := sample.FindStringSubmatch(line)
 		if m == nil {
 			continue
@@ -81,7 +94,7 @@ func TestMonitoringAlertsUseRealMetrics(t *testing.T) {
 	sm := m.serviceMonitors[0]
 	var svcPorts []string
 	for _, s := range m.services {
-		if selects(sm.Spec.Selector.MatchLabels, s.Labels) {
+		if kubelet.Selects(sm.Spec.Selector.MatchLabels, s.Labels) {
 			for _, p := range s.Spec.Ports {
 				svcPorts = append(svcPorts, p.Name)
 			}

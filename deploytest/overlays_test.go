@@ -1,4 +1,4 @@
-package main
+package deploytest
 
 // The Kubernetes overlays, rendered by kubectl kustomize as an operator
 // would apply them, and what each must hold: a NetworkPolicy that lets the
@@ -25,10 +25,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/sessioncache/sessioncache/deploytest/internal/kubelet"
 	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
-const kubernetesDir = "../../deploy/kubernetes"
+const kubernetesDir = "../deploy/kubernetes"
 
 // overlays are the ways to run Redis that deploy/kubernetes/overlays offers.
 var overlays = []string{"in-namespace", "external", "sentinel", "cluster"}
@@ -128,13 +129,13 @@ type prometheusRule struct {
 }
 
 // api is the service's Deployment and its container.
-func (m *manifests) api(t *testing.T) (podSpec, corev1.Container) {
+func (m *manifests) api(t *testing.T) (kubelet.PodSpec, corev1.Container) {
 	t.Helper()
 	if len(m.deployments) != 1 {
 		t.Fatalf("want one Deployment, got %d", len(m.deployments))
 	}
 	d := m.deployments[0]
-	return deploymentPod(d, nil), d.Spec.Template.Spec.Containers[0]
+	return kubelet.DeploymentPod(d, nil), d.Spec.Template.Spec.Containers[0]
 }
 
 func envVar(c corev1.Container, name string) (corev1.EnvVar, bool) {
@@ -167,13 +168,14 @@ func (m *manifests) redisEndpoints(t *testing.T) []endpoint {
 	for _, e := range c.Env {
 		switch {
 		case e.ValueFrom == nil:
-			env[e.Name] = expandEnv(e.Value, env)
+			env[e.Name] = kubelet.ExpandEnv(e.Value, env)
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			env[e.Name] = configMaps[e.ValueFrom.ConfigMapKeyRef.Name][e.ValueFrom.ConfigMapKeyRef.Key]
 		case e.ValueFrom.ResourceFieldRef != nil:
-			env[e.Name] = resourceFieldValue(t, ps.template.Spec, c, e.ValueFrom.ResourceFieldRef)
+			env[e.Name] = kubelet.ResourceFieldValue(t, ps.Template.Spec, c, e.ValueFrom.ResourceFieldRef)
 		}
 	}
+	envRedisURL := settingEnv(t, "redis-url")
 	raw := env[envRedisURL]
 	u, err := url.Parse(raw)
 	if err != nil || raw == "" {
@@ -215,7 +217,7 @@ func (m *manifests) redisEndpoints(t *testing.T) []endpoint {
 func (m *manifests) policiesFor(labels map[string]string, kind networkingv1.PolicyType) []*networkingv1.NetworkPolicy {
 	var out []*networkingv1.NetworkPolicy
 	for _, p := range m.policies {
-		if selects(p.Spec.PodSelector.MatchLabels, labels) && slices.Contains(p.Spec.PolicyTypes, kind) {
+		if kubelet.Selects(p.Spec.PodSelector.MatchLabels, labels) && slices.Contains(p.Spec.PolicyTypes, kind) {
 			out = append(out, p)
 		}
 	}
@@ -250,7 +252,7 @@ func peerSelects(peer networkingv1.NetworkPolicyPeer, labels map[string]string) 
 	if peer.IPBlock != nil || peer.NamespaceSelector != nil && len(peer.NamespaceSelector.MatchLabels) > 0 {
 		return false
 	}
-	return peer.PodSelector != nil && selects(peer.PodSelector.MatchLabels, labels)
+	return peer.PodSelector != nil && kubelet.Selects(peer.PodSelector.MatchLabels, labels)
 }
 
 // Each overlay's NetworkPolicies let the service reach every Redis endpoint
@@ -295,7 +297,7 @@ func TestOverlayNetworkPoliciesMatchRedis(t *testing.T) {
 			for _, ep := range eps {
 				var redisContainers []corev1.Container
 				for _, w := range m.workloads() {
-					if ep.labels != nil && selects(ep.labels, w.Labels) {
+					if ep.labels != nil && kubelet.Selects(ep.labels, w.Labels) {
 						redisContainers = append(redisContainers, w.Spec.Containers...)
 					}
 				}
@@ -344,8 +346,9 @@ func TestOverlayNetworkPoliciesMatchRedis(t *testing.T) {
 				if eps[0].host != env["REDIS_HOST"] || strconv.Itoa(eps[0].port) != env["REDIS_PORT"] {
 					t.Errorf("the service's Redis is %s:%d, redis-endpoint.env says %s:%s", eps[0].host, eps[0].port, env["REDIS_HOST"], env["REDIS_PORT"])
 				}
-				if _, ok := envVar(c, envRedisCAFile); !ok {
-					t.Errorf("the external overlay must verify Redis's certificate against a CA (%s)", envRedisCAFile)
+				ca := settingEnv(t, "redis-tls-ca-file")
+				if _, ok := envVar(c, ca); !ok {
+					t.Errorf("the external overlay must verify Redis's certificate against a CA (%s)", ca)
 				}
 			}
 		})
@@ -393,9 +396,9 @@ func TestOverlayResources(t *testing.T) {
 			for _, e := range c.Env {
 				switch {
 				case e.ValueFrom == nil:
-					env[e.Name] = expandEnv(e.Value, env)
+					env[e.Name] = kubelet.ExpandEnv(e.Value, env)
 				case e.ValueFrom.ResourceFieldRef != nil:
-					env[e.Name] = resourceFieldValue(t, ps.template.Spec, c, e.ValueFrom.ResourceFieldRef)
+					env[e.Name] = kubelet.ResourceFieldValue(t, ps.Template.Spec, c, e.ValueFrom.ResourceFieldRef)
 				}
 			}
 			memLimit, err := parseGoMemLimit(env["GOMEMLIMIT"])
@@ -411,9 +414,9 @@ func TestOverlayResources(t *testing.T) {
 			for _, e := range c2.Env {
 				switch {
 				case e.ValueFrom == nil:
-					env2[e.Name] = expandEnv(e.Value, env2)
+					env2[e.Name] = kubelet.ExpandEnv(e.Value, env2)
 				case e.ValueFrom.ResourceFieldRef != nil:
-					env2[e.Name] = resourceFieldValue(t, ps.template.Spec, c2, e.ValueFrom.ResourceFieldRef)
+					env2[e.Name] = kubelet.ResourceFieldValue(t, ps.Template.Spec, c2, e.ValueFrom.ResourceFieldRef)
 				}
 			}
 			if m2, err := parseGoMemLimit(env2["GOMEMLIMIT"]); err != nil || m2 != 2*memLimit {
@@ -494,6 +497,34 @@ func redisBytes(s string) int64 {
 	n, _ := strconv.ParseInt(m[1], 10, 64)
 	mult := map[string]int64{"": 1, "b": 1, "k": 1000, "kb": 1 << 10, "m": 1000 * 1000, "mb": 1 << 20, "g": 1000 * 1000 * 1000, "gb": 1 << 30}[m[2]]
 	return n * mult
+}
+
+// confArgs turns a redis.conf into redis-server arguments, less port,
+// bind and dir (the test's server sets them) and the directives named.
+func confArgs(conf string, skip ...string) []string {
+	var args []string
+	for k, v := range redisConf(conf) {
+		if k == "port" || k == "bind" || k == "dir" || slices.Contains(skip, k) {
+			continue
+		}
+		args = append(args, "--"+k)
+		if v == `""` {
+			args = append(args, "")
+			continue
+		}
+		args = append(args, strings.Fields(v)...)
+	}
+	return args
+}
+
+// redisConfOf returns the redis.conf of the overlay's Redis ConfigMap.
+func redisConfOf(m *manifests) (string, bool) {
+	for _, cm := range m.configMaps {
+		if v, ok := cm.Data["redis.conf"]; ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 // Each Redis the overlays run is a token store: never evicting, with an
