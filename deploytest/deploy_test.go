@@ -747,7 +747,7 @@ func checkSizingMetrics(t *testing.T, confirm string, symbols []string) {
 	t.Helper()
 	c := newAPIClient(t, "http://"+startService(t).Addr, "")
 	tok := c.login(alice, "laptop").str("refresh_token")
-	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	exposed, _ := scrapeMetrics(c)
 	for _, name := range regexp.MustCompile(`\b(?:sessioncache|process|go)_[a-z_]+\b`).FindAllString(confirm, -1) {
 		if !exposed[name] {

@@ -135,7 +135,7 @@ func runService(t *testing.T, k *cluster, img *dockerImage, revoke bool) *servic
 	key, _, _ := strings.Cut(k.Secrets["sessioncache"]["api-keys"], "\n")
 	s.api = newAPIClient(t, s.base, key)
 	tok := s.api.login(alice, "laptop")
-	s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok.str("refresh_token")))
+	s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok.str("refresh_token")))
 	if revoke {
 		// The overlay waits for a replica on revocations: its topology
 		// must have one. On a loaded machine the acknowledgement can take
@@ -192,7 +192,7 @@ func (s *service) untilServes(t *testing.T, d time.Duration, revoke bool) {
 		if r.status != http.StatusCreated {
 			return fmt.Errorf("login: %d %s", r.status, r.raw)
 		}
-		r2 := s.api.do("POST", "/v1/tokens/rotate", tokenBody(r.str("refresh_token")))
+		r2 := s.api.do("POST", "/v1/tokens/rotate", refreshBody(r.str("refresh_token")))
 		if r2.status != http.StatusOK {
 			return fmt.Errorf("rotation: %d %s", r2.status, r2.raw)
 		}
@@ -211,7 +211,7 @@ func (s *service) rotates(t *testing.T, d time.Duration, tok string) string {
 	t.Helper()
 	var next string
 	kubelet.PollEvery(t, d, 100*time.Millisecond, "the session from before to rotate", func() bool {
-		r := s.api.do("POST", "/v1/tokens/rotate", tokenBody(tok))
+		r := s.api.do("POST", "/v1/tokens/rotate", refreshBody(tok))
 		switch r.status {
 		case http.StatusOK:
 			next = r.str("refresh_token")
@@ -284,7 +284,7 @@ func runInNamespace(t *testing.T, k *cluster, img *dockerImage) {
 	checkRedisPod(t, k, redisPods[0])
 	s := runService(t, k, img, false)
 	tok := s.api.login(alice, "tablet").str("refresh_token")
-	tok = s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	tok = s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 
 	old := redisPods[0].IP
 	k.Delete(redisPods[0])
@@ -376,7 +376,7 @@ func runSentinel(t *testing.T, k *cluster, img *dockerImage) {
 	}
 	s := runService(t, k, img, true)
 	tok := s.api.login(alice, "tablet").str("refresh_token")
-	tok = s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	tok = s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 	// The rotation reached a replica before the master goes.
 	if err := k.redisClient(t, net.JoinHostPort(pods[0].IP, "6379")).Do(t.Context(), "WAIT", 2, 5000).Err(); err != nil {
 		t.Fatal(err)
@@ -469,7 +469,7 @@ func runCluster(t *testing.T, k *cluster, img *dockerImage) {
 	kubelet.WaitFor(t, time.Minute, 100*time.Millisecond, "the cluster to be ok on every node", clusterOK(pods))
 	s := runService(t, k, img, true)
 	tok := s.api.login(alice, "tablet").str("refresh_token")
-	tok = s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	tok = s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 	// The rotation reached a replica before the nodes go.
 	for _, p := range pods {
 		c := k.redisClient(t, net.JoinHostPort(p.IP, "6379"))

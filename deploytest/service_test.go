@@ -213,7 +213,7 @@ func (c *apiClient) login(user, device string) response {
 	return c.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_id":"`+device+`","device_name":"`+device+`"}`)
 }
 
-func tokenBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+func refreshBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
 
 // status is the status of a GET of u, or 0 if it gets no answer.
 func status(u string) int {
