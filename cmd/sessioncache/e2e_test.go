@@ -190,7 +190,7 @@ func walk(t *testing.T, c *apiClient) {
 	if r := c.must(http.StatusOK, "GET", path, ""); r.raw != "{\"sessions\":[]}\n" {
 		t.Fatalf("sessions after logout: %s", r.raw)
 	}
-	if r := c.send("POST", "/v1/sessions", `{"user_id":"`+user+`"}`, http.Header{"Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
+	if r := c.send("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"`+user+`"}`, http.Header{"Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
 		t.Errorf("request without the API key: %d, want 401", r.status)
 	}
 	metrics := c.send("GET", "/metrics", "", nil).raw
@@ -220,7 +220,7 @@ func TestEndToEndGracefulShutdown(t *testing.T) {
 	}
 
 	// A login whose body is only half sent when the signal comes.
-	body := `{"user_id":"` + alice + `","device_name":"in flight"}`
+	body := `{"user_id":"` + alice + `","client_id":"` + testClient + `","device_name":"in flight"}`
 	conn, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ type write struct{ method, path, ctype, body string }
 // evicting Redis.
 func writes(user, tok string) []write {
 	return []write{
-		{"POST", "/v1/sessions", "application/json", `{"user_id":"` + user + `"}`},
+		{"POST", "/v1/sessions", "application/json", `{"client_id":"test-app","user_id":"` + user + `"}`},
 		{"POST", "/v1/tokens/rotate", "application/json", refreshBody(tok)},
 	}
 }
@@ -163,7 +163,7 @@ func TestFirstWriteChecksThePolicy(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			statuses[i] = e.do("POST", "/v1/sessions", `{"user_id":"user@example.com"}`).status
+			statuses[i] = e.do("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"user@example.com"}`).status
 		}()
 	}
 	wg.Wait()
@@ -188,7 +188,7 @@ func TestFirstWriteChecksThePolicy(t *testing.T) {
 // knowing.
 func TestWriteWithoutKnownPolicyIsRefused(t *testing.T) {
 	e := newTestEnv(t, withEvictionCheck())
-	r := e.do("POST", "/v1/sessions", `{"user_id":"12345"}`)
+	r := e.do("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"12345"}`)
 	if r.status != http.StatusServiceUnavailable || r.str("error") != "unavailable" || r.header.Get("Retry-After") == "" {
 		t.Errorf("login with the policy unknown: %d %s, want 503 unavailable with Retry-After", r.status, r.raw)
 	}

@@ -170,6 +170,18 @@ func headerSafe(c byte) bool {
 	return strings.IndexByte("-._~@|:", c) >= 0
 }
 
+// onStoreEvent counts the store's security events, and hands the
+// revocations this instance makes to the session memory before the call
+// that made them returns: this instance refuses the session at once, the
+// others when the revocation feed brings it.
+func (s *server) onStoreEvent(ctx context.Context, e redisstore.Event) {
+	s.metrics.onEvent(ctx, e)
+	switch e.Kind {
+	case redisstore.EventSessionRevoked, redisstore.EventReuseDetected, redisstore.EventSessionEvicted:
+		s.gate.Notice(redisstore.Notice{Kind: redisstore.NoticeRevoked, Reason: e.Reason, SessionIDs: []string{e.SessionID}})
+	}
+}
+
 // watchRevocations feeds the revocation feed of st to the session memory
 // until ctx ends, and sweeps the memory once a minute. It logs when the feed
 // is lost and back: meanwhile every forward auth asks Redis.

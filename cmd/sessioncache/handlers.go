@@ -92,6 +92,7 @@ type introspectBody struct {
 
 type sessionBody struct {
 	SessionID        string `json:"session_id"`
+	ClientID         string `json:"client_id"`
 	DeviceID         string `json:"device_id"`
 	DeviceName       string `json:"device_name"`
 	IPAddress        string `json:"ip_address"`
@@ -360,6 +361,7 @@ func (s *server) listSessions(ctx context.Context, r *http.Request) reply {
 	for _, x := range page.Sessions {
 		out.Sessions = append(out.Sessions, sessionBody{
 			SessionID:        x.ID,
+			ClientID:         x.ClientID,
 			DeviceID:         x.DeviceID,
 			DeviceName:       x.DeviceName,
 			IPAddress:        x.IPAddress,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -56,6 +57,7 @@ type envSetup struct {
 	server serverConfig
 	store  redisstore.Options
 	rdb    redis.UniversalClient
+	noFeed bool // no revocation feed: every forward auth asks Redis
 }
 
 type envOption func(*envSetup)
@@ -106,19 +108,45 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 		o(&set)
 	}
 	m := newMetrics(set.rdb)
-	set.store.OnEvent = m.onEvent
+	var s *server
+	set.store.OnEvent = func(ctx context.Context, e redisstore.Event) { s.onStoreEvent(ctx, e) }
 	store, err := redisstore.New(set.rdb, set.store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	set.server.store, set.server.metrics = store, m
 	if set.server.tokens == nil {
-		set.server.tokens, set.server.issuer = newTestAuthority(t, set.store.Secret), testIssuer
+		now := time.Now
+		if b.Clock != nil {
+			now = b.Clock.Now
+		}
+		set.server.tokens, set.server.issuer = newTestAuthority(t, set.store.Secret, now), testIssuer
 	}
 	if set.server.absoluteTTL == 0 {
 		set.server.absoluteTTL = set.store.AbsoluteTTL
 	}
-	s := newServer(set.server)
+	s = newServer(set.server)
+	if !set.noFeed {
+		// The revocation feed, as main starts it; the test waits until
+		// forward auth may answer from memory.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.watchRevocations(ctx, store, 20*time.Millisecond)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+		})
+		deadline := time.Now().Add(10 * time.Second)
+		for !s.gate.Trusted() {
+			if time.Now().After(deadline) {
+				t.Fatal("the revocation feed did not become whole within 10s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
 	var key string
@@ -209,14 +237,53 @@ const testIssuer = "https://sessioncache.test"
 // testClient is the client id the tests log in with.
 const testClient = "test-app"
 
-// newTestAuthority returns the access-token authority of a test service.
-func newTestAuthority(t *testing.T, secret []byte) *accesstoken.Authority {
+// newTestAuthority returns the access-token authority of a test service,
+// on the clock of its Redis (so that moving a miniredis clock expires
+// access tokens with their sessions).
+func newTestAuthority(t *testing.T, secret []byte, now func() time.Time) *accesstoken.Authority {
 	t.Helper()
-	a, err := accesstoken.New(accesstoken.Config{Secret: secret, Issuer: testIssuer, Audience: testIssuer})
+	a, err := accesstoken.New(accesstoken.Config{Secret: secret, Issuer: testIssuer, Audience: testIssuer, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// accessClaims decodes the claims of an access token, without checking
+// it (the service does).
+func accessClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("access token %.20q... is not a JWS", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	if err == nil {
+		err = json.Unmarshal(b, &claims)
+	}
+	if err != nil {
+		t.Fatalf("access token claims: %v", err)
+	}
+	return claims
+}
+
+// accessExpiry is the exp of an access token, as X-Auth-Expires-At gives it.
+func accessExpiry(t *testing.T, tok string) string {
+	t.Helper()
+	exp, _ := accessClaims(t, tok)["exp"].(float64)
+	return timestamp(time.Unix(int64(exp), 0))
+}
+
+// forgeAccess changes one character in the middle of an access token's
+// signature: still well formed, no longer genuine.
+func forgeAccess(tok string) string {
+	i := len(tok) - 20
+	c := byte('A')
+	if tok[i] == 'A' {
+		c = 'B'
+	}
+	return tok[:i] + string(c) + tok[i+1:]
 }
 
 // syncBuffer is a buffer safe for concurrent writers.

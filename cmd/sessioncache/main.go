@@ -121,7 +121,8 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 
 	m := newMetrics(be.client)
 	opt := cfg.storeOptions(secret)
-	opt.OnEvent = m.onEvent
+	var s *server // set before the store serves a call
+	opt.OnEvent = func(ctx context.Context, e redisstore.Event) { s.onStoreEvent(ctx, e) }
 	opt.Keys = cfg.SigningKeys
 	store, err := redisstore.New(be.client, opt)
 	if err != nil {
@@ -133,7 +134,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
-	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout,
+	s = newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout,
 		absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog,
 		tokens: tokens, issuer: cfg.Issuer, clients: cfg.Clients, refreshCookie: cfg.RefreshCookie,
 		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory})

@@ -269,7 +269,7 @@ func testGateway(t *testing.T, name string, start func(svc, upstream, key string
 	base := start(svc.addr, upstream.URL, key)
 	user := "auth0|" + uuid.NewString()
 	grant := func(device string) response {
-		return api.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_name":"`+device+`"}`)
+		return api.must(http.StatusCreated, "POST", "/v1/sessions", `{"client_id":"test-app","user_id":"`+user+`","device_name":"`+device+`"}`)
 	}
 	laptop, phone := grant("laptop"), grant("phone")
 

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
@@ -196,7 +195,8 @@ func (s *server) accessToken(g redisstore.Grant) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	return tok, max(int64(time.Until(c.ExpiresAt)/time.Second), 0), nil
+	// Both in whole seconds: a fresh token's expires_in is the TTL.
+	return tok, c.ExpiresAt.Unix() - c.IssuedAt.Unix(), nil
 }
 
 // unboundClient is the client_id of access tokens of a session that was

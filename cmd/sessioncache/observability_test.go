@@ -15,9 +15,10 @@ func TestAccessLogOffByDefault(t *testing.T) {
 	const key = "access-log-test-key-0123456789"
 	e := newTestEnv(t, withAPIKey(key), withoutAccessLog())
 	tok := e.login(alice, "laptop").str("refresh_token")
-	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
+	rotated := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
+	next := rotated.str("refresh_token")
 	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(next))
-	if r := e.send("GET", "/v1/auth", "", http.Header{"Authorization": {"Bearer " + next}, "X-Sessioncache-Key": {key}}); r.status != http.StatusOK {
+	if r := e.send("GET", "/v1/auth", "", http.Header{"Authorization": {"Bearer " + rotated.str("access_token")}, "X-Sessioncache-Key": {key}}); r.status != http.StatusOK {
 		t.Fatalf("auth: %d %s", r.status, r.raw)
 	}
 	e.must(http.StatusNotFound, "GET", "/nowhere", "")

@@ -112,7 +112,7 @@ func TestAnyUserID(t *testing.T) {
 	sessions := map[string]string{}
 	tokens := map[string]string{}
 	for _, id := range ids {
-		body, _ := json.Marshal(map[string]string{"user_id": id})
+		body, _ := json.Marshal(map[string]string{"client_id": "test-app", "user_id": id})
 		g := e.must(http.StatusCreated, "POST", "/v1/sessions", string(body))
 		if g.str("user_id") != id {
 			t.Errorf("login of %q answered user_id %q", id, g.str("user_id"))
@@ -155,7 +155,7 @@ func TestAnyUserID(t *testing.T) {
 // and logged out.
 func TestSlashUserIDRefused(t *testing.T) {
 	e := newTestEnv(t)
-	if r := e.do("POST", "/v1/sessions", `{"user_id":"/"}`); r.status != http.StatusBadRequest || !strings.Contains(r.str("reason"), `user id "/" is refused`) {
+	if r := e.do("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"/"}`); r.status != http.StatusBadRequest || !strings.Contains(r.str("reason"), `user id "/" is refused`) {
 		t.Errorf("login as /: %d %s, want 400", r.status, r.raw)
 	}
 	// Not through the OpenAPI check, which reads the path as the document does.
@@ -200,7 +200,7 @@ func TestUUIDUserIDsIgnoreCase(t *testing.T) {
 // surrogate pairs are fine.
 func TestStrictJSONAcceptsWhatIsUnambiguous(t *testing.T) {
 	e := newTestEnv(t)
-	g := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user\u005fid":"`+alice+`","device_name":"\ud83d\ude00 caf\u00e9 `+"\u00e9"+`"}`)
+	g := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"client_id":"test-app","user\u005fid":"`+alice+`","device_name":"\ud83d\ude00 caf\u00e9 `+"\u00e9"+`"}`)
 	if g.str("user_id") != alice {
 		t.Fatalf("login: %s", g.raw)
 	}
@@ -242,7 +242,7 @@ func TestOpenAPICheckKnowsTheWireFormats(t *testing.T) {
 		{"invalid_grant as a 400", "/v1/tokens/rotate", "application/json", `{"refresh_token":"x"}`, 400,
 			`{"error":"invalid_grant","error_description":"unknown refresh token","reason":"unknown"}`, ""},
 		{"invalid_grant as a 401", "/v1/tokens/rotate", "application/json", `{"refresh_token":"x"}`, 401, `{"error":"invalid_grant","reason":"unknown"}`, "invalid_grant"},
-		{"evicting policy", "/v1/sessions", "application/json", `{"user_id":"x"}`, 503,
+		{"evicting policy", "/v1/sessions", "application/json", `{"client_id":"test-app","user_id":"x"}`, 503,
 			`{"error":"temporarily_unavailable","error_description":"d","reason":"evicting_policy"}`, ""},
 		{"an escaped user id", "/v1/users/a%2Fb%20c/sessions", "", "", 200, `{"sessions":[]}`, ""},
 		{"an oversize user id", "/v1/users/" + strings.Repeat("x", 257) + "/sessions", "", "", 200, `{"sessions":[]}`, "user_id"},
