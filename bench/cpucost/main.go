@@ -1,8 +1,9 @@
 // Command cpucost measures the CPU the sessioncache service spends per
 // request against its ceiling, in one run: a bare net/http handler doing
 // one go-redis SET per request (bench/bare), the service's rotation
-// (POST /v1/tokens/rotate) and its forward auth (GET /v1/auth), each driven
-// by cmd/loadgen with the same workers, in interleaved rounds.
+// (POST /v1/tokens/rotate) and its forward auth (GET /v1/auth with the
+// access token of each session's latest grant, as a gateway sees it), each
+// driven by cmd/loadgen with the same workers, in interleaved rounds.
 //
 // CPU per request is the server process's CPU time (user and system, from
 // /proc/<pid>/stat) during loadgen's timed part, over the requests served

@@ -6,7 +6,7 @@
 //	loadgen -target library -redis redis://127.0.0.1:6379/0 -workers 64 -duration 30s -mix realistic
 //	loadgen -target http -http http://127.0.0.1:8080 -workers 64 -count 100000 -mix rotate -json
 //	loadgen -mix rotate -rate 20000 -duration 30s   # latency at a fixed load
-//	loadgen -target http -mix auth-validate -workers 64 -duration 10s   # forward auth beside introspection
+//	loadgen -target http -mix auth-validate -workers 64 -duration 10s   # forward auth (access tokens) beside introspection (refresh tokens)
 //	loadgen -target bare -http http://127.0.0.1:8090 -mix bare -server-pid 1234   # the ceiling, with its CPU per request
 //
 // Each worker owns its sessions, so every outcome is predictable: an
@@ -99,6 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // target is what loadgen drives.
 type target struct {
 	st bench.Store
+	// grants is st when it hands out access tokens (-target http).
+	grants granter
 	// get is one raw GET through the store's Redis client: the ceiling to
 	// read the store's figures against (nil without a Redis client).
 	get func(context.Context) error
@@ -149,7 +151,7 @@ func open(ctx context.Context, c config) (target, error) {
 	case "http":
 		h := bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers)
 		h.ListLimit = c.listLimit
-		return target{st: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
+		return target{st: h, grants: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
 	case "bare":
 		return target{bare: newBare(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
 	case "postgres":
@@ -270,7 +272,7 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 		if i < c.sessions%c.workers {
 			n++
 		}
-		w := &worker{st: t.st, get: t.get, auth: t.auth, bare: t.bare, byUser: map[string][]int{}, grace: c.grace,
+		w := &worker{st: t.st, grants: t.grants, get: t.get, auth: t.auth, bare: t.bare, byUser: map[string][]int{}, grace: c.grace,
 			rnd: mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
 			rec: &recorder{hists: map[string]*bench.Histogram{}, svc: map[string]*bench.Histogram{}, errs: map[string]int64{}, done: done, failed: failed, first: first}}
 		var user string
@@ -291,12 +293,10 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 	for _, w := range ws {
 		go func() {
 			for j := range w.slots {
-				tok, err := t.st.Issue(ctx, w.slots[j].user, bench.Login)
-				if err != nil {
+				if err := w.issue(ctx, &w.slots[j]); err != nil {
 					errc <- fmt.Errorf("logging in the sessions: %w", err)
 					return
 				}
-				w.slots[j].cur, w.slots[j].fresh = tok, true
 			}
 			errc <- nil
 		}()
