@@ -170,6 +170,10 @@ type config struct {
 	AuthMemory         int
 	Heartbeat          time.Duration
 
+	// issuerFromListen: Issuer was derived from the listen address;
+	// audienceFromIssuer: AccessTokenAud is the issuer.
+	issuerFromListen, audienceFromIssuer bool
+
 	ClientsFile  string // "": every client id is public
 	Clients      *clients.Registry
 	clientsState fileState
@@ -438,20 +442,37 @@ func (c *config) validate(p *parser) error {
 			p.fail(envIssuer, "is required when listening on "+c.Listen+": the URL clients and gateways reach the service at, such as https://auth.example.com")
 			return p.err
 		}
-		scheme := "http"
-		if c.TLSCertFile != "" {
-			scheme = "https"
-		}
-		c.Issuer = scheme + "://" + c.Listen
+		c.Issuer, c.issuerFromListen = c.listenURL(c.Listen), true
 	}
 	if c.AccessTokenAud == "" {
-		c.AccessTokenAud = c.Issuer
+		c.AccessTokenAud, c.audienceFromIssuer = c.Issuer, true
 	}
 	if _, err := accesstoken.New(c.accessConfig(make([]byte, redisstore.MinSecretLen))); err != nil {
 		return fmt.Errorf("access tokens (%s, %s, %s, %s, %s): %s", envIssuer, envAccessTokenTTL, envAccessTokenAud, envAccessTokenAlg, envAccessKeyPeriod,
 			strings.TrimPrefix(err.Error(), "accesstoken: "))
 	}
 	return nil
+}
+
+// listenURL is the URL of the service listening on addr, on loopback.
+func (c *config) listenURL(addr string) string {
+	if c.TLSCertFile != "" {
+		return "https://" + addr
+	}
+	return "http://" + addr
+}
+
+// listening tells the configuration the address the listener got: an
+// issuer derived from the listen address (a loopback one, such as
+// 127.0.0.1:0) names the port actually bound.
+func (c *config) listening(addr string) {
+	if !c.issuerFromListen {
+		return
+	}
+	c.Issuer = c.listenURL(addr)
+	if c.audienceFromIssuer {
+		c.AccessTokenAud = c.Issuer
+	}
 }
 
 // accessConfig returns the access tokens' configuration, keys derived from

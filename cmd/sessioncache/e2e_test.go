@@ -340,3 +340,19 @@ func testWalkthrough(t *testing.T, readme string) {
 		rest = rest[i+len(want):]
 	}
 }
+
+// A service on a loopback port the kernel picks (127.0.0.1:0) names that
+// port in its issuer, its metadata and its access tokens.
+func TestIssuerNamesTheBoundPort(t *testing.T) {
+	p := startService(t, map[string]string{})
+	base := "http://" + p.addr
+	c := newAPIClient(t, base, "")
+	md := c.must(http.StatusOK, "GET", metadataPath, "")
+	if md.str("issuer") != base || md.str("token_endpoint") != base+tokenPath {
+		t.Errorf("metadata %s, want issuer %s", md.raw, base)
+	}
+	at := c.login(alice, "laptop").str("access_token")
+	if iss := accessClaims(t, at)["iss"]; iss != base {
+		t.Errorf("iss %v, want %s", iss, base)
+	}
+}

@@ -249,6 +249,16 @@ func newTestAuthority(t *testing.T, secret []byte, now func() time.Time) *access
 	return a
 }
 
+// newIssuerAuthority is newTestAuthority for another issuer.
+func newIssuerAuthority(t *testing.T, secret []byte, issuer string) *accesstoken.Authority {
+	t.Helper()
+	a, err := accesstoken.New(accesstoken.Config{Secret: secret, Issuer: issuer, Audience: issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // accessClaims decodes the claims of an access token, without checking
 // it (the service does).
 func accessClaims(t *testing.T, tok string) map[string]any {

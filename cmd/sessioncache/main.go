@@ -129,6 +129,13 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen: " + err.Error())
+		return exitFailed
+	}
+	defer ln.Close()
+	cfg.listening(ln.Addr().String())
 	tokens, err := accesstoken.New(cfg.accessConfig(secret))
 	if err != nil {
 		log.Error("refusing to start: " + err.Error())
@@ -169,12 +176,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		scheme = "https"
 		log.Info("serving HTTPS", certAttrs(certs.current())...)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		log.Error("cannot listen: " + err.Error())
-		return exitFailed
-	}
-	log.Info("listening", "addr", ln.Addr().String(), "api", scheme+"://"+ln.Addr().String()+"/openapi.yaml")
+	log.Info("listening", "addr", ln.Addr().String(), "api", scheme+"://"+ln.Addr().String()+"/openapi.yaml", "issuer", cfg.Issuer)
 	served := make(chan error, 1)
 	go func() {
 		if hs.TLSConfig != nil {

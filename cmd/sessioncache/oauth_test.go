@@ -284,3 +284,16 @@ func TestMetadataAndKeys(t *testing.T) {
 		t.Errorf("the access token's header %+v is not in the key set %s", header, jwks.raw)
 	}
 }
+
+// An issuer with a path has its metadata at the well-known path followed by
+// the issuer's path (RFC 8414 section 3.1), and its endpoints under it.
+func TestMetadataOfAnIssuerWithAPath(t *testing.T) {
+	const issuer = "https://auth.example.test/sessions"
+	e := newTestEnv(t, func(s *envSetup) {
+		s.server.tokens, s.server.issuer = newIssuerAuthority(t, s.store.Secret, issuer), issuer
+	})
+	md := e.plain().must(http.StatusOK, "GET", metadataPath+"/sessions", "")
+	if md.str("issuer") != issuer || md.str("token_endpoint") != issuer+tokenPath || md.str("jwks_uri") != issuer+jwksPath {
+		t.Errorf("metadata: %s", md.raw)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,6 +178,11 @@ func newServer(c serverConfig) *server {
 		{pattern: "GET /readyz", op: "readyz", quiet: true, api: s.readyz},
 		{pattern: "GET /metrics", op: "metrics", quiet: true, raw: c.metrics.handler()},
 		{pattern: "GET /openapi.yaml", op: "openapi", quiet: true, raw: http.HandlerFunc(serveOpenAPI)},
+	}
+	if u, err := url.Parse(c.issuer); err == nil && strings.Trim(u.Path, "/") != "" {
+		// RFC 8414 section 3.1: the metadata of an issuer with a path is at
+		// the well-known path followed by the issuer's path.
+		s.routes = append(s.routes, route{pattern: "GET " + metadataPath + "/" + strings.Trim(u.Path, "/"), op: "metadata", quiet: true, raw: http.HandlerFunc(s.serveMetadata)})
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.pattern, s.wrap(rt))
