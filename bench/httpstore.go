@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -176,6 +177,42 @@ func (h *HTTP) RotateGrant(ctx context.Context, tok string, c redisstore.Client)
 		"refresh_token": tok, "client_id": h.clientID(c), "device_id": c.DeviceID, "ip_address": c.IPAddress, "user_agent": c.UserAgent,
 	}, &g)
 	return g.grant(time.Now()), err
+}
+
+// RefreshGrant refreshes at the token endpoint (POST /oauth2/token) as an
+// OAuth client does: a form, c's client id (or h.ClientID), no API key.
+func (h *HTTP) RefreshGrant(ctx context.Context, tok string, c redisstore.Client) (Grant, error) {
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {h.clientID(c)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/oauth2/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return Grant{}, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return Grant{}, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return Grant{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e httpError
+		json.Unmarshal(data, &e)
+		if e.Error == "invalid_grant" {
+			return Grant{}, reasonError(e.Reason)
+		}
+		return Grant{}, fmt.Errorf("bench: POST /oauth2/token: %s: %s", resp.Status, e.Error)
+	}
+	var g httpGrant
+	if err := json.Unmarshal(data, &g); err != nil {
+		return Grant{}, fmt.Errorf("bench: POST /oauth2/token: %w", err)
+	}
+	return g.grant(time.Now()), nil
 }
 
 // Validate implements Store: POST /v1/tokens/introspect; an inactive token

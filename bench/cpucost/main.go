@@ -98,11 +98,18 @@ type target struct {
 	srv     *server
 	mix     string
 	loadgen string // -target
+	// countRedis: count the Redis commands the run sends (forward auth
+	// answers from memory: none).
+	countRedis bool
 }
 
 // sample is one loadgen run of a target.
 type sample struct {
 	usPerReq, perSec float64
+	requests         uint64
+	// Redis commands during the timed part (countRedis): data commands,
+	// and the revocation feed's heartbeat PINGs.
+	commands, pings int64
 }
 
 func run(c config, out io.Writer) error {
@@ -153,7 +160,13 @@ func run(c config, out io.Writer) error {
 		return err
 	}
 	defer bare.stop()
-	targets := []target{{name: "bare", srv: bare, mix: "bare", loadgen: "bare"}}
+	bareHeaders, err := start("bare-headers", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-headers"))
+	if err != nil {
+		return err
+	}
+	defer bareHeaders.stop()
+	targets := []target{{name: "bare", srv: bare, mix: "bare", loadgen: "bare"},
+		{name: "bare, 3 headers, no I/O", srv: bareHeaders, mix: "bare-auth", loadgen: "bare"}}
 	for i, s := range c.services {
 		name, bin, ok := strings.Cut(s, "=")
 		if !ok {
@@ -180,7 +193,8 @@ func run(c config, out io.Writer) error {
 		}
 		targets = append(targets,
 			target{name: name + " rotate", srv: srv, mix: "rotate", loadgen: "http"},
-			target{name: name + " auth", srv: srv, mix: "auth", loadgen: "http"})
+			target{name: name + " token", srv: srv, mix: "refresh", loadgen: "http"},
+			target{name: name + " auth", srv: srv, mix: "auth", loadgen: "http", countRedis: true})
 	}
 
 	load := "as fast as they go"
@@ -199,7 +213,11 @@ func run(c config, out io.Writer) error {
 				return err
 			}
 			samples[i] = append(samples[i], s)
-			fmt.Fprintf(out, "round %d  %-24s %7.1f us/req %9.0f req/s   load %s\n", r+1, t.name, s.usPerReq, s.perSec, loadAvg())
+			fmt.Fprintf(out, "round %d  %-28s %7.1f us/req %9.0f req/s   load %s", r+1, t.name, s.usPerReq, s.perSec, loadAvg())
+			if t.countRedis {
+				fmt.Fprintf(out, "   Redis: %d commands, %d heartbeat PINGs over %d requests", s.commands, s.pings, s.requests)
+			}
+			fmt.Fprintln(out)
 		}
 	}
 	fmt.Fprintln(out)
@@ -213,6 +231,9 @@ func measure(c config, t target, apiKey string) (sample, error) {
 		"-workers", strconv.Itoa(c.workers), "-sessions", strconv.Itoa(max(c.sessions, c.workers)),
 		"-duration", c.duration.String(), "-rate", strconv.FormatFloat(c.rate, 'f', -1, 64), "-progress", "0", "-json",
 		"-server-pid", strconv.Itoa(t.srv.cmd.Process.Pid)}
+	if t.countRedis {
+		args = append(args, "-redis-stats", c.redisURL)
+	}
 	cmd := exec.Command(c.loadgenBin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -228,7 +249,8 @@ func measure(c config, t target, apiKey string) (sample, error) {
 		Server struct {
 			PerOp float64 `json:"us_per_op"`
 		} `json:"server_cpu"`
-		Errors []string `json:"first_errors"`
+		Redis  map[string]int64 `json:"redis_commands"`
+		Errors []string         `json:"first_errors"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		return sample{}, fmt.Errorf("loadgen report: %w", err)
@@ -236,7 +258,15 @@ func measure(c config, t target, apiKey string) (sample, error) {
 	if rep.Total.Errors != 0 || rep.Total.Count == 0 {
 		return sample{}, fmt.Errorf("%s: %d requests, %d errors: %v", t.name, rep.Total.Count, rep.Total.Errors, rep.Errors)
 	}
-	return sample{usPerReq: rep.Server.PerOp, perSec: rep.Total.PerSec}, nil
+	smp := sample{usPerReq: rep.Server.PerOp, perSec: rep.Total.PerSec, requests: rep.Total.Count}
+	for cmd, n := range rep.Redis {
+		if cmd == "ping" {
+			smp.pings += n
+		} else {
+			smp.commands += n
+		}
+	}
+	return smp, nil
 }
 
 // printTable prints, for each target, the median and range over the rounds
@@ -244,15 +274,24 @@ func measure(c config, t target, apiKey string) (sample, error) {
 // bare handler's of the same round.
 func printTable(w io.Writer, targets []target, samples [][]sample) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\tCPU us/req, median (range)\treq/s, median\tCPU / bare's, median (range)")
+	fmt.Fprintln(tw, "target\tCPU us/req, median (range)\treq/s, median\tCPU / bare's, median (range)\tCPU / bare 3 headers', median (range)\tRedis commands/req")
 	for i, t := range targets {
-		var cpu, rate, ratio []float64
+		var cpu, rate, ratio, ratioHeaders []float64
+		var commands int64
+		var requests uint64
 		for r, s := range samples[i] {
 			cpu = append(cpu, s.usPerReq)
 			rate = append(rate, s.perSec)
 			ratio = append(ratio, s.usPerReq/samples[0][r].usPerReq)
+			ratioHeaders = append(ratioHeaders, s.usPerReq/samples[1][r].usPerReq)
+			commands += s.commands
+			requests += s.requests
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\n", t.name, spread(cpu, "%.1f"), median(rate), spread(ratio, "%.2f"))
+		redisCol := ""
+		if t.countRedis && requests > 0 {
+			redisCol = fmt.Sprintf("%.4f (%d over %d)", float64(max(commands, 0))/float64(requests), max(commands, 0), requests)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\n", t.name, spread(cpu, "%.1f"), median(rate), spread(ratio, "%.2f"), spread(ratioHeaders, "%.2f"), redisCol)
 	}
 	tw.Flush()
 }

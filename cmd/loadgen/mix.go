@@ -27,9 +27,11 @@ const (
 	opGet       = "get"        // the ceiling: one raw GET through the same Redis client
 	opAuth      = "auth"       // forward auth: a gateway's GET /v1/auth with the session's access token (-target http)
 	opBare      = "bare"       // the service's ceiling: one request to bench/bare, which does one SET (-target bare)
+	opBareAuth  = "bare-auth"  // forward auth's ceiling: a GET as a gateway sends it, to bench/bare -headers (-target bare)
+	opRefresh   = "refresh"    // refresh at the token endpoint (POST /oauth2/token), as an OAuth client (-target http)
 )
 
-var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet, opAuth, opBare}
+var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet, opAuth, opBare, opBareAuth, opRefresh}
 
 // mixes are the named workloads; weights are relative.
 var mixes = map[string]string{
@@ -44,6 +46,8 @@ var mixes = map[string]string{
 	"revoke":    "revoke=1",
 	"get":       "get=1",
 	"bare":      "bare=1",
+	"bare-auth": "bare-auth=1",
+	"refresh":   "refresh=1",
 	// A gateway asking about every request, beside introspection of the
 	// same tokens in the same run.
 	"auth":          "auth=1",
@@ -139,6 +143,7 @@ type slot struct {
 type granter interface {
 	IssueGrant(ctx context.Context, userID string, c redisstore.Client) (bench.Grant, error)
 	RotateGrant(ctx context.Context, tok string, c redisstore.Client) (bench.Grant, error)
+	RefreshGrant(ctx context.Context, tok string, c redisstore.Client) (bench.Grant, error)
 }
 
 // refreshAhead is how long before its access token expires a worker
@@ -266,8 +271,17 @@ func (w *worker) run(ctx context.Context, op string, start time.Time) {
 			start = time.Now()
 		}
 		w.timed(op, start, func() error { return w.auth(ctx, s.access, s.user) })
-	case opBare:
+	case opBare, opBareAuth:
 		w.timed(op, start, func() error { return w.bare(ctx) })
+	case opRefresh:
+		w.timed(op, start, func() error {
+			g, err := w.grants.RefreshGrant(ctx, s.cur, bench.Refresh)
+			if err == nil {
+				s.older, s.prev, s.cur, s.rotatedAt, s.fresh = s.prev, s.cur, g.RefreshToken, time.Now(), false
+				s.access, s.accessExp = g.AccessToken, g.AccessExpiresAt
+			}
+			return err
+		})
 	case opList:
 		w.timed(op, start, func() error {
 			n, err := w.st.ListSessions(ctx, s.user)

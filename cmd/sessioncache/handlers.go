@@ -142,13 +142,14 @@ func timestamp(t time.Time) string {
 
 const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// grantReply answers a login or a rotation: the grant and an access token
-// for its session.
-func (s *server) grantReply(status int, g redisstore.Grant, outcome string) reply {
+// grantReply answers a login or a rotation begun at m: the grant and an
+// access token for its session, which forward auth then knows live.
+func (s *server) grantReply(status int, g redisstore.Grant, outcome string, m sessionauth.Mark) reply {
 	at, expiresIn, err := s.accessToken(g)
 	if err != nil {
 		return failure(err)
 	}
+	s.gate.Saw(g.SessionID, time.Now().Add(time.Duration(expiresIn)*time.Second), m)
 	return reply{status: status, outcome: outcome, body: grantBody{
 		AccessToken:      at,
 		TokenType:        "Bearer",
@@ -177,13 +178,14 @@ func (s *server) issue(ctx context.Context, r *http.Request) reply {
 	case !s.clients.Load().Known(req.ClientID):
 		return badRequest(http.StatusBadRequest, fmt.Sprintf("client_id %.40q is not a registered client", req.ClientID))
 	}
+	m := s.gate.Begin()
 	g, err := s.store().Issue(ctx, user, redisstore.Client{
 		ClientID: req.ClientID, DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if err != nil {
 		return failure(err)
 	}
-	return s.grantReply(http.StatusCreated, g, "ok")
+	return s.grantReply(http.StatusCreated, g, "ok", m)
 }
 
 func (s *server) rotate(ctx context.Context, r *http.Request) reply {
@@ -191,6 +193,7 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 	if rp, ok := decodeJSON(r, &req); !ok {
 		return rp
 	}
+	m := s.gate.Begin()
 	g, err := s.store().Rotate(ctx, req.RefreshToken, redisstore.Client{
 		ClientID: req.ClientID, DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
@@ -211,9 +214,9 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 		return failure(err)
 	}
 	if g.Replayed {
-		return s.grantReply(http.StatusOK, g, "grace_replay")
+		return s.grantReply(http.StatusOK, g, "grace_replay", m)
 	}
-	return s.grantReply(http.StatusOK, g, "ok")
+	return s.grantReply(http.StatusOK, g, "ok", m)
 }
 
 // logReuse logs the reuse of a refresh token (theft): the session revoked,

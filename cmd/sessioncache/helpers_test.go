@@ -240,7 +240,7 @@ const testClient = "test-app"
 // newTestAuthority returns the access-token authority of a test service,
 // on the clock of its Redis (so that moving a miniredis clock expires
 // access tokens with their sessions).
-func newTestAuthority(t *testing.T, secret []byte, now func() time.Time) *accesstoken.Authority {
+func newTestAuthority(t testing.TB, secret []byte, now func() time.Time) *accesstoken.Authority {
 	t.Helper()
 	a, err := accesstoken.New(accesstoken.Config{Secret: secret, Issuer: testIssuer, Audience: testIssuer, Now: now})
 	if err != nil {

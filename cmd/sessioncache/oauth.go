@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
@@ -86,6 +87,7 @@ func (s *server) token(ctx context.Context, r *http.Request) reply {
 	case len(refresh) > maxTokenLen:
 		return invalidGrant("malformed")
 	}
+	m := s.gate.Begin()
 	g, err := s.store().Rotate(ctx, refresh, redisstore.Client{ClientID: client.ID, UserAgent: storableUserAgent(r.UserAgent())})
 	if errors.Is(err, redisstore.ErrWrongClient) {
 		return invalidGrant("wrong_client")
@@ -103,6 +105,7 @@ func (s *server) token(ctx context.Context, r *http.Request) reply {
 	if err != nil {
 		return failure(err)
 	}
+	s.gate.Saw(g.SessionID, time.Now().Add(time.Duration(expiresIn)*time.Second), m)
 	body := tokenBody{AccessToken: at, TokenType: "Bearer", ExpiresIn: expiresIn, RefreshToken: g.Token}
 	rp = reply{status: http.StatusOK, outcome: "ok", body: body, header: http.Header{"Pragma": {"no-cache"}}}
 	if g.Replayed {

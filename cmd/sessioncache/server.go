@@ -155,7 +155,7 @@ func newServer(c serverConfig) *server {
 	if s.tokenPrefix == "" {
 		s.tokenPrefix = redisstore.DefaultTokenPrefix
 	}
-	s.gate = sessionauth.New(sessionauth.Config{Lease: c.gateLease, MaxSessions: c.gateSessions,
+	s.gate = sessionauth.New(sessionauth.Config{Lease: c.gateLease, MaxSessions: c.gateSessions, Timeout: s.redisTimeout,
 		Check: func(ctx context.Context, user, sid string) error { return s.store().CheckSession(ctx, user, sid) }})
 	if c.clients == nil {
 		c.clients = clients.Open()
@@ -302,6 +302,12 @@ func (s *server) call(rt route, w http.ResponseWriter, r *http.Request) reply {
 		if rp, ok := checkQuery(r, rt.query...); !ok {
 			return rp
 		}
+	}
+	if rt.gateway {
+		// Forward auth reads no body, and mostly answers from memory: the
+		// Redis timeout is applied where it asks Redis (sessionauth), not
+		// to every request.
+		return rt.api(r.Context(), r)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	ctx, cancel := context.WithTimeout(r.Context(), s.redisTimeout)

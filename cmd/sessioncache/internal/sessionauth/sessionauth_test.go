@@ -251,3 +251,37 @@ func TestConcurrentChecks(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestSaw: a login or a rotation that succeeded makes its session known
+// live, with no Redis command for its first check, unless the feed was not
+// whole or reported any revocation while the call ran.
+func TestSaw(t *testing.T) {
+	g, st, clk := setup(t)
+	exp := clk.Now().Add(5 * time.Minute)
+	m := g.Begin()
+	g.Saw(sid1, exp, m) // the feed is not subscribed yet
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSubscribed})
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSynced, Time: clk.Now()})
+	g.mustLive(t, sid1, Redis, exp)
+
+	m = g.Begin()
+	g.Saw(sid2, exp, m)
+	g.mustLive(t, sid2, Memory, exp)
+
+	const sid3, sid4 = "00000000-0000-4000-8000-000000000003", "00000000-0000-4000-8000-000000000004"
+	m = g.Begin()
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeRevoked, Reason: "logout", SessionIDs: []string{sid4}})
+	g.Saw(sid3, exp, m) // a revocation while the call ran: maybe sid3's
+	calls := st.callCount()
+	g.mustLive(t, sid3, Redis, exp)
+	if st.callCount() != calls+1 {
+		t.Fatal("sid3 was not asked of Redis")
+	}
+	m = g.Begin()
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeLost})
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSubscribed})
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSynced, Time: clk.Now()})
+	g.Saw(sid4, exp, m) // the feed broke while the call ran
+	st.revoke(sid4, "logout")
+	g.mustEnd(t, sid4, "logout", Redis, exp)
+}
