@@ -48,7 +48,10 @@ func startService(t testing.TB, redisAddr string, env map[string]string) *servic
 	s := &service{APIKey: randomHex(32), logs: &servicetest.Buffer{},
 		http: &http.Client{Timeout: 10 * time.Second}}
 	s.env = map[string]string{
-		"SESSIONCACHE_LISTEN":     "127.0.0.1:0",
+		"SESSIONCACHE_LISTEN": "127.0.0.1:0",
+		// A fleet, and one instance across restarts on another port, share
+		// one issuer: access tokens name it.
+		"SESSIONCACHE_ISSUER":     "https://sessioncache.reliability.test",
 		"SESSIONCACHE_REDIS_URL":  "redis://" + redisAddr + "/0",
 		"SESSIONCACHE_API_KEY":    s.APIKey,
 		"SESSIONCACHE_SECRET":     randomHex(32),
