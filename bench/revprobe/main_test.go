@@ -85,7 +85,7 @@ func checkReport(t *testing.T, c config, rep *report, text string) {
 	if fromRedis == 0 && q.Data != 0 {
 		t.Errorf("every check of the quiet stretch came from memory, yet Redis ran %d data commands: %v", q.Data, q.Commands)
 	}
-	headline := regexp.MustCompile(`(?m)^ +every instance refuses \(the latest of the instances\) +` + strconv.Itoa(c.revocations) + ` +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$`)
+	headline := regexp.MustCompile(`(?m)^every instance refuses \(the latest of the instances\) +` + strconv.Itoa(c.revocations) + ` +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$`)
 	if !headline.MatchString(text) ||
 		!strings.Contains(text, "0 admitted: met") {
 		t.Errorf("the table lacks its headline row or verdict:\n%s", text)

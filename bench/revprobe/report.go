@@ -191,10 +191,10 @@ func (rep *report) print(w io.Writer) {
 		len(rep.Revocations), mapText(kinds, "none"), len(rep.Revocations)-s.NotFromMemory)
 	fmt.Fprintf(w, "polls: %d, one instance polled every %.2f ms on average (asked: %s); polled for %s after each call (longer until refused, up to %s)\n\n",
 		s.Polls, s.MeanGapMs, st.PollEvery, st.PollFor, st.Timeout)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "time from the revoking call's return to the first refused request, ms\tn\tp50\tp90\tp99\tmax\t")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "time from the revoking call's return to the first refused request, ms\t%5s %8s %8s %8s %8s\n", "n", "p50", "p90", "p99", "max")
 	row := func(name string, d dist) {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t\n", name, d.N, msText(d.P50), msText(d.P90), msText(d.P99), msText(d.Max))
+		fmt.Fprintf(tw, "%s\t%5d %8.2f %8.2f %8.2f %8.2f\n", name, d.N, d.P50, d.P90, d.P99, d.Max)
 	}
 	row("every instance refuses (the latest of the instances)", s.All)
 	for _, k := range kinds2(s.ByKind) {
@@ -217,10 +217,8 @@ func (rep *report) print(w io.Writer) {
 		verdict = "met"
 	}
 	fmt.Fprintf(w, "goal (p99 ≤ %s until every instance refuses, 0 admitted after it): p99 %s ms, %d admitted: %s\n",
-		st.Window, msText(s.All.P99), s.AdmittedAfterWindow+s.AdmittedAfterRefusal, verdict)
+		st.Window, fmt.Sprintf("%.2f", s.All.P99), s.AdmittedAfterWindow+s.AdmittedAfterRefusal, verdict)
 }
-
-func msText(v float64) string { return fmt.Sprintf("%.2f", v) }
 
 func joinInts[T int64 | uint64](v []T) string {
 	s := make([]string, len(v))
