@@ -38,7 +38,8 @@
 //	go run ./bench/revprobe -short               # seconds, small numbers
 //	go run ./bench/revprobe -json > out.json
 //
-// Every process runs on this machine: the load, the probe, the instances
+// Run it in the repository: it builds cmd/sessioncache unless -service
+// names a binary. Every process runs on this machine: the load, the probe, the instances
 // and Redis share its cores, so the figures include their contention. Linux
 // only. Sessions live under a key prefix of their own and expire within two
 // hours; on a Redis it did not start, the probe deletes them at the end.
