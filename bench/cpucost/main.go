@@ -20,24 +20,18 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -48,14 +42,9 @@ import (
 // module is the import path the programs are built from.
 const module = "github.com/sessioncache/sessioncache"
 
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
 type config struct {
 	redisURL            string
-	services, env       listFlag
+	services, env       bench.ListFlag
 	rounds, workers     int
 	sessions            int
 	duration            time.Duration
@@ -82,20 +71,11 @@ func main() {
 	}
 }
 
-// server is a running server process.
-type server struct {
-	name string
-	cmd  *exec.Cmd
-	url  string
-	tail *tail
-	done chan struct{}
-}
-
 // a target is one row of the result: a server and the loadgen mix run
 // against it.
 type target struct {
 	name    string
-	srv     *server
+	srv     *bench.Server
 	mix     string
 	loadgen string // -target
 	// countRedis: count the Redis commands the run sends (forward auth
@@ -118,12 +98,7 @@ func run(c config, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	build := func(pkg, name string) (string, error) {
-		bin := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		return bin, cmd.Run()
-	}
+	build := func(pkg, name string) (string, error) { return bench.Build(dir, pkg, name) }
 	if c.loadgenBin == "" {
 		if c.loadgenBin, err = build(module+"/cmd/loadgen", "loadgen"); err != nil {
 			return err
@@ -139,7 +114,7 @@ func run(c config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		c.services = listFlag{"service=" + bin}
+		c.services = bench.ListFlag{"service=" + bin}
 	}
 
 	opt, err := redis.ParseURL(c.redisURL)
@@ -151,20 +126,20 @@ func run(c config, out io.Writer) error {
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		return fmt.Errorf("redis %s: %w", c.redisURL, err)
 	}
-	prefix := "cpucost:" + randomHex(4) + ":"
+	prefix := "cpucost:" + bench.RandomHex(4) + ":"
 	defer bench.DeletePrefix(rdb, prefix)
 
-	apiKey := randomHex(32)
-	bare, err := start("bare", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-redis", c.redisURL))
+	apiKey := bench.RandomHex(32)
+	bare, err := bench.StartServer("bare", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-redis", c.redisURL))
 	if err != nil {
 		return err
 	}
-	defer bare.stop()
-	bareHeaders, err := start("bare-headers", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-headers"))
+	defer bare.Stop()
+	bareHeaders, err := bench.StartServer("bare-headers", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-headers"))
 	if err != nil {
 		return err
 	}
-	defer bareHeaders.stop()
+	defer bareHeaders.Stop()
 	targets := []target{{name: "bare", srv: bare, mix: "bare", loadgen: "bare"},
 		{name: "bare, 3 headers, no I/O", srv: bareHeaders, mix: "bare-auth", loadgen: "bare"}}
 	for i, s := range c.services {
@@ -178,17 +153,17 @@ func run(c config, out io.Writer) error {
 			"SESSIONCACHE_LISTEN=127.0.0.1:0",
 			"SESSIONCACHE_REDIS_URL=" + c.redisURL,
 			"SESSIONCACHE_API_KEY=" + apiKey,
-			"SESSIONCACHE_SECRET=" + randomHex(32),
+			"SESSIONCACHE_SECRET=" + bench.RandomHex(32),
 			"SESSIONCACHE_KEY_PREFIX=" + prefix + strconv.Itoa(i) + ":",
 			"SESSIONCACHE_IDLE_TTL=1h",
 			"SESSIONCACHE_ABSOLUTE_TTL=2h",
 		}, c.env...)
-		srv, err := start(name, cmd)
+		srv, err := bench.StartServer(name, cmd)
 		if err != nil {
 			return err
 		}
-		defer srv.stop()
-		if err := srv.waitReady(30 * time.Second); err != nil {
+		defer srv.Stop()
+		if err := srv.WaitReady(30 * time.Second); err != nil {
 			return err
 		}
 		targets = append(targets,
@@ -202,7 +177,7 @@ func run(c config, out io.Writer) error {
 		load = fmt.Sprintf("%.0f req/s", c.rate)
 	}
 	fmt.Fprintf(out, "cpucost: %d rounds of %s, %d workers (%s), %d sessions, Redis %s, load average %s\n",
-		c.rounds, c.duration, c.workers, load, c.sessions, c.redisURL, loadAvg())
+		c.rounds, c.duration, c.workers, load, c.sessions, c.redisURL, bench.LoadAvg())
 	samples := make([][]sample, len(targets))
 	for r := range c.rounds {
 		for k := range targets {
@@ -213,7 +188,7 @@ func run(c config, out io.Writer) error {
 				return err
 			}
 			samples[i] = append(samples[i], s)
-			fmt.Fprintf(out, "round %d  %-28s %7.1f us/req %9.0f req/s   load %s", r+1, t.name, s.usPerReq, s.perSec, loadAvg())
+			fmt.Fprintf(out, "round %d  %-28s %7.1f us/req %9.0f req/s   load %s", r+1, t.name, s.usPerReq, s.perSec, bench.LoadAvg())
 			if t.countRedis {
 				fmt.Fprintf(out, "   Redis: %d commands, %d heartbeat PINGs over %d requests", s.commands, s.pings, s.requests)
 			}
@@ -227,10 +202,10 @@ func run(c config, out io.Writer) error {
 
 // measure runs loadgen once against t.
 func measure(c config, t target, apiKey string) (sample, error) {
-	args := []string{"-target", t.loadgen, "-http", t.srv.url, "-api-key", apiKey, "-mix", t.mix,
+	args := []string{"-target", t.loadgen, "-http", t.srv.URL, "-api-key", apiKey, "-mix", t.mix,
 		"-workers", strconv.Itoa(c.workers), "-sessions", strconv.Itoa(max(c.sessions, c.workers)),
 		"-duration", c.duration.String(), "-rate", strconv.FormatFloat(c.rate, 'f', -1, 64), "-progress", "0", "-json",
-		"-server-pid", strconv.Itoa(t.srv.cmd.Process.Pid)}
+		"-server-pid", strconv.Itoa(t.srv.Cmd.Process.Pid)}
 	if t.countRedis {
 		args = append(args, "-redis-stats", c.redisURL)
 	}
@@ -238,7 +213,7 @@ func measure(c config, t target, apiKey string) (sample, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return sample{}, fmt.Errorf("loadgen %s: %v\n%s\n%s", strings.Join(args, " "), err, stderr.String(), t.srv.tail)
+		return sample{}, fmt.Errorf("loadgen %s: %v\n%s\n%s", strings.Join(args, " "), err, stderr.String(), t.srv.Tail)
 	}
 	var rep struct {
 		Total struct {
@@ -308,109 +283,4 @@ func median(v []float64) float64 {
 
 func spread(v []float64, format string) string {
 	return fmt.Sprintf(format+" ("+format+"-"+format+")", median(v), slices.Min(v), slices.Max(v))
-}
-
-// start runs a server whose JSON log on stderr names the address it
-// listens on ({"msg":"listening","addr":...}), and waits for that line.
-func start(name string, cmd *exec.Cmd) (*server, error) {
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{name: name, cmd: cmd, tail: &tail{}, done: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		defer close(s.done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			s.tail.add(sc.Text())
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" && l.Addr != "" {
-				select {
-				case addr <- l.Addr:
-				default:
-				}
-			}
-		}
-		cmd.Wait()
-	}()
-	select {
-	case a := <-addr:
-		s.url = "http://" + a
-		return s, nil
-	case <-s.done:
-		return nil, fmt.Errorf("%s exited before listening:\n%s", name, s.tail)
-	case <-time.After(30 * time.Second):
-		s.stop()
-		return nil, fmt.Errorf("%s did not listen within 30s:\n%s", name, s.tail)
-	}
-}
-
-// waitReady polls /readyz until it answers 200.
-func (s *server) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := http.Get(s.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within %s:\n%s", s.name, timeout, s.tail)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop interrupts the server (the service then skips its shutdown delay)
-// and waits for it.
-func (s *server) stop() {
-	s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.done:
-	case <-time.After(30 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-// tail keeps the last lines a server logged, for error messages.
-type tail struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (t *tail) add(l string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.lines = append(t.lines, l); len(t.lines) > 20 {
-		t.lines = t.lines[1:]
-	}
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.Join(t.lines, "\n")
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
