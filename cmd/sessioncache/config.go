@@ -109,7 +109,7 @@ var settings = []setting{
 	{env: envAccessTokenAlg, flag: "access-token-alg", def: "ES256", usage: "signature algorithm of access tokens: ES256 or EdDSA"},
 	{env: envAccessKeyPeriod, flag: "access-key-period", def: "24h", usage: "how long each access-token signing key signs; keys derive from the secret, are published a period ahead and kept a period after"},
 	{env: envRefreshCookie, flag: "refresh-cookie", usage: "cookie that /oauth2/token reads a refresh token from (when the form has none) and sets the new one in, HttpOnly, Secure, SameSite=Strict, Path=/oauth2/token; unset: tokens travel in the body only"},
-	{env: envAuthMemory, flag: "auth-memory-sessions", def: "500000", usage: "sessions each instance remembers for /v1/auth; past it, new sessions are checked in Redis"},
+	{env: envAuthMemory, flag: "auth-memory-sessions", def: "100000", usage: "sessions (and as many access tokens) each instance remembers for /v1/auth, about 0.4 KB each; past it, new ones are checked in Redis"},
 	{env: envHeartbeat, flag: "revocation-heartbeat", def: durationText(redisstore.DefaultHeartbeat), usage: "how often the revocation feed proves it is whole; memory answers /v1/auth for 4 heartbeats after the last proof"},
 	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read when it changes and on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
 	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read when it changes and on SIGHUP"},

@@ -59,8 +59,9 @@ type Config struct {
 	// Lease is how long after a synced notice memory is trusted.
 	// Default: 4 × redisstore.DefaultHeartbeat.
 	Lease time.Duration
-	// MaxSessions bounds the sessions remembered; past it, new sessions are
-	// answered from Redis until sweeps make room. Default: 500,000.
+	// MaxSessions bounds the sessions remembered (about 110 bytes each,
+	// BenchmarkMemoryPerSession); past it, new sessions are answered from
+	// Redis until sweeps make room. Default: 100,000.
 	MaxSessions int
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
@@ -118,7 +119,7 @@ func New(c Config) *Gate {
 		g.lease = int64(4 * redisstore.DefaultHeartbeat)
 	}
 	if g.max <= 0 {
-		g.max = 500_000
+		g.max = 100_000
 	}
 	if g.now == nil {
 		g.now = time.Now

@@ -3,6 +3,9 @@ package sessionauth
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -284,4 +287,38 @@ func TestSaw(t *testing.T) {
 	g.Saw(sid4, exp, m) // the feed broke while the call ran
 	st.revoke(sid4, "logout")
 	g.mustEnd(t, sid4, "logout", Redis, exp)
+}
+
+// BenchmarkMemoryPerSession reports the heap a remembered session costs
+// (the sizing of SESSIONCACHE_AUTH_MEMORY_SESSIONS):
+//
+//	go test -run '^$' -bench MemoryPerSession ./cmd/sessioncache/internal/sessionauth/
+func BenchmarkMemoryPerSession(b *testing.B) {
+	const n = 100_000
+	var perSession float64
+	for b.Loop() {
+		st := &fakeStore{revoked: map[string]string{}}
+		g := New(Config{Check: st.check, MaxSessions: n})
+		g.Notice(redisstore.Notice{Kind: redisstore.NoticeSubscribed})
+		g.Notice(redisstore.Notice{Kind: redisstore.NoticeSynced, Time: time.Now()})
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
+		}
+		exp := time.Now().Add(time.Hour)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, id := range ids {
+			// The id is the token's, decoded per token: its copy is the
+			// session's cost too.
+			g.Saw(strings.Clone(id), exp, g.Begin())
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perSession = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(g)
+		runtime.KeepAlive(ids)
+	}
+	b.ReportMetric(perSession, "B/session")
 }
