@@ -29,7 +29,9 @@ COPY --from=build /out/sessioncache /sessioncache
 # check it.
 USER 65532:65532
 # In a container the service must listen on every interface, which it
-# refuses to do without an API key (SESSIONCACHE_API_KEY_FILE and the like).
+# refuses to do without an API key (SESSIONCACHE_API_KEY_FILE and the like)
+# and without SESSIONCACHE_ISSUER, the URL clients reach it at: the
+# deployment sets both (docker-compose.yml, deploy/kubernetes).
 ENV SESSIONCACHE_LISTEN=0.0.0.0:8080
 EXPOSE 8080
 # The image has no shell or curl: the binary probes itself. Ready means

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -16,7 +17,7 @@ import (
 
 // HTTP drives the sessioncache service (cmd/sessioncache) through its JSON
 // API. The service's answers are mapped back to the library's outcomes: a
-// 401 invalid_grant with reason "reused" is redisstore.ErrReused, and so on.
+// 400 invalid_grant with reason "reused" is redisstore.ErrReused, and so on.
 type HTTP struct {
 	base   string
 	apiKey string
@@ -24,7 +25,13 @@ type HTTP struct {
 	// ListLimit is the page size ListSessions asks for (0: the service's
 	// default).
 	ListLimit int
+	// ClientID is the OAuth client that logs in and refreshes when the
+	// redisstore.Client given names none (default: DefaultClientID).
+	ClientID string
 }
+
+// DefaultClientID is the client_id HTTP logs in with by default.
+const DefaultClientID = "bench"
 
 // NewHTTP returns a client of the service at base (such as
 // "http://127.0.0.1:8080"), sending apiKey as a bearer token if it is not
@@ -33,11 +40,40 @@ func NewHTTP(base, apiKey string, conns int) *HTTP {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = conns
 	tr.MaxIdleConnsPerHost = conns
-	return &HTTP{base: base, apiKey: apiKey, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &HTTP{base: base, apiKey: apiKey, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, ClientID: DefaultClientID}
+}
+
+// Grant is the service's answer to a login or a rotation: the refresh
+// token, and the access token that goes with it.
+type Grant struct {
+	RefreshToken string
+	SessionID    string
+	// AccessToken is the credential of every request through a gateway
+	// (GET /v1/auth), until AccessExpiresAt: expires_in counted from when
+	// the answer arrived.
+	AccessToken     string
+	AccessExpiresAt time.Time
 }
 
 type httpGrant struct {
 	RefreshToken string `json:"refresh_token"`
+	SessionID    string `json:"session_id"`
+	AccessToken  string `json:"access_token"`
+	ExpiresIn    int64  `json:"expires_in"`
+}
+
+// grant converts the answer that arrived at t.
+func (g httpGrant) grant(t time.Time) Grant {
+	return Grant{RefreshToken: g.RefreshToken, SessionID: g.SessionID, AccessToken: g.AccessToken,
+		AccessExpiresAt: t.Add(time.Duration(g.ExpiresIn) * time.Second)}
+}
+
+// clientID is the client_id a call for c sends.
+func (h *HTTP) clientID(c redisstore.Client) string {
+	if c.ClientID != "" {
+		return c.ClientID
+	}
+	return h.ClientID
 }
 
 type httpError struct {
@@ -103,28 +139,80 @@ func reasonError(reason string) error {
 		return redisstore.ErrReused
 	case "revoked":
 		return redisstore.ErrRevoked
+	case "wrong_client":
+		return redisstore.ErrWrongClient
 	}
 	return redisstore.ErrUnknown
 }
 
 // Issue implements Store: POST /v1/sessions.
 func (h *HTTP) Issue(ctx context.Context, userID string, c redisstore.Client) (string, error) {
+	g, err := h.IssueGrant(ctx, userID, c)
+	return g.RefreshToken, err
+}
+
+// IssueGrant logs in (POST /v1/sessions) as c's client, or h.ClientID,
+// and returns the whole grant.
+func (h *HTTP) IssueGrant(ctx context.Context, userID string, c redisstore.Client) (Grant, error) {
 	var g httpGrant
 	err := h.call(ctx, http.MethodPost, "/v1/sessions", map[string]string{
-		"user_id": userID, "device_id": c.DeviceID, "device_name": c.DeviceName,
+		"user_id": userID, "client_id": h.clientID(c), "device_id": c.DeviceID, "device_name": c.DeviceName,
 		"ip_address": c.IPAddress, "user_agent": c.UserAgent,
 	}, &g)
-	return g.RefreshToken, err
+	return g.grant(time.Now()), err
 }
 
 // Rotate implements Store: POST /v1/tokens/rotate. The API does not say
 // whether an answer was a grace replay: replayed is always false.
 func (h *HTTP) Rotate(ctx context.Context, tok string, c redisstore.Client) (string, bool, error) {
+	g, err := h.RotateGrant(ctx, tok, c)
+	return g.RefreshToken, false, err
+}
+
+// RotateGrant refreshes (POST /v1/tokens/rotate) as c's client, or
+// h.ClientID, and returns the whole grant.
+func (h *HTTP) RotateGrant(ctx context.Context, tok string, c redisstore.Client) (Grant, error) {
 	var g httpGrant
 	err := h.call(ctx, http.MethodPost, "/v1/tokens/rotate", map[string]string{
-		"refresh_token": tok, "device_id": c.DeviceID, "ip_address": c.IPAddress, "user_agent": c.UserAgent,
+		"refresh_token": tok, "client_id": h.clientID(c), "device_id": c.DeviceID, "ip_address": c.IPAddress, "user_agent": c.UserAgent,
 	}, &g)
-	return g.RefreshToken, false, err
+	return g.grant(time.Now()), err
+}
+
+// RefreshGrant refreshes at the token endpoint (POST /oauth2/token) as an
+// OAuth client does: a form, c's client id (or h.ClientID), no API key.
+func (h *HTTP) RefreshGrant(ctx context.Context, tok string, c redisstore.Client) (Grant, error) {
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {h.clientID(c)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/oauth2/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return Grant{}, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return Grant{}, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return Grant{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e httpError
+		json.Unmarshal(data, &e)
+		if e.Error == "invalid_grant" {
+			return Grant{}, reasonError(e.Reason)
+		}
+		return Grant{}, fmt.Errorf("bench: POST /oauth2/token: %s: %s", resp.Status, e.Error)
+	}
+	var g httpGrant
+	if err := json.Unmarshal(data, &g); err != nil {
+		return Grant{}, fmt.Errorf("bench: POST /oauth2/token: %w", err)
+	}
+	return g.grant(time.Now()), nil
 }
 
 // Validate implements Store: POST /v1/tokens/introspect; an inactive token

@@ -8,6 +8,7 @@ package deploytest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -123,6 +124,19 @@ func TestDockerCompose(t *testing.T) {
 	}
 	if len(svc.Ports) != 1 || !strings.HasPrefix(svc.Ports[0], "127.0.0.1:") {
 		t.Errorf("ports %v: want published on 127.0.0.1 only", svc.Ports)
+	}
+	// The issuer, unless the caller names another, is where the service is
+	// published: http://127.0.0.1:<host port>.
+	published := ""
+	if len(svc.Ports) == 1 {
+		published = svc.Ports[0][:strings.LastIndexByte(svc.Ports[0], ':')]
+	}
+	issuer := settingEnv(t, "issuer")
+	if got := interpolate(t, svc.Environment[issuer], nil); got != "http://"+published {
+		t.Errorf("%s=%q: want the published address, http://%s", issuer, got, published)
+	}
+	if got := interpolate(t, svc.Environment[issuer], map[string]string{issuer: "https://auth.example.com"}); got != "https://auth.example.com" {
+		t.Errorf("%s=%q with %s=https://auth.example.com in the caller's environment: want the caller's", issuer, got, issuer)
 	}
 	for k := range svc.Environment {
 		s, ok := lookupSetting(t, k)
@@ -277,7 +291,16 @@ func TestComposeRunsTheService(t *testing.T) {
 	if !ok {
 		t.Fatalf("%s=%q: want a file of the service's secrets", settingEnv(t, "api-keys-file"), sc.Env[settingEnv(t, "api-keys-file")])
 	}
+	listen := sc.Env[settingEnv(t, "listen")]
 	sc.Localize()
+	// The configuration as Docker runs it, on every interface of the
+	// container, not on the emulation's loopback address: the service must
+	// accept it (-check validates it all before it probes; 2 is a refusal).
+	asDocker := maps.Clone(sc.Env)
+	asDocker[settingEnv(t, "listen")] = listen
+	if code, out := runBinary(t, asDocker, "-check", "/readyz"); code == exitConfig {
+		t.Fatalf("the compose file's configuration is refused:\n%s", out)
+	}
 	redisURL := settingEnv(t, "redis-url")
 	if u, err := url.Parse(sc.Env[redisURL]); err != nil || u.Hostname() != "redis" {
 		t.Fatalf("%s=%q: want the compose service redis", redisURL, sc.Env[redisURL])
@@ -294,8 +317,12 @@ func TestComposeRunsTheService(t *testing.T) {
 	kubelet.WaitFor(t, 30*time.Second, 50*time.Millisecond, "the image's health check", healthy(sc, check))
 	base := "http://" + sc.Env[settingEnv(t, "listen")]
 	api := newAPIClient(t, base, apiKey)
-	tok := api.login(alice, "laptop").str("refresh_token")
-	api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	grant := api.login(alice, "laptop")
+	api.checkForwardAuth(grant, alice)
+	api.must(200, "POST", "/v1/tokens/rotate", refreshBody(grant.str("refresh_token")))
+	if meta := api.send("GET", "/.well-known/oauth-authorization-server", "", nil); meta.str("issuer") != sc.Env[settingEnv(t, "issuer")] {
+		t.Errorf("the metadata names the issuer %q, want the compose file's %q", meta.str("issuer"), sc.Env[settingEnv(t, "issuer")])
+	}
 	if lines := scanLines(api.send("GET", "/metrics", "", nil).raw, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
 		t.Errorf("build info %q, want version %s", lines, img.version)
 	}

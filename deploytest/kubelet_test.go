@@ -7,9 +7,11 @@ package deploytest
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,9 +115,10 @@ type service struct {
 }
 
 // runService runs the Deployment's pod and checks it serves: its probes,
-// a login and a rotation, with a revocation where revoke is set, and its
-// metrics.
-func runService(t *testing.T, k *cluster, img *dockerImage, revoke bool) *service {
+// a login, forward auth with its access token, a rotation, a refresh at
+// the token endpoint its issuer names, a revocation that forward auth
+// honours, and its metrics.
+func runService(t *testing.T, k *cluster, img *dockerImage) *service {
 	t.Helper()
 	if len(k.m.deployments) != 1 {
 		t.Fatalf("want one Deployment, got %d", len(k.m.deployments))
@@ -135,24 +138,26 @@ func runService(t *testing.T, k *cluster, img *dockerImage, revoke bool) *servic
 	key, _, _ := strings.Cut(k.Secrets["sessioncache"]["api-keys"], "\n")
 	s.api = newAPIClient(t, s.base, key)
 	tok := s.api.login(alice, "laptop")
-	s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok.str("refresh_token")))
-	if revoke {
-		// The overlay waits for a replica on revocations: its topology
-		// must have one. On a loaded machine the acknowledgement can take
-		// longer than the replication timeout: the service then answers
-		// 503 not_replicated (applied, retry), and the retry waits again.
-		kubelet.WaitFor(t, 30*time.Second, 50*time.Millisecond, "a revocation acknowledged by a replica", func() error {
-			r := s.api.do("DELETE", "/v1/users/"+alice+"/sessions/"+tok.str("session_id"), "")
-			switch {
-			case r.status == http.StatusOK:
-				return nil
-			case r.status == http.StatusServiceUnavailable && strings.Contains(r.raw, "acknowledged"):
-				return fmt.Errorf("%d %s", r.status, r.raw)
-			}
-			t.Fatalf("revocation: %d %s", r.status, r.raw)
+	s.api.checkForwardAuth(tok, alice)
+	next := s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok.str("refresh_token")))
+	s.checkIssuer(t, next.str("refresh_token"))
+	// Where the overlay waits for a replica on revocations
+	// (SESSIONCACHE_REVOCATION_REPLICAS), its topology must have one. On a
+	// loaded machine the acknowledgement can take longer than the
+	// replication timeout: the service then answers 503 not_replicated
+	// (applied, retry), and the retry waits again.
+	kubelet.WaitFor(t, 30*time.Second, 50*time.Millisecond, "a revocation (acknowledged by a replica where the overlay waits for one)", func() error {
+		r := s.api.do("DELETE", "/v1/users/"+alice+"/sessions/"+tok.str("session_id"), "")
+		switch {
+		case r.status == http.StatusOK:
 			return nil
-		})
-	}
+		case r.status == http.StatusServiceUnavailable && strings.Contains(r.raw, "acknowledged"):
+			return fmt.Errorf("%d %s", r.status, r.raw)
+		}
+		t.Fatalf("revocation: %d %s", r.status, r.raw)
+		return nil
+	})
+	s.refuses(t, tok.str("access_token"))
 	metrics := s.api.send("GET", "/metrics", "", nil).raw
 	wantVersion := `version="` + img.version + `"`
 	if lines := scanLines(metrics, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], wantVersion) || !strings.HasSuffix(lines[0], " 1") {
@@ -182,19 +187,27 @@ func runService(t *testing.T, k *cluster, img *dockerImage, revoke bool) *servic
 	return s
 }
 
-// untilServes retries a login and a rotation (and a revocation, which
-// waits for a replica, where revoke is set) until they succeed: the
-// service has found its Redis again.
+// untilServes retries a login, a rotation and a forward auth with the new
+// access token (and a revocation, which waits for a replica, where revoke
+// is set) until they succeed: the service has found its Redis again. Where
+// revoke is set, forward auth must then refuse the revoked session's access
+// token: the revocation reaches it over the revocation feed, subscribed
+// again, or from Redis while it is not.
 func (s *service) untilServes(t *testing.T, d time.Duration, revoke bool) {
 	t.Helper()
+	var access string
 	kubelet.WaitFor(t, d, 100*time.Millisecond, "the service to serve again", func() error {
-		r := s.api.do("POST", "/v1/sessions", `{"user_id":"`+bob+`","device_id":"phone"}`)
+		r := s.api.do("POST", "/v1/sessions", loginBody(bob, "phone"))
 		if r.status != http.StatusCreated {
 			return fmt.Errorf("login: %d %s", r.status, r.raw)
 		}
-		r2 := s.api.do("POST", "/v1/tokens/rotate", tokenBody(r.str("refresh_token")))
+		r2 := s.api.do("POST", "/v1/tokens/rotate", refreshBody(r.str("refresh_token")))
 		if r2.status != http.StatusOK {
 			return fmt.Errorf("rotation: %d %s", r2.status, r2.raw)
+		}
+		access = r2.str("access_token")
+		if r3 := s.api.forwardAuth(access); r3.status != http.StatusOK {
+			return fmt.Errorf("forward auth: %d %s", r3.status, r3.raw)
 		}
 		if revoke {
 			if r3 := s.api.do("DELETE", "/v1/users/"+bob+"/sessions/"+r.str("session_id"), ""); r3.status != http.StatusOK {
@@ -203,6 +216,80 @@ func (s *service) untilServes(t *testing.T, d time.Duration, revoke bool) {
 		}
 		return nil
 	})
+	if revoke {
+		s.refuses(t, access)
+	}
+}
+
+// refuses waits until forward auth refuses the access token of a revoked
+// session (401 revoked): a revocation takes effect at once, not at the
+// token's exp, but reaches the memory of forward auth over the revocation
+// feed, in milliseconds, hence the deadline.
+func (s *service) refuses(t *testing.T, access string) {
+	t.Helper()
+	kubelet.WaitFor(t, 10*time.Second, 10*time.Millisecond, "forward auth to refuse a revoked session", func() error {
+		switch r := s.api.forwardAuth(access); {
+		case r.status == http.StatusUnauthorized && r.str("reason") == "revoked":
+			return nil
+		case r.status == http.StatusOK || r.status == http.StatusServiceUnavailable:
+			return fmt.Errorf("%d %s", r.status, r.raw)
+		default:
+			t.Fatalf("forward auth of a revoked session: %d %s, want 401 revoked", r.status, r.raw)
+			return nil
+		}
+	})
+}
+
+// checkIssuer follows the issuer the Deployment sets (SESSIONCACHE_ISSUER)
+// as a client in the cluster would, through the cluster's DNS: its
+// metadata (RFC 8414) must name that issuer, its jwks_uri serve the access
+// tokens' keys, and its token_endpoint refresh tok as a public client
+// (RFC 6749 section 6), with an access token forward auth admits.
+func (s *service) checkIssuer(t *testing.T, tok string) {
+	t.Helper()
+	issuer := s.c.Env[settingEnv(t, "issuer")]
+	if issuer == "" {
+		t.Fatalf("the Deployment sets no %s", settingEnv(t, "issuer"))
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: s.k.Net.Dial}}
+	get := func(u string, into any) {
+		t.Helper()
+		resp, err := client.Get(u)
+		if err != nil {
+			t.Fatalf("GET %s through the cluster's DNS: %v", u, err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(into); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d, %v", u, resp.StatusCode, err)
+		}
+	}
+	var meta struct {
+		Issuer        string `json:"issuer"`
+		JWKSURI       string `json:"jwks_uri"`
+		TokenEndpoint string `json:"token_endpoint"`
+	}
+	get(strings.TrimSuffix(issuer, "/")+"/.well-known/oauth-authorization-server", &meta)
+	if meta.Issuer != issuer {
+		t.Errorf("the metadata names the issuer %q, want %q", meta.Issuer, issuer)
+	}
+	var jwks struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	get(meta.JWKSURI, &jwks)
+	if len(jwks.Keys) == 0 {
+		t.Errorf("%s holds no key", meta.JWKSURI)
+	}
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {clientID}}
+	resp, err := client.PostForm(meta.TokenEndpoint, form)
+	if err != nil {
+		t.Fatalf("POST %s: %v", meta.TokenEndpoint, err)
+	}
+	defer resp.Body.Close()
+	var grant map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&grant); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: %d %v, %v", meta.TokenEndpoint, resp.StatusCode, grant, err)
+	}
+	s.api.checkForwardAuth(response{body: grant}, alice)
 }
 
 // rotates waits until a token issued before a disruption rotates: the
@@ -211,7 +298,7 @@ func (s *service) rotates(t *testing.T, d time.Duration, tok string) string {
 	t.Helper()
 	var next string
 	kubelet.PollEvery(t, d, 100*time.Millisecond, "the session from before to rotate", func() bool {
-		r := s.api.do("POST", "/v1/tokens/rotate", tokenBody(tok))
+		r := s.api.do("POST", "/v1/tokens/rotate", refreshBody(tok))
 		switch r.status {
 		case http.StatusOK:
 			next = r.str("refresh_token")
@@ -273,8 +360,9 @@ func checkRedisPod(t *testing.T, k *cluster, p *kubelet.Pod) {
 }
 
 // in-namespace: the StatefulSet's Redis; then its pod replaced, at a new
-// address: the service finds it by its Service's name, and the session is
-// still there (append-only file on the claim).
+// address: the service finds it by its Service's name, the session is
+// still there (append-only file on the claim), and forward auth honours a
+// revocation made after the replacement.
 func runInNamespace(t *testing.T, k *cluster, img *dockerImage) {
 	if len(k.m.statefulSets) != 1 {
 		t.Fatalf("want one Redis StatefulSet, got %d", len(k.m.statefulSets))
@@ -282,9 +370,9 @@ func runInNamespace(t *testing.T, k *cluster, img *dockerImage) {
 	sts := k.m.statefulSets[0]
 	redisPods := k.RunStatefulSet(sts)
 	checkRedisPod(t, k, redisPods[0])
-	s := runService(t, k, img, false)
+	s := runService(t, k, img)
 	tok := s.api.login(alice, "tablet").str("refresh_token")
-	tok = s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	tok = s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 
 	old := redisPods[0].IP
 	k.Delete(redisPods[0])
@@ -295,6 +383,9 @@ func runInNamespace(t *testing.T, k *cluster, img *dockerImage) {
 	}
 	k.WaitReady(p, time.Minute)
 	s.rotates(t, time.Minute, tok)
+	// The revocation feed's subscription died with the pod: forward auth
+	// must still honour a revocation on the new one.
+	s.untilServes(t, time.Minute, true)
 	s.stop(t)
 }
 
@@ -336,7 +427,7 @@ func runExternal(t *testing.T, k *cluster, img *dockerImage) {
 	defer c.Close()
 	kubelet.PollEvery(t, 20*time.Second, 20*time.Millisecond, "the external Redis to answer over TLS", func() bool { return c.Ping(t.Context()).Err() == nil })
 	k.ConfigMaps["sessioncache-redis-ca"] = map[string]string{"ca.crt": string(cert.caPEM)}
-	s := runService(t, k, img, false)
+	s := runService(t, k, img)
 	s.stop(t)
 }
 
@@ -374,9 +465,9 @@ func runSentinel(t *testing.T, k *cluster, img *dockerImage) {
 			return err == nil && len(replicas) == 2 && masterOf(p) == self(pods[0])
 		})
 	}
-	s := runService(t, k, img, true)
+	s := runService(t, k, img)
 	tok := s.api.login(alice, "tablet").str("refresh_token")
-	tok = s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	tok = s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 	// The rotation reached a replica before the master goes.
 	if err := k.redisClient(t, net.JoinHostPort(pods[0].IP, "6379")).Do(t.Context(), "WAIT", 2, 5000).Err(); err != nil {
 		t.Fatal(err)
@@ -467,9 +558,9 @@ func runCluster(t *testing.T, k *cluster, img *dockerImage) {
 		}
 	}
 	kubelet.WaitFor(t, time.Minute, 100*time.Millisecond, "the cluster to be ok on every node", clusterOK(pods))
-	s := runService(t, k, img, true)
+	s := runService(t, k, img)
 	tok := s.api.login(alice, "tablet").str("refresh_token")
-	tok = s.api.must(200, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	tok = s.api.must(200, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 	// The rotation reached a replica before the nodes go.
 	for _, p := range pods {
 		c := k.redisClient(t, net.JoinHostPort(p.IP, "6379"))

@@ -8,6 +8,7 @@ package deploytest
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,7 +27,9 @@ var kubeStateMetrics = []string{"kube_pod_container_status_ready", "kube_deploym
 	"kube_horizontalpodautoscaler_status_current_replicas", "kube_horizontalpodautoscaler_spec_max_replicas"}
 
 // observedMetrics scrapes a service through everything the alerts watch:
-// a revocation no replica acknowledges, an evicting policy, Redis down.
+// a refresh token sent to forward auth, a revocation no replica
+// acknowledges, an evicting policy, Redis down (which also loses the
+// revocation feed).
 func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map[string]bool) {
 	t.Helper()
 	srv := redistest.StartServer(t)
@@ -38,19 +41,25 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	c := newAPIClient(t, base, key)
 	servicetest.WaitFor(t, "ready", 10*time.Second, func() bool { return status(base+"/readyz") == http.StatusOK })
 	tok := c.login(alice, "laptop")
-	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok.str("refresh_token"))).str("refresh_token")
-	c.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(t1))
-	auth := http.Header{"X-Sessioncache-Key": {key}, "Authorization": {"Bearer " + t1}}
-	c.send("GET", "/v1/auth", "", auth)
+	g1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok.str("refresh_token")))
+	t1 := g1.str("refresh_token")
+	c.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(t1))
+	c.checkForwardAuth(g1, alice) // ok, and a refresh token where the access token belongs
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {t1}, "client_id": {clientID}}.Encode()
+	if r := c.send("POST", "/oauth2/token", form, http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}); r.status != http.StatusOK {
+		t.Fatalf("POST /oauth2/token: %d %s", r.status, r.raw)
+	} else {
+		t1 = r.str("refresh_token")
+	}
 	status(base + "/healthz")
 	c.must(http.StatusServiceUnavailable, "DELETE", "/v1/users/"+alice+"/sessions/"+tok.str("session_id"), "") // not_replicated
 	if err := srv.Client(t).ConfigSet(context.Background(), "maxmemory-policy", "allkeys-lru").Err(); err != nil {
 		t.Fatal(err)
 	}
 	servicetest.WaitFor(t, "/readyz 503 on an evicting policy", 10*time.Second, func() bool { return status(base+"/readyz") == http.StatusServiceUnavailable })
-	c.must(http.StatusServiceUnavailable, "POST", "/v1/sessions", `{"user_id":"`+alice+`"}`) // evicting_policy
+	c.must(http.StatusServiceUnavailable, "POST", "/v1/sessions", loginBody(alice, "phone")) // evicting_policy
 	srv.Stop()
-	c.must(http.StatusServiceUnavailable, "POST", "/v1/tokens/introspect", tokenBody(t1)) // unavailable
+	c.must(http.StatusServiceUnavailable, "POST", "/v1/tokens/introspect", refreshBody(t1)) // unavailable
 
 	c.send("GET", "/metrics", "", nil) // counted from the next scrape on
 	return scrapeMetrics(c)
@@ -125,7 +134,8 @@ func TestMonitoringAlertsUseRealMetrics(t *testing.T) {
 
 	names, labels := observedMetrics(t)
 	container := m.deployments[0].Spec.Template.Spec.Containers[0].Name
-	want := []string{"SessioncacheReuseDetectionsRising", "SessioncacheRedisErrors", "SessioncacheNotReady", "SessioncacheEvictingPolicy", "SessioncacheLatencyHigh"}
+	want := []string{"SessioncacheReuseDetectionsRising", "SessioncacheRedisErrors", "SessioncacheNotReady", "SessioncacheEvictingPolicy", "SessioncacheLatencyHigh",
+		"SessioncacheRefreshTokenAtForwardAuth", "SessioncacheRevocationFeedDown"}
 	var alerts []string
 	metric := regexp.MustCompile(`\b((?:sessioncache|kube|go|process)_[a-z0-9_]+)\b`)
 	matcher := regexp.MustCompile(`([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"`)

@@ -151,6 +151,7 @@ func newAPIClient(t *testing.T, base, key string) *apiClient {
 // response is a decoded answer.
 type response struct {
 	status int
+	header http.Header
 	raw    string
 	body   map[string]any
 }
@@ -189,7 +190,7 @@ func (c *apiClient) send(method, path, body string, h http.Header) response {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	r := response{status: resp.StatusCode, raw: string(raw)}
+	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
 			c.t.Fatalf("%s %s: body %q is not JSON: %v", method, path, raw, err)
@@ -208,12 +209,40 @@ func (c *apiClient) must(want int, method, path, body string) response {
 	return r
 }
 
+// clientID is the OAuth client the tests log in as: the deployments
+// register none (SESSIONCACHE_CLIENTS_FILE), so any id is a public client.
+const clientID = "deploytest"
+
 func (c *apiClient) login(user, device string) response {
 	c.t.Helper()
-	return c.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_id":"`+device+`","device_name":"`+device+`"}`)
+	return c.must(http.StatusCreated, "POST", "/v1/sessions", loginBody(user, device))
 }
 
-func tokenBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+func loginBody(user, device string) string {
+	return `{"user_id":"` + user + `","client_id":"` + clientID + `","device_id":"` + device + `","device_name":"` + device + `"}`
+}
+
+func refreshBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+
+// forwardAuth asks /v1/auth, as a gateway does, about a credential: the
+// bearer token of the user's request.
+func (c *apiClient) forwardAuth(bearer string) response {
+	c.t.Helper()
+	return c.send("GET", "/v1/auth", "", http.Header{"X-Sessioncache-Key": {c.key}, "Authorization": {"Bearer " + bearer}})
+}
+
+// checkForwardAuth wants /v1/auth to admit the access token of grant,
+// naming user, and to refuse its refresh token, which belongs to the token
+// endpoint only.
+func (c *apiClient) checkForwardAuth(grant response, user string) {
+	c.t.Helper()
+	if r := c.forwardAuth(grant.str("access_token")); r.status != http.StatusOK || r.header.Get("X-Auth-User-Id") != user {
+		c.t.Errorf("/v1/auth with the access token: %d naming %q %s, want 200 naming %s", r.status, r.header.Get("X-Auth-User-Id"), r.raw, user)
+	}
+	if r := c.forwardAuth(grant.str("refresh_token")); r.status != http.StatusUnauthorized || r.str("reason") != "refresh_token" {
+		c.t.Errorf("/v1/auth with the refresh token: %d %s, want 401 refresh_token", r.status, r.raw)
+	}
+}
 
 // status is the status of a GET of u, or 0 if it gets no answer.
 func status(u string) int {

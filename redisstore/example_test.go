@@ -134,3 +134,47 @@ func ExampleOptions_maxSessions() {
 	// Output:
 	// 2 1 true
 }
+
+// A session bound to a client is rotated only by that client.
+func ExampleClient_clientID() {
+	store, done := newExampleStore(redisstore.Options{})
+	defer done()
+	ctx := context.Background()
+	login, _ := store.Issue(ctx, "user-42", redisstore.Client{ClientID: "web-app"})
+	_, err := store.Rotate(ctx, login.Token, redisstore.Client{ClientID: "mobile-app"})
+	fmt.Println(errors.Is(err, redisstore.ErrWrongClient))
+	next, err := store.Rotate(ctx, login.Token, redisstore.Client{ClientID: "web-app"})
+	fmt.Println(next.ClientID, err)
+	// Output:
+	// true
+	// web-app <nil>
+}
+
+// Every instance of a service hears of every revocation, as it happens, and
+// can answer from memory in between; CheckSession answers what memory does
+// not know.
+func ExampleStore_WatchRevocations() {
+	store, done := newExampleStore(redisstore.Options{})
+	defer done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	notices := make(chan redisstore.Notice, 16)
+	go store.WatchRevocations(ctx, 0, func(n redisstore.Notice) {
+		if n.Kind != redisstore.NoticeSynced {
+			notices <- n
+		}
+	})
+	fmt.Println((<-notices).Kind)
+
+	login, _ := store.Issue(ctx, "user-42", redisstore.Client{})
+	fmt.Println(store.CheckSession(ctx, "user-42", login.SessionID))
+	store.RevokeSession(ctx, "user-42", login.SessionID)
+	n := <-notices
+	fmt.Println(n.Kind, n.Reason, n.SessionIDs[0] == login.SessionID)
+	fmt.Println(store.CheckSession(ctx, "user-42", login.SessionID))
+	// Output:
+	// subscribed
+	// <nil>
+	// revoked logout true
+	// redisstore: token revoked (logout)
+}

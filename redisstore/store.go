@@ -191,7 +191,8 @@ func (s *Store) emitEvicted(ctx context.Context, userID string, r reply, ids []s
 // (a second browser tab) returns the same successor with Grant.Replayed set,
 // and revokes nothing. Any other token of the session presented after its
 // rotation (an older one, or the predecessor after the grace window) is a
-// replay: the whole session is revoked and Rotate returns ErrReused.
+// replay: the whole session is revoked and Rotate returns ErrReused, with
+// a Grant that names the revoked session and its user (and holds no token).
 //
 // A retry of the same call after a lost reply (go-redis retries by default)
 // is recognised by the call's id, with or without grace, and returns what
@@ -303,10 +304,11 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 			return Grant{}, err
 		}
 		s.emit(ctx, Event{Kind: EventReuseDetected, UserID: user, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(r.now)})
+		revoked := Grant{SessionID: g.SessionID, UserID: user}
 		if err := s.awaitReplicas(ctx, ks.session, true); err != nil {
-			return Grant{}, errors.Join(ErrReused, err)
+			return revoked, errors.Join(ErrReused, err)
 		}
-		return Grant{}, ErrReused
+		return revoked, ErrReused
 	case codeRevoked:
 		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
 	case codeExpired:
@@ -718,6 +720,17 @@ func infoField(info, name string) string {
 		}
 	}
 	return ""
+}
+
+// Genuine reports whether raw is a token this store issued (well formed,
+// and its MAC verifies under one of the store's keys), without Redis: it
+// says nothing of whether the token is current or its session lives. A
+// service uses it to recognise a refresh token where none should travel.
+func (s *Store) Genuine(raw string) bool {
+	var t token
+	_, err := s.open(raw, &t)
+	t = token{}
+	return err == nil
 }
 
 // open parses raw and checks its MAC. It returns the key that signed it.

@@ -38,10 +38,12 @@ func hostile(tokens []string, user, session string) (methods, paths, ctypes []st
 		"/v1/users/" + user + "/sessions/%2e%2e%2f%2e%2e", "/v1/users/../../metrics", "/v1/users/" + strings.Repeat("a", 10000) + "/sessions",
 		"/v1/users/ＵＳＥＲ/sessions", "/v1/users/" + user + "\u202e/sessions", "/v1/users/" + strings.ToUpper(user) + "/sessions/" + session + "x",
 		"/v1/tokens/" + tokens[1], "/readyz/../v1/sessions", "/metrics?x=" + strings.Repeat("%", 100), "/%", "/v1/users/" + user + "/sessions?except=zzz",
+		"/oauth2/token", "/oauth2/token?refresh_token=" + tokens[2], "/v1/auth", "/.well-known/jwks.json",
 	}
 	ctypes = []string{"application/json", "", "text/plain", "application/x-www-form-urlencoded",
 		"multipart/form-data; boundary=x", "application/json, text/plain", "application/jsonx", "json"}
 	tok := func(i int) string { return tokens[i%len(tokens)] }
+	login := func(fields string) []byte { return []byte(`{"client_id":"` + clientID + `",` + fields + `}`) }
 	bodies = [][]byte{
 		nil, []byte(""), []byte("{"), []byte("}"), []byte("null"), []byte("[]"), []byte("[{}]"), []byte("0"), []byte(`"x"`),
 		[]byte(`{"refresh_token":null}`), []byte(`{"refresh_token":123}`), []byte(`{"refresh_token":["` + tok(0) + `"]}`),
@@ -50,10 +52,22 @@ func hostile(tokens []string, user, session string) (methods, paths, ctypes []st
 		[]byte(`{"refresh_token":"` + tok(3) + `","admin":true}`), []byte(`{"refresh_token":"` + tok(4) + `"} trailing`),
 		[]byte(`{"refresh_token":"` + tok(5) + `"}{"refresh_token":"` + tok(0) + `"}`),
 		[]byte("\xef\xbb\xbf" + `{"refresh_token":"` + tok(1) + `"}`), []byte(`{"refresh_token":"\ud800` + tok(2) + `"}`),
-		[]byte(`{"user_id":"a\u0007b"}`), []byte(`{"user_id":"` + strings.Repeat("x", 257) + `"}`), []byte(`{"user_id":"` + user + `\u0000"}`), []byte(`{"user_id":"\u202e` + user + `"}`),
-		[]byte(`{"user_id":"` + user + `","device_name":"` + strings.Repeat("é", 40000) + `"}`),
-		[]byte(`{"user_id":"` + user + `","ip_address":"999.1.1.1"}`), []byte(`{"user_id":"` + user + `","unknown":1}`),
-		[]byte(`{"user_id":1e999999}`), []byte("\xff\xfe\xfd"), []byte("\x00\x00\x00\x00"), []byte(`{"user_id":"` + user + "\xff" + `"}`),
+		// Logins with a client id, each wrong in one other way.
+		login(`"user_id":"a\u0007b"`), login(`"user_id":"` + strings.Repeat("x", 257) + `"`), login(`"user_id":"` + user + `\u0000"`), login(`"user_id":"\u202e` + user + `"`),
+		login(`"user_id":"` + user + `","device_name":"` + strings.Repeat("é", 40000) + `"`),
+		login(`"user_id":"` + user + `","ip_address":"999.1.1.1"`), login(`"user_id":"` + user + `","unknown":1`),
+		login(`"user_id":1e999999`), []byte("\xff\xfe\xfd"), []byte("\x00\x00\x00\x00"), login(`"user_id":"` + user + "\xff" + `"`),
+		// Logins whose client id alone is wrong.
+		[]byte(`{"user_id":"` + user + `"}`), []byte(`{"user_id":"` + user + `","client_id":""}`), []byte(`{"user_id":"` + user + `","client_id":"a b"}`),
+		[]byte(`{"user_id":"` + user + `","client_id":"` + strings.Repeat("c", 129) + `"}`), []byte(`{"user_id":"` + user + `","client_id":"\u0000"}`),
+		[]byte(`{"user_id":"` + user + `","client_id":["` + clientID + `"]}`), []byte(`{"user_id":"` + user + `","client_id":"é"}`),
+		// Token requests (RFC 6749 section 6) that must rotate nothing: no
+		// client, a scope, a parameter twice, another grant, a forged
+		// token, a client the session was not issued to.
+		[]byte("grant_type=refresh_token&refresh_token=" + tok(0)), []byte("grant_type=refresh_token&client_id=" + clientID + "&scope=openid&refresh_token=" + tok(1)),
+		[]byte("grant_type=refresh_token&client_id=" + clientID + "&refresh_token=" + tok(2) + "&refresh_token=" + tok(3)),
+		[]byte("grant_type=password&client_id=" + clientID + "&username=" + user + "&password=x"), []byte("grant_type=refresh_token&client_id=" + clientID + "&refresh_token=" + tok(4) + "x"),
+		[]byte("grant_type=refresh_token&client_id=another-client&refresh_token=" + tok(5)), []byte("grant_type=refresh_token&client_id=%00&refresh_token=" + tok(0)),
 		bytes.Repeat([]byte("["), 100000), []byte(`{"refresh_token":"` + strings.Repeat("A", 1<<20) + `"}`),
 		bytes.Repeat([]byte(`{"a":`), 10000), []byte(strings.Repeat(" ", 70000) + `{"refresh_token":"` + tok(0) + `"}`),
 	}
@@ -92,6 +106,11 @@ func TestServiceBadInput(t *testing.T) {
 		for _, body := range bodies {
 			reqs = append(reqs, badRequest{"POST", p, "application/json", auths[0], body})
 		}
+	}
+	// Every body at the token endpoint as a public client sends it: a form,
+	// no Authorization.
+	for _, body := range bodies {
+		reqs = append(reqs, badRequest{"POST", "/oauth2/token", "application/x-www-form-urlencoded", "", body})
 	}
 	// Valid bodies in every other way wrong.
 	for _, ct := range ctypes[1:] {
@@ -248,7 +267,8 @@ func FuzzServiceHTTP(f *testing.F) {
 	b := &redistest.Backend{Kind: redistest.Real, Client: srv.Client(f), Prefix: svc.env["SESSIONCACHE_KEY_PREFIX"]}
 	f.Add("POST", "/v1/tokens/rotate", "application/json", []byte(`{"refresh_token":"`+toks[0]+`"x}`))
 	f.Add("POST", "/v1/tokens/revoke", "text/plain", []byte(`{"refresh_token":"`+toks[1]+`"}`))
-	f.Add("POST", "/v1/sessions", "application/json", []byte(`{"user_id":"\u0000"}`))
+	f.Add("POST", "/v1/sessions", "application/json", []byte(`{"user_id":"\u0000","client_id":"`+clientID+`"}`))
+	f.Add("POST", "/oauth2/token", "application/x-www-form-urlencoded", []byte("grant_type=refresh_token&refresh_token="+toks[2]))
 	f.Add("GET", "/v1/users/%00/sessions", "", []byte(nil))
 	f.Add("PUT", "/v2", "application/json", []byte("\xff"))
 	f.Fuzz(func(t *testing.T, method, path, ctype string, body []byte) {

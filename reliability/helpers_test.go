@@ -52,10 +52,10 @@ func init() {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	tokens.Lock()
-	n := len(tokens.all)
+	n, na := len(tokens.all), len(tokens.access)
 	tokens.Unlock()
-	fmt.Printf("FIGURE secrets_scan tokens_handed_out=%d keys_scanned=%d bytes_scanned=%d (keyspaces, AOF/RDB files, service logs, /metrics)\n",
-		n, scannedKeys.Load(), scannedBytes.Load())
+	fmt.Printf("FIGURE secrets_scan tokens_handed_out=%d access_tokens_handed_out=%d keys_scanned=%d bytes_scanned=%d (keyspaces, AOF/RDB files, service logs, /metrics)\n",
+		n, na, scannedKeys.Load(), scannedBytes.Load())
 	servicetest.RemoveBinary()
 	os.Exit(code)
 }
@@ -87,18 +87,25 @@ func isIssue(args []string) bool  { return redistest.RunsScript(args, lua.Issue)
 func isRevoke(args []string) bool { return redistest.RunsScript(args, lua.Revoke) }
 
 // tokens remembers every token the suite saw, so that keyspaces, files and
-// logs can be scanned for them.
+// logs can be scanned for them: refresh tokens (all) and the service's
+// access tokens (access).
 var tokens = struct {
 	sync.Mutex
-	all []string
+	all, access []string
 }{}
 
+// remember files a token by its kind: a refresh token has the store's
+// prefix, anything else is an access token.
 func remember(tok string) {
 	if tok == "" {
 		return
 	}
 	tokens.Lock()
-	tokens.all = append(tokens.all, tok)
+	if strings.HasPrefix(tok, redisstore.DefaultTokenPrefix) {
+		tokens.all = append(tokens.all, tok)
+	} else {
+		tokens.access = append(tokens.access, tok)
+	}
 	tokens.Unlock()
 }
 

@@ -2,6 +2,8 @@ package reliability_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"os"
@@ -53,13 +55,19 @@ const (
 )
 
 // needles returns byte strings that only a leaked token would put
-// somewhere: part of its secret, raw and as encoded in the token, and its
-// MAC.
+// somewhere: part of a refresh token's secret, raw and as encoded in the
+// token, and its MAC; the start of an access token's signature.
 func needles() map[string]string {
 	tokens.Lock()
 	all := append([]string(nil), tokens.all...)
+	access := append([]string(nil), tokens.access...)
 	tokens.Unlock()
-	out := make(map[string]string, 3*len(all))
+	out := make(map[string]string, 3*len(all)+len(access))
+	for i, tok := range access {
+		if sig := tok[strings.LastIndexByte(tok, '.')+1:]; len(sig) >= 24 {
+			out[sig[:24]] = fmt.Sprintf("access token #%d (signature)", i)
+		}
+	}
 	for i, tok := range all {
 		raw, ok := tokenlayout.Decode(tok, redisstore.DefaultTokenPrefix)
 		if !ok || len(raw) < offCRC {
@@ -76,12 +84,19 @@ func needles() map[string]string {
 
 var tokenShape = regexp.MustCompile(regexp.QuoteMeta(redisstore.DefaultTokenPrefix) + `[A-Za-z0-9_-]{20,}`)
 
+// jwtShape is a JWS in compact form whose header and payload are JSON
+// objects (base64url of `{"`): an access token.
+var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}`)
+
 // leaks returns what in data looks like a token or a piece of one the suite
 // handed out.
 func leaks(data []byte, ns map[string]string) []string {
 	var out []string
 	if m := tokenShape.Find(data); m != nil {
 		out = append(out, fmt.Sprintf("token-shaped string %.12q...", m))
+	}
+	if m := jwtShape.Find(data); m != nil {
+		out = append(out, fmt.Sprintf("JWT-shaped string %.12q...", m))
 	}
 	for _, n := range []int{24, 16} {
 		for i := 0; i+n <= len(data); i++ {
@@ -208,18 +223,26 @@ func TestLeakScannerFindsTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An access token as the service shapes them (RFC 9068: a JWS of
+	// JSON header and claims), its ES256 signature 64 random bytes.
+	sig := make([]byte, 64)
+	rand.Read(sig)
+	access := "eyJhbGciOiJFUzI1NiIsImtpZCI6IjEiLCJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiJsZWFrLXByb2JlIn0." + base64.RawURLEncoding.EncodeToString(sig)
+	remember(access)
 	ns := needles()
 	if found := scanKeyspace(ctx, t, c, ns); len(found) != 0 {
 		t.Fatalf("clean keyspace reported: %v", found)
 	}
 	raw, _ := tokenlayout.Decode(g.Token, redisstore.DefaultTokenPrefix)
 	for name, v := range map[string]string{
-		"whole token":  g.Token,
-		"body only":    strings.TrimPrefix(g.Token, redisstore.DefaultTokenPrefix),
-		"raw payload":  string(raw),
-		"raw secret":   string(raw[offSecret:offMAC]),
-		"in a hash":    "x" + g.Token[10:],
-		"raw mac only": string(raw[offMAC:offCRC]),
+		"whole token":            g.Token,
+		"body only":              strings.TrimPrefix(g.Token, redisstore.DefaultTokenPrefix),
+		"raw payload":            string(raw),
+		"raw secret":             string(raw[offSecret:offMAC]),
+		"in a hash":              "x" + g.Token[10:],
+		"raw mac only":           string(raw[offMAC:offCRC]),
+		"access token":           access,
+		"access token signature": access[strings.LastIndexByte(access, '.')+1:],
 	} {
 		c.Set(ctx, "probe", v, 0)
 		if found := scanKeyspace(ctx, t, c, ns); len(found) == 0 {

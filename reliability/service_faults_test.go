@@ -43,7 +43,7 @@ func TestServiceStalledRedis(t *testing.T) {
 			case 1:
 				code, _, _ = svc.call(context.Background(), "POST", "/v1/tokens/introspect", map[string]any{"refresh_token": tok})
 			default:
-				code, _, _ = svc.call(context.Background(), "POST", "/v1/sessions", map[string]any{"user_id": newUUID()})
+				code, _, _ = svc.call(context.Background(), "POST", "/v1/sessions", map[string]any{"user_id": newUUID(), "client_id": clientID})
 			}
 			d := time.Since(start)
 			mu.Lock()
@@ -120,7 +120,7 @@ func TestServiceEvictingPolicy(t *testing.T) {
 // connection broke is checked after a restart, and may not have rotated
 // the token (that would be a rotation run but lost on the way back). The
 // process must exit 0, and every client's session must still work after
-// the restart.
+// the restart, its access token from before accepted by forward auth.
 func TestServiceSIGTERMUnderLoad(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
@@ -133,8 +133,13 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 	toks := make([]string, clients)
 	broken := make([]string, clients) // token presented in a request whose connection broke
 	brokenErr := make([]string, clients)
+	// The access token of each login: the service signs them with keys
+	// derived from its secret, so that the next run accepts them too.
+	access, users := make([]string, clients), make([]string, clients)
 	for i := range toks {
-		toks[i] = svc.login(t, newUUID())
+		users[i] = newUUID()
+		g := svc.loginGrant(t, users[i])
+		toks[i], access[i] = g["refresh_token"].(string), g["access_token"].(string)
 	}
 	var ok, refused, brokenN, other, afterTerm atomic.Int64
 	var term atomic.Bool
@@ -184,8 +189,13 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 	// Restart on the same Redis and secret, then check every session.
 	svc.start(t)
 	svc.waitReady(t)
-	lostInFlight, alive := 0, 0
+	lostInFlight, alive, authOK := 0, 0, 0
 	for i := range toks {
+		if code, user := svc.forwardAuth(context.Background(), access[i]); code == 200 && user == users[i] {
+			authOK++
+		} else {
+			t.Errorf("client %d: the access token from before the restart at /v1/auth: %d naming %q, want 200 naming %s", i, code, user, users[i])
+		}
 		if broken[i] != "" {
 			// The broken request's token is still the client's token: did
 			// the service rotate it without answering?
@@ -202,7 +212,7 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 	}
 	figure(t, "service_sigterm", "rotations_ok", ok.Load(), "served_after_sigterm", afterTerm.Load(), "refused_after_close", refused.Load(),
 		"broken_connections", brokenN.Load(), "rotated_but_unanswered", lostInFlight, "other_status", other.Load(),
-		"exit_after", ms(exited), "exit_error", exitErr, "sessions_alive", alive)
+		"exit_after", ms(exited), "exit_error", exitErr, "sessions_alive", alive, "access_tokens_accepted_after_restart", authOK)
 	if exitErr != nil {
 		t.Errorf("exit after SIGTERM: %v", exitErr)
 	}

@@ -48,7 +48,10 @@ func startService(t testing.TB, redisAddr string, env map[string]string) *servic
 	s := &service{APIKey: randomHex(32), logs: &servicetest.Buffer{},
 		http: &http.Client{Timeout: 10 * time.Second}}
 	s.env = map[string]string{
-		"SESSIONCACHE_LISTEN":     "127.0.0.1:0",
+		"SESSIONCACHE_LISTEN": "127.0.0.1:0",
+		// A fleet, and one instance across restarts on another port, share
+		// one issuer: access tokens name it.
+		"SESSIONCACHE_ISSUER":     "https://sessioncache.reliability.test",
 		"SESSIONCACHE_REDIS_URL":  "redis://" + redisAddr + "/0",
 		"SESSIONCACHE_API_KEY":    s.APIKey,
 		"SESSIONCACHE_SECRET":     randomHex(32),
@@ -143,22 +146,58 @@ func (s *service) call(ctx context.Context, method, path string, body any) (int,
 	if tok, ok := out["refresh_token"].(string); ok {
 		remember(tok)
 	}
+	if tok, ok := out["access_token"].(string); ok {
+		remember(tok)
+	}
 	return r.StatusCode, out, nil
 }
+
+// clientID is the OAuth client the suite logs in as: any id will do while
+// the service has no clients file.
+const clientID = "reliability"
 
 func (s *service) waitReady(t testing.TB) {
 	t.Helper()
 	waitFor(t, "/readyz 200", 30*time.Second, func() bool { return s.status("/readyz") == 200 })
 }
 
-// login issues a session through the service and returns its token.
+// login issues a session through the service and returns its refresh
+// token.
 func (s *service) login(t testing.TB, user string) string {
 	t.Helper()
-	code, out, err := s.call(context.Background(), "POST", "/v1/sessions", map[string]any{"user_id": user})
+	return s.loginGrant(t, user)["refresh_token"].(string)
+}
+
+// loginGrant issues a session through the service and returns the whole
+// answer: the refresh token, the access token, the session.
+func (s *service) loginGrant(t testing.TB, user string) map[string]any {
+	t.Helper()
+	code, out, err := s.call(context.Background(), "POST", "/v1/sessions", map[string]any{"user_id": user, "client_id": clientID})
 	if err != nil || code != 201 {
 		t.Fatalf("login: %d %v %v", code, out, err)
 	}
-	return out["refresh_token"].(string)
+	if _, ok := out["access_token"].(string); !ok {
+		t.Fatalf("login: no access token in %v", out)
+	}
+	return out
+}
+
+// forwardAuth asks /v1/auth, as a gateway does, about an access token, and
+// returns the status and the user it names (0 on a transport error).
+func (s *service) forwardAuth(ctx context.Context, access string) (int, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/v1/auth", nil)
+	if err != nil {
+		return 0, ""
+	}
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("X-Sessioncache-Key", s.APIKey)
+	r, err := s.http.Do(req)
+	if err != nil {
+		return 0, ""
+	}
+	io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	return r.StatusCode, r.Header.Get("X-Auth-User-Id")
 }
 
 func newUUID() string {

@@ -1,8 +1,9 @@
 // Command cpucost measures the CPU the sessioncache service spends per
 // request against its ceiling, in one run: a bare net/http handler doing
 // one go-redis SET per request (bench/bare), the service's rotation
-// (POST /v1/tokens/rotate) and its forward auth (GET /v1/auth), each driven
-// by cmd/loadgen with the same workers, in interleaved rounds.
+// (POST /v1/tokens/rotate) and its forward auth (GET /v1/auth with the
+// access token of each session's latest grant, as a gateway sees it), each
+// driven by cmd/loadgen with the same workers, in interleaved rounds.
 //
 // CPU per request is the server process's CPU time (user and system, from
 // /proc/<pid>/stat) during loadgen's timed part, over the requests served
@@ -19,24 +20,18 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -47,14 +42,9 @@ import (
 // module is the import path the programs are built from.
 const module = "github.com/sessioncache/sessioncache"
 
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
 type config struct {
 	redisURL            string
-	services, env       listFlag
+	services, env       bench.ListFlag
 	rounds, workers     int
 	sessions            int
 	duration            time.Duration
@@ -81,27 +71,25 @@ func main() {
 	}
 }
 
-// server is a running server process.
-type server struct {
-	name string
-	cmd  *exec.Cmd
-	url  string
-	tail *tail
-	done chan struct{}
-}
-
 // a target is one row of the result: a server and the loadgen mix run
 // against it.
 type target struct {
 	name    string
-	srv     *server
+	srv     *bench.Server
 	mix     string
 	loadgen string // -target
+	// countRedis: count the Redis commands the run sends (forward auth
+	// answers from memory: none).
+	countRedis bool
 }
 
 // sample is one loadgen run of a target.
 type sample struct {
 	usPerReq, perSec float64
+	requests         uint64
+	// Redis commands during the timed part (countRedis): data commands,
+	// and the revocation feed's heartbeat PINGs.
+	commands, pings int64
 }
 
 func run(c config, out io.Writer) error {
@@ -110,12 +98,7 @@ func run(c config, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	build := func(pkg, name string) (string, error) {
-		bin := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		return bin, cmd.Run()
-	}
+	build := func(pkg, name string) (string, error) { return bench.Build(dir, pkg, name) }
 	if c.loadgenBin == "" {
 		if c.loadgenBin, err = build(module+"/cmd/loadgen", "loadgen"); err != nil {
 			return err
@@ -131,7 +114,7 @@ func run(c config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		c.services = listFlag{"service=" + bin}
+		c.services = bench.ListFlag{"service=" + bin}
 	}
 
 	opt, err := redis.ParseURL(c.redisURL)
@@ -143,16 +126,22 @@ func run(c config, out io.Writer) error {
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		return fmt.Errorf("redis %s: %w", c.redisURL, err)
 	}
-	prefix := "cpucost:" + randomHex(4) + ":"
+	prefix := "cpucost:" + bench.RandomHex(4) + ":"
 	defer bench.DeletePrefix(rdb, prefix)
 
-	apiKey := randomHex(32)
-	bare, err := start("bare", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-redis", c.redisURL))
+	apiKey := bench.RandomHex(32)
+	bare, err := bench.StartServer("bare", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-redis", c.redisURL))
 	if err != nil {
 		return err
 	}
-	defer bare.stop()
-	targets := []target{{name: "bare", srv: bare, mix: "bare", loadgen: "bare"}}
+	defer bare.Stop()
+	bareHeaders, err := bench.StartServer("bare-headers", exec.Command(c.bareBin, "-listen", "127.0.0.1:0", "-headers"))
+	if err != nil {
+		return err
+	}
+	defer bareHeaders.Stop()
+	targets := []target{{name: "bare", srv: bare, mix: "bare", loadgen: "bare"},
+		{name: "bare, 3 headers, no I/O", srv: bareHeaders, mix: "bare-auth", loadgen: "bare"}}
 	for i, s := range c.services {
 		name, bin, ok := strings.Cut(s, "=")
 		if !ok {
@@ -164,22 +153,23 @@ func run(c config, out io.Writer) error {
 			"SESSIONCACHE_LISTEN=127.0.0.1:0",
 			"SESSIONCACHE_REDIS_URL=" + c.redisURL,
 			"SESSIONCACHE_API_KEY=" + apiKey,
-			"SESSIONCACHE_SECRET=" + randomHex(32),
+			"SESSIONCACHE_SECRET=" + bench.RandomHex(32),
 			"SESSIONCACHE_KEY_PREFIX=" + prefix + strconv.Itoa(i) + ":",
 			"SESSIONCACHE_IDLE_TTL=1h",
 			"SESSIONCACHE_ABSOLUTE_TTL=2h",
 		}, c.env...)
-		srv, err := start(name, cmd)
+		srv, err := bench.StartServer(name, cmd)
 		if err != nil {
 			return err
 		}
-		defer srv.stop()
-		if err := srv.waitReady(30 * time.Second); err != nil {
+		defer srv.Stop()
+		if err := srv.WaitReady(30 * time.Second); err != nil {
 			return err
 		}
 		targets = append(targets,
 			target{name: name + " rotate", srv: srv, mix: "rotate", loadgen: "http"},
-			target{name: name + " auth", srv: srv, mix: "auth", loadgen: "http"})
+			target{name: name + " token", srv: srv, mix: "refresh", loadgen: "http"},
+			target{name: name + " auth", srv: srv, mix: "auth", loadgen: "http", countRedis: true})
 	}
 
 	load := "as fast as they go"
@@ -187,7 +177,7 @@ func run(c config, out io.Writer) error {
 		load = fmt.Sprintf("%.0f req/s", c.rate)
 	}
 	fmt.Fprintf(out, "cpucost: %d rounds of %s, %d workers (%s), %d sessions, Redis %s, load average %s\n",
-		c.rounds, c.duration, c.workers, load, c.sessions, c.redisURL, loadAvg())
+		c.rounds, c.duration, c.workers, load, c.sessions, c.redisURL, bench.LoadAvg())
 	samples := make([][]sample, len(targets))
 	for r := range c.rounds {
 		for k := range targets {
@@ -198,7 +188,11 @@ func run(c config, out io.Writer) error {
 				return err
 			}
 			samples[i] = append(samples[i], s)
-			fmt.Fprintf(out, "round %d  %-24s %7.1f us/req %9.0f req/s   load %s\n", r+1, t.name, s.usPerReq, s.perSec, loadAvg())
+			fmt.Fprintf(out, "round %d  %-28s %7.1f us/req %9.0f req/s   load %s", r+1, t.name, s.usPerReq, s.perSec, bench.LoadAvg())
+			if t.countRedis {
+				fmt.Fprintf(out, "   Redis: %d commands, %d heartbeat PINGs over %d requests", s.commands, s.pings, s.requests)
+			}
+			fmt.Fprintln(out)
 		}
 	}
 	fmt.Fprintln(out)
@@ -208,15 +202,18 @@ func run(c config, out io.Writer) error {
 
 // measure runs loadgen once against t.
 func measure(c config, t target, apiKey string) (sample, error) {
-	args := []string{"-target", t.loadgen, "-http", t.srv.url, "-api-key", apiKey, "-mix", t.mix,
+	args := []string{"-target", t.loadgen, "-http", t.srv.URL, "-api-key", apiKey, "-mix", t.mix,
 		"-workers", strconv.Itoa(c.workers), "-sessions", strconv.Itoa(max(c.sessions, c.workers)),
 		"-duration", c.duration.String(), "-rate", strconv.FormatFloat(c.rate, 'f', -1, 64), "-progress", "0", "-json",
-		"-server-pid", strconv.Itoa(t.srv.cmd.Process.Pid)}
+		"-server-pid", strconv.Itoa(t.srv.Cmd.Process.Pid)}
+	if t.countRedis {
+		args = append(args, "-redis-stats", c.redisURL)
+	}
 	cmd := exec.Command(c.loadgenBin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return sample{}, fmt.Errorf("loadgen %s: %v\n%s\n%s", strings.Join(args, " "), err, stderr.String(), t.srv.tail)
+		return sample{}, fmt.Errorf("loadgen %s: %v\n%s\n%s", strings.Join(args, " "), err, stderr.String(), t.srv.Tail)
 	}
 	var rep struct {
 		Total struct {
@@ -227,7 +224,8 @@ func measure(c config, t target, apiKey string) (sample, error) {
 		Server struct {
 			PerOp float64 `json:"us_per_op"`
 		} `json:"server_cpu"`
-		Errors []string `json:"first_errors"`
+		Redis  map[string]int64 `json:"redis_commands"`
+		Errors []string         `json:"first_errors"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		return sample{}, fmt.Errorf("loadgen report: %w", err)
@@ -235,7 +233,15 @@ func measure(c config, t target, apiKey string) (sample, error) {
 	if rep.Total.Errors != 0 || rep.Total.Count == 0 {
 		return sample{}, fmt.Errorf("%s: %d requests, %d errors: %v", t.name, rep.Total.Count, rep.Total.Errors, rep.Errors)
 	}
-	return sample{usPerReq: rep.Server.PerOp, perSec: rep.Total.PerSec}, nil
+	smp := sample{usPerReq: rep.Server.PerOp, perSec: rep.Total.PerSec, requests: rep.Total.Count}
+	for cmd, n := range rep.Redis {
+		if cmd == "ping" {
+			smp.pings += n
+		} else {
+			smp.commands += n
+		}
+	}
+	return smp, nil
 }
 
 // printTable prints, for each target, the median and range over the rounds
@@ -243,15 +249,24 @@ func measure(c config, t target, apiKey string) (sample, error) {
 // bare handler's of the same round.
 func printTable(w io.Writer, targets []target, samples [][]sample) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\tCPU us/req, median (range)\treq/s, median\tCPU / bare's, median (range)")
+	fmt.Fprintln(tw, "target\tCPU us/req, median (range)\treq/s, median\tCPU / bare's, median (range)\tCPU / bare 3 headers', median (range)\tRedis commands/req")
 	for i, t := range targets {
-		var cpu, rate, ratio []float64
+		var cpu, rate, ratio, ratioHeaders []float64
+		var commands int64
+		var requests uint64
 		for r, s := range samples[i] {
 			cpu = append(cpu, s.usPerReq)
 			rate = append(rate, s.perSec)
 			ratio = append(ratio, s.usPerReq/samples[0][r].usPerReq)
+			ratioHeaders = append(ratioHeaders, s.usPerReq/samples[1][r].usPerReq)
+			commands += s.commands
+			requests += s.requests
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\n", t.name, spread(cpu, "%.1f"), median(rate), spread(ratio, "%.2f"))
+		redisCol := ""
+		if t.countRedis && requests > 0 {
+			redisCol = fmt.Sprintf("%.4f (%d over %d)", float64(max(commands, 0))/float64(requests), max(commands, 0), requests)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\n", t.name, spread(cpu, "%.1f"), median(rate), spread(ratio, "%.2f"), spread(ratioHeaders, "%.2f"), redisCol)
 	}
 	tw.Flush()
 }
@@ -268,109 +283,4 @@ func median(v []float64) float64 {
 
 func spread(v []float64, format string) string {
 	return fmt.Sprintf(format+" ("+format+"-"+format+")", median(v), slices.Min(v), slices.Max(v))
-}
-
-// start runs a server whose JSON log on stderr names the address it
-// listens on ({"msg":"listening","addr":...}), and waits for that line.
-func start(name string, cmd *exec.Cmd) (*server, error) {
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{name: name, cmd: cmd, tail: &tail{}, done: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		defer close(s.done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			s.tail.add(sc.Text())
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" && l.Addr != "" {
-				select {
-				case addr <- l.Addr:
-				default:
-				}
-			}
-		}
-		cmd.Wait()
-	}()
-	select {
-	case a := <-addr:
-		s.url = "http://" + a
-		return s, nil
-	case <-s.done:
-		return nil, fmt.Errorf("%s exited before listening:\n%s", name, s.tail)
-	case <-time.After(30 * time.Second):
-		s.stop()
-		return nil, fmt.Errorf("%s did not listen within 30s:\n%s", name, s.tail)
-	}
-}
-
-// waitReady polls /readyz until it answers 200.
-func (s *server) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := http.Get(s.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within %s:\n%s", s.name, timeout, s.tail)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop interrupts the server (the service then skips its shutdown delay)
-// and waits for it.
-func (s *server) stop() {
-	s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.done:
-	case <-time.After(30 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-// tail keeps the last lines a server logged, for error messages.
-type tail struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (t *tail) add(l string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.lines = append(t.lines, l); len(t.lines) > 20 {
-		t.lines = t.lines[1:]
-	}
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.Join(t.lines, "\n")
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

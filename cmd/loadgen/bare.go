@@ -22,6 +22,37 @@ import (
 // body of the same shape and size (a token-sized placeholder, the refresh's
 // IP address and user agent) with the same headers, over up to conns
 // keep-alive connections. Anything but a 200 is an error.
+// newBareAuth sends bench/bare -headers what a gateway sends /v1/auth: a
+// GET with a bearer token of an access token's length and the API key.
+func newBareAuth(base, apiKey string, conns int) func(context.Context) error {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = conns
+	tr.MaxIdleConnsPerHost = conns
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	endpoint := strings.TrimRight(base, "/") + "/v1/auth"
+	bearer := "Bearer eyJ" + strings.Repeat("x", 560)
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", bearer)
+		if apiKey != "" {
+			req.Header.Set("X-Sessioncache-Key", apiKey)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Auth-User-Id") == "" {
+			return fmt.Errorf("GET %s: %s", endpoint, resp.Status)
+		}
+		return nil
+	}
+}
+
 func newBare(base, apiKey string, conns int) func(context.Context) error {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = conns

@@ -10,26 +10,26 @@ import (
 	"time"
 )
 
-// forwardAuth asks the service, as a gateway's auth hook does, whether token
-// is the current token of a session of user.
-type forwardAuth func(ctx context.Context, token, user string) error
+// forwardAuth asks the service, as a gateway's auth hook does, whether
+// access is a live access token of a session of user.
+type forwardAuth func(ctx context.Context, access, user string) error
 
 // newForwardAuth returns the forward-auth operation of the service at base:
-// GET /v1/auth with the token as a bearer and the API key (if any) in
-// X-Sessioncache-Key, over up to conns keep-alive connections. Anything but
-// a 200 naming user is an error.
+// GET /v1/auth with the access token as a bearer and the API key (if any)
+// in X-Sessioncache-Key, over up to conns keep-alive connections. Anything
+// but a 200 naming user is an error.
 func newForwardAuth(base, apiKey string, conns int) forwardAuth {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = conns
 	tr.MaxIdleConnsPerHost = conns
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	endpoint := strings.TrimRight(base, "/") + "/v1/auth"
-	return func(ctx context.Context, token, user string) error {
+	return func(ctx context.Context, access, user string) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Authorization", "Bearer "+access)
 		if apiKey != "" {
 			req.Header.Set("X-Sessioncache-Key", apiKey)
 		}

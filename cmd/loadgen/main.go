@@ -6,7 +6,7 @@
 //	loadgen -target library -redis redis://127.0.0.1:6379/0 -workers 64 -duration 30s -mix realistic
 //	loadgen -target http -http http://127.0.0.1:8080 -workers 64 -count 100000 -mix rotate -json
 //	loadgen -mix rotate -rate 20000 -duration 30s   # latency at a fixed load
-//	loadgen -target http -mix auth-validate -workers 64 -duration 10s   # forward auth beside introspection
+//	loadgen -target http -mix auth-validate -workers 64 -duration 10s   # forward auth (access tokens) beside introspection (refresh tokens)
 //	loadgen -target bare -http http://127.0.0.1:8090 -mix bare -server-pid 1234   # the ceiling, with its CPU per request
 //
 // Each worker owns its sessions, so every outcome is predictable: an
@@ -26,6 +26,8 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,7 @@ import (
 
 type config struct {
 	target, redisURL, httpURL, apiKey, pgURL, mixName, prefix string
+	redisStats                                                string
 	workers, count, sessions, perUser, listLimit, serverPID   int
 	duration, progress, grace                                 time.Duration
 	rate                                                      float64
@@ -62,7 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "base URL of the service for -target http, or of bench/bare for -target bare")
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SESSIONCACHE_API_KEY"), "bearer key for -target http (default $SESSIONCACHE_API_KEY)")
 	fs.StringVar(&c.pgURL, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL for -target postgres")
-	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), bare (-target bare), auth (forward auth, -target http), auth-validate, or op=weight,... over "+fmt.Sprint(allOps))
+	fs.StringVar(&c.mixName, "mix", "realistic", "workload: realistic, validate, rotate, replay, issue, list, revoke, get (raw GET: the ceiling), bare (-target bare), bare-auth (forward auth's ceiling, -target bare with bench/bare -headers), auth (forward auth, -target http), refresh (the token endpoint, -target http), auth-validate, or op=weight,... over "+fmt.Sprint(allOps))
 	fs.StringVar(&c.prefix, "prefix", "", "Redis key prefix for -target library and naive, deleted at the end (default: loadgen:<random>:)")
 	fs.IntVar(&c.workers, "workers", 64, "concurrent workers")
 	fs.IntVar(&c.count, "count", 0, "stop after this many operations (0: run for -duration)")
@@ -74,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.grace, "grace", redisstore.DefaultGrace, "the store's grace window: replays are sent well within it")
 	fs.Float64Var(&c.rate, "rate", 0, "target operations per second over all workers (0: as fast as they go)")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON on stdout instead of text")
+	fs.StringVar(&c.redisStats, "redis-stats", "", "also report the calls of each command this Redis (URL) served during the timed part, from INFO commandstats: what a service in front of it sent")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "also report the CPU time (user+system, from /proc/<pid>/stat) this process uses during the timed part, per operation: the server's CPU per request (Linux)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -99,6 +103,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // target is what loadgen drives.
 type target struct {
 	st bench.Store
+	// grants is st when it hands out access tokens (-target http).
+	grants granter
 	// get is one raw GET through the store's Redis client: the ceiling to
 	// read the store's figures against (nil without a Redis client).
 	get func(context.Context) error
@@ -149,8 +155,11 @@ func open(ctx context.Context, c config) (target, error) {
 	case "http":
 		h := bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers)
 		h.ListLimit = c.listLimit
-		return target{st: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
+		return target{st: h, grants: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
 	case "bare":
+		if c.mixName == opBareAuth {
+			return target{bare: newBareAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
+		}
 		return target{bare: newBare(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
 	case "postgres":
 		cfg, err := pgxpool.ParseConfig(c.pgURL)
@@ -194,8 +203,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if m.has(opAuth) && t.auth == nil {
 		return fmt.Errorf("-mix %s: the %s operation needs the service (-target http)", c.mixName, opAuth)
 	}
-	if m.has(opBare) != (t.bare != nil) || t.bare != nil && len(m.ops) > 1 {
-		return fmt.Errorf("-mix %s: the %s operation, alone, is what -target bare runs", c.mixName, opBare)
+	if (m.has(opBare) || m.has(opBareAuth)) != (t.bare != nil) || t.bare != nil && len(m.ops) > 1 {
+		return fmt.Errorf("-mix %s: the %s or %s operation, alone, is what -target bare runs", c.mixName, opBare, opBareAuth)
+	}
+	if m.has(opRefresh) && t.grants == nil {
+		return fmt.Errorf("-mix %s: the %s operation needs the service (-target http)", c.mixName, opRefresh)
 	}
 
 	var done, failed atomic.Int64
@@ -213,6 +225,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 		var cancel context.CancelFunc
 		runCtx, cancel = context.WithTimeout(ctx, c.duration)
 		defer cancel()
+	}
+	var stats *redis.Client
+	var calls0 map[string]int64
+	if c.redisStats != "" {
+		opt, err := redis.ParseURL(c.redisStats)
+		if err != nil {
+			return fmt.Errorf("-redis-stats: %w", err)
+		}
+		stats = redis.NewClient(opt)
+		defer stats.Close()
+		if calls0, err = commandCalls(ctx, stats); err != nil {
+			return fmt.Errorf("-redis-stats: %w", err)
+		}
 	}
 	var cpu0 time.Duration
 	if c.serverPID != 0 {
@@ -241,6 +266,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		cpu = cpu1 - cpu0
 	}
+	var calls1 map[string]int64
+	if stats != nil {
+		if calls1, err = commandCalls(ctx, stats); err != nil {
+			return fmt.Errorf("-redis-stats: %w", err)
+		}
+	}
 	stopProgress()
 
 	recs := make([]*recorder, len(ws))
@@ -255,11 +286,42 @@ func run(args []string, stdout, stderr io.Writer) error {
 			rep.Server.PerOp = float64(cpu.Microseconds()) / float64(rep.Total.Count)
 		}
 	}
+	if stats != nil {
+		rep.RedisCommands = map[string]int64{}
+		for cmd, n := range calls1 {
+			// The two INFO calls are loadgen's own.
+			if d := n - calls0[cmd]; d > 0 && !(cmd == "info" && d <= 1) {
+				rep.RedisCommands[cmd] = d
+			}
+		}
+	}
 	if c.json {
 		return rep.writeJSON(stdout)
 	}
 	rep.writeText(stdout)
 	return nil
+}
+
+// commandCalls reads the calls of every command from INFO commandstats.
+func commandCalls(ctx context.Context, rdb *redis.Client) (map[string]int64, error) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, l := range strings.Split(info, "\r\n") {
+		rest, ok := strings.CutPrefix(l, "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, fields, ok := strings.Cut(rest, ":calls=")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.SplitN(fields, ",", 2)[0], 10, 64)
+		out[name] = n
+	}
+	return out, nil
 }
 
 // setup logs in every session, shared out among the workers.
@@ -270,7 +332,7 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 		if i < c.sessions%c.workers {
 			n++
 		}
-		w := &worker{st: t.st, get: t.get, auth: t.auth, bare: t.bare, byUser: map[string][]int{}, grace: c.grace,
+		w := &worker{st: t.st, grants: t.grants, get: t.get, auth: t.auth, bare: t.bare, byUser: map[string][]int{}, grace: c.grace,
 			rnd: mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
 			rec: &recorder{hists: map[string]*bench.Histogram{}, svc: map[string]*bench.Histogram{}, errs: map[string]int64{}, done: done, failed: failed, first: first}}
 		var user string
@@ -291,12 +353,10 @@ func setup(ctx context.Context, c config, t target, done, failed *atomic.Int64, 
 	for _, w := range ws {
 		go func() {
 			for j := range w.slots {
-				tok, err := t.st.Issue(ctx, w.slots[j].user, bench.Login)
-				if err != nil {
+				if err := w.issue(ctx, &w.slots[j]); err != nil {
 					errc <- fmt.Errorf("logging in the sessions: %w", err)
 					return
 				}
-				w.slots[j].cur, w.slots[j].fresh = tok, true
 			}
 			errc <- nil
 		}()

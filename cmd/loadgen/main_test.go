@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,7 +86,7 @@ func TestListReadsEveryPage(t *testing.T) {
 		})
 	})
 	t.Run("http", func(t *testing.T) {
-		srv := httptest.NewServer(stubService(newStore(t, redistest.For(t, redistest.Mini))))
+		srv := httptest.NewServer(stubService(newStore(t, redistest.For(t, redistest.Mini)), 5*time.Minute))
 		defer srv.Close()
 		check(t, runJSON(t, append(args, "-target", "http", "-http", srv.URL, "-api-key", "k")...))
 	})
@@ -115,8 +118,27 @@ func TestParseMix(t *testing.T) {
 
 // stubService serves the subset of the sessioncache HTTP API that loadgen
 // uses, on a library store, so that the http target is tested without the
-// service itself.
-func stubService(s *redisstore.Store) http.Handler {
+// service itself. As the service does, it wants a client_id at login,
+// hands out an access token valid for accessTTL with every grant, and
+// accepts at /v1/auth the access token of a live session, never a refresh
+// token. Its access tokens are opaque: loadgen never reads them.
+func stubService(s *redisstore.Store, accessTTL time.Duration) http.Handler {
+	type access struct {
+		user, session string
+		exp           time.Time
+	}
+	var mu sync.Mutex
+	accessTokens := map[string]access{}
+	grant := func(g redisstore.Grant) map[string]any {
+		b := make([]byte, 16)
+		crand.Read(b)
+		at := "at." + hex.EncodeToString(b)
+		mu.Lock()
+		accessTokens[at] = access{user: g.UserID, session: g.SessionID, exp: time.Now().Add(accessTTL)}
+		mu.Unlock()
+		return map[string]any{"refresh_token": g.Token, "session_id": g.SessionID, "client_id": g.ClientID,
+			"access_token": at, "token_type": "Bearer", "expires_in": int64(accessTTL / time.Second)}
+	}
 	// ErrReused also matches ErrRevoked: it comes first.
 	reasons := []struct {
 		err    error
@@ -151,6 +173,7 @@ func stubService(s *redisstore.Store) http.Handler {
 	}
 	type request struct {
 		UserID       string `json:"user_id"`
+		ClientID     string `json:"client_id"`
 		RefreshToken string `json:"refresh_token"`
 		redisstore.Client
 	}
@@ -162,23 +185,29 @@ func stubService(s *redisstore.Store) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		req := decode(r)
+		if req.ClientID == "" {
+			reply(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "reason": "client_id is required"})
+			return
+		}
+		req.Client.ClientID = req.ClientID
 		g, err := s.Issue(r.Context(), req.UserID, req.Client)
 		if err != nil {
 			fail(w, err)
 			return
 		}
-		reply(w, http.StatusCreated, map[string]string{"refresh_token": g.Token, "session_id": g.SessionID})
+		reply(w, http.StatusCreated, grant(g))
 	})
 	mux.HandleFunc("POST /v1/tokens/{op}", func(w http.ResponseWriter, r *http.Request) {
-		tok, ctx := decode(r).RefreshToken, r.Context()
+		req, ctx := decode(r), r.Context()
+		tok := req.RefreshToken
 		switch r.PathValue("op") {
 		case "rotate":
-			g, err := s.Rotate(ctx, tok, redisstore.Client{})
+			g, err := s.Rotate(ctx, tok, redisstore.Client{ClientID: req.ClientID})
 			if err != nil {
 				fail(w, err)
 				return
 			}
-			reply(w, http.StatusOK, map[string]string{"refresh_token": g.Token, "session_id": g.SessionID})
+			reply(w, http.StatusOK, grant(g))
 		case "introspect":
 			_, err := s.Validate(ctx, tok)
 			reply(w, http.StatusOK, map[string]bool{"active": err == nil})
@@ -217,14 +246,25 @@ func stubService(s *redisstore.Store) http.Handler {
 		}
 		reply(w, http.StatusOK, map[string]int{"revoked": n})
 	})
-	// Forward auth: the token is the bearer, the key in X-Sessioncache-Key.
+	// Forward auth: the access token is the bearer, the key in
+	// X-Sessioncache-Key.
 	mux.HandleFunc("GET /v1/auth", func(w http.ResponseWriter, r *http.Request) {
-		info, err := s.Validate(r.Context(), strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
-		if err != nil {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		a, ok := accessTokens[tok]
+		mu.Unlock()
+		switch {
+		case s.Genuine(tok):
+			reply(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "reason": "refresh_token"})
+		case !ok:
+			reply(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "reason": "unknown"})
+		case !time.Now().Before(a.exp):
+			reply(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "reason": "expired"})
+		case s.CheckSession(r.Context(), a.user, a.session) != nil:
+			reply(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "reason": "revoked"})
+		default:
+			w.Header().Set("X-Auth-User-Id", a.user)
 		}
-		w.Header().Set("X-Auth-User-Id", info.UserID)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/auth" {
@@ -258,7 +298,7 @@ func newStore(t *testing.T, b *redistest.Backend) *redisstore.Store {
 
 func TestHTTPRealisticMix(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
-		srv := httptest.NewServer(stubService(newStore(t, b)))
+		srv := httptest.NewServer(stubService(newStore(t, b), 5*time.Minute))
 		defer srv.Close()
 		rep := runJSON(t, "-target", "http", "-http", srv.URL, "-api-key", "k",
 			"-workers", "4", "-sessions", "40", "-count", "2000", "-mix", "realistic")
@@ -266,48 +306,82 @@ func TestHTTPRealisticMix(t *testing.T) {
 	})
 }
 
-// The auth operation asks /v1/auth about the current token of each slot,
-// as a gateway does, and checks the user it names; it needs the service.
+// The auth operation asks /v1/auth about the access token of each slot's
+// latest grant, as a gateway does, and checks the user it names; it needs
+// the service.
 func TestHTTPForwardAuth(t *testing.T) {
-	srv := httptest.NewServer(stubService(newStore(t, redistest.For(t, redistest.Mini))))
+	srv := httptest.NewServer(stubService(newStore(t, redistest.For(t, redistest.Mini)), 5*time.Minute))
 	defer srv.Close()
-	// Rotations between the checks: the auth operation must follow the
-	// current token.
+	// Rotations and logouts between the checks: the auth operation must
+	// follow the slot's access token (one of a logged-out session is
+	// refused).
 	rep := runJSON(t, "-target", "http", "-http", srv.URL, "-api-key", "k",
-		"-workers", "4", "-sessions", "40", "-count", "1000", "-mix", "auth=3,validate=1,rotate=1")
+		"-workers", "4", "-sessions", "40", "-count", "1000", "-mix", "auth=3,validate=1,rotate=1,revoke=0.3")
 	if o := rep.Ops[opAuth]; o.Count < 400 || o.Errors != 0 || rep.Total.Errors != 0 || o.P50 > o.P99 {
 		t.Errorf("auth: %+v, errors %v; want about 600 calls and none failed", o, rep.Errors)
 	}
-	if rep.Ops[opValidate].Count == 0 || rep.Ops[opRotate].Count == 0 {
+	if rep.Ops[opValidate].Count == 0 || rep.Ops[opRotate].Count == 0 || rep.Ops[opRevoke].Count == 0 {
 		t.Errorf("the mix ran only %v", rep.Ops)
 	}
 
 	// Only a 200 naming the session's user is a success.
 	st := newStore(t, redistest.For(t, redistest.Mini))
-	srv2 := httptest.NewServer(stubService(st))
+	srv2 := httptest.NewServer(stubService(st, 5*time.Minute))
 	defer srv2.Close()
-	g, err := st.Issue(context.Background(), "8f2d7c1e-3b4a-4c5d-9e6f-7a8b9c0d1e2f", redisstore.Client{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.Token, g.UserID); err != nil {
+	const user = "8f2d7c1e-3b4a-4c5d-9e6f-7a8b9c0d1e2f"
+	g, err := bench.NewHTTP(srv2.URL, "k", 1).IssueGrant(ctx, user, redisstore.Client{})
+	if err != nil || g.AccessToken == "" {
+		t.Fatalf("login: %+v, %v; want an access token", g, err)
+	}
+	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.AccessToken, user); err != nil {
 		t.Errorf("a live session: %v", err)
 	}
-	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.Token, "someone else"); !errors.Is(err, errUnexpected) {
+	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.AccessToken, "someone else"); !errors.Is(err, errUnexpected) {
 		t.Errorf("another user named: %v, want an unexpected outcome", err)
 	}
-	if err := newForwardAuth(srv2.URL, "wrong", 1)(ctx, g.Token, g.UserID); err == nil || !strings.Contains(err.Error(), "403") {
+	if err := newForwardAuth(srv2.URL, "wrong", 1)(ctx, g.AccessToken, user); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("wrong key: %v, want a 403 error", err)
 	}
-	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.Token+"x", g.UserID); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Errorf("a bad token: %v, want a 401 error", err)
+	for what, tok := range map[string]string{"a bad token": g.AccessToken + "x", "the refresh token": g.RefreshToken} {
+		if err := newForwardAuth(srv2.URL, "k", 1)(ctx, tok, user); err == nil || !strings.Contains(err.Error(), "401") {
+			t.Errorf("%s: %v, want a 401 error", what, err)
+		}
+	}
+	if _, err := st.RevokeToken(ctx, g.RefreshToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.AccessToken, user); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("a logged-out session: %v, want a 401 error", err)
 	}
 
 	var out, errOut bytes.Buffer
 	err = run([]string{"-target", "library", "-redis", "redis://" + miniredis.RunT(t).Addr(), "-mix", "auth", "-sessions", "1", "-workers", "1"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "needs the service") {
 		t.Errorf("-mix auth on the library: %v, want a refusal", err)
+	}
+}
+
+// A worker refreshes an access token that expires within refreshAhead
+// before it sends it, as an OAuth client does, and only then: with access
+// tokens shorter than that, every auth operation follows a rotation.
+func TestHTTPForwardAuthRefreshesAhead(t *testing.T) {
+	for _, tc := range []struct {
+		ttl       time.Duration
+		rotations func(auths uint64) uint64
+	}{
+		{refreshAhead / 2, func(auths uint64) uint64 { return auths }},
+		{5 * time.Minute, func(uint64) uint64 { return 0 }},
+	} {
+		t.Run("ttl="+tc.ttl.String(), func(t *testing.T) {
+			srv := httptest.NewServer(stubService(newStore(t, redistest.For(t, redistest.Mini)), tc.ttl))
+			defer srv.Close()
+			rep := runJSON(t, "-target", "http", "-http", srv.URL, "-api-key", "k", "-workers", "2", "-sessions", "4", "-count", "100", "-mix", "auth")
+			auths, rotations := rep.Ops[opAuth].Count, rep.Ops[opRotate].Count
+			if auths != 100 || rotations != tc.rotations(auths) || rep.Total.Errors != 0 {
+				t.Errorf("%d auths, %d rotations, errors %v; want 100 auths, %d rotations and no error", auths, rotations, rep.Errors, tc.rotations(100))
+			}
+		})
 	}
 }
 

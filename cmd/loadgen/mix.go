@@ -25,11 +25,13 @@ const (
 	opRevoke    = "revoke"     // "log out this device", then a new login
 	opRevokeAll = "revoke-all" // "log out everywhere", then a login per slot
 	opGet       = "get"        // the ceiling: one raw GET through the same Redis client
-	opAuth      = "auth"       // forward auth: a gateway's GET /v1/auth with the current token (-target http)
+	opAuth      = "auth"       // forward auth: a gateway's GET /v1/auth with the session's access token (-target http)
 	opBare      = "bare"       // the service's ceiling: one request to bench/bare, which does one SET (-target bare)
+	opBareAuth  = "bare-auth"  // forward auth's ceiling: a GET as a gateway sends it, to bench/bare -headers (-target bare)
+	opRefresh   = "refresh"    // refresh at the token endpoint (POST /oauth2/token), as an OAuth client (-target http)
 )
 
-var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet, opAuth, opBare}
+var allOps = []string{opValidate, opRotate, opReplay, opReuse, opIssue, opList, opRevoke, opRevokeAll, opGet, opAuth, opBare, opBareAuth, opRefresh}
 
 // mixes are the named workloads; weights are relative.
 var mixes = map[string]string{
@@ -44,6 +46,8 @@ var mixes = map[string]string{
 	"revoke":    "revoke=1",
 	"get":       "get=1",
 	"bare":      "bare=1",
+	"bare-auth": "bare-auth=1",
+	"refresh":   "refresh=1",
 	// A gateway asking about every request, beside introspection of the
 	// same tokens in the same run.
 	"auth":          "auth=1",
@@ -125,15 +129,33 @@ func (m mix) pick(r *rand.Rand) string {
 // A slot is one live session a worker drives, with the tokens it has seen.
 type slot struct {
 	user             string
-	cur, prev, older string
+	cur, prev, older string // refresh tokens
 	rotatedAt        time.Time
 	fresh            bool // no rotation since the login
+	// access is the access token of the latest grant (the service only),
+	// valid until accessExp.
+	access    string
+	accessExp time.Time
 }
+
+// granter is a store that hands out access tokens with its refresh tokens:
+// the service (*bench.HTTP).
+type granter interface {
+	IssueGrant(ctx context.Context, userID string, c redisstore.Client) (bench.Grant, error)
+	RotateGrant(ctx context.Context, tok string, c redisstore.Client) (bench.Grant, error)
+	RefreshGrant(ctx context.Context, tok string, c redisstore.Client) (bench.Grant, error)
+}
+
+// refreshAhead is how long before its access token expires a worker
+// refreshes, as OAuth clients do (golang.org/x/oauth2 takes 10 seconds), so
+// that no request carries an expired one.
+const refreshAhead = 10 * time.Second
 
 // worker owns its slots: no other worker presents their tokens, so every
 // outcome is predictable and an unexpected one is an error.
 type worker struct {
 	st     bench.Store
+	grants granter                     // the service's logins and rotations; nil for other targets
 	get    func(context.Context) error // opGet; nil without a Redis client
 	auth   forwardAuth                 // opAuth; nil but for the service
 	bare   func(context.Context) error // opBare; nil but for -target bare
@@ -156,19 +178,38 @@ func (w *worker) timed(op string, start time.Time, f func() error) error {
 }
 
 func (w *worker) login(ctx context.Context, i int, start time.Time) error {
-	return w.timed(opIssue, start, func() error {
-		tok, err := w.st.Issue(ctx, w.slots[i].user, bench.Login)
+	return w.timed(opIssue, start, func() error { return w.issue(ctx, &w.slots[i]) })
+}
+
+// issue logs the slot's user in again: a fresh session in the slot.
+func (w *worker) issue(ctx context.Context, s *slot) error {
+	if w.grants != nil {
+		g, err := w.grants.IssueGrant(ctx, s.user, bench.Login)
 		if err == nil {
-			w.slots[i] = slot{user: w.slots[i].user, cur: tok, fresh: true}
+			*s = slot{user: s.user, cur: g.RefreshToken, fresh: true, access: g.AccessToken, accessExp: g.AccessExpiresAt}
 		}
 		return err
-	})
+	}
+	tok, err := w.st.Issue(ctx, s.user, bench.Login)
+	if err == nil {
+		*s = slot{user: s.user, cur: tok, fresh: true}
+	}
+	return err
 }
 
 func (w *worker) rotate(ctx context.Context, i int, start time.Time) error {
 	s := &w.slots[i]
 	return w.timed(opRotate, start, func() error {
-		next, _, err := w.st.Rotate(ctx, s.cur, bench.Refresh)
+		var next string
+		var err error
+		if w.grants != nil {
+			var g bench.Grant
+			if g, err = w.grants.RotateGrant(ctx, s.cur, bench.Refresh); err == nil {
+				next, s.access, s.accessExp = g.RefreshToken, g.AccessToken, g.AccessExpiresAt
+			}
+		} else {
+			next, _, err = w.st.Rotate(ctx, s.cur, bench.Refresh)
+		}
 		if err == nil {
 			s.older, s.prev, s.cur, s.rotatedAt, s.fresh = s.prev, s.cur, next, time.Now(), false
 		}
@@ -221,9 +262,26 @@ func (w *worker) run(ctx context.Context, op string, start time.Time) {
 	case opGet:
 		w.timed(op, start, func() error { return w.get(ctx) })
 	case opAuth:
-		w.timed(op, start, func() error { return w.auth(ctx, s.cur, s.user) })
-	case opBare:
+		if time.Until(s.accessExp) < refreshAhead {
+			// The client refreshes first (a rotation of its own), then
+			// sends the request with its new access token.
+			if w.rotate(ctx, i, start) != nil {
+				return
+			}
+			start = time.Now()
+		}
+		w.timed(op, start, func() error { return w.auth(ctx, s.access, s.user) })
+	case opBare, opBareAuth:
 		w.timed(op, start, func() error { return w.bare(ctx) })
+	case opRefresh:
+		w.timed(op, start, func() error {
+			g, err := w.grants.RefreshGrant(ctx, s.cur, bench.Refresh)
+			if err == nil {
+				s.older, s.prev, s.cur, s.rotatedAt, s.fresh = s.prev, s.cur, g.RefreshToken, time.Now(), false
+				s.access, s.accessExp = g.AccessToken, g.AccessExpiresAt
+			}
+			return err
+		})
 	case opList:
 		w.timed(op, start, func() error {
 			n, err := w.st.ListSessions(ctx, s.user)

@@ -72,9 +72,12 @@ type Report struct {
 	// call of their worker.
 	Service OpReport `json:"service"`
 	// Server is the CPU time of the -server-pid process over the run.
-	Server    *ServerCPU `json:"server_cpu,omitempty"`
-	Errors    []string   `json:"first_errors,omitempty"`
-	StartedAt time.Time  `json:"started_at"`
+	Server *ServerCPU `json:"server_cpu,omitempty"`
+	// RedisCommands are the calls of each command the -redis-stats Redis
+	// served during the timed part (INFO commandstats), whoever sent them.
+	RedisCommands map[string]int64 `json:"redis_commands,omitempty"`
+	Errors        []string         `json:"first_errors,omitempty"`
+	StartedAt     time.Time        `json:"started_at"`
 }
 
 // ServerCPU is the CPU time (user and system) a server process used during

@@ -1,10 +1,13 @@
 package main
 
 // The README's Caddy configuration, run for real when Caddy is installed
-// (Debian: apt-get install caddy): the same checks as nginx's.
+// (Debian: apt-get install caddy): the same checks as nginx's
+// (gateway_test.go).
 
 import (
+	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,14 +28,15 @@ func TestCaddyForwardAuth(t *testing.T) {
 		t.Skip(msg)
 	}
 	site := readmeBlock(t, "### Caddy `forward_auth`", "caddyfile")
-	testGateway(t, "caddy", func(svc, upstream, key string) string {
+	g := testGateway(t, "caddy", func(svc, upstream, key string) string {
 		dir := t.TempDir()
 		for attempt := 1; ; attempt++ {
 			addr := freeAddr(t)
-			conf := substitute(t, site, map[string]string{
-				"app.example.com {":  "http://" + addr + " {",
-				"sessioncache:8080 ": svc + " ",
-				"app:3000":           strings.TrimPrefix(upstream, "http://"),
+			conf := substitute(t, site, map[string]replacement{
+				"app.example.com {": once("http://" + addr + " {"),
+				// The public routes and forward_auth.
+				"sessioncache:8080": {with: svc, count: 2},
+				"app:3000":          once(strings.TrimPrefix(upstream, "http://")),
 			})
 			// No admin endpoint (a fixed port), no certificates.
 			conf = "{\n\tadmin off\n\tauto_https off\n}\n" + conf
@@ -45,6 +49,20 @@ func TestCaddyForwardAuth(t *testing.T) {
 			}
 		}
 	})
+	// The configuration deletes the client's Connection header, and gives
+	// a WebSocket handshake its Connection: Upgrade back: Caddy still
+	// proxies it as one, with the identity.
+	tablet := g.login(t, "tablet")
+	at := tablet.str("access_token")
+	req := g.request(t, "GET", "/app/socket", "", with(bearer(at), http.Header{"Connection": {"Upgrade, X-Auth-User-Id"}, "Upgrade": {"websocket"}}))
+	status, _, raw := g.do(t, req)
+	g.checkAllowed(t, "a WebSocket handshake", req, "", status, raw, g.identityOf(t, tablet, at))
+	var got echo
+	json.Unmarshal([]byte(raw), &got)
+	if !strings.EqualFold(got.Header.Get("Connection"), "Upgrade") || got.Header.Get("Upgrade") != "websocket" {
+		t.Errorf("a WebSocket handshake reached the application with Connection %q and Upgrade %q, want Upgrade and websocket",
+			got.Header.Values("Connection"), got.Header.Values("Upgrade"))
+	}
 }
 
 // freeAddr returns a loopback address with a port free a moment ago.

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -55,9 +57,18 @@ const (
 	envLogLevel           = "SESSIONCACHE_LOG_LEVEL"
 	envAuthCookie         = "SESSIONCACHE_AUTH_COOKIE"
 	envAccessLog          = "SESSIONCACHE_ACCESS_LOG"
+	envIssuer             = "SESSIONCACHE_ISSUER"
+	envAccessTokenTTL     = "SESSIONCACHE_ACCESS_TOKEN_TTL"
+	envAccessTokenAud     = "SESSIONCACHE_ACCESS_TOKEN_AUDIENCE"
+	envAccessTokenAlg     = "SESSIONCACHE_ACCESS_TOKEN_ALG"
+	envAccessKeyPeriod    = "SESSIONCACHE_ACCESS_KEY_PERIOD"
+	envRefreshCookie      = "SESSIONCACHE_REFRESH_COOKIE"
+	envAuthMemory         = "SESSIONCACHE_AUTH_MEMORY_SESSIONS"
+	envHeartbeat          = "SESSIONCACHE_REVOCATION_HEARTBEAT"
 
 	envSigningKeysFile   = "SESSIONCACHE_SIGNING_KEYS_FILE"
 	envAPIKeysFile       = "SESSIONCACHE_API_KEYS_FILE"
+	envClientsFile       = "SESSIONCACHE_CLIENTS_FILE"
 	envTLSCertFile       = "SESSIONCACHE_TLS_CERT_FILE"
 	envTLSKeyFile        = "SESSIONCACHE_TLS_KEY_FILE"
 	envRedisCAFile       = "SESSIONCACHE_REDIS_TLS_CA_FILE"
@@ -92,8 +103,17 @@ var settings = []setting{
 	{env: envLogLevel, flag: "log-level", def: "info", usage: "debug, info, warn or error"},
 	{env: envAuthCookie, flag: "auth-cookie", def: defaultAuthCookie, usage: "cookie that /v1/auth reads a token from when the request has no Authorization: Bearer header"},
 	{env: envAccessLog, flag: "access-log", def: "false", usage: "log one line per request; off, only failures, refused API keys and security events are logged", bool: true},
+	{env: envIssuer, flag: "issuer", usage: "the service's URL as clients reach it (https://auth.example.com): iss of access tokens and of /.well-known/oauth-authorization-server; required unless listening on a loopback address (then http://<listen>)"},
+	{env: envAccessTokenTTL, flag: "access-token-ttl", def: "5m", usage: "lifetime of an access token, at most 1h; never past its session's deadlines"},
+	{env: envAccessTokenAud, flag: "access-token-audience", usage: "aud of access tokens, the value gateways check (default: the issuer)"},
+	{env: envAccessTokenAlg, flag: "access-token-alg", def: "ES256", usage: "signature algorithm of access tokens: ES256 or EdDSA"},
+	{env: envAccessKeyPeriod, flag: "access-key-period", def: "24h", usage: "how long each access-token signing key signs; keys derive from the secret, are published a period ahead and kept a period after"},
+	{env: envRefreshCookie, flag: "refresh-cookie", usage: "cookie that /oauth2/token reads a refresh token from (when the form has none) and sets the new one in, HttpOnly, Secure, SameSite=Strict, Path=/oauth2/token; unset: tokens travel in the body only"},
+	{env: envAuthMemory, flag: "auth-memory-sessions", def: "100000", usage: "sessions (and as many access tokens) each instance remembers for /v1/auth, about 0.4 KB each; past it, new ones are checked in Redis"},
+	{env: envHeartbeat, flag: "revocation-heartbeat", def: durationText(redisstore.DefaultHeartbeat), usage: "how often the revocation feed proves it is whole; memory answers /v1/auth for 4 heartbeats after the last proof"},
 	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read when it changes and on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
 	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read when it changes and on SIGHUP"},
+	{env: envClientsFile, flag: "clients-file", usage: "file of OAuth clients, one \"<id> public\" or \"<id> confidential sha256:<hex of the secret's SHA-256>\" a line; re-read when it changes and on SIGHUP; unset: every client id is a public client"},
 	{env: envTLSCertFile, flag: "tls-cert-file", usage: "serve HTTPS with this certificate chain (PEM); reloaded when it changes"},
 	{env: envTLSKeyFile, flag: "tls-key-file", usage: "private key (PEM) of " + envTLSCertFile},
 	{env: envRedisCAFile, flag: "redis-tls-ca-file", usage: "CA certificates (PEM) that Redis's certificate must chain to, for rediss:// URLs; unset: the system's"},
@@ -141,6 +161,22 @@ type config struct {
 	LogLevel           slog.Level
 	AuthCookie         string
 	AccessLog          bool
+	Issuer             string
+	AccessTokenTTL     time.Duration
+	AccessTokenAud     string
+	AccessTokenAlg     string
+	AccessKeyPeriod    time.Duration
+	RefreshCookie      string
+	AuthMemory         int
+	Heartbeat          time.Duration
+
+	// issuerFromListen: Issuer was derived from the listen address;
+	// audienceFromIssuer: AccessTokenAud is the issuer.
+	issuerFromListen, audienceFromIssuer bool
+
+	ClientsFile  string // "": every client id is public
+	Clients      *clients.Registry
+	clientsState fileState
 
 	APIKeys      [][]byte // nil: no key, loopback only
 	APIKeyFrom   string   // where the keys came from, for the start-up log
@@ -231,6 +267,15 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		ShutdownTimeout:    p.duration(envShutdownTimeout),
 		AuthCookie:         p.str(envAuthCookie),
 		AccessLog:          p.boolean(envAccessLog),
+		Issuer:             p.str(envIssuer),
+		AccessTokenTTL:     p.duration(envAccessTokenTTL),
+		AccessTokenAud:     p.str(envAccessTokenAud),
+		AccessTokenAlg:     p.str(envAccessTokenAlg),
+		AccessKeyPeriod:    p.duration(envAccessKeyPeriod),
+		RefreshCookie:      p.str(envRefreshCookie),
+		AuthMemory:         p.integer(envAuthMemory),
+		Heartbeat:          p.duration(envHeartbeat),
+		ClientsFile:        p.str(envClientsFile),
 		Check:              *check,
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(p.str(envLogLevel))); err != nil {
@@ -246,6 +291,15 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 			p.failAt(p.source(envSigningKeysFile), err.Error())
 		}
 		c.SigningKeys = keys
+	}
+	c.Clients = clients.Open()
+	if c.ClientsFile != "" {
+		c.clientsState = statFile(c.ClientsFile)
+		reg, err := readClients(c.ClientsFile)
+		if err != nil {
+			p.failAt(p.source(envClientsFile), err.Error())
+		}
+		c.Clients = reg
 	}
 	c.TLSCertFile, c.TLSKeyFile = p.str(envTLSCertFile), p.str(envTLSKeyFile)
 	c.RedisTLS = redisTLS{
@@ -322,6 +376,19 @@ func (c *config) validate(p *parser) error {
 	if err := (&http.Cookie{Name: c.AuthCookie, Value: "v"}).Valid(); err != nil {
 		p.fail(envAuthCookie, "not a cookie name (letters, digits and !#$%&'*+-.^_`|~)")
 	}
+	if c.RefreshCookie != "" {
+		if err := (&http.Cookie{Name: c.RefreshCookie, Value: "v"}).Valid(); err != nil {
+			p.fail(envRefreshCookie, "not a cookie name (letters, digits and !#$%&'*+-.^_`|~)")
+		} else if c.RefreshCookie == c.AuthCookie {
+			p.fail(envRefreshCookie, "must differ from "+envAuthCookie+": the refresh token never travels where the access token does")
+		}
+	}
+	if c.AuthMemory < 1 {
+		p.fail(envAuthMemory, "must be at least 1")
+	}
+	if c.Heartbeat < 10*time.Millisecond || c.Heartbeat > 10*time.Second {
+		p.fail(envHeartbeat, "must be from 10ms to 10s")
+	}
 	if c.APIKeysFile == "" && len(c.APIKeys) == 1 && len(c.APIKeys[0]) < minAPIKeyLen {
 		p.failAt(c.APIKeyFrom, fmt.Sprintf("the API key is %d bytes, at least %d required", len(c.APIKeys[0]), minAPIKeyLen))
 	}
@@ -363,7 +430,56 @@ func (c *config) validate(p *parser) error {
 		return fmt.Errorf("refusing to listen on %s without an API key: anyone who can reach it could read and end every session. "+
 			"Set %s, %s or %s, or listen on a loopback address such as 127.0.0.1:8080", c.Listen, envAPIKey, envAPIKeyFile, envAPIKeysFile)
 	}
+	if c.APIKeys == nil && c.RedisURL != "" {
+		// A proxy on the same host makes every request arrive from, and
+		// name, a loopback address: the Host check of a key-less service
+		// then admits anyone the proxy admits.
+		return fmt.Errorf("refusing to serve %s without an API key: a key-less service is for the embedded development store only "+
+			"(a proxy on the same host would open it to anyone). Set %s, %s or %s", redactURL(c.RedisURL), envAPIKey, envAPIKeyFile, envAPIKeysFile)
+	}
+	if c.Issuer == "" {
+		if !loopback {
+			p.fail(envIssuer, "is required when listening on "+c.Listen+": the URL clients and gateways reach the service at, such as https://auth.example.com")
+			return p.err
+		}
+		c.Issuer, c.issuerFromListen = c.listenURL(c.Listen), true
+	}
+	if c.AccessTokenAud == "" {
+		c.AccessTokenAud, c.audienceFromIssuer = c.Issuer, true
+	}
+	if _, err := accesstoken.New(c.accessConfig(make([]byte, redisstore.MinSecretLen))); err != nil {
+		return fmt.Errorf("access tokens (%s, %s, %s, %s, %s): %s", envIssuer, envAccessTokenTTL, envAccessTokenAud, envAccessTokenAlg, envAccessKeyPeriod,
+			strings.TrimPrefix(err.Error(), "accesstoken: "))
+	}
 	return nil
+}
+
+// listenURL is the URL of the service listening on addr, on loopback.
+func (c *config) listenURL(addr string) string {
+	if c.TLSCertFile != "" {
+		return "https://" + addr
+	}
+	return "http://" + addr
+}
+
+// listening tells the configuration the address the listener got: an
+// issuer derived from the listen address (a loopback one, such as
+// 127.0.0.1:0) names the port actually bound.
+func (c *config) listening(addr string) {
+	if !c.issuerFromListen {
+		return
+	}
+	c.Issuer = c.listenURL(addr)
+	if c.audienceFromIssuer {
+		c.AccessTokenAud = c.Issuer
+	}
+}
+
+// accessConfig returns the access tokens' configuration, keys derived from
+// secret (the store's root secret).
+func (c *config) accessConfig(secret []byte) accesstoken.Config {
+	return accesstoken.Config{Secret: secret, Alg: c.AccessTokenAlg, Issuer: c.Issuer, Audience: c.AccessTokenAud,
+		TTL: c.AccessTokenTTL, Period: c.AccessKeyPeriod, CacheSize: c.AuthMemory}
 }
 
 // isLoopback reports whether every address a listener on addr accepts
@@ -480,12 +596,29 @@ func (c *config) logAttrs() []any {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("auth_cookie", c.AuthCookie),
 		slog.Bool("access_log", c.AccessLog),
+		slog.String("issuer", c.Issuer),
+		slog.String("access_token_ttl", c.AccessTokenTTL.String()),
+		slog.String("access_token_audience", c.AccessTokenAud),
+		slog.String("access_token_alg", c.AccessTokenAlg),
+		slog.String("access_key_period", c.AccessKeyPeriod.String()),
+		slog.String("refresh_cookie", c.RefreshCookie),
+		slog.String("clients", clientsText(c)),
+		slog.Int("auth_memory_sessions", c.AuthMemory),
+		slog.String("revocation_heartbeat", c.Heartbeat.String()),
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
 		slog.String("signing_keys", signing),
 		slog.String("tls", listenTLS),
 		slog.String("redis_tls", c.RedisOptions.tlsState()),
 	}
+}
+
+// clientsText describes the client registry for the start-up log.
+func clientsText(c *config) string {
+	if c.ClientsFile == "" {
+		return "open: every client id is a public client"
+	}
+	return fmt.Sprintf("%d from %s", c.Clients.Len(), c.ClientsFile)
 }
 
 // graceString shows a grace of 0 as off.

@@ -17,7 +17,27 @@ import (
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
+// envOf is an environment of the settings in m. Two settings that tests
+// about other things would each have to repeat are filled in when m leaves
+// them out: a service on a real Redis gets an API key (a key-less one
+// serves only the embedded store), and every one an issuer (required beyond
+// loopback). envOnly is m as it is.
 func envOf(m map[string]string) func(string) string {
+	full := map[string]string{}
+	for k, v := range m {
+		full[k] = v
+	}
+	_, keyed := m[envAPIKey]
+	if m[envRedisURL] != "" && !keyed && m[envAPIKeyFile] == "" && m[envAPIKeysFile] == "" {
+		full[envAPIKey] = goodKey
+	}
+	if _, ok := m[envIssuer]; !ok {
+		full[envIssuer] = "https://sessioncache.test"
+	}
+	return envOnly(full)
+}
+
+func envOnly(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
@@ -27,7 +47,7 @@ const (
 )
 
 func TestConfigDefaults(t *testing.T) {
-	c, err := loadConfig(nil, envOf(nil), io.Discard)
+	c, err := loadConfig(nil, envOnly(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +58,11 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.RedisOptions.standalone != nil || c.RedisOptions.cluster != nil || c.RedisOptions.sentinel != nil {
 		t.Errorf("no URL must mean the embedded miniredis")
+	}
+	got = []any{c.Issuer, c.AccessTokenAud, c.AccessTokenTTL, c.AccessTokenAlg, c.AccessKeyPeriod, c.RefreshCookie, c.Clients.IsOpen(), c.Heartbeat}
+	want = []any{"http://127.0.0.1:8080", "http://127.0.0.1:8080", 5 * time.Minute, "ES256", 24 * time.Hour, "", true, redisstore.DefaultHeartbeat}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("access token defaults (-want +got):\n%s", d)
 	}
 	// Every setting's default parses (the table is what -h prints).
 	for _, s := range settings {
@@ -105,6 +130,18 @@ func TestConfigErrors(t *testing.T) {
 		{"sentinel without master", nil, map[string]string{envRedisMode: "sentinel", envRedisURL: "redis://a:26379"}, "SESSIONCACHE_REDIS_MASTER"},
 		{"master without sentinel", nil, map[string]string{envRedisMaster: "m", envRedisURL: "redis://a:1"}, "not sentinel"},
 		{"bad URL option", nil, map[string]string{envRedisURL: "redis://:hunter2hunter2@a:1/0?pool_size=lots"}, "pool_size"},
+		{"real Redis without key", nil, map[string]string{envRedisURL: "redis://a:1", envAPIKey: ""}, "refusing to serve redis://a:1 without an API key: a key-less service is for the embedded development store only"},
+		{"no issuer beyond loopback", nil, map[string]string{envListen: "0.0.0.0:8080", envAPIKey: goodKey, envIssuer: ""}, `SESSIONCACHE_ISSUER="": is required when listening on 0.0.0.0:8080`},
+		{"issuer not a URL", nil, map[string]string{envIssuer: "sessioncache"}, "access tokens (SESSIONCACHE_ISSUER"},
+		{"issuer with a query", nil, map[string]string{envIssuer: "https://a.example/?x=1"}, "has a query"},
+		{"access token TTL", nil, map[string]string{envAccessTokenTTL: "2h"}, "out of range"},
+		{"access token alg", []string{"-access-token-alg", "RS256"}, nil, `algorithm "RS256" is not supported`},
+		{"key period", nil, map[string]string{envAccessKeyPeriod: "1h"}, "key period 1h0m0s is too short"},
+		{"refresh cookie name", nil, map[string]string{envRefreshCookie: "a b"}, `SESSIONCACHE_REFRESH_COOKIE="a b": not a cookie name`},
+		{"refresh cookie is the auth cookie", nil, map[string]string{envRefreshCookie: "sc_session"}, "must differ from SESSIONCACHE_AUTH_COOKIE"},
+		{"heartbeat", nil, map[string]string{envHeartbeat: "1ms"}, "SESSIONCACHE_REVOCATION_HEARTBEAT"},
+		{"auth memory", nil, map[string]string{envAuthMemory: "0"}, "SESSIONCACHE_AUTH_MEMORY_SESSIONS"},
+		{"clients file", nil, map[string]string{envClientsFile: writeFile(t, dir, "clients", "web private\n")}, `line 1: client "web": type "private"`},
 		{"arguments", []string{"serve"}, nil, "unexpected arguments"},
 		{"unknown flag", []string{"-port", "1"}, nil, "flag provided but not defined: -port"},
 	}

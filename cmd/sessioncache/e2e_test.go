@@ -167,12 +167,12 @@ func walk(t *testing.T, c *apiClient) {
 	laptop := c.login(user, "laptop")
 	phone := c.login(user, "phone")
 	t0 := laptop.str("refresh_token")
-	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
-	t2 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1)).str("refresh_token")
-	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
+	t1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token")
+	t2 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t1)).str("refresh_token")
+	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t0)); r.str("reason") != "reused" {
 		t.Fatalf("replay of an old token: %s, want reason reused", r.raw)
 	}
-	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t2)); r.str("reason") != "revoked" {
+	if r := c.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t2)); r.str("reason") != "revoked" {
 		t.Fatalf("newest token after the replay: %s, want reason revoked", r.raw)
 	}
 	list := c.must(http.StatusOK, "GET", path, "")
@@ -190,7 +190,7 @@ func walk(t *testing.T, c *apiClient) {
 	if r := c.must(http.StatusOK, "GET", path, ""); r.raw != "{\"sessions\":[]}\n" {
 		t.Fatalf("sessions after logout: %s", r.raw)
 	}
-	if r := c.send("POST", "/v1/sessions", `{"user_id":"`+user+`"}`, http.Header{"Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
+	if r := c.send("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"`+user+`"}`, http.Header{"Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
 		t.Errorf("request without the API key: %d, want 401", r.status)
 	}
 	metrics := c.send("GET", "/metrics", "", nil).raw
@@ -220,7 +220,7 @@ func TestEndToEndGracefulShutdown(t *testing.T) {
 	}
 
 	// A login whose body is only half sent when the signal comes.
-	body := `{"user_id":"` + alice + `","device_name":"in flight"}`
+	body := `{"user_id":"` + alice + `","client_id":"` + testClient + `","device_name":"in flight"}`
 	conn, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -338,5 +338,21 @@ func testWalkthrough(t *testing.T, readme string) {
 			t.Fatalf("walk-through output lacks %s (in order); output:\n%s", want, out)
 		}
 		rest = rest[i+len(want):]
+	}
+}
+
+// A service on a loopback port the kernel picks (127.0.0.1:0) names that
+// port in its issuer, its metadata and its access tokens.
+func TestIssuerNamesTheBoundPort(t *testing.T) {
+	p := startService(t, map[string]string{})
+	base := "http://" + p.addr
+	c := newAPIClient(t, base, "")
+	md := c.must(http.StatusOK, "GET", metadataPath, "")
+	if md.str("issuer") != base || md.str("token_endpoint") != base+tokenPath {
+		t.Errorf("metadata %s, want issuer %s", md.raw, base)
+	}
+	at := c.login(alice, "laptop").str("access_token")
+	if iss := accessClaims(t, at)["iss"]; iss != base {
+		t.Errorf("iss %v, want %s", iss, base)
 	}
 }

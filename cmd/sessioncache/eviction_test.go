@@ -28,8 +28,8 @@ type write struct{ method, path, ctype, body string }
 // evicting Redis.
 func writes(user, tok string) []write {
 	return []write{
-		{"POST", "/v1/sessions", "application/json", `{"user_id":"` + user + `"}`},
-		{"POST", "/v1/tokens/rotate", "application/json", tokenBody(tok)},
+		{"POST", "/v1/sessions", "application/json", `{"client_id":"test-app","user_id":"` + user + `"}`},
+		{"POST", "/v1/tokens/rotate", "application/json", refreshBody(tok)},
 	}
 }
 
@@ -91,7 +91,7 @@ func TestWritesRefusedOnEvictingRedis(t *testing.T) {
 		t.Errorf("an empty login on allkeys-lru: %d %s, want 503", r.status, r.raw)
 	}
 	// Reads change nothing and go on.
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.body["active"] != true || r.str("sub") != user {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.body["active"] != true || r.str("sub") != user {
 		t.Errorf("introspect on allkeys-lru: %s, want active", r.raw)
 	}
 	if r := e.must(http.StatusOK, "GET", "/v1/users/"+url.PathEscape(user)+"/sessions", ""); !strings.Contains(r.raw, session) {
@@ -122,7 +122,7 @@ func TestWritesRefusedOnEvictingRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPolicy(t, e, policySafe)
-	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	if next.str("session_id") != session {
 		t.Errorf("rotation after the fix: %s", next.raw)
 	}
@@ -163,7 +163,7 @@ func TestFirstWriteChecksThePolicy(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			statuses[i] = e.do("POST", "/v1/sessions", `{"user_id":"user@example.com"}`).status
+			statuses[i] = e.do("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"user@example.com"}`).status
 		}()
 	}
 	wg.Wait()
@@ -188,7 +188,7 @@ func TestFirstWriteChecksThePolicy(t *testing.T) {
 // knowing.
 func TestWriteWithoutKnownPolicyIsRefused(t *testing.T) {
 	e := newTestEnv(t, withEvictionCheck())
-	r := e.do("POST", "/v1/sessions", `{"user_id":"12345"}`)
+	r := e.do("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"12345"}`)
 	if r.status != http.StatusServiceUnavailable || r.str("error") != "unavailable" || r.header.Get("Retry-After") == "" {
 		t.Errorf("login with the policy unknown: %d %s, want 503 unavailable with Retry-After", r.status, r.raw)
 	}

@@ -2,8 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sessionauth"
+	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 // Forward auth: the answer to a gateway's per-request auth hook (nginx
@@ -19,30 +26,74 @@ const (
 	headerExpiresAt = "X-Auth-Expires-At"
 )
 
-// forwardAuth answers whether the request carries the current token of a
-// live session, in Authorization: Bearer <token> or else in the auth
-// cookie. Valid: 200 with no body and the X-Auth-* headers. Refused (missing,
-// malformed, unknown, expired, rotated or revoked): 401 with
-// WWW-Authenticate. Redis trouble: 503 with Retry-After; a session record
-// that contradicts its token: 500. It writes nothing: a token is never
-// rotated here, so a gateway may call it for every request.
+// forwardAuth answers whether the request carries a live access token,
+// in Authorization: Bearer <token> or else in the auth cookie: its
+// signature and exp are checked here, and its session must still live
+// (from memory while the revocation feed vouches for it; see sessionauth).
+// Valid: 200 with no body and the X-Auth-* headers. Refused (missing,
+// malformed, unknown, expired, revoked): 401 with WWW-Authenticate. A
+// request that carries a refresh token anywhere (a header or a cookie) is
+// refused with reason refresh_token, counted and logged: the refresh token
+// belongs to the token endpoint only, and the client that sends it
+// elsewhere leaks it. Redis trouble: 503 with Retry-After. It writes
+// nothing, so a gateway may call it for every request.
 func (s *server) forwardAuth(ctx context.Context, r *http.Request) reply {
+	if s.headersMayHoldRefreshToken(r) {
+		if where := s.refreshTokenIn(r); where != "" {
+			return s.refreshTokenPresented(r, where)
+		}
+	}
 	tok, ok := credential(r, s.authCookie)
 	if !ok {
 		return invalidToken("missing")
 	}
-	if len(tok) > maxTokenLen {
-		return invalidToken("malformed")
-	}
-	info, err := s.store().Validate(ctx, tok)
-	if reason := tokenOutcome(err); reason != "" {
-		return invalidToken(reason)
-	}
+	c, err := s.tokens.Verify(tok)
 	if err != nil {
+		return invalidToken(accessOutcome(err))
+	}
+	if _, err := s.gate.Check(ctx, c.Subject, c.SessionID, c.ExpiresAt); err != nil {
+		if errors.Is(err, sessionauth.ErrEnded) {
+			return invalidToken("revoked")
+		}
 		return failure(err)
 	}
 	return reply{status: http.StatusOK, outcome: "ok",
-		auth: []string{headerValue(info.UserID), headerValue(info.SessionID), timestamp(info.ExpiresAt)}}
+		auth: []string{headerValue(c.Subject), c.SessionID, timestamp(c.ExpiresAt)}}
+}
+
+// headersMayHoldRefreshToken reports whether any header value holds the
+// refresh tokens' prefix: only then is refreshTokenIn worth its work.
+func (s *server) headersMayHoldRefreshToken(r *http.Request) bool {
+	for _, vs := range r.Header {
+		for _, v := range vs {
+			if strings.Contains(v, s.tokenPrefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// refreshTokenPresented refuses a request that carries a refresh token, and
+// says so in the log (with where the client is, as the gateway and the peer
+// tell it) and in a metric.
+func (s *server) refreshTokenPresented(r *http.Request, where string) reply {
+	s.metrics.refreshTokenAtAuth.Inc()
+	s.log.LogAttrs(r.Context(), slog.LevelWarn, "refresh token presented to forward auth: refused; the client leaks its refresh token",
+		slog.String("in", where),
+		slog.String("remote", r.RemoteAddr),
+		slog.String("x_forwarded_for", truncateHeader(r.Header.Get("X-Forwarded-For"))),
+		slog.String("x_real_ip", truncateHeader(r.Header.Get("X-Real-Ip"))),
+		slog.String("http_user_agent", truncateHeader(r.UserAgent())))
+	return invalidToken("refresh_token")
+}
+
+// truncateHeader bounds a header value written to the log.
+func truncateHeader(v string) string {
+	if len(v) > 256 {
+		return v[:256] + "..."
+	}
+	return v
 }
 
 // credential returns the bearer token of the Authorization header, or else
@@ -74,11 +125,12 @@ var invalidTokenHeader = http.Header{"Www-Authenticate": {`Bearer error="invalid
 // tokenDescriptions are the error_description of each reason /v1/auth
 // refuses a request for.
 var tokenDescriptions = map[string]string{
-	"missing":   "no bearer token and no session cookie",
-	"malformed": "not a token of this service",
-	"unknown":   "unknown token",
-	"expired":   "the token has expired",
-	"revoked":   "the token was rotated, or its session has ended",
+	"missing":       "no bearer token and no session cookie",
+	"malformed":     "not a token of this service",
+	"unknown":       "unknown token",
+	"expired":       "the token has expired",
+	"revoked":       "the session of this access token has ended",
+	"refresh_token": "a refresh token was sent: it belongs only to the token endpoint; send the access token",
 }
 
 // headerValue makes an opaque id safe in an HTTP header: every byte but an
@@ -116,4 +168,52 @@ func headerSafe(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("-._~@|:", c) >= 0
+}
+
+// onStoreEvent counts the store's security events, and hands the
+// revocations this instance makes to the session memory before the call
+// that made them returns: this instance refuses the session at once, the
+// others when the revocation feed brings it.
+func (s *server) onStoreEvent(ctx context.Context, e redisstore.Event) {
+	s.metrics.onEvent(ctx, e)
+	switch e.Kind {
+	case redisstore.EventSessionRevoked, redisstore.EventReuseDetected, redisstore.EventSessionEvicted:
+		s.gate.Notice(redisstore.Notice{Kind: redisstore.NoticeRevoked, Reason: e.Reason, SessionIDs: []string{e.SessionID}})
+	}
+}
+
+// watchRevocations feeds the revocation feed of st to the session memory
+// until ctx ends, and sweeps the memory once a minute. It logs when the feed
+// is lost and back: meanwhile every forward auth asks Redis.
+func (s *server) watchRevocations(ctx context.Context, st *redisstore.Store, heartbeat time.Duration) {
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sweep.C:
+				s.gate.Sweep()
+			}
+		}
+	}()
+	lost := false
+	st.WatchRevocations(ctx, heartbeat, func(n redisstore.Notice) {
+		s.gate.Notice(n)
+		switch n.Kind {
+		case redisstore.NoticeSubscribed:
+			s.metrics.feedNotices.WithLabelValues("subscribed").Inc()
+			if lost {
+				s.log.Info("revocation feed subscribed again: forward auth answers from memory again")
+			}
+			lost = false
+		case redisstore.NoticeLost:
+			s.metrics.feedNotices.WithLabelValues("lost").Inc()
+			lost = true
+			s.log.Warn("revocation feed lost: forward auth asks Redis until it is back", "error", fmt.Sprint(n.Err))
+		case redisstore.NoticeRevoked:
+			s.metrics.feedNotices.WithLabelValues("revoked").Inc()
+		}
+	})
 }

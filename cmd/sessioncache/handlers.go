@@ -21,14 +21,20 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sessionauth"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 // maxTokenLen bounds refresh_token fields; real tokens are far shorter.
 const maxTokenLen = 512
 
+// maxAccessTokenLen bounds an access token (accesstoken.MaxTokenLen).
+const maxAccessTokenLen = accesstoken.MaxTokenLen
+
 type issueRequest struct {
 	UserID     string `json:"user_id"`
+	ClientID   string `json:"client_id"`
 	DeviceID   string `json:"device_id"`
 	DeviceName string `json:"device_name"`
 	IPAddress  string `json:"ip_address"`
@@ -37,11 +43,10 @@ type issueRequest struct {
 
 type rotateRequest struct {
 	RefreshToken string `json:"refresh_token"`
+	ClientID     string `json:"client_id"`
 	DeviceID     string `json:"device_id"`
 	IPAddress    string `json:"ip_address"`
 	UserAgent    string `json:"user_agent"`
-
-	from *http.Request // for the reuse warning (reuseAttrs)
 }
 
 type tokenRequest struct {
@@ -54,21 +59,28 @@ type tokenHolder interface{ token() string }
 func (r *rotateRequest) token() string { return r.RefreshToken }
 func (r *tokenRequest) token() string  { return r.RefreshToken }
 
+// grantBody is a login's or a rotation's answer: an access token as RFC
+// 6749 section 5.1 names it, the refresh token, and the session.
 type grantBody struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	ExpiresIn        int64  `json:"expires_in"`
 	RefreshToken     string `json:"refresh_token"`
 	SessionID        string `json:"session_id"`
 	UserID           string `json:"user_id"`
+	ClientID         string `json:"client_id"`
 	ExpiresAt        string `json:"expires_at"`
 	SessionExpiresAt string `json:"session_expires_at"`
 }
 
 // introspectBody is an RFC 7662 answer: active, and for an active token the
-// standard claims (sub, sid, exp, iat, token_type) and this API's own
-// fields.
+// standard claims (sub, sid, client_id, exp, iat, token_type) and this
+// API's own fields.
 type introspectBody struct {
 	Active           bool   `json:"active"`
 	Sub              string `json:"sub,omitempty"`
 	Sid              string `json:"sid,omitempty"`
+	ClientID         string `json:"client_id,omitempty"`
 	Exp              int64  `json:"exp,omitempty"`
 	Iat              int64  `json:"iat,omitempty"`
 	TokenType        string `json:"token_type,omitempty"`
@@ -80,6 +92,7 @@ type introspectBody struct {
 
 type sessionBody struct {
 	SessionID        string `json:"session_id"`
+	ClientID         string `json:"client_id"`
 	DeviceID         string `json:"device_id"`
 	DeviceName       string `json:"device_name"`
 	IPAddress        string `json:"ip_address"`
@@ -129,11 +142,22 @@ func timestamp(t time.Time) string {
 
 const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
-func grantReply(status int, g redisstore.Grant, outcome string) reply {
+// grantReply answers a login or a rotation begun at m: the grant and an
+// access token for its session, which forward auth then knows live.
+func (s *server) grantReply(status int, g redisstore.Grant, outcome string, m sessionauth.Mark) reply {
+	at, expiresIn, err := s.accessToken(g)
+	if err != nil {
+		return failure(err)
+	}
+	s.gate.Saw(g.SessionID, time.Now().Add(time.Duration(expiresIn)*time.Second), m)
 	return reply{status: status, outcome: outcome, body: grantBody{
+		AccessToken:      at,
+		TokenType:        "Bearer",
+		ExpiresIn:        expiresIn,
 		RefreshToken:     g.Token,
 		SessionID:        g.SessionID,
 		UserID:           g.UserID,
+		ClientID:         g.ClientID,
 		ExpiresAt:        timestamp(g.ExpiresAt),
 		SessionExpiresAt: timestamp(g.SessionExpiresAt),
 	}}
@@ -148,13 +172,20 @@ func (s *server) issue(ctx context.Context, r *http.Request) reply {
 	if user == unaddressableUserID {
 		return badRequest(http.StatusBadRequest, `user id "/" is refused: no path can name it (/v1/users/%2F/sessions is a trailing slash to the router)`)
 	}
+	switch {
+	case req.ClientID == "":
+		return badRequest(http.StatusBadRequest, "client_id is required: the OAuth client the session is for, whose refreshes alone it accepts")
+	case !s.clients.Load().Known(req.ClientID):
+		return badRequest(http.StatusBadRequest, fmt.Sprintf("client_id %.40q is not a registered client", req.ClientID))
+	}
+	m := s.gate.Begin()
 	g, err := s.store().Issue(ctx, user, redisstore.Client{
-		DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
+		ClientID: req.ClientID, DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if err != nil {
 		return failure(err)
 	}
-	return grantReply(http.StatusCreated, g, "ok")
+	return s.grantReply(http.StatusCreated, g, "ok", m)
 }
 
 func (s *server) rotate(ctx context.Context, r *http.Request) reply {
@@ -162,13 +193,18 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 	if rp, ok := decodeJSON(r, &req); !ok {
 		return rp
 	}
-	req.from = r
-	ctx = context.WithValue(ctx, rotationKey{}, &req)
+	m := s.gate.Begin()
 	g, err := s.store().Rotate(ctx, req.RefreshToken, redisstore.Client{
-		DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
+		ClientID: req.ClientID, DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
+	if errors.Is(err, redisstore.ErrWrongClient) {
+		return invalidGrant("wrong_client")
+	}
 	if reason := tokenOutcome(err); reason != "" {
 		rp := invalidGrant(reason)
+		if reason == "reused" {
+			s.logReuse(r, g, err, slog.String("ip_address", req.IPAddress), slog.String("user_agent", req.UserAgent))
+		}
 		if errors.Is(err, redisstore.ErrNotReplicated) {
 			rp.err = err // the reuse revocation may not survive a failover
 		}
@@ -178,41 +214,26 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 		return failure(err)
 	}
 	if g.Replayed {
-		return grantReply(http.StatusOK, g, "grace_replay")
+		return s.grantReply(http.StatusOK, g, "grace_replay", m)
 	}
-	return grantReply(http.StatusOK, g, "ok")
+	return s.grantReply(http.StatusOK, g, "ok", m)
 }
 
-// onStoreEvent counts the store's security events and logs the reuse of a
-// token (theft).
-func onStoreEvent(m *metrics, log *slog.Logger) func(context.Context, redisstore.Event) {
-	return func(ctx context.Context, e redisstore.Event) {
-		m.onEvent(ctx, e)
-		if e.Kind == redisstore.EventReuseDetected {
-			log.WarnContext(ctx, "refresh token reuse detected: session revoked", reuseAttrs(ctx, e)...)
-		}
+// logReuse logs the reuse of a refresh token (theft): the session revoked,
+// and who presented the replayed token: the peer the service sees (remote;
+// the service reads no X-Forwarded-For), the caller's User-Agent header
+// (http_user_agent), and what the request says of the device (attrs).
+func (s *server) logReuse(r *http.Request, g redisstore.Grant, err error, attrs ...slog.Attr) {
+	ua := r.UserAgent()
+	if len(ua) > redisstore.MaxUserAgentLen {
+		ua = ua[:redisstore.MaxUserAgentLen]
 	}
-}
-
-// rotationKey is the context key of the rotateRequest a rotation runs for.
-type rotationKey struct{}
-
-// reuseAttrs describes, for the log, the reuse of a token detected by a
-// rotation: the session, and who presented the replayed token: the peer
-// the service sees (remote: the service reads no X-Forwarded-For), the
-// caller's User-Agent header (http_user_agent), and the device's IP address
-// and user agent as the rotation request gives them.
-func reuseAttrs(ctx context.Context, e redisstore.Event) []any {
-	attrs := []any{slog.String("user_id", e.UserID), slog.String("session_id", e.SessionID)}
-	if req, ok := ctx.Value(rotationKey{}).(*rotateRequest); ok && req.from != nil {
-		ua := req.from.UserAgent()
-		if len(ua) > redisstore.MaxUserAgentLen {
-			ua = ua[:redisstore.MaxUserAgentLen]
-		}
-		attrs = append(attrs, slog.String("remote", req.from.RemoteAddr), slog.String("http_user_agent", ua),
-			slog.String("ip_address", req.IPAddress), slog.String("user_agent", req.UserAgent))
+	all := append([]slog.Attr{slog.String("user_id", g.UserID), slog.String("session_id", g.SessionID),
+		slog.String("operation", r.URL.Path), slog.String("remote", r.RemoteAddr), slog.String("http_user_agent", ua)}, attrs...)
+	if errors.Is(err, redisstore.ErrNotReplicated) {
+		all = append(all, slog.String("replication", err.Error()))
 	}
-	return attrs
+	s.log.LogAttrs(r.Context(), slog.LevelWarn, "refresh token reuse detected: session revoked", all...)
 }
 
 // invalidGrant is the refusal of a refresh token, as RFC 6749 section 5.2
@@ -225,20 +246,26 @@ func invalidGrant(reason string) reply {
 // grantDescriptions are the error_description of each reason a refresh
 // token is refused for (see tokenOutcome).
 var grantDescriptions = map[string]string{
-	"malformed": "not a refresh token of this service",
-	"unknown":   "unknown refresh token",
-	"expired":   "the refresh token has expired",
-	"revoked":   "the session of this refresh token has ended",
-	"reused":    "refresh token reused: its session is revoked",
+	"malformed":    "not a refresh token of this service",
+	"unknown":      "unknown refresh token",
+	"expired":      "the refresh token has expired",
+	"revoked":      "the session of this refresh token has ended",
+	"reused":       "refresh token reused: its session is revoked",
+	"wrong_client": "the refresh token was issued to another client",
 }
 
-// introspect answers as RFC 7662 does: any token that is not the current
-// token of a live session is simply inactive. The token comes in a JSON
-// body (refresh_token) or in a form (token).
+// introspect answers as RFC 7662 does, for both kinds of token: any token
+// that is not a live access token or the current refresh token of a live
+// session is simply inactive. The token comes in a JSON body
+// (refresh_token) or in a form (token, with token_type_hint, which is not
+// needed: the two kinds cannot be mistaken for each other).
 func (s *server) introspect(ctx context.Context, r *http.Request) reply {
-	tok, rp, ok := decodeToken(r)
+	tok, _, rp, ok := decodeToken(r)
 	if !ok {
 		return rp
+	}
+	if !strings.HasPrefix(tok, s.tokenPrefix) {
+		return s.introspectAccess(ctx, tok)
 	}
 	info, err := s.store().Validate(ctx, tok)
 	if reason := tokenOutcome(err); reason != "" {
@@ -251,6 +278,7 @@ func (s *server) introspect(ctx context.Context, r *http.Request) reply {
 		Active:    true,
 		Sub:       info.UserID,
 		Sid:       info.SessionID,
+		ClientID:  info.ClientID,
 		Exp:       info.ExpiresAt.Unix(),
 		Iat:       info.SessionExpiresAt.Add(-s.absoluteTTL).Unix(),
 		TokenType: "refresh_token",
@@ -262,15 +290,52 @@ func (s *server) introspect(ctx context.Context, r *http.Request) reply {
 	}}
 }
 
+// introspectAccess introspects tok as an access token: active while it
+// verifies, has not expired and its session lives.
+func (s *server) introspectAccess(ctx context.Context, tok string) reply {
+	c, err := s.tokens.Verify(tok)
+	if err != nil {
+		return reply{status: http.StatusOK, outcome: accessOutcome(err), body: introspectBody{Active: false}}
+	}
+	if _, err := s.gate.Check(ctx, c.Subject, c.SessionID, c.ExpiresAt); err != nil {
+		if errors.Is(err, sessionauth.ErrEnded) {
+			return reply{status: http.StatusOK, outcome: "revoked", body: introspectBody{Active: false}}
+		}
+		return failure(err)
+	}
+	return reply{status: http.StatusOK, outcome: "ok", body: introspectBody{
+		Active:    true,
+		Sub:       c.Subject,
+		Sid:       c.SessionID,
+		ClientID:  c.ClientID,
+		Exp:       c.ExpiresAt.Unix(),
+		Iat:       c.IssuedAt.Unix(),
+		TokenType: "Bearer",
+		UserID:    c.Subject,
+		SessionID: c.SessionID,
+		ExpiresAt: timestamp(c.ExpiresAt),
+	}}
+}
+
 // revokeToken answers 200 whatever the token, as RFC 7009 says, unless
-// Redis failed. The token comes in a JSON body (refresh_token) or in a form
-// (token).
+// Redis failed, and ends the token's session: a refresh token's, or an
+// access token's (RFC 7009 section 2.1 lets revoking an access token end
+// the grant behind it). The token comes in a JSON body (refresh_token) or
+// in a form (token).
 func (s *server) revokeToken(ctx context.Context, r *http.Request) reply {
-	tok, rp, ok := decodeToken(r)
+	tok, _, rp, ok := decodeToken(r)
 	if !ok {
 		return rp
 	}
-	n, err := s.store().RevokeToken(ctx, tok)
+	var n int
+	var err error
+	if strings.HasPrefix(tok, s.tokenPrefix) {
+		n, err = s.store().RevokeToken(ctx, tok)
+	} else if c, verr := s.tokens.Verify(tok); verr != nil {
+		return reply{status: http.StatusOK, outcome: accessOutcome(verr), body: revokedBody{}}
+	} else {
+		n, err = s.store().RevokeSession(ctx, c.Subject, c.SessionID)
+	}
 	if reason := tokenOutcome(err); reason != "" {
 		return reply{status: http.StatusOK, outcome: reason, body: revokedBody{}}
 	}
@@ -299,6 +364,7 @@ func (s *server) listSessions(ctx context.Context, r *http.Request) reply {
 	for _, x := range page.Sessions {
 		out.Sessions = append(out.Sessions, sessionBody{
 			SessionID:        x.ID,
+			ClientID:         x.ClientID,
 			DeviceID:         x.DeviceID,
 			DeviceName:       x.DeviceName,
 			IPAddress:        x.IPAddress,
@@ -423,34 +489,39 @@ func mediaType(r *http.Request) (string, reply, bool) {
 	return mt, reply{}, true
 }
 
-// decodeToken reads the refresh token of an RFC 7662 or RFC 7009 request:
-// a JSON body {"refresh_token"} or a form with token (and an ignored
-// token_type_hint).
-func decodeToken(r *http.Request) (string, reply, bool) {
+// decodeToken reads the token of an RFC 7662 or RFC 7009 request: a JSON
+// body {"refresh_token"} or a form with token and an optional
+// token_type_hint (access_token or refresh_token), which it returns.
+func decodeToken(r *http.Request) (tok, hint string, rp reply, ok bool) {
 	mt, rp, ok := mediaType(r)
 	if !ok {
-		return "", rp, false
+		return "", "", rp, false
 	}
 	if mt == mediaForm {
 		form, rp, ok := decodeForm(r)
 		if !ok {
-			return "", rp, false
+			return "", "", rp, false
 		}
-		tok := form.Get("token")
+		tok, hint = form.Get("token"), form.Get("token_type_hint")
 		if tok == "" && form.Has("refresh_token") {
-			return "", badRequest(http.StatusBadRequest, "token is required (refresh_token is the name in a JSON body, token in a form)"), false
+			return "", "", badRequest(http.StatusBadRequest, "token is required (refresh_token is the name in a JSON body, token in a form)"), false
 		}
-		rp, ok = checkToken("token", tok)
-		return tok, rp, ok
+		if len(tok) > maxAccessTokenLen {
+			return "", "", badRequest(http.StatusBadRequest, fmt.Sprintf("token is longer than %d bytes", maxAccessTokenLen)), false
+		}
+		if tok == "" {
+			return "", "", badRequest(http.StatusBadRequest, "token is required"), false
+		}
+		return tok, hint, reply{}, true
 	}
 	var req tokenRequest
 	if rp, ok := decodeJSON(r, &req); !ok {
 		if rp.status == http.StatusUnsupportedMediaType {
 			rp = badRequest(http.StatusUnsupportedMediaType, "Content-Type must be "+mediaJSON+" or "+mediaForm)
 		}
-		return "", rp, false
+		return "", "", rp, false
 	}
-	return req.RefreshToken, reply{}, true
+	return req.RefreshToken, "refresh_token", reply{}, true
 }
 
 // decodeForm reads an application/x-www-form-urlencoded body as strictly

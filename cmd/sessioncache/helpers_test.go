@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/internal/servicetest"
 	"github.com/sessioncache/sessioncache/redisstore"
@@ -55,6 +57,7 @@ type envSetup struct {
 	server serverConfig
 	store  redisstore.Options
 	rdb    redis.UniversalClient
+	noFeed bool // no revocation feed: every forward auth asks Redis
 }
 
 type envOption func(*envSetup)
@@ -105,16 +108,45 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 		o(&set)
 	}
 	m := newMetrics(set.rdb)
-	set.store.OnEvent = onStoreEvent(m, log)
+	var s *server
+	set.store.OnEvent = func(ctx context.Context, e redisstore.Event) { s.onStoreEvent(ctx, e) }
 	store, err := redisstore.New(set.rdb, set.store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	set.server.store, set.server.metrics = store, m
+	if set.server.tokens == nil {
+		now := time.Now
+		if b.Clock != nil {
+			now = b.Clock.Now
+		}
+		set.server.tokens, set.server.issuer = newTestAuthority(t, set.store.Secret, now), testIssuer
+	}
 	if set.server.absoluteTTL == 0 {
 		set.server.absoluteTTL = set.store.AbsoluteTTL
 	}
-	s := newServer(set.server)
+	s = newServer(set.server)
+	if !set.noFeed {
+		// The revocation feed, as main starts it; the test waits until
+		// forward auth may answer from memory.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.watchRevocations(ctx, store, 20*time.Millisecond)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+		})
+		deadline := time.Now().Add(10 * time.Second)
+		for !s.gate.Trusted() {
+			if time.Now().After(deadline) {
+				t.Fatal("the revocation feed did not become whole within 10s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
 	var key string
@@ -194,10 +226,75 @@ func (e *apiClient) must(want int, method, path, body string) response {
 
 func (e *apiClient) login(user, device string) response {
 	e.t.Helper()
-	return e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_id":"`+device+`","device_name":"`+device+`"}`)
+	return e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","client_id":"`+testClient+`","device_id":"`+device+`","device_name":"`+device+`"}`)
 }
 
-func tokenBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+func refreshBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+
+// testIssuer is the iss of the test environment's access tokens.
+const testIssuer = "https://sessioncache.test"
+
+// testClient is the client id the tests log in with.
+const testClient = "test-app"
+
+// newTestAuthority returns the access-token authority of a test service,
+// on the clock of its Redis (so that moving a miniredis clock expires
+// access tokens with their sessions).
+func newTestAuthority(t testing.TB, secret []byte, now func() time.Time) *accesstoken.Authority {
+	t.Helper()
+	a, err := accesstoken.New(accesstoken.Config{Secret: secret, Issuer: testIssuer, Audience: testIssuer, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// newIssuerAuthority is newTestAuthority for another issuer.
+func newIssuerAuthority(t *testing.T, secret []byte, issuer string) *accesstoken.Authority {
+	t.Helper()
+	a, err := accesstoken.New(accesstoken.Config{Secret: secret, Issuer: issuer, Audience: issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// accessClaims decodes the claims of an access token, without checking
+// it (the service does).
+func accessClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("access token %.20q... is not a JWS", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	if err == nil {
+		err = json.Unmarshal(b, &claims)
+	}
+	if err != nil {
+		t.Fatalf("access token claims: %v", err)
+	}
+	return claims
+}
+
+// accessExpiry is the exp of an access token, as X-Auth-Expires-At gives it.
+func accessExpiry(t *testing.T, tok string) string {
+	t.Helper()
+	exp, _ := accessClaims(t, tok)["exp"].(float64)
+	return timestamp(time.Unix(int64(exp), 0))
+}
+
+// forgeAccess changes one character in the middle of an access token's
+// signature: still well formed, no longer genuine.
+func forgeAccess(tok string) string {
+	i := len(tok) - 20
+	c := byte('A')
+	if tok[i] == 'A' {
+		c = 'B'
+	}
+	return tok[:i] + string(c) + tok[i+1:]
+}
 
 // syncBuffer is a buffer safe for concurrent writers.
 type syncBuffer = servicetest.Buffer

@@ -8,16 +8,19 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sessioncache/sessioncache/bench"
 	"github.com/sessioncache/sessioncache/internal/redistest"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
-// The hot path in process: the service's rotation and forward auth beside
-// bench.Bare (one go-redis SET per request, the ceiling of
-// bench/cpucost), on the same Redis client, without the HTTP server and
-// client around them. Allocations per request here are the handler's own:
+// The hot path in process: the service's rotation, refresh at the token
+// endpoint and forward auth beside bench.Bare (one go-redis SET per
+// request) and bench.BareHeaders (200 with three headers, no I/O), the
+// ceilings of bench/cpucost, on the same Redis client, without the HTTP
+// server and client around them. Allocations per request here are the
+// handler's own:
 //
 //	go test -run '^$' -bench Handler -benchmem ./cmd/sessioncache/
 //	go test -run '^$' -bench 'Handler/handler=rotate' -cpuprofile cpu.out ./cmd/sessioncache/
@@ -26,10 +29,12 @@ import (
 // hotPath is a service on a real Redis with sessions logged in, and
 // requests that can be sent again and again.
 type hotPath struct {
-	srv    *server
-	bare   http.Handler
-	tokens []string
-	users  []string
+	srv     *server
+	bare    http.Handler
+	tokens  []string
+	access  []string
+	users   []string
+	headers http.Handler
 }
 
 const hotPathKey = "hot-path-api-key-0123456789"
@@ -44,16 +49,32 @@ func newHotPath(tb testing.TB, sessions int) *hotPath {
 		tb.Fatal(err)
 	}
 	h := &hotPath{
-		srv:  newServer(serverConfig{store: st, log: log, metrics: m, apiKeys: [][]byte{[]byte(hotPathKey)}}),
-		bare: bench.Bare(b.Client, b.Prefix+"bare", defaultRedisTimeout),
+		srv: newServer(serverConfig{store: st, log: log, metrics: m, apiKeys: [][]byte{[]byte(hotPathKey)},
+			tokens: newTestAuthority(tb, testSecret, time.Now), issuer: testIssuer}),
+		bare:    bench.Bare(b.Client, b.Prefix+"bare", defaultRedisTimeout),
+		headers: bench.BareHeaders(),
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.srv.watchRevocations(ctx, st, redisstore.DefaultHeartbeat)
+	}()
+	tb.Cleanup(func() { cancel(); <-done })
+	for !h.srv.gate.Trusted() {
+		time.Sleep(time.Millisecond)
+	}
 	for i := range sessions {
-		g, err := st.Issue(ctx, "hot-path-user-"+string(rune('a'+i%26)), redisstore.Client{DeviceName: "bench"})
+		g, err := st.Issue(ctx, "hot-path-user-"+string(rune('a'+i%26)), redisstore.Client{ClientID: testClient, DeviceName: "bench"})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		at, _, err := h.srv.accessToken(g)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		h.tokens = append(h.tokens, g.Token)
+		h.access = append(h.access, at)
 		h.users = append(h.users, g.UserID)
 	}
 	tb.Cleanup(func() { b.Client.Del(context.Background(), b.Prefix+"bare") })
@@ -116,13 +137,14 @@ func rotateBody(tok string) []byte {
 	return []byte(`{"refresh_token":"` + tok + `","device_id":"","ip_address":"203.0.113.42","user_agent":"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}`)
 }
 
-// nextToken reads the new token of a rotation's answer.
+// nextToken reads the new refresh token of a rotation's answer.
 func nextToken(tb testing.TB, status int, body []byte) string {
-	const head = `{"refresh_token":"`
-	if status != http.StatusOK || !bytes.HasPrefix(body, []byte(head)) {
+	const field = `"refresh_token":"`
+	_, rest, ok := bytes.Cut(body, []byte(field))
+	if status != http.StatusOK || !ok {
 		tb.Fatalf("rotate: %d %s", status, body)
 	}
-	tok, _, _ := strings.Cut(string(body[len(head):]), `"`)
+	tok, _, _ := strings.Cut(string(rest), `"`)
 	return tok
 }
 
@@ -149,9 +171,29 @@ func BenchmarkHandler(b *testing.B) {
 			i++
 		}
 	})
+	b.Run("handler=token", func(b *testing.B) {
+		u := newReusable("POST", "/oauth2/token", http.Header{"Content-Type": {"application/x-www-form-urlencoded"}})
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			k := i % len(h.tokens)
+			status, out := u.serve(h.srv, []byte("grant_type=refresh_token&client_id="+testClient+"&refresh_token="+h.tokens[k]))
+			h.tokens[k] = nextToken(b, status, out)
+			i++
+		}
+	})
+	b.Run("handler=headers", func(b *testing.B) {
+		u := newReusable("GET", "/v1/auth", http.Header{"Authorization": {"Bearer " + h.access[0]}, "X-Sessioncache-Key": {hotPathKey}})
+		b.ReportAllocs()
+		for b.Loop() {
+			if status, out := u.serve(h.headers, nil); status != http.StatusOK {
+				b.Fatalf("headers: %d %s", status, out)
+			}
+		}
+	})
 	b.Run("handler=auth", func(b *testing.B) {
-		us := make([]*reusable, len(h.tokens))
-		for k, tok := range h.tokens {
+		us := make([]*reusable, len(h.access))
+		for k, tok := range h.access {
 			us[k] = newReusable("GET", "/v1/auth", http.Header{"Authorization": {"Bearer " + tok}, "X-Sessioncache-Key": {hotPathKey}})
 		}
 		i := 0

@@ -25,6 +25,8 @@ func (r *issueRequest) field(key string) *string {
 	switch key {
 	case "user_id":
 		return &r.UserID
+	case "client_id":
+		return &r.ClientID
 	case "device_id":
 		return &r.DeviceID
 	case "device_name":
@@ -41,6 +43,8 @@ func (r *rotateRequest) field(key string) *string {
 	switch key {
 	case "refresh_token":
 		return &r.RefreshToken
+	case "client_id":
+		return &r.ClientID
 	case "device_id":
 		return &r.DeviceID
 	case "ip_address":
@@ -187,12 +191,20 @@ func (b errorBody) appendJSON(dst []byte) []byte {
 }
 
 func (b grantBody) appendJSON(dst []byte) []byte {
-	dst = append(dst, `{"refresh_token":`...)
+	dst = append(dst, `{"access_token":`...)
+	dst = appendJSONString(dst, b.AccessToken)
+	dst = append(dst, `,"token_type":`...)
+	dst = appendJSONString(dst, b.TokenType)
+	dst = append(dst, `,"expires_in":`...)
+	dst = strconv.AppendInt(dst, b.ExpiresIn, 10)
+	dst = append(dst, `,"refresh_token":`...)
 	dst = appendJSONString(dst, b.RefreshToken)
 	dst = append(dst, `,"session_id":`...)
 	dst = appendJSONString(dst, b.SessionID)
 	dst = append(dst, `,"user_id":`...)
 	dst = appendJSONString(dst, b.UserID)
+	dst = append(dst, `,"client_id":`...)
+	dst = appendJSONString(dst, b.ClientID)
 	dst = append(dst, `,"expires_at":`...)
 	dst = appendJSONString(dst, b.ExpiresAt)
 	dst = append(dst, `,"session_expires_at":`...)
@@ -205,6 +217,7 @@ func (b introspectBody) appendJSON(dst []byte) []byte {
 	dst = strconv.AppendBool(dst, b.Active)
 	dst = appendStringField(dst, "sub", b.Sub)
 	dst = appendStringField(dst, "sid", b.Sid)
+	dst = appendStringField(dst, "client_id", b.ClientID)
 	dst = appendIntField(dst, "exp", b.Exp)
 	dst = appendIntField(dst, "iat", b.Iat)
 	dst = appendStringField(dst, "token_type", b.TokenType)

@@ -217,17 +217,18 @@ func TestKeyFilesReloadedByTheService(t *testing.T) {
 	}
 
 	vol.update(map[string]string{"signing-keys": k2 + "\n" + k1 + "\n", "api-keys": a2 + "\n"})
-	poll(t, 20*time.Second, "the new API key to be accepted", func() bool { return auth(a2, g.str("refresh_token")) == http.StatusOK })
-	if s := auth(a1, g.str("refresh_token")); s != http.StatusForbidden {
+	poll(t, 20*time.Second, "the new API key to be accepted", func() bool { return auth(a2, g.str("access_token")) == http.StatusOK })
+	if s := auth(a1, g.str("access_token")); s != http.StatusForbidden {
 		t.Errorf("the removed API key: /v1/auth %d, want 403", s)
 	}
 	c.apiKey = a2
-	tok := g.str("refresh_token")
+	tok, at := g.str("refresh_token"), ""
 	poll(t, 20*time.Second, "key 2 to sign", func() bool {
-		tok = c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+		r := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
+		tok, at = r.str("refresh_token"), r.str("access_token")
 		return tokenKeyID(tok) == 2
 	})
-	if s := auth(a2, tok); s != http.StatusOK {
+	if s := auth(a2, at); s != http.StatusOK {
 		t.Errorf("the session after the change: /v1/auth %d, want 200", s)
 	}
 	for _, l := range logLines(p.logs.String()) {

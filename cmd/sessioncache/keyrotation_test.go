@@ -30,8 +30,8 @@ import (
 // something else.
 func tokenKeyID(tok string) int { return tokenlayout.KeyIDOf(tok, redisstore.DefaultTokenPrefix) }
 
-// rotationWorker keeps one session rotating, and checks each new token on
-// /v1/auth, until told to stop.
+// rotationWorker keeps one session rotating, and checks each new token by
+// introspection, until told to stop.
 type rotationWorker struct {
 	session   string
 	token     string
@@ -94,15 +94,31 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 		v, _, _ := strings.Cut(after, `"`)
 		return v
 	}
+	var oldAccess string
 	login := func(user string) (string, string) {
-		status, _, raw := call("POST", "/v1/sessions", `{"user_id":"`+user+`"}`, apiKey.Load().(string), nil)
+		status, _, raw := call("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"`+user+`"}`, apiKey.Load().(string), nil)
 		if status != http.StatusCreated {
 			t.Fatalf("login: %d %s", status, raw)
 		}
+		oldAccess = field(raw, "access_token")
 		return field(raw, "refresh_token"), field(raw, "session_id")
 	}
-	authStatus := func(tok, key string) int {
-		status, _, _ := call("GET", "/v1/auth", "", key, http.Header{"Authorization": {"Bearer " + tok}})
+	// active is 200 for a refresh token that introspects active, 401 for one
+	// that does not, or the status of a refused call.
+	active := func(tok, key string) int {
+		status, _, raw := call("POST", "/v1/tokens/introspect", refreshBody(tok), key, nil)
+		switch {
+		case status != http.StatusOK:
+			return status
+		case strings.Contains(raw, `"active":true`):
+			return http.StatusOK
+		}
+		return http.StatusUnauthorized
+	}
+	// authStatus is the status of /v1/auth with key, for an access token of
+	// a live session: 200, or 403 for a key it refuses.
+	authStatus := func(key string) int {
+		status, _, _ := call("GET", "/v1/auth", "", key, http.Header{"Authorization": {"Bearer " + oldAccess}})
 		return status
 	}
 
@@ -141,7 +157,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 				}
 				key := apiKey.Load().(string)
 				want := expectKey.Load()
-				status, _, raw := call("POST", "/v1/tokens/rotate", tokenBody(w.token), key, nil)
+				status, _, raw := call("POST", "/v1/tokens/rotate", refreshBody(w.token), key, nil)
 				if status != http.StatusOK {
 					fail("worker %d: rotation: %d %s", i, status, raw)
 					return
@@ -154,9 +170,9 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 					fail("worker %d: a token minted while key %d signs carries key id %d", i, want, got)
 				}
 				w.token = tok
-				status, h, _ := call("GET", "/v1/auth", "", key, http.Header{"Authorization": {"Bearer " + tok}})
-				if status != http.StatusOK || h.Get(headerSessionID) != w.session {
-					fail("worker %d: /v1/auth of the new token: %d, session %q, want 200 and %s", i, status, h.Get(headerSessionID), w.session)
+				status, _, raw = call("POST", "/v1/tokens/introspect", refreshBody(tok), key, nil)
+				if status != http.StatusOK || !strings.Contains(raw, `"active":true`) || field(raw, "sid") != w.session {
+					fail("worker %d: introspection of the new token: %d %s, want active, session %s", i, status, raw, w.session)
 					return
 				}
 				w.rotations.Add(1)
@@ -211,7 +227,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	write(signingFile, k1+"\n"+k2+"\n")
 	write(apiFile, a1+"\n"+a2+"\n")
 	hup("the first reload", "signing keys reloaded", "API keys reloaded")
-	if s := authStatus(oldToken, a2); s != http.StatusOK {
+	if s := authStatus(a2); s != http.StatusOK {
 		t.Fatalf("the new API key after it was added: /v1/auth %d, want 200", s)
 	}
 	apiKey.Store(a2) // the gateways roll over to the new key
@@ -224,14 +240,14 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	hup("the second reload", "signing keys reloaded", "API keys reloaded")
 	expectKey.Store(2)
 	progress("with key 2 signing")
-	if s := authStatus(oldToken, a2); s != http.StatusOK {
-		t.Errorf("a token signed by key 1 while key 1 is still listed: /v1/auth %d, want 200", s)
+	if s := active(oldToken, a2); s != http.StatusOK {
+		t.Errorf("a token signed by key 1 while key 1 is still listed: %d, want active", s)
 	}
-	if s := authStatus(oldToken, a1); s != http.StatusForbidden {
+	if s := authStatus(a1); s != http.StatusForbidden {
 		t.Errorf("the removed API key on /v1/auth: %d, want 403", s)
 	}
 	for key, want := range map[string]int{a1: http.StatusUnauthorized, a2: http.StatusOK} {
-		if s, _, raw := call("POST", "/v1/tokens/introspect", tokenBody(oldToken), key, nil); s != want {
+		if s, _, raw := call("POST", "/v1/tokens/introspect", refreshBody(oldToken), key, nil); s != want {
 			t.Errorf("API key %s on the API: %d %s, want %d", key[:9], s, raw, want)
 		}
 	}
@@ -245,10 +261,10 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	write(apiFile, "short\n")
 	hup("the refusal of the malformed files", "signing keys not reloaded: keeping the previous ones", "API keys not reloaded: keeping the previous ones")
 	progress("after the malformed files")
-	if s := authStatus(oldToken, a2); s != http.StatusOK {
-		t.Errorf("after the malformed files: the key-1 token with the current API key: /v1/auth %d, want 200", s)
+	if s := active(oldToken, a2); s != http.StatusOK {
+		t.Errorf("after the malformed files: the key-1 token with the current API key: %d, want active", s)
 	}
-	if s := authStatus(oldToken, a1); s != http.StatusForbidden {
+	if s := authStatus(a1); s != http.StatusForbidden {
 		t.Errorf("after the malformed files: the removed API key: %d, want 403", s)
 	}
 	write(signingFile, "")
@@ -259,8 +275,8 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	write(signingFile, k2+"\n")
 	hup("the last reload", "signing keys reloaded")
 	progress("with key 2 alone")
-	if s := authStatus(oldToken, a2); s != http.StatusUnauthorized {
-		t.Errorf("a token of the dropped key 1: /v1/auth %d, want 401", s)
+	if s := active(oldToken, a2); s != http.StatusUnauthorized {
+		t.Errorf("a token of the dropped key 1: %d, want inactive", s)
 	}
 	stopWorkers()
 	if len(errs) > 0 {
@@ -270,8 +286,8 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 		if id := tokenKeyID(w.token); id != 2 {
 			t.Errorf("worker %d ends with a token of key %d, want 2", i, id)
 		}
-		if s := authStatus(w.token, a2); s != http.StatusOK {
-			t.Errorf("worker %d: its session did not survive: /v1/auth %d", i, s)
+		if s := active(w.token, a2); s != http.StatusOK {
+			t.Errorf("worker %d: its session did not survive: %d", i, s)
 		}
 		t.Logf("worker %d: %d rotations", i, w.rotations.Load())
 	}

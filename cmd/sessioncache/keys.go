@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -121,6 +122,15 @@ func readAPIKeyFile(file string) ([][]byte, error) {
 	return [][]byte{b}, nil
 }
 
+// readClients reads SESSIONCACHE_CLIENTS_FILE (see package clients).
+func readClients(file string) (*clients.Registry, error) {
+	b, err := readLimited(file)
+	if err != nil {
+		return nil, err
+	}
+	return clients.Parse(file, b)
+}
+
 // keyLine is a line of a key file that holds a key.
 type keyLine struct {
 	file string
@@ -222,6 +232,19 @@ func newReloader(cfg *config, s *server, rdb redis.UniversalClient, opt redissto
 	if cfg.SigningKeysFile != "" {
 		r.files = append(r.files, &keyFile{name: cfg.SigningKeysFile, load: r.reloadSigningKeys, log: log,
 			failed: "signing keys not reloaded: keeping the previous ones", loaded: cfg.signingKeysState, seen: cfg.signingKeysState})
+	}
+	if cfg.ClientsFile != "" {
+		r.files = append(r.files, &keyFile{name: cfg.ClientsFile, log: log,
+			failed: "clients not reloaded: keeping the previous ones", loaded: cfg.clientsState, seen: cfg.clientsState,
+			load: func(file, cause string) error {
+				reg, err := readClients(file)
+				if err != nil {
+					return err
+				}
+				r.s.clients.Store(reg)
+				r.log.Info("clients reloaded", "file", file, "cause", cause, "clients", reg.Len())
+				return nil
+			}})
 	}
 	if cfg.APIKeysFile != "" {
 		read := cfg.apiKeysRead

@@ -154,7 +154,7 @@ func TestSeveralAPIKeys(t *testing.T) {
 	e := newTestEnv(t, func(s *envSetup) { s.server.apiKeys = [][]byte{[]byte(first), []byte(second)} })
 	status := func(key string) (api, gateway int) {
 		h := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + key}}
-		api = e.send("POST", "/v1/tokens/introspect", tokenBody("sct_x"), h).status
+		api = e.send("POST", "/v1/tokens/introspect", refreshBody("sct_x"), h).status
 		gateway = e.send("GET", "/v1/auth", "", http.Header{apiKeyHeader: {key}}).status
 		return api, gateway
 	}

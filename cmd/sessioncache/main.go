@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -120,14 +121,31 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 
 	m := newMetrics(be.client)
 	opt := cfg.storeOptions(secret)
-	opt.OnEvent = onStoreEvent(m, log)
+	var s *server // set before the store serves a call
+	opt.OnEvent = func(ctx context.Context, e redisstore.Event) { s.onStoreEvent(ctx, e) }
 	opt.Keys = cfg.SigningKeys
 	store, err := redisstore.New(be.client, opt)
 	if err != nil {
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
-	s := newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout, absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen: " + err.Error())
+		return exitFailed
+	}
+	defer ln.Close()
+	cfg.listening(ln.Addr().String())
+	tokens, err := accesstoken.New(cfg.accessConfig(secret))
+	if err != nil {
+		log.Error("refusing to start: " + err.Error())
+		return exitConfig
+	}
+	s = newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout,
+		absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog,
+		tokens: tokens, issuer: cfg.Issuer, clients: cfg.Clients, refreshCookie: cfg.RefreshCookie,
+		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory})
+	m.watchGate(s.gate)
 	var handler http.Handler = s
 	if tr != nil {
 		handler = tr.handler(s)
@@ -158,12 +176,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		scheme = "https"
 		log.Info("serving HTTPS", certAttrs(certs.current())...)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		log.Error("cannot listen: " + err.Error())
-		return exitFailed
-	}
-	log.Info("listening", "addr", ln.Addr().String(), "api", scheme+"://"+ln.Addr().String()+"/openapi.yaml")
+	log.Info("listening", "addr", ln.Addr().String(), "api", scheme+"://"+ln.Addr().String()+"/openapi.yaml", "issuer", cfg.Issuer)
 	served := make(chan error, 1)
 	go func() {
 		if hs.TLSConfig != nil {
@@ -175,6 +188,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go s.watch(watchCtx, evictionCheckInterval)
+	go s.watchRevocations(watchCtx, store, cfg.Heartbeat)
 
 	var keyFilesChanged <-chan time.Time
 	if len(rl.files) > 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sessionauth"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -23,6 +24,9 @@ type metrics struct {
 	revocations  *prometheus.CounterVec
 	graceReplays prometheus.Counter
 	buildInfo    *prometheus.GaugeVec
+
+	refreshTokenAtAuth prometheus.Counter
+	feedNotices        *prometheus.CounterVec
 }
 
 func newMetrics(rdb redis.UniversalClient) *metrics {
@@ -45,6 +49,14 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 			Name: "sessioncache_grace_replays_total",
 			Help: "Rotations answered with the current token because its predecessor was presented again within the grace window.",
 		}),
+		refreshTokenAtAuth: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sessioncache_auth_refresh_token_presented_total",
+			Help: "Forward-auth requests refused because they carried a refresh token (in a header or a cookie): a client leaking its refresh token.",
+		}),
+		feedNotices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessioncache_revocation_feed_notices_total",
+			Help: "What the revocation feed reported: subscribed, lost, revoked (messages).",
+		}, []string{"kind"}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sessioncache_build_info",
 			Help: "Always 1; the labels name the build: version, Go version and VCS revision (see -version).",
@@ -55,11 +67,43 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 	for _, r := range []redisstore.Reason{redisstore.ReasonLogout, redisstore.ReasonLogoutAll, redisstore.ReasonReuse, redisstore.ReasonEvicted} {
 		m.revocations.WithLabelValues(string(r))
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.revocations, m.graceReplays, m.buildInfo,
+	for _, k := range []redisstore.NoticeKind{redisstore.NoticeSubscribed, redisstore.NoticeLost, redisstore.NoticeRevoked} {
+		m.feedNotices.WithLabelValues(k.String())
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.revocations, m.graceReplays, m.buildInfo, m.refreshTokenAtAuth, m.feedNotices,
 		poolCollector{rdb},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// watchGate exports what the session liveness memory did.
+func (m *metrics) watchGate(g *sessionauth.Gate) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "sessioncache_auth_session_checks_total",
+			Help:        "Session liveness checks of forward auth and introspection, by where the answer came from: memory (no Redis command) or redis.",
+			ConstLabels: prometheus.Labels{"source": "memory"},
+		}, func() float64 { return float64(g.Stats().Memory) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "sessioncache_auth_session_checks_total",
+			Help:        "Session liveness checks of forward auth and introspection, by where the answer came from: memory (no Redis command) or redis.",
+			ConstLabels: prometheus.Labels{"source": "redis"},
+		}, func() float64 { return float64(g.Stats().Redis) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sessioncache_auth_memory_sessions",
+			Help: "Sessions this instance remembers for forward auth.",
+		}, func() float64 { return float64(g.Stats().Sessions) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sessioncache_revocation_feed_trusted",
+			Help: "1 while the revocation feed is whole and synced, so that forward auth answers from memory; 0 while every answer comes from Redis.",
+		}, func() float64 {
+			if g.Trusted() {
+				return 1
+			}
+			return 0
+		}),
+	)
 }
 
 // onEvent counts the store's security events.

@@ -5,18 +5,17 @@ package main
 // testGateway, the checks, serves caddy_test.go too.
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -68,25 +67,28 @@ func readmeBlock(t *testing.T, heading, lang string) string {
 	return block
 }
 
-// substitute replaces each key of repl, which must occur exactly once in s.
-func substitute(t *testing.T, s string, repl map[string]string) string {
+// substitute replaces each key of repl, which must occur in s as many
+// times as its count says, by its value.
+func substitute(t *testing.T, s string, repl map[string]replacement) string {
 	t.Helper()
-	for old, new := range repl {
-		if n := strings.Count(s, old); n != 1 {
-			t.Fatalf("the README's configuration holds %q %d times, want once", old, n)
+	for old, r := range repl {
+		if n := strings.Count(s, old); n != r.count {
+			t.Fatalf("the README's configuration holds %q %d times, want %d", old, n, r.count)
 		}
-		s = strings.Replace(s, old, new, 1)
+		s = strings.ReplaceAll(s, old, r.with)
 	}
 	return s
 }
 
-// echo is what the upstream received.
-type echo struct {
-	Method string      `json:"method"`
-	Path   string      `json:"path"`
-	Header http.Header `json:"header"`
-	Body   string      `json:"body"`
+// replacement is what substitute puts in place of a string that occurs
+// count times.
+type replacement struct {
+	with  string
+	count int
 }
+
+// once replaces a string that occurs once.
+func once(with string) replacement { return replacement{with: with, count: 1} }
 
 // startNginx runs nginx in the foreground, as the current user, with the
 // configuration conf(addr) on a free loopback address, its prefix,
@@ -183,23 +185,10 @@ func startGateway(t *testing.T, name string, cmd *exec.Cmd, addr string, stop os
 	return nil
 }
 
-// nginx with the README's configuration lets through exactly the requests
-// that carry a live session's current token, in a bearer header or in the
-// cookie, and gives the upstream that session's user id, never one a client
-// sent.
-func TestNginxForwardAuth(t *testing.T) {
-	bin := nginxBinary(t)
-	dir := t.TempDir()
-	server := readmeBlock(t, "### nginx `auth_request`", "nginx")
-	g := testGateway(t, "nginx", func(svc, upstream, key string) string {
-		return "http://" + startNginx(t, bin, dir, func(addr string) string {
-			server := substitute(t, server, map[string]string{
-				"listen 80;":                        "listen " + addr + ";",
-				"server 127.0.0.1:8080;":            "server " + svc + ";",
-				"proxy_pass http://127.0.0.1:3000;": "proxy_pass " + upstream + ";",
-				`"<SESSIONCACHE_API_KEY>"`:          `"` + key + `"`,
-			})
-			return fmt.Sprintf(`daemon off;
+// nginxConf is a whole nginx configuration for the server blocks server,
+// run as the current user, in the foreground, its files in dir.
+func nginxConf(dir, server string) string {
+	return fmt.Sprintf(`daemon off;
 master_process off;
 worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -217,191 +206,105 @@ http {
 %[2]s
 }
 `, dir, server)
+}
+
+// The README's nginx configuration passes the checks of testGateway, and
+// its auth location cannot be called from outside.
+func TestNginxForwardAuth(t *testing.T) {
+	bin := nginxBinary(t)
+	dir := t.TempDir()
+	server := readmeBlock(t, "### nginx `auth_request`", "nginx")
+	g := testGateway(t, "nginx", func(svc, upstream, key string) string {
+		return "http://" + startNginx(t, bin, dir, func(addr string) string {
+			return nginxConf(dir, substitute(t, server, map[string]replacement{
+				"listen 80;":                        once("listen " + addr + ";"),
+				"server 127.0.0.1:8080;":            once("server " + svc + ";"),
+				"proxy_pass http://127.0.0.1:3000;": once("proxy_pass " + upstream + ";"),
+				`"<SESSIONCACHE_API_KEY>"`:          once(`"` + key + `"`),
+			}))
 		})
 	})
-	// The auth location is internal: a client cannot call it.
-	if status, _, _ := g.send("GET", "/.sessioncache/auth", "", bearer(g.token)); status != http.StatusNotFound {
+	if status, _, _ := g.send(t, "GET", "/.sessioncache/auth", "", bearer("x")); status != http.StatusNotFound {
 		t.Errorf("the auth location from outside: %d, want 404", status)
 	}
 }
 
-// gatewayRun is a gateway that testGateway checked, still running.
-type gatewayRun struct {
-	// send sends a request through the gateway.
-	send func(method, path, body string, h http.Header) (int, http.Header, string)
-	// token is the current token of a live session.
-	token string
-}
-
-// testGateway starts the service (on a real Redis, with an API key) and an
-// upstream that echoes what it receives, has start run the gateway named
-// name in front of them with the README's configuration (svc: the
-// service's host:port, upstream: the upstream's URL) and return its base
-// URL, and checks that the gateway lets through exactly the requests that
-// carry a live session's current token, in a bearer header or in the
-// cookie, gives the upstream that session's user id, and never a user id
-// (or any X-Auth-* header, in any spelling) that a client sent, nor the
-// API key.
-func testGateway(t *testing.T, name string, start func(svc, upstream, key string) string) gatewayRun {
-	t.Helper()
+// A service without an API key trusts a request whose Host is a loopback
+// name, and a proxy on the same host (proxy_pass http://127.0.0.1:PORT/)
+// gives every request such a Host: whoever reaches the proxy reaches the
+// service. So a key-less service serves only the embedded store, whose
+// sessions are the process's own and end with it: with a real Redis it
+// refuses to start. With a key, a forged Host gets nothing.
+func TestNginxSameHostProxy(t *testing.T) {
+	bin := nginxBinary(t)
 	b := redistest.For(t, redistest.Real)
-	key := randomHex(16)
-	svc := startService(t, map[string]string{
-		envRedisURL:  os.Getenv(redistest.EnvRedisURL),
-		envKeyPrefix: b.Prefix,
-		envAPIKey:    key,
-		envSecret:    randomHex(32),
-	})
-
-	var hits atomic.Int64
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		body, _ := io.ReadAll(r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(echo{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header, Body: string(body)})
-	}))
-	t.Cleanup(upstream.Close)
-
-	api := newAPIClient(t, "http://"+svc.addr, key)
-	poll(t, 10*time.Second, "the service to be ready", func() bool {
-		return api.send("GET", "/readyz", "", nil).status == http.StatusOK
-	})
-	base := start(svc.addr, upstream.URL, key)
+	redisURL := os.Getenv(redistest.EnvRedisURL)
 	user := "auth0|" + uuid.NewString()
-	grant := func(device string) response {
-		return api.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+user+`","device_name":"`+device+`"}`)
-	}
-	laptop, phone := grant("laptop"), grant("phone")
-
-	client := &http.Client{Timeout: 10 * time.Second}
-	send := func(method, path, body string, h http.Header) (int, http.Header, string) {
+	// login logs the user in through the proxy at base, as a client that
+	// names host in its request.
+	login := func(t *testing.T, base, host string, h http.Header) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		req, err := http.NewRequest("POST", base+"/v1/sessions", strings.NewReader(`{"client_id":"`+testClient+`","user_id":"`+user+`"}`))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for k, v := range h {
-			req.Header[k] = v
-		}
-		resp, err := client.Do(req)
+		req.Host = host
+		req.Header = with(http.Header{"Content-Type": {"application/json"}}, h)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			t.Fatalf("%s %s through %s: %v", method, path, name, err)
+			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header, string(raw)
-	}
-	// A client that claims to be someone else, in every spelling: an
-	// upstream behind CGI, FastCGI (PHP), WSGI or Rack reads X-Auth-User-Id,
-	// X_Auth_User_Id and (PHP) X.Auth.User.Id as one variable.
-	forgedID := http.Header{
-		"X-Auth-User-Id":    {"admin"},
-		"x-auth-user-id":    {"admin"},
-		"X_Auth_User_Id":    {"admin"},
-		"x_auth-user_id":    {"admin"},
-		"X-Auth_User-Id":    {"admin"},
-		"X.Auth.User.Id":    {"admin"},
-		"x.auth-user_id":    {"admin"},
-		"X-Auth.User-Id":    {"admin"},
-		"X-Auth-Session-Id": {"00000000-0000-0000-0000-000000000000"},
-		"X_Auth_Session_Id": {"00000000-0000-0000-0000-000000000000"},
-		"X-Auth-Expires-At": {"2999-01-01T00:00:00Z"},
-		"X.Auth.Expires.At": {"2999-01-01T00:00:00Z"},
-	}
-	with := func(hs ...http.Header) http.Header {
-		out := http.Header{}
-		for _, h := range hs {
-			for k, v := range h {
-				out[k] = append(out[k], v...)
-			}
-		}
-		return out
-	}
-	allowed := func(what, method, path, body string, h http.Header, g response) {
-		t.Helper()
-		status, _, raw := send(method, path, body, h)
-		if status != http.StatusOK {
-			t.Errorf("%s: %s answered %d %s, want 200 from the upstream", what, name, status, raw)
-			return
-		}
-		var got echo
-		if err := json.Unmarshal([]byte(raw), &got); err != nil {
-			t.Fatalf("%s: not the upstream's answer: %s", what, raw)
-		}
-		if got.Method != method || got.Path != path || got.Body != body {
-			t.Errorf("%s: the upstream got %s %s %q, want %s %s %q", what, got.Method, got.Path, got.Body, method, path, body)
-		}
-		want := map[string][]string{
-			"X-Auth-User-Id":    {headerValue(user)},
-			"X-Auth-Session-Id": {g.str("session_id")},
-			"X-Auth-Expires-At": {g.str("expires_at")},
-		}
-		for k, v := range want {
-			if strings.Join(got.Header[k], ",") != strings.Join(v, ",") {
-				t.Errorf("%s: the upstream got %s %q, want %q", what, k, got.Header[k], v)
-			}
-		}
-		for k := range got.Header {
-			norm := strings.ToLower(strings.NewReplacer("_", "-", ".", "-").Replace(k))
-			if strings.HasPrefix(norm, "x-auth-") && want[k] == nil {
-				t.Errorf("%s: the upstream got a client's %s: %q", what, k, got.Header[k])
-			}
-			if strings.EqualFold(k, apiKeyHeader) {
-				t.Errorf("%s: the upstream got %s", what, k)
-			}
-		}
-	}
-	refused := func(what string, h http.Header) {
-		t.Helper()
-		before := hits.Load()
-		status, header, raw := send("GET", "/app/data", "", h)
-		if status != http.StatusUnauthorized {
-			t.Errorf("%s: %s answered %d %s, want 401", what, name, status, raw)
-		}
-		if got := header.Get("WWW-Authenticate"); got != `Bearer error="invalid_token"` {
-			t.Errorf("%s: WWW-Authenticate %q, want the service's", what, got)
-		}
-		if hits.Load() != before {
-			t.Errorf("%s: the request reached the upstream", what)
-		}
+		return resp.StatusCode, string(raw)
 	}
 
-	// The gateway's own start-up probes may have been refused as missing.
-	missingBefore := metricValue(api.send("GET", "/metrics", "", nil).raw, `sessioncache_requests_total{operation="auth",outcome="missing"}`)
-	tok := laptop.str("refresh_token")
-	allowed("bearer", "GET", "/app/data?x=1", "", bearer(tok), laptop)
-	allowed("cookie", "GET", "/app/data", "", cookie("sc_session", phone.str("refresh_token")), phone)
-	allowed("bearer and a forged identity", "GET", "/app/data", "", with(bearer(tok), forgedID), laptop)
-	allowed("cookie and a forged identity", "GET", "/", "", with(cookie("sc_session", phone.str("refresh_token")), forgedID), phone)
-	allowed("POST with a body", "POST", "/app/orders", `{"item":42}`,
-		with(bearer(tok), http.Header{"Content-Type": {"application/json"}}), laptop)
-
-	refused("no token", nil)
-	refused("no token, a forged identity", forgedID)
-	refused("garbage", bearer("not-a-token"))
-	refused("forged token", bearer(forge(tok)))
-	refused("forged cookie", cookie("sc_session", forge(tok)))
-	refused("the API key as a token", bearer(key))
-
-	api.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
-	refused("revoked token", bearer(tok))
-	refused("revoked token, a forged identity", with(bearer(tok), forgedID))
-	allowed("the other session", "GET", "/app/data", "", bearer(phone.str("refresh_token")), phone)
-
-	if got := hits.Load(); got != 6 {
-		t.Errorf("the upstream saw %d requests, want the 6 allowed", got)
-	}
-	metrics := api.send("GET", "/metrics", "", nil).raw
-	for outcome, want := range map[string]float64{"ok": 6, "missing": missingBefore + 2, "malformed": 2, "unknown": 2, "revoked": 2} {
-		series := `sessioncache_requests_total{operation="auth",outcome="` + outcome + `"}`
-		if got := metricValue(metrics, series); got != want {
-			t.Errorf("%s = %v, want %v", series, got, want)
+	t.Run("a real Redis without a key", func(t *testing.T) {
+		cmd, logs := command(t, map[string]string{envRedisURL: redisURL, envKeyPrefix: b.Prefix, envListen: "127.0.0.1:0"})
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitConfig {
+			t.Errorf("a key-less service on a real Redis: %v, want exit code %d", err, exitConfig)
 		}
+		want := "refusing to serve " + redisURL + " without an API key: a key-less service is for the embedded development store only"
+		if out := logs.String(); !strings.Contains(out, want) || strings.Contains(out, `"msg":"listening"`) {
+			t.Errorf("output %s, want %q and no listening", out, want)
+		}
+	})
+
+	// behindNginx starts a service with env and a same-host nginx in front
+	// of it, and returns the nginx's URL and the service.
+	behindNginx := func(t *testing.T, env map[string]string) (string, *proc) {
+		svc := startService(t, env)
+		dir := t.TempDir()
+		base := "http://" + startNginx(t, bin, dir, func(addr string) string {
+			return nginxConf(dir, "server {\n    listen "+addr+";\n    location / {\n        proxy_pass http://"+svc.addr+"/;\n    }\n}")
+		})
+		return base, svc
 	}
-	if logs := svc.logs.String(); strings.Contains(logs, tok[:24]) || strings.Contains(logs, key) {
-		t.Errorf("the service logs a token or the key")
-	}
-	return gatewayRun{send: send, token: phone.str("refresh_token")}
+	t.Run("a real Redis with a key", func(t *testing.T) {
+		key := randomHex(16)
+		base, svc := behindNginx(t, map[string]string{envRedisURL: redisURL, envKeyPrefix: b.Prefix, envAPIKey: key, envSecret: randomHex(32)})
+		if status, raw := login(t, base, "evil.example", nil); status != http.StatusUnauthorized {
+			t.Errorf("a login through the proxy, without the key: %d %s, want 401", status, raw)
+		}
+		if status, raw := login(t, base, "evil.example", bearer(key)); status != http.StatusCreated {
+			t.Errorf("a login through the proxy, with the key: %d %s, want 201", status, raw)
+		}
+		r := newAPIClient(t, "http://"+svc.addr, key).must(http.StatusOK, "GET", "/v1/users/"+url.PathEscape(user)+"/sessions", "")
+		if n := len(r.body["sessions"].([]any)); n != 1 {
+			t.Errorf("the user has %d sessions, want the 1 made with the key", n)
+		}
+	})
+	t.Run("the embedded store without a key", func(t *testing.T) {
+		// What it hands out lives in the process's memory only: this is
+		// the development mode the README's Security section describes,
+		// never to be put behind a proxy.
+		base, _ := behindNginx(t, map[string]string{})
+		if status, raw := login(t, base, "evil.example", nil); status != http.StatusCreated {
+			t.Errorf("a login through the proxy: %d %s, want 201 (a key-less service cannot tell a same-host proxy from a local client)", status, raw)
+		}
+	})
 }
 
 // metricValue returns the value of one series in a Prometheus text

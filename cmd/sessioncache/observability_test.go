@@ -15,9 +15,10 @@ func TestAccessLogOffByDefault(t *testing.T) {
 	const key = "access-log-test-key-0123456789"
 	e := newTestEnv(t, withAPIKey(key), withoutAccessLog())
 	tok := e.login(alice, "laptop").str("refresh_token")
-	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
-	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(next))
-	if r := e.send("GET", "/v1/auth", "", http.Header{"Authorization": {"Bearer " + next}, "X-Sessioncache-Key": {key}}); r.status != http.StatusOK {
+	rotated := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
+	next := rotated.str("refresh_token")
+	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(next))
+	if r := e.send("GET", "/v1/auth", "", http.Header{"Authorization": {"Bearer " + rotated.str("access_token")}, "X-Sessioncache-Key": {key}}); r.status != http.StatusOK {
 		t.Fatalf("auth: %d %s", r.status, r.raw)
 	}
 	e.must(http.StatusNotFound, "GET", "/nowhere", "")
@@ -29,7 +30,7 @@ func TestAccessLogOffByDefault(t *testing.T) {
 	}
 
 	// A wrong key: a warning, with the peer.
-	if r := e.send("POST", "/v1/tokens/introspect", tokenBody(next), http.Header{"Authorization": {"Bearer wrong-key-0123456789"}, "Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
+	if r := e.send("POST", "/v1/tokens/introspect", refreshBody(next), http.Header{"Authorization": {"Bearer wrong-key-0123456789"}, "Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
 		t.Fatalf("wrong key: %d %s", r.status, r.raw)
 	}
 	var refused []map[string]any
@@ -50,8 +51,8 @@ func TestReuseWarningNamesTheClient(t *testing.T) {
 	e := newTestEnv(t, withoutAccessLog())
 	g := e.login(alice, "laptop")
 	t0 := g.str("refresh_token")
-	t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
-	e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1))
+	t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token")
+	e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t1))
 	r := e.send("POST", "/v1/tokens/rotate",
 		`{"refresh_token":"`+t0+`","ip_address":"198.51.100.7","user_agent":"Thief/1.0 (stolen laptop)"}`,
 		http.Header{"Content-Type": {"application/json"}, "User-Agent": {"token-replayer/2.0"}, "X-Forwarded-For": {"203.0.113.99"}})

@@ -191,7 +191,7 @@ func TestOpenAPICheckCatchesDrift(t *testing.T) {
 		var complaints []string
 		c := newOpenAPICheck(t, bad).(*openAPICheck)
 		c.errorf = func(format string, args ...any) { complaints = append(complaints, fmt.Sprintf(format, args...)) }
-		req, _ := http.NewRequest("POST", "http://127.0.0.1/v1/sessions", strings.NewReader(`{"user_id":"`+alice+`"}`))
+		req, _ := http.NewRequest("POST", "http://127.0.0.1/v1/sessions", strings.NewReader(`{"client_id":"test-app","user_id":"`+alice+`"}`))
 		req.Header.Set("Content-Type", "application/json")
 		if _, err := c.RoundTrip(req); err != nil {
 			t.Fatal(err)

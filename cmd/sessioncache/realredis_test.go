@@ -72,7 +72,7 @@ func TestStalledRedis(t *testing.T) {
 	defer srv.Resume(t)
 	for _, path := range []string{"/v1/tokens/rotate", "/v1/tokens/introspect"} {
 		start := time.Now()
-		r := e.do("POST", path, tokenBody(tok))
+		r := e.do("POST", path, refreshBody(tok))
 		if took := time.Since(start); r.status != http.StatusServiceUnavailable || took > 2*time.Second {
 			t.Errorf("%s on a stalled Redis: %d %s after %v, want 503 within about 200ms", path, r.status, r.raw, took)
 		}
@@ -91,7 +91,7 @@ func TestRevocationNotReplicated(t *testing.T) {
 	if r.status != http.StatusServiceUnavailable || r.str("error") != "unavailable" {
 		t.Fatalf("revocation without replicas: %d %s, want 503", r.status, r.raw)
 	}
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(g.str("refresh_token"))); r.body["active"] != false {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(g.str("refresh_token"))); r.body["active"] != false {
 		t.Errorf("the session is still active after the unacknowledged revocation")
 	}
 	if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, `sessioncache_requests_total{operation="revoke_session",outcome="not_replicated"} 1`) {

@@ -11,11 +11,15 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sessionauth"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -87,6 +91,13 @@ type server struct {
 	readyMu      sync.Mutex
 	lastReadyErr string
 	accessLog    bool // one log line per request
+
+	tokens        *accesstoken.Authority           // signs and verifies access tokens
+	gate          *sessionauth.Gate                // session liveness from memory
+	clients       atomic.Pointer[clients.Registry] // swapped when the clients file changes
+	refreshCookie string                           // "": refresh tokens travel in bodies only
+	tokenPrefix   string                           // of refresh tokens, to recognise one where none belongs
+	metadata      []byte                           // RFC 8414 document
 }
 
 type serverConfig struct {
@@ -106,6 +117,21 @@ type serverConfig struct {
 	// accessLog logs every request. Off, only failures, refused API keys
 	// and security events are logged.
 	accessLog bool
+	// tokens issues and verifies access tokens; issuer is their iss.
+	tokens *accesstoken.Authority
+	issuer string
+	// gateLease and gateSessions configure the memory of sessions seen
+	// live (sessionauth.Config's Lease and MaxSessions).
+	gateLease    time.Duration
+	gateSessions int
+	// clients is the OAuth client registry. Default: open.
+	clients *clients.Registry
+	// refreshCookie is the cookie the token endpoint reads and sets; "":
+	// none.
+	refreshCookie string
+	// tokenPrefix is the refresh tokens' prefix. Default:
+	// redisstore.DefaultTokenPrefix.
+	tokenPrefix string
 }
 
 func newServer(c serverConfig) *server {
@@ -125,6 +151,17 @@ func newServer(c serverConfig) *server {
 	if c.apiKeys != nil {
 		s.setAPIKeys(c.apiKeys)
 	}
+	s.tokens, s.refreshCookie, s.tokenPrefix = c.tokens, c.refreshCookie, c.tokenPrefix
+	if s.tokenPrefix == "" {
+		s.tokenPrefix = redisstore.DefaultTokenPrefix
+	}
+	s.gate = sessionauth.New(sessionauth.Config{Lease: c.gateLease, MaxSessions: c.gateSessions, Timeout: s.redisTimeout,
+		Check: func(ctx context.Context, user, sid string) error { return s.store().CheckSession(ctx, user, sid) }})
+	if c.clients == nil {
+		c.clients = clients.Open()
+	}
+	s.clients.Store(c.clients)
+	s.metadata = newMetadata(c.issuer, c.tokens.Alg())
 	s.routes = []route{
 		{pattern: "POST /v1/sessions", op: "issue", auth: true, write: true, api: s.issue},
 		{pattern: "POST /v1/tokens/rotate", op: "rotate", auth: true, write: true, api: s.rotate},
@@ -134,10 +171,18 @@ func newServer(c serverConfig) *server {
 		{pattern: "DELETE /v1/users/{user_id}/sessions/{session_id}", op: "revoke_session", auth: true, api: s.revokeSession},
 		{pattern: "DELETE /v1/users/{user_id}/sessions", op: "revoke_all", auth: true, query: []string{"except"}, api: s.revokeAll},
 		{pattern: "/v1/auth", op: "auth", auth: true, gateway: true, api: s.forwardAuth},
+		{pattern: "POST " + tokenPath, op: "token", write: true, api: s.token},
+		{pattern: "GET " + jwksPath, op: "jwks", quiet: true, raw: http.HandlerFunc(s.serveJWKS)},
+		{pattern: "GET " + metadataPath, op: "metadata", quiet: true, raw: http.HandlerFunc(s.serveMetadata)},
 		{pattern: "GET /healthz", op: "healthz", quiet: true, api: s.healthz},
 		{pattern: "GET /readyz", op: "readyz", quiet: true, api: s.readyz},
 		{pattern: "GET /metrics", op: "metrics", quiet: true, raw: c.metrics.handler()},
 		{pattern: "GET /openapi.yaml", op: "openapi", quiet: true, raw: http.HandlerFunc(serveOpenAPI)},
+	}
+	if u, err := url.Parse(c.issuer); err == nil && strings.Trim(u.Path, "/") != "" {
+		// RFC 8414 section 3.1: the metadata of an issuer with a path is at
+		// the well-known path followed by the issuer's path.
+		s.routes = append(s.routes, route{pattern: "GET " + metadataPath + "/" + strings.Trim(u.Path, "/"), op: "metadata", quiet: true, raw: http.HandlerFunc(s.serveMetadata)})
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.pattern, s.wrap(rt))
@@ -257,6 +302,12 @@ func (s *server) call(rt route, w http.ResponseWriter, r *http.Request) reply {
 		if rp, ok := checkQuery(r, rt.query...); !ok {
 			return rp
 		}
+	}
+	if rt.gateway {
+		// Forward auth reads no body, and mostly answers from memory: the
+		// Redis timeout is applied where it asks Redis (sessionauth), not
+		// to every request.
+		return rt.api(r.Context(), r)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	ctx, cancel := context.WithTimeout(r.Context(), s.redisTimeout)

@@ -39,23 +39,23 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Errorf("idle deadline %s did not slide past %s", r1.str("expires_at"), laptop.str("expires_at"))
 	}
 	// A second tab presents t0 again within the grace window: same successor.
-	again := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0))
+	again := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0))
 	if again.str("refresh_token") != t1 {
 		t.Fatalf("grace replay returned another token")
 	}
-	t2 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1)).str("refresh_token")
+	t2 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t1)).str("refresh_token")
 
 	// t0 is now a grandparent: presenting it is theft, the session dies.
-	r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0))
+	r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t0))
 	want := map[string]any{"error": "invalid_grant", "error_description": "refresh token reused: its session is revoked", "reason": "reused"}
 	if d := cmp.Diff(want, r.body); d != "" {
 		t.Errorf("replay (-want +got):\n%s", d)
 	}
-	r = e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t2))
+	r = e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t2))
 	if r.str("reason") != "revoked" {
 		t.Errorf("newest token after theft: %v, want reason revoked", r.body)
 	}
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(t2)); r.raw != "{\"active\":false}\n" {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(t2)); r.raw != "{\"active\":false}\n" {
 		t.Errorf("introspect after theft = %s", r.raw)
 	}
 
@@ -93,32 +93,49 @@ func TestIntrospect(t *testing.T) {
 	e := newTestEnv(t)
 	g := e.login(bob, "cli")
 	tok := g.str("refresh_token")
-	r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok))
+	r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok))
 	expires, _ := time.Parse(time.RFC3339, g.str("expires_at"))
 	sessionExpires, _ := time.Parse(time.RFC3339, g.str("session_expires_at"))
 	want := map[string]any{"active": true, "user_id": bob, "session_id": g.str("session_id"),
 		"expires_at": g.str("expires_at"), "session_expires_at": g.str("session_expires_at"),
 		// RFC 7662: numbers are float64 once decoded.
-		"sub": bob, "sid": g.str("session_id"), "token_type": "refresh_token",
+		"sub": bob, "sid": g.str("session_id"), "client_id": testClient, "token_type": "refresh_token",
 		"exp": float64(expires.Unix()), "iat": float64(sessionExpires.Add(-redisstore.DefaultAbsoluteTTL).Unix())}
 	if d := cmp.Diff(want, r.body); d != "" {
 		t.Errorf("introspect (-want +got):\n%s", d)
 	}
-	// The same token in an RFC 7662 form gets the same answer.
+	// The access token, as a form (with or without a hint) or as JSON: active
+	// with its own exp and iat, and token_type Bearer.
+	at := g.str("access_token")
+	claims := accessClaims(t, at)
+	wantAccess := map[string]any{"active": true, "user_id": bob, "session_id": g.str("session_id"), "expires_at": accessExpiry(t, at),
+		"sub": bob, "sid": g.str("session_id"), "client_id": testClient, "token_type": "Bearer", "exp": claims["exp"], "iat": claims["iat"]}
 	form := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	for _, body := range []string{"token=" + at, "token=" + at + "&token_type_hint=access_token", "token=" + at + "&token_type_hint=refresh_token"} {
+		ra := e.send("POST", "/v1/tokens/introspect", body, form)
+		if d := cmp.Diff(wantAccess, ra.body); d != "" {
+			t.Errorf("introspect the access token (%.60s...) (-want +got):\n%s", body, d)
+		}
+	}
+	for name, bad := range map[string]string{"forged": forgeAccess(at), "not a JWS": "eyJhbGciOiJub25lIn0.e30."} {
+		if r := e.send("POST", "/v1/tokens/introspect", "token="+url.QueryEscape(bad), form); r.raw != "{\"active\":false}\n" {
+			t.Errorf("introspect %s access token = %s, want inactive", name, r.raw)
+		}
+	}
+	// The same token in an RFC 7662 form gets the same answer.
 	if f := e.send("POST", "/v1/tokens/introspect", "token="+url.QueryEscape(tok)+"&token_type_hint=refresh_token", form); f.status != http.StatusOK || f.raw != r.raw {
 		t.Errorf("introspect as a form: %d %s, want %s", f.status, f.raw, r.raw)
 	}
 	for name, tok := range map[string]string{"garbage": "hello", "forged": forge(tok)} {
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.raw != "{\"active\":false}\n" {
 			t.Errorf("introspect %s = %s, want inactive", name, r.raw)
 		}
 	}
 	e.b.Clock.Advance(redisstore.DefaultIdleTTL + time.Second)
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.raw != "{\"active\":false}\n" {
 		t.Errorf("introspect expired = %s, want inactive", r.raw)
 	}
-	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)); r.str("reason") != "expired" {
 		t.Errorf("rotate expired = %s, want reason expired", r.raw)
 	}
 }
@@ -132,21 +149,21 @@ func TestServerClockDecides(t *testing.T) {
 			o.IdleTTL, o.AbsoluteTTL, o.Grace = idle, time.Minute, grace
 		}))
 		t0 := e.login(alice, "laptop").str("refresh_token")
-		t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
-		if got := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token"); got != t1 {
+		t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token")
+		if got := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token"); got != t1 {
 			t.Errorf("replay within grace returned another token")
 		}
 		e.b.Clock.Advance(grace)
-		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(t0)); r.str("reason") != "reused" {
+		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(t0)); r.str("reason") != "reused" {
 			t.Errorf("replay after grace: %s, want reason reused", r.raw)
 		}
 
 		tok := e.login(alice, "phone").str("refresh_token")
 		e.b.Clock.Advance(idle)
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok)); r.raw != "{\"active\":false}\n" {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok)); r.raw != "{\"active\":false}\n" {
 			t.Errorf("introspect after the idle lifetime = %s, want inactive", r.raw)
 		}
-		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "expired" {
+		if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)); r.str("reason") != "expired" {
 			t.Errorf("rotate after the idle lifetime = %s, want reason expired", r.raw)
 		}
 	})
@@ -162,13 +179,13 @@ func TestRotateRefusals(t *testing.T) {
 		forge(tok):                             "unknown",
 	}
 	for tok, reason := range cases {
-		r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok))
 		if r.str("error") != "invalid_grant" || r.str("reason") != reason || r.str("error_description") == "" {
 			t.Errorf("rotate %.12s...: %s, want invalid_grant/%s", tok, r.raw, reason)
 		}
 	}
-	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
-	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)); r.str("reason") != "revoked" {
+	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(tok))
+	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)); r.str("reason") != "revoked" {
 		t.Errorf("rotate after logout: %s, want revoked", r.raw)
 	}
 }
@@ -181,7 +198,7 @@ func TestRevoke(t *testing.T) {
 	other := e.login(bob, "x")
 	// RFC 7009: 200 whatever the token.
 	for _, tok := range []string{"nonsense", a.str("refresh_token"), a.str("refresh_token")} {
-		e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
+		e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(tok))
 	}
 	// One session, by id, only for its own user.
 	path := "/v1/users/" + alice + "/sessions/" + b.str("session_id")
@@ -203,7 +220,7 @@ func TestRevoke(t *testing.T) {
 		a.str("refresh_token"): false, b.str("refresh_token"): false, c.str("refresh_token"): false,
 		d.str("refresh_token"): true, other.str("refresh_token"): true,
 	} {
-		r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tok))
+		r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tok))
 		if r.body["active"] != active {
 			t.Errorf("after revocations, session %s active = %v, want %v", r.str("session_id"), r.body["active"], active)
 		}
@@ -234,48 +251,50 @@ func TestBadInputChangesNothing(t *testing.T) {
 	cases := []struct {
 		method, path, body, reason string
 	}{
-		{"POST", "/v1/sessions", `{"user_id":"a\u0007b"}`, "user id holds a control character"},
-		{"POST", "/v1/sessions", `{"user_id":"a\u0085b"}`, "user id holds a control character"},
-		{"POST", "/v1/sessions", `{"user_id":"\u202e` + alice + `"}`, "user id holds a bidirectional formatting character"},
-		{"POST", "/v1/sessions", `{"user_id":"` + strings.Repeat("x", 257) + `"}`, "user id is 257 bytes, at most 256 allowed"},
-		{"POST", "/v1/sessions", `{"user_id":"` + strings.Repeat("é", 129) + `"}`, "user id is 258 bytes, at most 256 allowed"},
-		{"POST", "/v1/sessions", `{"user_id":""}`, "user id is empty"},
-		{"POST", "/v1/sessions", `{}`, "user id is empty"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","admin":true}`, `unknown field "admin"`},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"`, "not valid JSON"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"} {}`, "more than one JSON value"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"a\u0007b"}`, "user id holds a control character"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"a\u0085b"}`, "user id holds a control character"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"\u202e` + alice + `"}`, "user id holds a bidirectional formatting character"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + strings.Repeat("x", 257) + `"}`, "user id is 257 bytes, at most 256 allowed"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + strings.Repeat("é", 129) + `"}`, "user id is 258 bytes, at most 256 allowed"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":""}`, "user id is empty"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app"}`, "user id is empty"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"}`, "client_id is required"},
+		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","client_id":"a b"}`, "is not a registered client"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","admin":true}`, `unknown field "admin"`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `"`, "not valid JSON"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `"} {}`, "more than one JSON value"},
 		{"POST", "/v1/sessions", `[1]`, "must be a JSON object"},
-		{"POST", "/v1/sessions", `{"user_id":42}`, "user_id must be a string"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":42}`, "user_id must be a string"},
 		{"POST", "/v1/sessions", ``, "body is empty"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"` + long + `"}`, "device name is 129 bytes"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","ip_address":"localhost"}`, "IP address"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","user_agent":"a\u0000b"}`, "control character"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_id":"` + strings.Repeat("x", maxBodyBytes) + `"}`, "larger than 65536 bytes"},
-		{"POST", "/v1/sessions?user_id=" + alice, `{"user_id":"` + alice + `"}`, "unknown query parameter"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_name":"` + long + `"}`, "device name is 129 bytes"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","ip_address":"localhost"}`, "IP address"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","user_agent":"a\u0000b"}`, "control character"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_id":"` + strings.Repeat("x", maxBodyBytes) + `"}`, "larger than 65536 bytes"},
+		{"POST", "/v1/sessions?user_id=" + alice, `{"client_id":"test-app","user_id":"` + alice + `"}`, "unknown query parameter"},
 		{"POST", "/v1/tokens/rotate", `{}`, "refresh_token is required"},
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + strings.Repeat("a", 513) + `"}`, "longer than 512 bytes"},
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + tok + `","device_name":"x"}`, `unknown field "device_name"`},
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"` + tok + `","ip_address":"999.1.1.1"}`, "IP address"},
 		{"POST", "/v1/tokens/revoke", `{"token":"` + tok + `"}`, `unknown field "token"`},
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"x","refresh_token":"` + tok + `"}`, `"refresh_token" appears twice`},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"a","ip_address":"192.0.2.1","device_name":"b"}`, `"device_name" appears twice`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_name":"a","ip_address":"192.0.2.1","device_name":"b"}`, `"device_name" appears twice`},
 		{"POST", "/v1/tokens/introspect", `{"refresh_token":null}`, "refresh_token is required"},
 		// Keys that encoding/json would take for a field, ignoring case and
 		// Unicode folding, while a proxy reads only the exact one.
 		{"POST", "/v1/tokens/rotate", `{"refresh_token":"x","Refresh_Token":"` + tok + `"}`, `the key "Refresh_Token" is not "refresh_token": keys are case-sensitive`},
 		{"POST", "/v1/tokens/revoke", `{"REFRESH_TOKEN":"` + tok + `"}`, `the key "REFRESH_TOKEN" is not "refresh_token"`},
 		{"POST", "/v1/tokens/revoke", "{\"refresh_to\u212aen\":\"" + tok + "\"}", `is not "refresh_token"`}, // KELVIN SIGN
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","USER_ID":"` + bob + `"}`, `the key "USER_ID" is not "user_id"`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","USER_ID":"` + bob + `"}`, `the key "USER_ID" is not "user_id"`},
 		{"POST", "/v1/sessions", "{\"u\u017fer_id\":\"" + alice + "\"}", "the key \"u\u017fer_id\" is not \"user_id\""},
 		{"POST", "/v1/sessions", `{"u\u017fer_id":"` + alice + `"}`, "the key \"u\u017fer_id\" is not \"user_id\""},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","user\u005fid":"` + bob + `"}`, `the key "user_id" appears twice`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","user\u005fid":"` + bob + `"}`, `the key "user_id" appears twice`},
 		// Text that encoding/json would quietly turn into U+FFFD.
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"caf` + "\xe9" + `"}`, "not valid UTF-8"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"` + "\xff}", "not valid UTF-8"},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\ud800"}`, `unpaired UTF-16 surrogate (\ud800)`},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\uDC00\ud800"}`, `unpaired UTF-16 surrogate (\udc00)`},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\ud800\u0041"}`, `unpaired UTF-16 surrogate (\ud800)`},
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `","device_name":"\\\ud800"}`, `unpaired UTF-16 surrogate (\ud800)`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_name":"caf` + "\xe9" + `"}`, "not valid UTF-8"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `"` + "\xff}", "not valid UTF-8"},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_name":"\ud800"}`, `unpaired UTF-16 surrogate (\ud800)`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_name":"\uDC00\ud800"}`, `unpaired UTF-16 surrogate (\udc00)`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_name":"\ud800\u0041"}`, `unpaired UTF-16 surrogate (\ud800)`},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `","device_name":"\\\ud800"}`, `unpaired UTF-16 surrogate (\ud800)`},
 		{"GET", "/v1/users/a%00b/sessions", ``, "user id holds a control character"},
 		{"GET", "/v1/users/%ff/sessions", ``, "user id is not valid UTF-8"},
 		{"GET", "/v1/users/" + strings.Repeat("x", 257) + "/sessions", ``, "user id is 257 bytes, at most 256 allowed"},
@@ -294,7 +313,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	// A body that is not declared JSON is refused before it is read.
 	h := http.Header{"Content-Type": {"text/plain"}}
-	if r := e.send("POST", "/v1/sessions", `{"user_id":"`+alice+`"}`, h); r.status != http.StatusUnsupportedMediaType || r.str("error") != "invalid_request" {
+	if r := e.send("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"`+alice+`"}`, h); r.status != http.StatusUnsupportedMediaType || r.str("error") != "invalid_request" {
 		t.Errorf("text/plain body: %d %s, want 415 invalid_request", r.status, r.raw)
 	}
 	// JSON is UTF-8 (RFC 8259); a body declared otherwise is not guessed at.
@@ -321,7 +340,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"/v1/tokens/revoke", "token=" + qtok + "&x%ff=1", "not valid UTF-8"},
 		{"/v1/tokens/revoke", "token=%zz", "not a valid form"},
 		{"/v1/tokens/revoke", "token=" + qtok + ";x=1", "not a valid form"},
-		{"/v1/tokens/revoke", "token=" + strings.Repeat("a", 513), "token is longer than 512 bytes"},
+		{"/v1/tokens/revoke", "token=" + strings.Repeat("a", maxAccessTokenLen+1), "token is longer than 4096 bytes"},
 		{"/v1/tokens/revoke", "token=" + qtok + "&pad=" + strings.Repeat("x", maxBodyBytes), "larger than 65536 bytes"},
 	} {
 		r := e.send("POST", tc.path, tc.body, form)
@@ -350,7 +369,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 func TestAPIKey(t *testing.T) {
 	const key = "test-api-key-0123456789"
 	e := newTestEnv(t, withAPIKey(key))
-	body := `{"user_id":"` + alice + `"}`
+	body := `{"client_id":"test-app","user_id":"` + alice + `"}`
 	json := http.Header{"Content-Type": {"application/json"}}
 	for name, auth := range map[string]string{
 		"missing":   "",
@@ -390,7 +409,7 @@ func TestNoKeyLoopbackHostOnly(t *testing.T) {
 	e := newTestEnv(t)
 	h := http.Header{"Content-Type": {"application/json"}}
 	req := func(host string) int {
-		r := httptest.NewRequest("POST", "/v1/sessions", strings.NewReader(`{"user_id":"`+alice+`"}`))
+		r := httptest.NewRequest("POST", "/v1/sessions", strings.NewReader(`{"client_id":"test-app","user_id":"`+alice+`"}`))
 		r.Host = host
 		r.Header = h.Clone()
 		w := httptest.NewRecorder()
@@ -415,10 +434,10 @@ func TestRedisDown(t *testing.T) {
 	e.must(http.StatusOK, "GET", "/readyz", "")
 	e.b.Mini.Close()
 	for _, c := range []struct{ method, path, body string }{
-		{"POST", "/v1/sessions", `{"user_id":"` + alice + `"}`},
-		{"POST", "/v1/tokens/rotate", tokenBody(tok)},
-		{"POST", "/v1/tokens/introspect", tokenBody(tok)},
-		{"POST", "/v1/tokens/revoke", tokenBody(tok)},
+		{"POST", "/v1/sessions", `{"client_id":"test-app","user_id":"` + alice + `"}`},
+		{"POST", "/v1/tokens/rotate", refreshBody(tok)},
+		{"POST", "/v1/tokens/introspect", refreshBody(tok)},
+		{"POST", "/v1/tokens/revoke", refreshBody(tok)},
 		{"GET", "/v1/users/" + alice + "/sessions", ""},
 		{"DELETE", "/v1/users/" + alice + "/sessions", ""},
 		{"DELETE", "/v1/users/" + alice + "/sessions/" + bob, ""},
@@ -477,19 +496,19 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	g := e.login(alice, "laptop")
 	tok := g.str("refresh_token")
 	tokens[tok] = true
-	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+	next := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 	tokens[next] = true
-	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok+"x"))
-	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(next))
-	e.do("POST", "/v1/sessions", `{"`+next+`":1}`)                    // a token as an unknown field
-	e.do("GET", "/v1/users/"+next+"/sessions", "")                    // in the path
-	e.do("GET", "/v1/users/"+alice+"/sessions?t="+next, "")           // in the query
-	e.do("GET", "/"+next, "")                                         // in an unknown path
-	e.send("POST", "/v1/tokens/revoke", tokenBody(next), http.Header{ // with a wrong key
+	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok+"x"))
+	e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(next))
+	e.do("POST", "/v1/sessions", `{"`+next+`":1}`)                      // a token as an unknown field
+	e.do("GET", "/v1/users/"+next+"/sessions", "")                      // in the path
+	e.do("GET", "/v1/users/"+alice+"/sessions?t="+next, "")             // in the query
+	e.do("GET", "/"+next, "")                                           // in an unknown path
+	e.send("POST", "/v1/tokens/revoke", refreshBody(next), http.Header{ // with a wrong key
 		"Content-Type": {"application/json"}, "Authorization": {"Bearer " + next}})
 	e.b.Clock.Advance(time.Minute)
-	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tok)) // reuse: logged as an event
-	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(next))
+	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)) // reuse: logged as an event
+	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(next))
 	metrics := e.send("GET", "/metrics", "", nil).raw
 	logs := e.logs.String()
 	if !strings.Contains(logs, `"outcome":"reused"`) || !strings.Contains(metrics, "sessioncache_requests_total") {
@@ -621,7 +640,7 @@ func TestRevokeAllExceptMustBeLive(t *testing.T) {
 		t.Errorf("refused revocations changed Redis (-before +after):\n%s", d)
 	}
 	for _, g := range []response{a, other} {
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(g.str("refresh_token"))); r.body["active"] != true {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(g.str("refresh_token"))); r.body["active"] != true {
 			t.Errorf("session %s was revoked by a refused call", g.str("session_id"))
 		}
 	}
@@ -641,7 +660,7 @@ func TestCorruptSession(t *testing.T) {
 		// token of the session.
 		ops := []string{"introspect", "rotate", "revoke"}
 		for _, op := range ops {
-			r := e.do("POST", "/v1/tokens/"+op, tokenBody(tok))
+			r := e.do("POST", "/v1/tokens/"+op, refreshBody(tok))
 			if d := cmp.Diff(want, r.body); r.status != http.StatusInternalServerError || d != "" {
 				t.Errorf("%s: status %d, want 500; body (-want +got):\n%s", op, r.status, d)
 			}

@@ -39,7 +39,7 @@ func TestConfigRedisSecurity(t *testing.T) {
 		{"password in a flag URL", []string{"-redis-url", "redis://:hunter2hunter2@a:6379/0"}, nil, "-redis-url holds a password, which any local user can read in the process list: give it in a file with SESSIONCACHE_REDIS_PASSWORD_FILE"},
 		{"user and password in a flag URL", []string{"-redis-url", "rediss://u:hunter2hunter2@a:6379/0"}, nil, "-redis-url holds a password"},
 		{"sentinel master password in a flag URL", []string{"-redis-mode", "sentinel", "-redis-master", "m", "-redis-url", "redis://s1:26379?password=hunter2hunter2"}, nil, "-redis-url holds a password"},
-		{"flag URL without a password", []string{"-redis-url", "redis://a:6379/0"}, map[string]string{envRedisPasswordFile: pwFile}, ""},
+		{"flag URL without a password", []string{"-redis-url", "redis://a:6379/0"}, map[string]string{envRedisPasswordFile: pwFile, envAPIKey: goodKey}, ""},
 		{"password in the environment URL", nil, map[string]string{envRedisURL: "redis://:hunter2hunter2@a:6379/0"}, ""},
 		{"password twice", nil, map[string]string{envRedisURL: "redis://:hunter2hunter2@a:6379/0", envRedisPasswordFile: pwFile}, "SESSIONCACHE_REDIS_PASSWORD_FILE is set and SESSIONCACHE_REDIS_URL holds a password too"},
 		{"user twice", nil, map[string]string{envRedisURL: "redis://someone@a:6379/0", envRedisUsernameFile: userFile, envRedisPasswordFile: pwFile}, "names a user too"},
@@ -156,7 +156,7 @@ func readyStatus(base string) int {
 func TestRedisOverTLS(t *testing.T) {
 	ca := newTestCA(t, "redis")
 	_, addr := tlsRedis(t, ca, "no")
-	base := map[string]string{envRedisURL: "rediss://" + addr + "/0", envKeyPrefix: redistest.NewPrefix(), envSecret: randomHex(32)}
+	base := map[string]string{envRedisURL: "rediss://" + addr + "/0", envKeyPrefix: redistest.NewPrefix(), envSecret: randomHex(32), envAPIKey: goodKey}
 	with := func(extra map[string]string) map[string]string {
 		env := map[string]string{}
 		for k, v := range base {
@@ -170,10 +170,10 @@ func TestRedisOverTLS(t *testing.T) {
 
 	t.Run("CA file", func(t *testing.T) {
 		p := startService(t, with(map[string]string{envRedisCAFile: ca.file}))
-		c := newAPIClient(t, "http://"+p.addr, "")
+		c := newAPIClient(t, "http://"+p.addr, goodKey)
 		poll(t, 10*time.Second, "/readyz 200 over TLS", func() bool { return readyStatus(c.base) == http.StatusOK })
 		tok := c.login(alice, "laptop").str("refresh_token")
-		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 		if !strings.Contains(p.logs.String(), `"redis_tls":"on, verified against SESSIONCACHE_REDIS_TLS_CA_FILE"`) {
 			t.Errorf("the start-up log does not say how Redis's certificate is verified")
 		}
@@ -215,10 +215,10 @@ func TestRedisOverTLS(t *testing.T) {
 		})
 		env := with(map[string]string{envRedisMode: modeCluster, envRedisURL: "rediss://" + addr, envRedisCAFile: ca.file})
 		p := startService(t, env)
-		c := newAPIClient(t, "http://"+p.addr, "")
+		c := newAPIClient(t, "http://"+p.addr, goodKey)
 		poll(t, 10*time.Second, "/readyz 200 on the cluster over TLS", func() bool { return readyStatus(c.base) == http.StatusOK })
 		tok := c.login(alice, "laptop").str("refresh_token")
-		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+		c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 
 		env[envRedisCAFile] = newTestCA(t, "other").file
 		wrong := startService(t, env)
@@ -238,7 +238,7 @@ func TestRedisOverTLS(t *testing.T) {
 		client := ca.issue(t, t.TempDir(), "sessioncache")
 		env[envRedisCertFile], env[envRedisKeyFile] = client.certFile, client.keyFile
 		p := startService(t, env)
-		c := newAPIClient(t, "http://"+p.addr, "")
+		c := newAPIClient(t, "http://"+p.addr, goodKey)
 		poll(t, 10*time.Second, "/readyz 200 with the client certificate", func() bool { return readyStatus(c.base) == http.StatusOK })
 		c.login(alice, "laptop")
 	})
@@ -285,7 +285,7 @@ func TestRedisCredentialsFromFiles(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			env := map[string]string{envRedisURL: "redis://" + srv.Addr + "/0", envKeyPrefix: aclPrefix}
+			env := map[string]string{envRedisURL: "redis://" + srv.Addr + "/0", envKeyPrefix: aclPrefix, envAPIKey: goodKey}
 			if tc.pw != "" {
 				env[envRedisPasswordFile] = writeFile(t, dir, "pw"+strconv.Itoa(i), tc.pw+"\n")
 			}
@@ -296,12 +296,12 @@ func TestRedisCredentialsFromFiles(t *testing.T) {
 			base := "http://" + p.addr
 			if tc.wantReady {
 				poll(t, 10*time.Second, "/readyz 200", func() bool { return readyStatus(base) == http.StatusOK })
-				c := newAPIClient(t, base, "")
+				c := newAPIClient(t, base, goodKey)
 				for _, user := range []string{alice, bob} {
 					tok := c.login(user, "laptop").str("refresh_token")
-					tok = c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok)).str("refresh_token")
+					tok = c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok)).str("refresh_token")
 					c.must(http.StatusOK, "GET", "/v1/users/"+user+"/sessions", "")
-					c.must(http.StatusOK, "POST", "/v1/tokens/revoke", tokenBody(tok))
+					c.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(tok))
 					c.must(http.StatusOK, "DELETE", "/v1/users/"+user+"/sessions", "")
 				}
 			} else {

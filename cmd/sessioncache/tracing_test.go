@@ -106,20 +106,22 @@ func traceRequests(t *testing.T, h http.Handler) []string {
 		return r
 	}
 	json := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + key}}
-	tok := must(http.StatusCreated, c.send("POST", "/v1/sessions", `{"user_id":"`+user+`","device_name":"laptop"}`, json)).str("refresh_token")
-	mid := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", tokenBody(tok), json)).str("refresh_token")
-	next := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", tokenBody(mid), json)).str("refresh_token")
+	tok := must(http.StatusCreated, c.send("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"`+user+`","device_name":"laptop"}`, json)).str("refresh_token")
+	mid := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", refreshBody(tok), json)).str("refresh_token")
+	rotated := must(http.StatusOK, c.send("POST", "/v1/tokens/rotate", refreshBody(mid), json))
+	next, at := rotated.str("refresh_token"), rotated.str("access_token")
 	must(http.StatusOK, c.send("POST", "/v1/tokens/introspect", "token="+url.QueryEscape(next),
 		http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, "Authorization": {"Bearer " + key}}))
 	gw := func(h http.Header) http.Header { h.Set("X-Sessioncache-Key", key); return h }
-	must(http.StatusOK, c.send("GET", "/v1/auth", "", gw(http.Header{"Authorization": {"Bearer " + next}, "X-Forwarded-For": {next}})))
-	must(http.StatusOK, c.send("GET", "/v1/auth", "", gw(http.Header{"Cookie": {"sc_session=" + next}})))
-	must(http.StatusUnauthorized, c.send("GET", "/v1/auth?token="+next, "", gw(http.Header{})))
-	must(http.StatusOK, c.send("GET", "/v1/auth/"+next, "", gw(http.Header{"Authorization": {"Bearer " + next}})))
+	must(http.StatusOK, c.send("GET", "/v1/auth", "", gw(http.Header{"Authorization": {"Bearer " + at}, "X-Forwarded-For": {at}})))
+	must(http.StatusOK, c.send("GET", "/v1/auth", "", gw(http.Header{"Cookie": {"sc_session=" + at}})))
+	must(http.StatusUnauthorized, c.send("GET", "/v1/auth?token="+at, "", gw(http.Header{})))
+	must(http.StatusOK, c.send("GET", "/v1/auth/"+at, "", gw(http.Header{"Authorization": {"Bearer " + at}})))
+	must(http.StatusUnauthorized, c.send("GET", "/v1/auth", "", gw(http.Header{"Authorization": {"Bearer " + next}})))
 	must(http.StatusNotFound, c.send("GET", "/v1/tokens/"+next, "", json))
 	must(http.StatusOK, c.send("GET", "/v1/users/"+url.PathEscape(user)+"/sessions", "", json))
-	must(http.StatusBadRequest, c.send("POST", "/v1/tokens/rotate", tokenBody(tok), json)) // reused
-	return secretsOf(key, user, tok, mid, next)
+	must(http.StatusBadRequest, c.send("POST", "/v1/tokens/rotate", refreshBody(tok), json)) // reused
+	return secretsOf(key, user, tok, mid, next, at)
 }
 
 // Traces hold no token, no user id and no API key, wherever the client put
@@ -161,8 +163,8 @@ func TestTracesHoldNoSecrets(t *testing.T) {
 		}
 		// Not vacuous: a server span per request, Redis spans beneath them,
 		// named by route.
-		if kinds[trace.SpanKindServer] != 11 || kinds[trace.SpanKindClient] < 10 {
-			t.Errorf("%d server spans and %d Redis spans, want 11 and at least 10", kinds[trace.SpanKindServer], kinds[trace.SpanKindClient])
+		if kinds[trace.SpanKindServer] != 12 || kinds[trace.SpanKindClient] < 10 {
+			t.Errorf("%d server spans and %d Redis spans, want 12 and at least 10", kinds[trace.SpanKindServer], kinds[trace.SpanKindClient])
 		}
 		for _, n := range []string{"POST /v1/sessions", "POST /v1/tokens/rotate", "GET /v1/auth", "GET /v1/auth/", "GET /v1/users/{user_id}/sessions", "evalsha"} {
 			if !names[n] {
@@ -227,8 +229,8 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 	const key = "otlp-test-api-key-0123456789"
 	p := startService(t, map[string]string{envAPIKey: key, envOTLPEndpoint: collector.URL, "OTEL_SERVICE_NAME": "sc-under-test"})
 	c := newAPIClient(t, "http://"+p.addr, key)
-	tok := c.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"otlp-user-0123456789abcdef","device_name":"x"}`).str("refresh_token")
-	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(tok))
+	tok := c.must(http.StatusCreated, "POST", "/v1/sessions", `{"client_id":"test-app","user_id":"otlp-user-0123456789abcdef","device_name":"x"}`).str("refresh_token")
+	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	p.cmd.Process.Signal(os.Interrupt)
 	if code := p.exitCode(t); code != exitOK {
 		t.Fatalf("exit %d", code)

@@ -66,8 +66,8 @@ func TestRefusedTokensAreInvalidGrant(t *testing.T) {
 	e := newTestEnv(t, withAPIKey(key))
 	g := e.login(alice, "laptop")
 	t0 := g.str("refresh_token")
-	t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t0)).str("refresh_token")
-	e.must(http.StatusOK, "POST", "/v1/tokens/rotate", tokenBody(t1))
+	t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token")
+	e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t1))
 	expired := e.login(bob, "old").str("refresh_token")
 	for _, tc := range []struct{ name, tok, reason string }{
 		{"garbage", "hello", "malformed"},
@@ -75,18 +75,18 @@ func TestRefusedTokensAreInvalidGrant(t *testing.T) {
 		{"replayed", t0, "reused"},
 		{"after the replay", t1, "revoked"},
 	} {
-		r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(tc.tok))
+		r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tc.tok))
 		want := map[string]any{"error": "invalid_grant", "error_description": grantDescriptions[tc.reason], "reason": tc.reason}
 		if d := cmp.Diff(want, r.body); d != "" || grantDescriptions[tc.reason] == "" {
 			t.Errorf("%s token: body (-want +got):\n%s", tc.name, d)
 		}
 	}
 	e.b.Clock.Advance(redisstore.DefaultIdleTTL)
-	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", tokenBody(expired)); r.str("reason") != "expired" || r.str("error_description") != grantDescriptions["expired"] {
+	if r := e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(expired)); r.str("reason") != "expired" || r.str("error_description") != grantDescriptions["expired"] {
 		t.Errorf("expired token: %s", r.raw)
 	}
 	h := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer wrong-key-0123456789"}}
-	if r := e.send("POST", "/v1/tokens/rotate", tokenBody(t0), h); r.status != http.StatusUnauthorized || r.str("error") != "unauthorized" {
+	if r := e.send("POST", "/v1/tokens/rotate", refreshBody(t0), h); r.status != http.StatusUnauthorized || r.str("error") != "unauthorized" {
 		t.Errorf("a wrong API key: %d %s, want 401 unauthorized", r.status, r.raw)
 	}
 }
@@ -112,7 +112,7 @@ func TestAnyUserID(t *testing.T) {
 	sessions := map[string]string{}
 	tokens := map[string]string{}
 	for _, id := range ids {
-		body, _ := json.Marshal(map[string]string{"user_id": id})
+		body, _ := json.Marshal(map[string]string{"client_id": "test-app", "user_id": id})
 		g := e.must(http.StatusCreated, "POST", "/v1/sessions", string(body))
 		if g.str("user_id") != id {
 			t.Errorf("login of %q answered user_id %q", id, g.str("user_id"))
@@ -126,7 +126,7 @@ func TestAnyUserID(t *testing.T) {
 		if len(list) != 1 || list[0].(map[string]any)["session_id"] != sessions[id] {
 			t.Errorf("GET %s: %s, want the one session of %q", path, r.raw, id)
 		}
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tokens[id])); r.str("sub") != id || r.str("user_id") != id {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tokens[id])); r.str("sub") != id || r.str("user_id") != id {
 			t.Errorf("introspect a token of %q: %s", id, r.raw)
 		}
 	}
@@ -139,11 +139,11 @@ func TestAnyUserID(t *testing.T) {
 		if r := e.must(http.StatusOK, "DELETE", path, ""); r.raw != "{\"revoked\":1}\n" {
 			t.Errorf("DELETE %s: %s, want 1 revoked", path, r.raw)
 		}
-		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tokens[id])); r.body["active"] != false {
+		if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tokens[id])); r.body["active"] != false {
 			t.Errorf("the session of %q is still active after DELETE %s", id, path)
 		}
 		if i+1 < len(ids) {
-			if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(tokens[ids[i+1]])); r.body["active"] != true {
+			if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(tokens[ids[i+1]])); r.body["active"] != true {
 				t.Errorf("DELETE %s ended the session of %q too", path, ids[i+1])
 			}
 		}
@@ -155,7 +155,7 @@ func TestAnyUserID(t *testing.T) {
 // and logged out.
 func TestSlashUserIDRefused(t *testing.T) {
 	e := newTestEnv(t)
-	if r := e.do("POST", "/v1/sessions", `{"user_id":"/"}`); r.status != http.StatusBadRequest || !strings.Contains(r.str("reason"), `user id "/" is refused`) {
+	if r := e.do("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"/"}`); r.status != http.StatusBadRequest || !strings.Contains(r.str("reason"), `user id "/" is refused`) {
 		t.Errorf("login as /: %d %s, want 400", r.status, r.raw)
 	}
 	// Not through the OpenAPI check, which reads the path as the document does.
@@ -186,7 +186,7 @@ func TestUUIDUserIDsIgnoreCase(t *testing.T) {
 			t.Errorf("GET /v1/users/%s/sessions: %s, want the session", id, r.raw)
 		}
 	}
-	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", tokenBody(g.str("refresh_token"))); r.str("sub") != alice {
+	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(g.str("refresh_token"))); r.str("sub") != alice {
 		t.Errorf("introspect: sub %q, want %s", r.str("sub"), alice)
 	}
 	// Case matters in any other id.
@@ -200,7 +200,7 @@ func TestUUIDUserIDsIgnoreCase(t *testing.T) {
 // surrogate pairs are fine.
 func TestStrictJSONAcceptsWhatIsUnambiguous(t *testing.T) {
 	e := newTestEnv(t)
-	g := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user\u005fid":"`+alice+`","device_name":"\ud83d\ude00 caf\u00e9 `+"\u00e9"+`"}`)
+	g := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"client_id":"test-app","user\u005fid":"`+alice+`","device_name":"\ud83d\ude00 caf\u00e9 `+"\u00e9"+`"}`)
 	if g.str("user_id") != alice {
 		t.Fatalf("login: %s", g.raw)
 	}
@@ -242,7 +242,7 @@ func TestOpenAPICheckKnowsTheWireFormats(t *testing.T) {
 		{"invalid_grant as a 400", "/v1/tokens/rotate", "application/json", `{"refresh_token":"x"}`, 400,
 			`{"error":"invalid_grant","error_description":"unknown refresh token","reason":"unknown"}`, ""},
 		{"invalid_grant as a 401", "/v1/tokens/rotate", "application/json", `{"refresh_token":"x"}`, 401, `{"error":"invalid_grant","reason":"unknown"}`, "invalid_grant"},
-		{"evicting policy", "/v1/sessions", "application/json", `{"user_id":"x"}`, 503,
+		{"evicting policy", "/v1/sessions", "application/json", `{"client_id":"test-app","user_id":"x"}`, 503,
 			`{"error":"temporarily_unavailable","error_description":"d","reason":"evicting_policy"}`, ""},
 		{"an escaped user id", "/v1/users/a%2Fb%20c/sessions", "", "", 200, `{"sessions":[]}`, ""},
 		{"an oversize user id", "/v1/users/" + strings.Repeat("x", 257) + "/sessions", "", "", 200, `{"sessions":[]}`, "user_id"},

@@ -24,23 +24,59 @@ type TestCluster struct {
 // stops when the test ends.
 func StartCluster(tb testing.TB, masters, replicas int, nodeTimeout time.Duration) *TestCluster {
 	tb.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
+	if _, err := exec.LookPath("redis-cli"); err != nil {
 		unavailable(tb, "redis-cli not on PATH")
 	}
+	tc, err := createCluster(masters, replicas, nodeTimeout, func(args ...string) (*Server, error) {
+		return StartServer(tb, args...), nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tc
+}
+
+// LaunchCluster starts a cluster like StartCluster, for a caller that
+// outlives one test (a measuring command): the caller calls Stop.
+func LaunchCluster(masters, replicas int, nodeTimeout time.Duration) (*TestCluster, error) {
+	tc, err := createCluster(masters, replicas, nodeTimeout, Launch)
+	if err != nil {
+		tc.Stop()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// Stop stops every node.
+func (tc *TestCluster) Stop() {
+	for _, n := range tc.Nodes {
+		n.Stop()
+	}
+}
+
+// createCluster starts the nodes with start and joins them; on an error,
+// the nodes started so far are in the cluster returned.
+func createCluster(masters, replicas int, nodeTimeout time.Duration, start func(args ...string) (*Server, error)) (*TestCluster, error) {
 	tc := &TestCluster{}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		return tc, fmt.Errorf("redis-cli not on PATH: %w", err)
+	}
 	args := []string{"--cluster", "create"}
 	for i := 0; i < masters*(1+replicas); i++ {
-		s := StartServer(tb, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		s, err := start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
 			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+		if err != nil {
+			return tc, err
+		}
 		tc.Nodes = append(tc.Nodes, s)
 		args = append(args, s.Addr)
 	}
 	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	out, err := exec.Command(cli, args...).CombinedOutput()
 	if err != nil {
-		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+		return tc, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for _, n := range tc.Nodes {
@@ -52,13 +88,13 @@ func StartCluster(tb testing.TB, masters, replicas int, nodeTimeout time.Duratio
 			}
 			if time.Now().After(deadline) {
 				c.Close()
-				tb.Fatalf("cluster node %s not ready: %s", n.Addr, why)
+				return tc, fmt.Errorf("cluster node %s not ready: %s", n.Addr, why)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		c.Close()
 	}
-	return tc
+	return tc, nil
 }
 
 func nodeReady(c *redis.Client, nodes, masters int) (bool, string) {

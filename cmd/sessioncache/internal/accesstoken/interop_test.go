@@ -1,18 +1,11 @@
 package accesstoken
 
 import (
-	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,7 +14,7 @@ import (
 	golangjwt "github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sessioncache/sessioncache/internal/redistest"
+	"github.com/sessioncache/sessioncache/internal/nodetest"
 )
 
 // joseDir is where testdata/jose lives in this package.
@@ -34,7 +27,7 @@ const joseDir = "testdata/jose"
 // signing keys from the secret with Node's crypto, as the package doc says,
 // and must find the published kids.
 func TestInteropNodeJose(t *testing.T) {
-	dir := installJose(t)
+	dir := nodetest.Install(t, joseDir)
 	for _, alg := range algs {
 		t.Run("alg="+alg, func(t *testing.T) {
 			c := newClock(t0)
@@ -87,7 +80,7 @@ func TestInteropNodeJose(t *testing.T) {
 				Published       []string       `json:"published"`
 				Derived         []string       `json:"derived"`
 			}
-			runNode(t, dir, mustJSON(t, in), &out)
+			nodetest.Run(t, dir, "verify.mjs", in, &out)
 
 			header, payload, _ := segments(t, tok)
 			for k, v := range payload {
@@ -118,96 +111,6 @@ func TestInteropNodeJose(t *testing.T) {
 				t.Error("jose never fetched the key set")
 			}
 		})
-	}
-}
-
-// requireTool returns the path of a program, or skips the test (fails it
-// under SESSIONCACHE_TEST_REQUIRE_REAL=1, as in CI).
-func requireTool(t *testing.T, name, install string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	msg := name + " is not installed (" + install + ")"
-	if os.Getenv(redistest.EnvRequireReal) == "1" {
-		t.Fatalf("%s (%s=1)", msg, redistest.EnvRequireReal)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// installJose installs testdata/jose's locked dependencies with npm ci in a
-// directory of the user's cache named by the hash of the files (so that a
-// change of the lock or the script installs afresh), once, and returns it.
-func installJose(t *testing.T) string {
-	t.Helper()
-	requireTool(t, "node", "apt-get install nodejs, Node.js 20 or later")
-	npm := requireTool(t, "npm", "apt-get install npm")
-	files := []string{"package.json", "package-lock.json", "verify.mjs"}
-	h := sha256.New()
-	contents := map[string][]byte{}
-	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(joseDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		contents[f] = b
-		h.Write([]byte(f + "\x00"))
-		h.Write(b)
-	}
-	root, err := os.UserCacheDir()
-	if err != nil {
-		root = os.TempDir()
-	}
-	parent := filepath.Join(root, "sessioncache-test")
-	dir := filepath.Join(parent, "jose-"+hex.EncodeToString(h.Sum(nil))[:16])
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "jose", "package.json")); err == nil {
-		return dir
-	}
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp, err := os.MkdirTemp(parent, "install-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	for f, b := range contents {
-		if err := os.WriteFile(filepath.Join(tmp, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci in a copy of %s: %v\n%s", joseDir, err, out)
-	}
-	// Another test process may have won the race: either copy will do.
-	if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, fs.ErrExist) {
-		if _, statErr := os.Stat(dir); statErr != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// runNode runs verify.mjs with the input in and decodes its output into out.
-func runNode(t *testing.T, dir string, in []byte, out any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(dir, "verify.mjs"), string(in))
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	b, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node verify.mjs: %v\n%s", err, stderr.String())
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		t.Fatalf("node verify.mjs printed %q: %v", b, err)
 	}
 }
 

@@ -139,9 +139,14 @@ func CheckID(id string) error {
 
 // Authenticate checks a client's credentials at the token endpoint: its id,
 // and its secret if it gave one (secretGiven). A public client must give
-// none, a confidential one its own; an id not registered is refused unless
-// the registry is open. Secrets are compared in constant time.
+// none, a confidential one its own; an empty secret counts as none (HTTP
+// Basic with an empty password is how many OAuth libraries present a
+// public client). An id not registered is refused unless the registry is
+// open. Secrets are compared in constant time.
 func (r *Registry) Authenticate(id, secret string, secretGiven bool) (*Client, error) {
+	if secret == "" {
+		secretGiven = false
+	}
 	if err := CheckID(id); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnknown, err)
 	}

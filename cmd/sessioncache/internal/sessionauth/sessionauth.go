@@ -59,19 +59,24 @@ type Config struct {
 	// Lease is how long after a synced notice memory is trusted.
 	// Default: 4 × redisstore.DefaultHeartbeat.
 	Lease time.Duration
-	// MaxSessions bounds the sessions remembered; past it, new sessions are
-	// answered from Redis until sweeps make room. Default: 500,000.
+	// MaxSessions bounds the sessions remembered (about 110 bytes each,
+	// BenchmarkMemoryPerSession); past it, new sessions are answered from
+	// Redis until sweeps make room. Default: 100,000.
 	MaxSessions int
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Timeout bounds a Check that asks Redis; 0: the caller's context
+	// alone.
+	Timeout time.Duration
 }
 
 // Gate remembers the sessions seen live. It is safe for concurrent use.
 type Gate struct {
-	check func(ctx context.Context, userID, sessionID string) error
-	lease int64 // ns
-	max   int64
-	now   func() time.Time
+	check   func(ctx context.Context, userID, sessionID string) error
+	timeout time.Duration
+	lease   int64 // ns
+	max     int64
+	now     func() time.Time
 
 	// epoch counts the feed's changes: odd while subscribed, even while
 	// lost (0: never subscribed yet).
@@ -80,6 +85,8 @@ type Gate struct {
 	// synced moment plus the lease; 0 while the feed is not whole.
 	trusted atomic.Int64
 	count   atomic.Int64
+	// revocations counts the revocation notices, for Saw.
+	revocations atomic.Uint64
 
 	seed   maphash.Seed
 	shards [64]shard
@@ -107,12 +114,12 @@ type session struct {
 // New returns a Gate. Until its feed is subscribed and synced (Notice),
 // every answer comes from Redis.
 func New(c Config) *Gate {
-	g := &Gate{check: c.Check, lease: int64(c.Lease), max: int64(c.MaxSessions), now: c.Now, seed: maphash.MakeSeed()}
+	g := &Gate{check: c.Check, timeout: c.Timeout, lease: int64(c.Lease), max: int64(c.MaxSessions), now: c.Now, seed: maphash.MakeSeed()}
 	if g.lease <= 0 {
 		g.lease = int64(4 * redisstore.DefaultHeartbeat)
 	}
 	if g.max <= 0 {
-		g.max = 500_000
+		g.max = 100_000
 	}
 	if g.now == nil {
 		g.now = time.Now
@@ -145,6 +152,8 @@ func (g *Gate) Notice(n redisstore.Notice) {
 			g.trusted.Store(n.Time.UnixNano() + g.lease)
 		}
 	case redisstore.NoticeRevoked:
+		// Counted before the sessions are marked: see Saw.
+		g.revocations.Add(1)
 		reason := string(n.Reason)
 		for _, sid := range n.SessionIDs {
 			sh := g.shard(sid)
@@ -155,6 +164,33 @@ func (g *Gate) Notice(n redisstore.Notice) {
 				s.ended.Store(&reason)
 			}
 		}
+	}
+}
+
+// Mark is the state of the feed when a call that shows a session live
+// (a login, a rotation) began: see Begin and Saw.
+type Mark struct{ epoch, revocations uint64 }
+
+// Begin marks the start of a call to Redis whose success shows a session
+// live.
+func (g *Gate) Begin() Mark { return Mark{g.epoch.Load(), g.revocations.Load()} }
+
+// Saw remembers as live a session that a call begun at m has just shown
+// live (its login or a rotation succeeded), until expires, so that forward
+// auth of its first access token needs no Redis command. It does so only if
+// the feed was whole throughout and reported no revocation at all since m
+// (the call's session id was not known at m, so any revocation might have
+// been its).
+func (g *Gate) Saw(sessionID string, expires time.Time, m Mark) {
+	if m.epoch%2 == 0 || g.epoch.Load() != m.epoch || g.revocations.Load() != m.revocations {
+		return
+	}
+	s := g.session(sessionID, expires.UnixNano())
+	// A notice counts itself before it marks its sessions: if none was
+	// counted by now, any that comes later finds s and marks it ended,
+	// which wins over live.
+	if g.revocations.Load() == m.revocations && g.epoch.Load() == m.epoch {
+		s.live.Store(m.epoch)
 	}
 }
 
@@ -180,6 +216,11 @@ func (g *Gate) Check(ctx context.Context, userID, sessionID string, expires time
 		return Memory, nil
 	}
 	g.redis.Add(1)
+	if g.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+		defer cancel()
+	}
 	err := g.check(ctx, userID, sessionID)
 	var re *redisstore.RevokedError
 	switch {

@@ -3,6 +3,9 @@ package sessionauth
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,4 +253,72 @@ func TestConcurrentChecks(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestSaw: a login or a rotation that succeeded makes its session known
+// live, with no Redis command for its first check, unless the feed was not
+// whole or reported any revocation while the call ran.
+func TestSaw(t *testing.T) {
+	g, st, clk := setup(t)
+	exp := clk.Now().Add(5 * time.Minute)
+	m := g.Begin()
+	g.Saw(sid1, exp, m) // the feed is not subscribed yet
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSubscribed})
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSynced, Time: clk.Now()})
+	g.mustLive(t, sid1, Redis, exp)
+
+	m = g.Begin()
+	g.Saw(sid2, exp, m)
+	g.mustLive(t, sid2, Memory, exp)
+
+	const sid3, sid4 = "00000000-0000-4000-8000-000000000003", "00000000-0000-4000-8000-000000000004"
+	m = g.Begin()
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeRevoked, Reason: "logout", SessionIDs: []string{sid4}})
+	g.Saw(sid3, exp, m) // a revocation while the call ran: maybe sid3's
+	calls := st.callCount()
+	g.mustLive(t, sid3, Redis, exp)
+	if st.callCount() != calls+1 {
+		t.Fatal("sid3 was not asked of Redis")
+	}
+	m = g.Begin()
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeLost})
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSubscribed})
+	g.Notice(redisstore.Notice{Kind: redisstore.NoticeSynced, Time: clk.Now()})
+	g.Saw(sid4, exp, m) // the feed broke while the call ran
+	st.revoke(sid4, "logout")
+	g.mustEnd(t, sid4, "logout", Redis, exp)
+}
+
+// BenchmarkMemoryPerSession reports the heap a remembered session costs
+// (the sizing of SESSIONCACHE_AUTH_MEMORY_SESSIONS):
+//
+//	go test -run '^$' -bench MemoryPerSession ./cmd/sessioncache/internal/sessionauth/
+func BenchmarkMemoryPerSession(b *testing.B) {
+	const n = 100_000
+	var perSession float64
+	for b.Loop() {
+		st := &fakeStore{revoked: map[string]string{}}
+		g := New(Config{Check: st.check, MaxSessions: n})
+		g.Notice(redisstore.Notice{Kind: redisstore.NoticeSubscribed})
+		g.Notice(redisstore.Notice{Kind: redisstore.NoticeSynced, Time: time.Now()})
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
+		}
+		exp := time.Now().Add(time.Hour)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, id := range ids {
+			// The id is the token's, decoded per token: its copy is the
+			// session's cost too.
+			g.Saw(strings.Clone(id), exp, g.Begin())
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perSession = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(g)
+		runtime.KeepAlive(ids)
+	}
+	b.ReportMetric(perSession, "B/session")
 }

@@ -3,7 +3,7 @@
 // signing keys from the secret as accesstoken's package doc describes, with
 // Node's own crypto, to check that the document says what the code does.
 //
-// Input (argv[2], JSON): jwksURL, issuer, audience, alg, nowMs, token,
+// Input (standard input, JSON): jwksURL, issuer, audience, alg, nowMs, token,
 // refused (tokens jose must refuse), secret (base64url), epoch.
 // Output (stdout, JSON): the token's protectedHeader and payload, the error
 // code jose gave for each refused token, the published kids and the derived
@@ -11,7 +11,9 @@
 import crypto from 'node:crypto';
 import { calculateJwkThumbprint, createRemoteJWKSet, jwtVerify } from 'jose';
 
-const cfg = JSON.parse(process.argv[2]);
+const input = [];
+for await (const chunk of process.stdin) input.push(chunk);
+const cfg = JSON.parse(Buffer.concat(input).toString());
 const jwks = createRemoteJWKSet(new URL(cfg.jwksURL));
 const options = {
   typ: 'at+jwt',
