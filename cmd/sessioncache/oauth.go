@@ -194,7 +194,7 @@ func (s *server) accessToken(g redisstore.Grant) (string, int64, error) {
 		// A session issued before sessions had clients.
 		client = unboundClient
 	}
-	tok, c, err := s.tokens.Issue(g.UserID, g.SessionID, client, notAfter)
+	tok, c, err := s.tokens.Issue(g.UserID, g.SessionID, client, "", notAfter)
 	if err != nil {
 		return "", 0, err
 	}
