@@ -18,6 +18,7 @@ import (
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/dpop"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -65,6 +66,7 @@ const (
 	envRefreshCookie      = "SESSIONCACHE_REFRESH_COOKIE"
 	envAuthMemory         = "SESSIONCACHE_AUTH_MEMORY_SESSIONS"
 	envHeartbeat          = "SESSIONCACHE_REVOCATION_HEARTBEAT"
+	envDPoPNoncePeriod    = "SESSIONCACHE_DPOP_NONCE_PERIOD"
 
 	envSigningKeysFile   = "SESSIONCACHE_SIGNING_KEYS_FILE"
 	envAPIKeysFile       = "SESSIONCACHE_API_KEYS_FILE"
@@ -111,6 +113,7 @@ var settings = []setting{
 	{env: envRefreshCookie, flag: "refresh-cookie", usage: "cookie that /oauth2/token reads a refresh token from (when the form has none) and sets the new one in, HttpOnly, Secure, SameSite=Strict, Path=/oauth2/token; unset: tokens travel in the body only"},
 	{env: envAuthMemory, flag: "auth-memory-sessions", def: "100000", usage: "sessions (and as many access tokens) each instance remembers for /v1/auth, about 0.4 KB each; past it, new ones are checked in Redis"},
 	{env: envHeartbeat, flag: "revocation-heartbeat", def: durationText(redisstore.DefaultHeartbeat), usage: "how often the revocation feed proves it is whole; memory answers /v1/auth for 4 heartbeats after the last proof"},
+	{env: envDPoPNoncePeriod, flag: "dpop-nonce-period", def: "0", usage: "how often the DPoP server nonce (RFC 9449 section 8) that /oauth2/token requires in proofs changes, at least 1s; 0: no nonces"},
 	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read when it changes and on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
 	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read when it changes and on SIGHUP"},
 	{env: envClientsFile, flag: "clients-file", usage: "file of OAuth clients, one \"<id> public\" or \"<id> confidential sha256:<hex of the secret's SHA-256>\" a line; re-read when it changes and on SIGHUP; unset: every client id is a public client"},
@@ -169,6 +172,7 @@ type config struct {
 	RefreshCookie      string
 	AuthMemory         int
 	Heartbeat          time.Duration
+	DPoPNoncePeriod    time.Duration
 
 	// issuerFromListen: Issuer was derived from the listen address;
 	// audienceFromIssuer: AccessTokenAud is the issuer.
@@ -275,6 +279,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		RefreshCookie:      p.str(envRefreshCookie),
 		AuthMemory:         p.integer(envAuthMemory),
 		Heartbeat:          p.duration(envHeartbeat),
+		DPoPNoncePeriod:    p.duration(envDPoPNoncePeriod),
 		ClientsFile:        p.str(envClientsFile),
 		Check:              *check,
 	}
@@ -388,6 +393,9 @@ func (c *config) validate(p *parser) error {
 	}
 	if c.Heartbeat < 10*time.Millisecond || c.Heartbeat > 10*time.Second {
 		p.fail(envHeartbeat, "must be from 10ms to 10s")
+	}
+	if c.DPoPNoncePeriod != 0 && (c.DPoPNoncePeriod < dpop.MinNoncePeriod || c.DPoPNoncePeriod > 24*time.Hour) {
+		p.fail(envDPoPNoncePeriod, "must be 0 (no nonces) or from 1s to 24h")
 	}
 	if c.APIKeysFile == "" && len(c.APIKeys) == 1 && len(c.APIKeys[0]) < minAPIKeyLen {
 		p.failAt(c.APIKeyFrom, fmt.Sprintf("the API key is %d bytes, at least %d required", len(c.APIKeys[0]), minAPIKeyLen))
@@ -605,6 +613,7 @@ func (c *config) logAttrs() []any {
 		slog.String("clients", clientsText(c)),
 		slog.Int("auth_memory_sessions", c.AuthMemory),
 		slog.String("revocation_heartbeat", c.Heartbeat.String()),
+		slog.String("dpop_nonce_period", c.DPoPNoncePeriod.String()),
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
 		slog.String("signing_keys", signing),

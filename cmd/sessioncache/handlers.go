@@ -74,20 +74,45 @@ type grantBody struct {
 }
 
 // introspectBody is an RFC 7662 answer: active, and for an active token the
-// standard claims (sub, sid, client_id, exp, iat, token_type) and this
-// API's own fields.
+// standard claims (sub, sid, client_id, exp, iat, token_type, and cnf for a
+// token bound to a DPoP key, RFC 9449 section 6.2) and this API's own
+// fields.
 type introspectBody struct {
-	Active           bool   `json:"active"`
-	Sub              string `json:"sub,omitempty"`
-	Sid              string `json:"sid,omitempty"`
-	ClientID         string `json:"client_id,omitempty"`
-	Exp              int64  `json:"exp,omitempty"`
-	Iat              int64  `json:"iat,omitempty"`
-	TokenType        string `json:"token_type,omitempty"`
-	UserID           string `json:"user_id,omitempty"`
-	SessionID        string `json:"session_id,omitempty"`
-	ExpiresAt        string `json:"expires_at,omitempty"`
-	SessionExpiresAt string `json:"session_expires_at,omitempty"`
+	Active           bool          `json:"active"`
+	Sub              string        `json:"sub,omitempty"`
+	Sid              string        `json:"sid,omitempty"`
+	ClientID         string        `json:"client_id,omitempty"`
+	Exp              int64         `json:"exp,omitempty"`
+	Iat              int64         `json:"iat,omitempty"`
+	TokenType        string        `json:"token_type,omitempty"`
+	Cnf              *confirmation `json:"cnf,omitempty"`
+	UserID           string        `json:"user_id,omitempty"`
+	SessionID        string        `json:"session_id,omitempty"`
+	ExpiresAt        string        `json:"expires_at,omitempty"`
+	SessionExpiresAt string        `json:"session_expires_at,omitempty"`
+}
+
+// confirmation is a cnf claim (RFC 7800) of a token bound to a DPoP key:
+// the key's RFC 7638 thumbprint.
+type confirmation struct {
+	JKT string `json:"jkt"`
+}
+
+// confirmationOf is the cnf of a token bound to jkt, or nil.
+func confirmationOf(jkt string) *confirmation {
+	if jkt == "" {
+		return nil
+	}
+	return &confirmation{JKT: jkt}
+}
+
+// tokenTypeOf is the token_type of an access token bound to jkt (RFC 9449
+// section 5): DPoP, or Bearer.
+func tokenTypeOf(jkt string) string {
+	if jkt == "" {
+		return "Bearer"
+	}
+	return "DPoP"
 }
 
 type sessionBody struct {
@@ -310,7 +335,8 @@ func (s *server) introspectAccess(ctx context.Context, tok string) reply {
 		ClientID:  c.ClientID,
 		Exp:       c.ExpiresAt.Unix(),
 		Iat:       c.IssuedAt.Unix(),
-		TokenType: "Bearer",
+		TokenType: tokenTypeOf(c.JKT),
+		Cnf:       confirmationOf(c.JKT),
 		UserID:    c.Subject,
 		SessionID: c.SessionID,
 		ExpiresAt: timestamp(c.ExpiresAt),

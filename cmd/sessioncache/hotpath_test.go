@@ -50,7 +50,8 @@ func newHotPath(tb testing.TB, sessions int) *hotPath {
 	}
 	h := &hotPath{
 		srv: newServer(serverConfig{store: st, log: log, metrics: m, apiKeys: [][]byte{[]byte(hotPathKey)},
-			tokens: newTestAuthority(tb, testSecret, time.Now), issuer: testIssuer}),
+			tokens: newTestAuthority(tb, testSecret, time.Now), issuer: testIssuer,
+			dpop: newTestDPoP(tb, b.Client, b.Prefix, time.Now, testSecret, testIssuer, 0)}),
 		bare:    bench.Bare(b.Client, b.Prefix+"bare", defaultRedisTimeout),
 		headers: bench.BareHeaders(),
 	}

@@ -221,6 +221,11 @@ func (b introspectBody) appendJSON(dst []byte) []byte {
 	dst = appendIntField(dst, "exp", b.Exp)
 	dst = appendIntField(dst, "iat", b.Iat)
 	dst = appendStringField(dst, "token_type", b.TokenType)
+	if b.Cnf != nil {
+		dst = append(dst, `,"cnf":{"jkt":`...)
+		dst = appendJSONString(dst, b.Cnf.JKT)
+		dst = append(dst, '}')
+	}
 	dst = appendStringField(dst, "user_id", b.UserID)
 	dst = appendStringField(dst, "session_id", b.SessionID)
 	dst = appendStringField(dst, "expires_at", b.ExpiresAt)

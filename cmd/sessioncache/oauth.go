@@ -11,6 +11,7 @@ import (
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/dpop"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -224,6 +225,7 @@ type metadata struct {
 	ResponseTypesSupported         []string `json:"response_types_supported"`
 	TokenEndpointAuthMethods       []string `json:"token_endpoint_auth_methods_supported"`
 	AccessTokenSigningAlgsProvided []string `json:"access_token_signing_alg_values_supported"`
+	DPoPSigningAlgsSupported       []string `json:"dpop_signing_alg_values_supported"`
 }
 
 func newMetadata(issuer, alg string) []byte {
@@ -238,6 +240,8 @@ func newMetadata(issuer, alg string) []byte {
 		ResponseTypesSupported:         []string{},
 		TokenEndpointAuthMethods:       []string{"none", "client_secret_basic", "client_secret_post"},
 		AccessTokenSigningAlgsProvided: []string{alg},
+		// RFC 9449 section 5.1.
+		DPoPSigningAlgsSupported: dpop.Algorithms,
 	})
 	return b
 }

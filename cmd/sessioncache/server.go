@@ -98,6 +98,7 @@ type server struct {
 	refreshCookie string                           // "": refresh tokens travel in bodies only
 	tokenPrefix   string                           // of refresh tokens, to recognise one where none belongs
 	metadata      []byte                           // RFC 8414 document
+	dpop          *dpopGuard                       // DPoP proofs (RFC 9449)
 }
 
 type serverConfig struct {
@@ -132,6 +133,8 @@ type serverConfig struct {
 	// tokenPrefix is the refresh tokens' prefix. Default:
 	// redisstore.DefaultTokenPrefix.
 	tokenPrefix string
+	// dpop checks DPoP proofs (newDPoPGuard). Required.
+	dpop *dpopGuard
 }
 
 func newServer(c serverConfig) *server {
@@ -161,6 +164,7 @@ func newServer(c serverConfig) *server {
 		c.clients = clients.Open()
 	}
 	s.clients.Store(c.clients)
+	s.dpop = c.dpop
 	s.metadata = newMetadata(c.issuer, c.tokens.Alg())
 	s.routes = []route{
 		{pattern: "POST /v1/sessions", op: "issue", auth: true, write: true, api: s.issue},
