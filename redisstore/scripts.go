@@ -24,10 +24,6 @@ var (
 	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch}
 )
 
-// maxEvictCalls bounds the evict.lua calls of one login: at most 32
-// evictions each.
-const maxEvictCalls = 8
-
 // reply is a script's answer: a code, Redis's time when the script ran
 // (unix ms), and fields.
 type reply struct {
