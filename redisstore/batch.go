@@ -99,19 +99,10 @@ type BatchStats struct {
 	Waiting int64
 }
 
-// BatchStats returns the counts since New. With batching off
-// (Options.MaxInFlight NoBatching) Requests equals Calls.
-func (s *Store) BatchStats() BatchStats {
-	b := s.batch
+// stats returns the counts since newBatcher.
+func (b *batcher) stats() BatchStats {
 	return BatchStats{Calls: b.calls.Load(), Requests: b.requests.Load(), Batched: b.batched.Load(), Largest: b.largest.Load(),
 		Waiting: b.waiting.Load()}
-}
-
-// script runs sc through the batcher, on a call of its own (Rotate and
-// Validate use pooled ones).
-func (s *Store) script(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
-	cmd, _ := s.batch.run(ctx, &call{script: sc, keys: keys, args: args, route: keys[0]})
-	return cmd
 }
 
 // run sends c and returns its command, done. owned is false if c's caller

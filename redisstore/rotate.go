@@ -79,7 +79,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	f.call.route = ks.session
 	var cmd *redis.Cmd
 	cmd, owned = s.batch.run(ctx, &f.call)
-	r, err := parseReply(cmd.Result())
+	r, err := parseRotateReply(cmd.Result())
 	if err != nil {
 		return Grant{}, err
 	}
@@ -149,6 +149,31 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	default:
 		return Grant{}, missing(old, r.now)
 	}
+}
+
+// parseRotateReply reads rotate.lua's answer: {code, now, ...}, with now as
+// text in the answers given before the script parses it ({5, now}, {6,
+// now}), or, on the hot path, one string: now (13 digits), then the rest of
+// h (the client binding, if any, and the user id), for code codeOK.
+func parseRotateReply(v any, err error) (reply, error) {
+	if err != nil {
+		return reply{}, fmt.Errorf("redisstore: %w", err)
+	}
+	if s, ok := v.(string); ok {
+		now, err := strconv.ParseInt(s[:min(len(s), 13)], 10, 64)
+		if err != nil || len(s) < 13 {
+			return reply{}, fmt.Errorf("redisstore: unexpected script reply %q", truncate(s))
+		}
+		return reply{code: codeOK, now: now, arr: []any{s[13:]}}, nil
+	}
+	if arr, ok := v.([]any); ok && len(arr) >= 2 {
+		if s, ok := arr[1].(string); ok {
+			if now, err := strconv.ParseInt(s, 10, 64); err == nil {
+				arr[1] = now
+			}
+		}
+	}
+	return parseReply(v, nil)
 }
 
 // The frame. Rotate is the hot path: it runs through a pooled frame whose two

@@ -40,6 +40,17 @@ func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 	return &Store{rdb: rdb, opt: opt, kr: kr, batch: newBatcher(rdb, opt.MaxInFlight), channel: opt.KeyPrefix + revocationChannel}, nil
 }
 
+// BatchStats returns the counts since New. With batching off
+// (Options.MaxInFlight NoBatching) Requests equals Calls.
+func (s *Store) BatchStats() BatchStats { return s.batch.stats() }
+
+// script runs sc through the batcher, on a call of its own (Rotate and
+// Validate use pooled ones).
+func (s *Store) script(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
+	cmd, _ := s.batch.run(ctx, &call{script: sc, keys: keys, args: args, route: keys[0]})
+	return cmd
+}
+
 // Ping checks that Redis answers and loads the scripts into its script
 // cache (on every master of a cluster).
 func (s *Store) Ping(ctx context.Context) error {
