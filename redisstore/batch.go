@@ -76,8 +76,7 @@ type batcher struct {
 }
 
 func newBatcher(rdb redis.UniversalClient, limit int) *batcher {
-	b := &batcher{rdb: rdb, limit: max(limit, 0)}
-
+	b := &batcher{rdb: rdb, limit: limit}
 	b.cluster, _ = rdb.(*redis.ClusterClient)
 	return b
 }

@@ -65,7 +65,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	keys := []string{ks.session, ks.index}
 	args := []any{memberOf(ks.session), storedID(userID), h, string(appendStatePrefix(nil, 0, signer.id)),
 		s.opt.IdleTTL.Milliseconds(), s.opt.AbsoluteTTL.Milliseconds(), s.margin(),
-		storedID(c.DeviceID), c.DeviceName, ip, packUserAgent(c.UserAgent), max(s.opt.MaxSessions, 0), call[:],
+		storedID(c.DeviceID), c.DeviceName, ip, packUserAgent(c.UserAgent), s.opt.MaxSessions, call[:],
 		binary.BigEndian.AppendUint32(nil, clientSum(ip, c.UserAgent)), s.channel}
 	r, err := parseReply(s.script(ctx, scriptIssue, keys, args...).Result())
 	if err == nil && r.code == codeRetry {

@@ -68,7 +68,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	if err := f.pack(&rotateArgs{
 		oldHash: &oldHash, nextHash: &nextHash, keyID: signer.id, gen: gen,
 		absMS: old.absoluteMS(), idleMS: s.opt.IdleTTL.Milliseconds(),
-		graceMS: max(s.opt.Grace.Milliseconds(), 0), marginMS: s.margin(),
+		graceMS: s.opt.Grace.Milliseconds(), marginMS: s.margin(),
 		checkDevice: s.opt.GraceSameDevice, device: storedID(c.DeviceID), ip: ip, ua: c.UserAgent,
 		clientID: c.ClientID, channel: s.channel,
 	}); err != nil {

@@ -29,7 +29,7 @@ func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 	if rdb == nil {
 		return nil, optionError("client", "nil", "New needs a Redis client")
 	}
-	opt, err := opt.withDefaults()
+	opt, err := opt.resolve()
 	if err != nil {
 		return nil, err
 	}
