@@ -16,10 +16,10 @@ import (
 // are many. A call that finds fewer than Options.MaxInFlight requests in
 // flight to its node, and no call waiting, goes out at once, alone, exactly
 // as it would without batching. Otherwise it joins the node's queue; when a
-// request to the node completes and fewer than two pipelines are in flight,
-// everything queued goes out as one pipeline, and that pipeline's loop keeps
-// sending what queued meanwhile until the queue is empty. No call ever waits
-// on a timer: a few callers never queue at all.
+// request to the node completes and fewer than maxLoops pipelines are in
+// flight, what is queued (up to maxBatch calls) goes out as one pipeline, and
+// that pipeline's loop keeps sending what queued meanwhile until the queue is
+// empty. No call ever waits on a timer: a few callers never queue at all.
 
 // A call is one script run (or one plain command) sent through the batcher.
 type call struct {
@@ -41,6 +41,9 @@ const (
 	callDone          // the batch completed it (and signals done)
 	callLeft          // its caller's context ended first; the caller is gone
 )
+
+// The batching numbers, stated here only (Options.MaxInFlight, the package
+// doc and the READMEs point here).
 
 // maxBatch bounds the calls of one pipeline, so that one request never
 // holds Redis long; the rest wait for the next.

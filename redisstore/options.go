@@ -120,9 +120,9 @@ type Options struct {
 	// calls wait and share requests. A call that finds fewer in flight (and
 	// no call waiting) goes out at once, alone, as without batching; one
 	// that finds them all busy waits until one completes, and then goes out
-	// with every call that waited for the node, as one pipeline (at most 256
-	// calls; at most two pipelines in flight per node). No call waits on a
-	// timer, so a few callers see no added latency; under load, Redis reads,
+	// with the calls that waited for the node, as one pipeline (how many calls
+	// a pipeline carries, and how many pipelines are in flight per node, are
+	// bounded in batch.go: maxBatch, maxLoops). No call waits on a timer, so a few callers see no added latency; under load, Redis reads,
 	// parses and answers many calls per request, and serves more of them per
 	// core. Rotate, Validate, Issue, the revocations and the first read of
 	// ListSessions are batched. A waiting call whose context ends returns at
