@@ -16,10 +16,10 @@ import (
 // are many. A call that finds fewer than Options.MaxInFlight requests in
 // flight to its node, and no call waiting, goes out at once, alone, exactly
 // as it would without batching. Otherwise it joins the node's queue; when a
-// request to the node completes and fewer than two pipelines are in flight,
-// everything queued goes out as one pipeline, and that pipeline's loop keeps
-// sending what queued meanwhile until the queue is empty. No call ever waits
-// on a timer: a few callers never queue at all.
+// request to the node completes and fewer than maxLoops pipelines are in
+// flight, what is queued (up to maxBatch calls) goes out as one pipeline, and
+// that pipeline's loop keeps sending what queued meanwhile until the queue is
+// empty. No call ever waits on a timer: a few callers never queue at all.
 
 // A call is one script run (or one plain command) sent through the batcher.
 type call struct {
@@ -41,6 +41,9 @@ const (
 	callDone          // the batch completed it (and signals done)
 	callLeft          // its caller's context ended first; the caller is gone
 )
+
+// The batching numbers, stated here only (Options.MaxInFlight, the package
+// doc and the READMEs point here).
 
 // maxBatch bounds the calls of one pipeline, so that one request never
 // holds Redis long; the rest wait for the next.
@@ -76,8 +79,7 @@ type batcher struct {
 }
 
 func newBatcher(rdb redis.UniversalClient, limit int) *batcher {
-	b := &batcher{rdb: rdb, limit: max(limit, 0)}
-
+	b := &batcher{rdb: rdb, limit: limit}
 	b.cluster, _ = rdb.(*redis.ClusterClient)
 	return b
 }
@@ -99,19 +101,10 @@ type BatchStats struct {
 	Waiting int64
 }
 
-// BatchStats returns the counts since New. With batching off
-// (Options.MaxInFlight NoBatching) Requests equals Calls.
-func (s *Store) BatchStats() BatchStats {
-	b := s.batch
+// stats returns the counts since newBatcher.
+func (b *batcher) stats() BatchStats {
 	return BatchStats{Calls: b.calls.Load(), Requests: b.requests.Load(), Batched: b.batched.Load(), Largest: b.largest.Load(),
 		Waiting: b.waiting.Load()}
-}
-
-// script runs sc through the batcher, on a call of its own (Rotate and
-// Validate use pooled ones).
-func (s *Store) script(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
-	cmd, _ := s.batch.run(ctx, &call{script: sc, keys: keys, args: args, route: keys[0]})
-	return cmd
 }
 
 // run sends c and returns its command, done. owned is false if c's caller

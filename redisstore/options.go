@@ -21,7 +21,10 @@ const (
 	DefaultMaxInFlight = 4
 )
 
-// Named values of Options fields.
+// Named values of Options fields. A zero field means its default, so the
+// values that turn an option off are negative; New turns every negative
+// value into the one encoding of "off" that the store, its scripts and its
+// batcher use from then on: 0 (see Options.resolve).
 const (
 	// NoGrace, as Options.Grace, turns grace off: any second presentation of
 	// a rotated token revokes its session (a retry of the same call is still
@@ -117,9 +120,9 @@ type Options struct {
 	// calls wait and share requests. A call that finds fewer in flight (and
 	// no call waiting) goes out at once, alone, as without batching; one
 	// that finds them all busy waits until one completes, and then goes out
-	// with every call that waited for the node, as one pipeline (at most 256
-	// calls; at most two pipelines in flight per node). No call waits on a
-	// timer, so a few callers see no added latency; under load, Redis reads,
+	// with the calls that waited for the node, as one pipeline (how many calls
+	// a pipeline carries, and how many pipelines are in flight per node, are
+	// bounded in batch.go: maxBatch, maxLoops). No call waits on a timer, so a few callers see no added latency; under load, Redis reads,
 	// parses and answers many calls per request, and serves more of them per
 	// core. Rotate, Validate, Issue, the revocations and the first read of
 	// ListSessions are batched. A waiting call whose context ends returns at
@@ -148,7 +151,7 @@ const maxLifetime = 100 * 365 * 24 * time.Hour
 // option at fault. Programs check their configuration with it before they
 // connect.
 func (o Options) Validate() error {
-	o, err := o.withDefaults()
+	o, err := o.resolve()
 	if err != nil {
 		return err
 	}
@@ -156,7 +159,12 @@ func (o Options) Validate() error {
 	return err
 }
 
-func (o Options) withDefaults() (Options, error) {
+// resolve checks o and returns it as the store uses it: every zero field
+// set to its default, and Grace, MaxSessions and MaxInFlight 0 when they
+// are off (NoGrace, NoSessionCap, NoBatching or any negative value), as the
+// scripts and the batcher read them. Resolving resolved options again would
+// turn "off" into the default: New resolves once.
+func (o Options) resolve() (Options, error) {
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = DefaultKeyPrefix
 	}
@@ -196,7 +204,7 @@ func (o Options) withDefaults() (Options, error) {
 	case o.Grace == 0:
 		o.Grace = min(DefaultGrace, o.IdleTTL/2)
 	case o.Grace < 0:
-		o.Grace = NoGrace
+		o.Grace = 0
 	case o.Grace > MaxGrace:
 		return o, optionError("Grace", o.Grace, "must be at most MaxGrace (%v)", MaxGrace)
 	}
@@ -216,13 +224,13 @@ func (o Options) withDefaults() (Options, error) {
 	case o.MaxInFlight == 0:
 		o.MaxInFlight = DefaultMaxInFlight
 	case o.MaxInFlight < 0:
-		o.MaxInFlight = NoBatching
+		o.MaxInFlight = 0
 	}
 	switch {
 	case o.MaxSessions == 0:
 		o.MaxSessions = DefaultMaxSessions
 	case o.MaxSessions < 0:
-		o.MaxSessions = NoSessionCap
+		o.MaxSessions = 0
 	}
 	return o, nil
 }

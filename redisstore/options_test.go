@@ -57,8 +57,8 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 	for _, g := range []time.Duration{NoGrace, -time.Hour} {
 		s, _ = New(rdb, Options{Secret: secret, Grace: g})
-		if s.opt.Grace != NoGrace {
-			t.Errorf("Grace %v gives %v, want NoGrace", g, s.opt.Grace)
+		if s.opt.Grace != 0 {
+			t.Errorf("Grace %v gives %v, want 0 (off)", g, s.opt.Grace)
 		}
 	}
 	s, _ = New(rdb, Options{Secret: secret, Grace: MaxGrace})
@@ -67,8 +67,18 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 	for _, c := range []int{NoSessionCap, -5} {
 		s, _ = New(rdb, Options{Secret: secret, MaxSessions: c})
-		if s.opt.MaxSessions != NoSessionCap {
-			t.Errorf("MaxSessions %d gives %d, want NoSessionCap", c, s.opt.MaxSessions)
+		if s.opt.MaxSessions != 0 {
+			t.Errorf("MaxSessions %d gives %d, want 0 (no cap)", c, s.opt.MaxSessions)
 		}
+	}
+	for _, n := range []int{NoBatching, -5} {
+		s, _ = New(rdb, Options{Secret: secret, MaxInFlight: n})
+		if s.opt.MaxInFlight != 0 || s.batch.limit != 0 {
+			t.Errorf("MaxInFlight %d gives %d (batcher %d), want 0 (no batching)", n, s.opt.MaxInFlight, s.batch.limit)
+		}
+	}
+	s, _ = New(rdb, Options{Secret: secret})
+	if s.opt.MaxInFlight != DefaultMaxInFlight || s.batch.limit != DefaultMaxInFlight {
+		t.Errorf("MaxInFlight 0 gives %d (batcher %d), want DefaultMaxInFlight", s.opt.MaxInFlight, s.batch.limit)
 	}
 }

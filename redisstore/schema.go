@@ -85,6 +85,13 @@ const (
 	stRest   = stSum + 4
 )
 
+// callIDLen is the length of a call id. A client retry resends the call's
+// arguments, id included, so a script recognises the effect of its own
+// earlier attempt whose reply was lost. Ids must be unique, not secret;
+// 8 bytes from crypto/rand make a collision between two calls of one session
+// negligible.
+const callIDLen = 8
+
 // The client binding in the h field, for a session issued to a client:
 // clientMarker, the length of the stored client id, the stored client id.
 // A user id never starts with byte 2 (control characters are refused, and a
@@ -121,5 +128,5 @@ const (
 )
 
 // Layout of rotate.lua's ARGV[1] (the hot path's one packed argument) and
-// ARGV[2] (what only the slower outcomes read): see frame.go's pack and the
+// ARGV[2] (what only the slower outcomes read): see rotate.go's pack and the
 // script's header.

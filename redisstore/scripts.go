@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"fmt"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
@@ -24,10 +23,6 @@ var (
 	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch}
 )
 
-// maxEvictCalls bounds the evict.lua calls of one login: at most 32
-// evictions each.
-const maxEvictCalls = 8
-
 // reply is a script's answer: a code, Redis's time when the script ran
 // (unix ms), and fields.
 type reply struct {
@@ -40,26 +35,12 @@ func parseReply(v any, err error) (reply, error) {
 	if err != nil {
 		return reply{}, fmt.Errorf("redisstore: %w", err)
 	}
-	if s, ok := v.(string); ok {
-		// rotate.lua's hot path: now (13 digits) and the user id, one
-		// string.
-		now, err := strconv.ParseInt(s[:min(len(s), 13)], 10, 64)
-		if err != nil || len(s) < 13 {
-			return reply{}, fmt.Errorf("redisstore: unexpected script reply %q", truncate(s))
-		}
-		return reply{code: codeOK, now: now, arr: []any{s[13:]}}, nil
-	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) < 2 {
 		return reply{}, fmt.Errorf("redisstore: unexpected script reply %T", v)
 	}
 	code, ok1 := arr[0].(int64)
 	now, ok2 := arr[1].(int64)
-	if s, ok := arr[1].(string); ok {
-		// rotate.lua answers an expired token with the time as text.
-		v, err := strconv.ParseInt(s, 10, 64)
-		now, ok2 = v, err == nil
-	}
 	if !ok1 || !ok2 {
 		return reply{}, fmt.Errorf("redisstore: unexpected script reply (%T, %T)", arr[0], arr[1])
 	}

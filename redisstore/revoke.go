@@ -1,0 +1,153 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// RevokeSession revokes one session of userID and returns how many sessions
+// it revoked: 1, or 0 if the user has no such live session. Every token of
+// the session is then refused with a *RevokedError (ReasonLogout).
+func (s *Store) RevokeSession(ctx context.Context, userID, sessionID string) (int, error) {
+	if err := validateUserID(userID); err != nil {
+		return 0, err
+	}
+	sid, err := parseSessionID(sessionID)
+	if err != nil {
+		return 0, err
+	}
+	var uh [userHashLen]byte
+	s.kr.userHash(uh[:], userID)
+	n, _, err := s.revoke(ctx, keysFor(s.opt.KeyPrefix, uh[:], sid[:]), storedID(userID), ReasonLogout)
+	return n, err
+}
+
+// RevokeToken revokes the session of a token ("log out this device", RFC
+// 7009): any genuine token of the session will do, current or rotated. It
+// returns how many sessions it revoked (0 if the session is already gone).
+// Garbage and forgeries get ErrMalformed or ErrUnknown and revoke nothing.
+func (s *Store) RevokeToken(ctx context.Context, raw string) (int, error) {
+	var t token
+	if _, err := s.open(raw, &t); err != nil {
+		return 0, err
+	}
+	n, user, err := s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout)
+	if n > 0 {
+		if _, uerr := s.boundUser(user, &t); uerr != nil {
+			return n, errors.Join(uerr, err)
+		}
+	}
+	return n, err
+}
+
+// revoke runs revoke.lua; it returns how many sessions it revoked and the
+// stored user id of the session.
+func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reason) (int, string, error) {
+	var call [callIDLen]byte
+	if err := newCallID(call[:]); err != nil {
+		return 0, "", fmt.Errorf("redisstore: call id: %w", err)
+	}
+	member := memberOf(ks.session)
+	r, err := parseReply(s.script(ctx, scriptRevoke, []string{ks.session, ks.index},
+		member, string(reason), userID, call[:], s.channel).Result())
+	if err != nil {
+		return 0, "", err
+	}
+	if r.code != codeOK {
+		return 0, "", nil
+	}
+	user := r.field(0)
+	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: loadedID(user), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(r.now)})
+	return 1, user, s.awaitReplicas(ctx, ks.session, true)
+}
+
+// revokeBatch is how many sessions one call of revoke_all.lua revokes at
+// most: about a millisecond of Redis's time.
+const revokeBatch = 128
+
+// RevokeAll revokes every session of userID ("log out everywhere"), except
+// the session keep if it is not empty ("log out other devices"), and returns
+// how many it revoked. keep must be a live session of userID; otherwise
+// RevokeAll returns ErrInvalidArgument and revokes nothing.
+//
+// Sessions are revoked in batches of at most 128 per script call, so that a
+// user with any number of sessions never blocks Redis for others; the call
+// returns when the user's index holds no session but keep. Every session
+// that existed when RevokeAll was called is then refused. Logins that run
+// concurrently never make it fail or retry: a session they create before the
+// last batch is revoked too, one created after it survives.
+func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error) {
+	if err := validateUserID(userID); err != nil {
+		return 0, err
+	}
+	var uh [userHashLen]byte
+	s.kr.userHash(uh[:], userID)
+	idx := indexKey(s.opt.KeyPrefix, uh[:])
+	keepKey, keepMember := idx, ""
+	if keep != "" {
+		sid, err := parseSessionID(keep)
+		if err != nil {
+			return 0, err
+		}
+		keepMember = b64.EncodeToString(sid[:])
+		keepKey = sessionKey(idx, s.opt.KeyPrefix, keepMember)
+	}
+	var call [callIDLen]byte
+	if err := newCallID(call[:]); err != nil {
+		return 0, fmt.Errorf("redisstore: call id: %w", err)
+	}
+	stored := storedID(userID)
+	total := 0
+	for first := true; ; first = false {
+		// One more than a batch tells whether another follows; the kept
+		// session may be among them.
+		read := int64(revokeBatch)
+		if keepMember != "" {
+			read++
+		}
+		members, err := s.rdb.ZRange(ctx, idx, 0, read).Result()
+		if err != nil {
+			return total, fmt.Errorf("redisstore: %w", err)
+		}
+		if i := slices.Index(members, keepMember); keepMember != "" && i >= 0 {
+			members = slices.Delete(members, i, i+1)
+		}
+		last := len(members) <= revokeBatch
+		members = members[:min(len(members), revokeBatch)]
+		if len(members) == 0 && !first {
+			break
+		}
+		keys := make([]string, 2, len(members)+2)
+		keys[0], keys[1] = idx, idx
+		if first {
+			keys[1] = keepKey
+		}
+		args := make([]any, 5, len(members)+5)
+		args[0], args[1], args[2], args[3], args[4] = string(ReasonLogoutAll), stored, keepMember, call[:], s.channel
+		for _, m := range members {
+			keys = append(keys, sessionKey(idx, s.opt.KeyPrefix, m))
+			args = append(args, m)
+		}
+		r, err := parseReply(s.script(ctx, scriptRevokeAll, keys, args...).Result())
+		if err != nil {
+			return total, err
+		}
+		if r.code != codeOK {
+			return 0, argError("keep", "session %s is not a live session of the user", keep)
+		}
+		for _, m := range r.strings(0) {
+			s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(r.now)})
+		}
+		total += len(r.arr)
+		if last {
+			break
+		}
+	}
+	if total == 0 {
+		return 0, nil
+	}
+	return total, s.awaitReplicas(ctx, idx, false)
+}
