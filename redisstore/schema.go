@@ -49,7 +49,7 @@ const (
 
 // schema is every field, in the order the README lists them.
 var schema = []field{
-	{fHash, false, "keyed hash of the current token's secret (16 raw bytes), then the client binding if any (byte 2, the client id's length, the client id), then the user id"},
+	{fHash, false, "keyed hash of the current token's secret (16 raw bytes), then the client binding if any (byte 2, the client id's length, the client id), then the key binding if any (byte 3, the first 16 bytes of the DPoP key's SHA-256 thumbprint), then the user id"},
 	{fState, false, "extend after, last used, creator call id, checksum of IP address and user agent, `generation:key id:idle lifetime` (layout below)"},
 	{fPrevious, false, "last used and creator call id of the previous token, for a late retry"},
 	{fCreated, false, "created (unix ms)"},
@@ -99,6 +99,15 @@ const callIDLen = 8
 // has none.
 const clientMarker = 0x02
 
+// The key binding in the h field, after the client binding, for a session
+// bound to a DPoP key: keyMarker and the first 16 bytes of the key's
+// SHA-256 thumbprint (RFC 7638), which 128 bits make as hard to match with
+// another key as the whole. A user id never starts with byte 3 either.
+const (
+	keyMarker     = 0x03
+	keyBindingLen = 17
+)
+
 // The revocation channel is the key prefix followed by revocationChannel.
 // Every script that revokes sessions publishes there, in the same atomic
 // step, the reason, ':' and the ids of the sessions (22 base64url bytes
@@ -110,13 +119,15 @@ const revocationChannel = "revoked"
 // path, which answers now (13 digits) and the user id as one string: code
 // codeOK.
 const (
-	codeOK      = 1 // issue, evict, rotate, revoke, revoke_all
-	codeHandOut = 2 // rotate: hand out a token again (handOut* kinds)
-	codeRetry   = 2 // issue: call again with candidates for eviction
-	codeReused  = 3 // rotate
-	codeRevoked = 4 // issue, rotate
-	codeExpired = 5 // rotate
-	codeClient  = 6 // rotate: the session is bound to another client
+	codeOK       = 1 // issue, evict, rotate, revoke, revoke_all
+	codeHandOut  = 2 // rotate: hand out a token again (handOut* kinds)
+	codeRetry    = 2 // issue: call again with candidates for eviction
+	codeReused   = 3 // rotate
+	codeRevoked  = 4 // issue, rotate
+	codeExpired  = 5 // rotate
+	codeClient   = 6 // rotate: the session is bound to another client
+	codeWrongKey = 7 // rotate: the session is bound to another DPoP key
+	codeNoKey    = 8 // rotate: the session is bound to a DPoP key; none given
 	// 0: nothing to do (unknown session, nothing to revoke, id collision).
 )
 
