@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/dpop"
+	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 // DPoP (RFC 9449): sessions bound to a client's key, whose refresh and
@@ -298,3 +301,67 @@ func (s *server) syncClock(ctx context.Context) {
 
 // dpopClockSync is how often the DPoP clock reads Redis's.
 const dpopClockSync = 30 * time.Second
+
+// apiKey returns the DPoP key a login or a rotation through the API names:
+// dpop_jkt, or the key of dpop_proof, checked (for the method and URI the
+// app says it received it with, dpop_htm and dpop_htu) and its jti
+// recorded; "" for none.
+func (s *server) apiKey(ctx context.Context, f dpopFields) (string, reply, bool) {
+	switch {
+	case f.JKT != "" && f.Proof != "":
+		return "", badRequest(http.StatusBadRequest, "send dpop_jkt or dpop_proof, not both"), false
+	case f.JKT != "":
+		if f.HTM != "" || f.HTU != "" {
+			return "", badRequest(http.StatusBadRequest, "dpop_htm and dpop_htu go with dpop_proof"), false
+		}
+		if len(f.JKT) != 43 || !canonicalBase64URL(f.JKT) {
+			return "", badRequest(http.StatusBadRequest, "dpop_jkt is not an RFC 7638 SHA-256 thumbprint in base64url (43 characters)"), false
+		}
+		return f.JKT, reply{}, true
+	case f.Proof != "":
+		if f.HTM == "" || f.HTU == "" {
+			return "", badRequest(http.StatusBadRequest, "dpop_proof needs dpop_htm and dpop_htu: the method and URI of the request the client sent it with"), false
+		}
+		uri, err := dpop.NormalizeURI(f.HTU)
+		if err != nil {
+			return "", badRequest(http.StatusBadRequest, "dpop_htu is not an absolute http or https URI"), false
+		}
+		p, reason, err := s.dpop.checkProof(ctx, s.dpop.plain, []string{f.Proof}, dpop.Request{Method: f.HTM, URI: uri})
+		if err != nil {
+			return "", failure(err), false
+		}
+		if reason != "" {
+			return "", s.dpopGrantError(reason), false
+		}
+		return p.JKT, reply{}, true
+	case f.HTM != "" || f.HTU != "":
+		return "", badRequest(http.StatusBadRequest, "dpop_htm and dpop_htu go with dpop_proof"), false
+	}
+	return "", reply{}, true
+}
+
+// canonicalBase64URL reports whether s is unpadded base64url in its one
+// canonical spelling.
+func canonicalBase64URL(s string) bool {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	return err == nil && base64.RawURLEncoding.EncodeToString(b) == s
+}
+
+// keyRefusal answers a rotation the store refused for the session's DPoP
+// key: none given (invalid_dpop_proof, missing) or another one
+// (key_binding). Neither revokes the session: whoever presents its
+// refresh token without its key cannot use it, and must not be able to log
+// its owner out with it either (as a forged token revokes nothing); the
+// other key is logged, as a stolen refresh token at work.
+func (s *server) keyRefusal(r *http.Request, err error) (reply, bool) {
+	switch {
+	case errors.Is(err, redisstore.ErrKeyRequired):
+		return s.dpopGrantError(dpop.ReasonMissing), true
+	case errors.Is(err, redisstore.ErrWrongKey):
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "refresh token presented with another DPoP key than its session's: refused, the session is not revoked",
+			slog.String("operation", r.URL.Path), slog.String("remote", r.RemoteAddr),
+			slog.String("http_user_agent", truncateHeader(r.UserAgent())))
+		return s.dpopGrantError(dpop.ReasonKeyBound), true
+	}
+	return reply{}, false
+}

@@ -70,7 +70,7 @@ func newHotPath(tb testing.TB, sessions int) *hotPath {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		at, _, err := h.srv.accessToken(g)
+		at, _, err := h.srv.accessToken(g, "")
 		if err != nil {
 			tb.Fatal(err)
 		}
