@@ -8,14 +8,18 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/google/go-cmp/cmp"
 
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
 	"github.com/sessioncache/sessioncache/internal/redistest"
 )
 
@@ -203,4 +207,208 @@ func TestForwardAuthDPoP(t *testing.T) {
 		// The bearer token of the same session still passes as before.
 		checkValid(t, "the session's bearer token", auth(bearer(unbound)), g, unbound)
 	})
+}
+
+// withoutJTIs is a snapshot of the keyspace without the replay cache's
+// keys: what a refused refresh must leave as it was.
+func withoutJTIs(m map[string][]string) map[string][]string {
+	for k := range m {
+		if strings.Contains(k, ":dpop:") {
+			delete(m, k)
+		}
+	}
+	return m
+}
+
+// tokenURI is the token endpoint's URI as the test service's clients
+// reach it: its issuer's.
+const tokenURI = testIssuer + tokenPath
+
+// checkBoundGrant checks that an answer hands out an access token bound to
+// jkt, as DPoP.
+func checkBoundGrant(t *testing.T, what string, r response, jkt string) {
+	t.Helper()
+	if r.status != http.StatusOK && r.status != http.StatusCreated {
+		t.Fatalf("%s: %d %s", what, r.status, r.raw)
+	}
+	cnf, _ := accessClaims(t, r.str("access_token"))["cnf"].(map[string]any)
+	if r.str("token_type") != "DPoP" || cnf == nil || cnf["jkt"] != jkt {
+		t.Errorf("%s: token_type %q, cnf %v; want DPoP bound to %s", what, r.str("token_type"), cnf, jkt)
+	}
+}
+
+// The token endpoint (RFC 9449 section 5), on every backend: a session
+// bound at login refreshes only with a proof of its key for POST and the
+// token endpoint's URI; a missing proof, another key's, a replayed one, or
+// one for another method or URI is refused with invalid_dpop_proof and
+// rotates nothing, and a wrong key does not revoke the session either (its
+// owner refreshes on); every access token of the session is bound to the
+// key.
+func TestTokenEndpointDPoP(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		e := newTestEnvOn(t, b, withAPIKey("dpop-token-test-key-0123456789"))
+		public := &apiClient{t: t, base: e.base, http: e.http}
+		k := newDPoPKey(t, b.Clock.Now)
+		thief := newDPoPKey(t, b.Clock.Now)
+		g := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+alice+`","client_id":"`+testClient+`","dpop_jkt":"`+k.jkt+`"}`)
+		checkBoundGrant(t, "login with dpop_jkt", g, k.jkt)
+		rt := g.str("refresh_token")
+		proof := func(key *dpopKey) http.Header {
+			return http.Header{"Dpop": {key.proof(t, "POST", tokenURI, "", "")}}
+		}
+
+		before := withoutJTIs(b.Snapshot(t))
+		replayed := proof(k)
+		refusals := []struct {
+			what   string
+			h      http.Header
+			reason string
+		}{
+			{"no proof", nil, "missing"},
+			{"another key's proof", proof(thief), "key_binding"},
+			{"a proof for GET", http.Header{"Dpop": {k.proof(t, "GET", tokenURI, "", "")}}, "htm"},
+			{"a proof for the service's own address", http.Header{"Dpop": {k.proof(t, "POST", e.base+tokenPath, "", "")}}, "htu"},
+			{"a proof an hour old", http.Header{"Dpop": {(&dpopKey{signer: k.signer, now: func() time.Time { return b.Clock.Now().Add(-time.Hour) }}).proof(t, "POST", tokenURI, "", "")}}, "iat"},
+			{"two proofs", http.Header{"Dpop": {k.proof(t, "POST", tokenURI, "", ""), k.proof(t, "POST", tokenURI, "", "")}}, "multiple"},
+		}
+		for _, rc := range refusals {
+			checkOAuthError(t, rc.what, public.tokenForm(refreshForm(rt, testClient), rc.h), http.StatusBadRequest, "invalid_dpop_proof", rc.reason)
+		}
+		if d := cmp.Diff(before, withoutJTIs(b.Snapshot(t))); d != "" {
+			t.Fatalf("refused refreshes changed the session (-before +after):\n%s", d)
+		}
+		// The owner, with the key, goes on: nothing was rotated or revoked.
+		for i := range 3 {
+			h := replayed
+			if i > 0 {
+				h = proof(k)
+			}
+			r := public.tokenForm(refreshForm(rt, testClient), h)
+			checkBoundGrant(t, "a refresh with the key", r, k.jkt)
+			rt = r.str("refresh_token")
+		}
+		checkOAuthError(t, "a replayed proof", public.tokenForm(refreshForm(rt, testClient), replayed), http.StatusBadRequest, "invalid_dpop_proof", "replayed")
+		if !strings.Contains(e.logs.String(), "refresh token presented with another DPoP key") {
+			t.Error("the other key's refresh was not logged")
+		}
+		// The session lives on, bound.
+		list := e.must(http.StatusOK, "GET", "/v1/users/"+alice+"/sessions", "")
+		if s := list.body["sessions"].([]any); len(s) != 1 || s[0].(map[string]any)["dpop_bound"] != true {
+			t.Errorf("sessions %s, want the one, dpop_bound", list.raw)
+		}
+	})
+}
+
+// A public client's session not bound yet is bound by its first refresh
+// with a proof (RFC 9449 section 5), and from then on refreshes only with
+// that key; a confidential client's session stays unbound (its refresh
+// token is bound to its credentials), and only the access token is bound to
+// the proof's key.
+func TestTokenEndpointDPoPBinding(t *testing.T) {
+	const secret = "backend-secret-0123456789abcdef0123"
+	sum := sha256.Sum256([]byte(secret))
+	reg, err := clients.Parse("clients", []byte("web public\nbackend confidential sha256:"+hex.EncodeToString(sum[:])+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEnv(t, func(s *envSetup) { s.server.clients = reg })
+	k := newDPoPKey(t, e.b.Clock.Now)
+	proof := func() http.Header { return http.Header{"Dpop": {k.proof(t, "POST", tokenURI, "", "")}} }
+
+	web := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+alice+`","client_id":"web"}`)
+	if web.str("token_type") != "Bearer" {
+		t.Errorf("an unbound login: token_type %q", web.str("token_type"))
+	}
+	r := e.tokenForm(refreshForm(web.str("refresh_token"), "web"), proof())
+	checkBoundGrant(t, "the public client's first refresh with a proof", r, k.jkt)
+	checkOAuthError(t, "then without a proof", e.tokenForm(refreshForm(r.str("refresh_token"), "web"), nil), http.StatusBadRequest, "invalid_dpop_proof", "missing")
+	checkBoundGrant(t, "then with the key", e.tokenForm(refreshForm(r.str("refresh_token"), "web"), proof()), k.jkt)
+
+	be := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+alice+`","client_id":"backend"}`)
+	post := func(tok string) url.Values {
+		return url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {"backend"}, "client_secret": {secret}}
+	}
+	r = e.tokenForm(post(be.str("refresh_token")), proof())
+	checkBoundGrant(t, "the confidential client's refresh with a proof", r, k.jkt)
+	r = e.tokenForm(post(r.str("refresh_token")), nil)
+	if r.status != http.StatusOK || r.str("token_type") != "Bearer" {
+		t.Errorf("the confidential client's refresh without a proof: %d %s, want 200 Bearer (its session is not bound)", r.status, r.raw)
+	}
+}
+
+// With server nonces (RFC 9449 section 8), a proof without the nonce, or
+// with one gone stale, is refused with use_dpop_nonce and the nonce to
+// use; with it, the refresh passes; every answer carries the nonce.
+func TestTokenEndpointDPoPNonce(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
+		e := newTestEnvOn(t, b, withAPIKey("dpop-nonce-test-key-0123456789"), func(s *envSetup) { s.dpopNoncePeriod = time.Second })
+		k := newDPoPKey(t, b.Clock.Now)
+		g := e.must(http.StatusCreated, "POST", "/v1/sessions", `{"user_id":"`+alice+`","client_id":"`+testClient+`","dpop_jkt":"`+k.jkt+`"}`)
+		rt := g.str("refresh_token")
+		public := &apiClient{t: t, base: e.base, http: e.http}
+		before := withoutJTIs(b.Snapshot(t))
+		r := public.tokenForm(refreshForm(rt, testClient), http.Header{"Dpop": {k.proof(t, "POST", tokenURI, "", "")}})
+		checkOAuthError(t, "a proof without the nonce", r, http.StatusBadRequest, "use_dpop_nonce", "")
+		nonce := r.header.Get("DPoP-Nonce")
+		if nonce == "" {
+			t.Fatal("use_dpop_nonce without a DPoP-Nonce header")
+		}
+		if d := cmp.Diff(before, withoutJTIs(b.Snapshot(t))); d != "" {
+			t.Fatalf("the refusal changed the session:\n%s", d)
+		}
+		r = public.tokenForm(refreshForm(rt, testClient), http.Header{"Dpop": {k.proof(t, "POST", tokenURI, "", nonce)}})
+		checkBoundGrant(t, "a proof with the nonce", r, k.jkt)
+		if r.header.Get("DPoP-Nonce") == "" {
+			t.Error("a refresh's answer carries no DPoP-Nonce")
+		}
+		rt = r.str("refresh_token")
+		b.Clock.Advance(2500 * time.Millisecond)
+		r = public.tokenForm(refreshForm(rt, testClient), http.Header{"Dpop": {k.proof(t, "POST", tokenURI, "", nonce)}})
+		checkOAuthError(t, "a nonce two periods old", r, http.StatusBadRequest, "use_dpop_nonce", "")
+		if fresh := r.header.Get("DPoP-Nonce"); fresh == "" || fresh == nonce {
+			t.Errorf("DPoP-Nonce %q after two periods, want a new one", fresh)
+		} else {
+			checkBoundGrant(t, "the new nonce", public.tokenForm(refreshForm(rt, testClient), http.Header{"Dpop": {k.proof(t, "POST", tokenURI, "", fresh)}}), k.jkt)
+		}
+	})
+}
+
+// A login or a rotation through the API binds with a proof the app
+// forwards (checked for the method and URI the app names) or a thumbprint
+// it checked; bad ones are refused and write nothing.
+func TestAPIDPoP(t *testing.T) {
+	e := newTestEnv(t)
+	k := newDPoPKey(t, e.b.Clock.Now)
+	const login = "https://app.example.com/login"
+	body := func(extra string) string {
+		return `{"user_id":"` + alice + `","client_id":"` + testClient + `"` + extra + `}`
+	}
+	g := e.must(http.StatusCreated, "POST", "/v1/sessions", body(`,"dpop_proof":"`+k.proof(t, "POST", login, "", "")+`","dpop_htm":"POST","dpop_htu":"`+login+`?next=/"`))
+	checkBoundGrant(t, "login with a forwarded proof", g, k.jkt)
+	before := withoutJTIs(e.b.Snapshot(t))
+	for what, extra := range map[string]string{
+		"a proof for another URI":  `,"dpop_proof":"` + k.proof(t, "POST", login, "", "") + `","dpop_htm":"POST","dpop_htu":"https://app.example.com/other"`,
+		"a proof without its URI":  `,"dpop_proof":"` + k.proof(t, "POST", login, "", "") + `"`,
+		"a proof and a thumbprint": `,"dpop_proof":"` + k.proof(t, "POST", login, "", "") + `","dpop_htm":"POST","dpop_htu":"` + login + `","dpop_jkt":"` + k.jkt + `"`,
+		"a bad thumbprint":         `,"dpop_jkt":"` + k.jkt[:42] + `"`,
+		"a URI without a proof":    `,"dpop_htu":"` + login + `"`,
+	} {
+		if r := e.do("POST", "/v1/sessions", body(extra)); r.status != http.StatusBadRequest {
+			t.Errorf("login with %s: %d %s, want 400", what, r.status, r.raw)
+		}
+	}
+	if d := cmp.Diff(before, withoutJTIs(e.b.Snapshot(t))); d != "" {
+		t.Errorf("refused logins wrote (-before +after):\n%s", d)
+	}
+	rotate := func(extra string) response {
+		return e.do("POST", "/v1/tokens/rotate", `{"refresh_token":"`+g.str("refresh_token")+`"`+extra+`}`)
+	}
+	if r := rotate(""); r.status != http.StatusBadRequest || r.str("error") != "invalid_dpop_proof" || r.str("reason") != "missing" {
+		t.Errorf("rotate of a bound session without a key: %d %s", r.status, r.raw)
+	}
+	if r := rotate(`,"dpop_jkt":"` + newDPoPKey(t, e.b.Clock.Now).jkt + `"`); r.str("reason") != "key_binding" {
+		t.Errorf("rotate with another key: %d %s", r.status, r.raw)
+	}
+	r := rotate(`,"dpop_jkt":"` + k.jkt + `"`)
+	checkBoundGrant(t, "rotate with the session's key", r, k.jkt)
 }
