@@ -270,7 +270,7 @@ func (s *server) checkBoundAccess(ctx context.Context, r *http.Request, tok stri
 func (s *server) dpopTokenRefusal(reason string) reply {
 	return reply{status: http.StatusUnauthorized, outcome: reason,
 		body:   errorBody{Error: "invalid_token", ErrorDescription: tokenDescriptions[reason], Reason: reason},
-		header: http.Header{"Www-Authenticate": {`DPoP error="invalid_token", algs="` + s.dpop.algs + `"`}}}
+		header: http.Header{"Www-Authenticate": {s.dpopChallenge("invalid_token", tokenDescriptions[reason])}}}
 }
 
 // dpopProofRefusal refuses a forward-auth request for its proof: 401
@@ -278,7 +278,14 @@ func (s *server) dpopTokenRefusal(reason string) reply {
 func (s *server) dpopProofRefusal(reason string) reply {
 	return reply{status: http.StatusUnauthorized, outcome: "dpop_" + reason,
 		body:   errorBody{Error: "invalid_dpop_proof", ErrorDescription: dpopDescriptions[reason], Reason: reason},
-		header: http.Header{"Www-Authenticate": {`DPoP error="invalid_dpop_proof", algs="` + s.dpop.algs + `"`}}}
+		header: http.Header{"Www-Authenticate": {s.dpopChallenge("invalid_dpop_proof", dpopDescriptions[reason])}}}
+}
+
+// dpopChallenge is the DPoP WWW-Authenticate challenge (RFC 9449 section
+// 7.1) with the error and its description: the one a client behind a
+// gateway that replaces the body (nginx) still sees.
+func (s *server) dpopChallenge(code, description string) string {
+	return `DPoP error="` + code + `", error_description="` + description + `", algs="` + s.dpop.algs + `"`
 }
 
 // syncClock keeps the DPoP clock on Redis's until ctx ends: a reading now,

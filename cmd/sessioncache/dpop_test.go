@@ -93,7 +93,7 @@ func checkDPoPRefused(t *testing.T, what string, r response, errCode, reason str
 	if r.status != http.StatusUnauthorized || r.str("error") != errCode || r.str("reason") != reason || r.str("error_description") == "" {
 		t.Errorf("%s: %d %s, want 401 %s %s", what, r.status, r.raw, errCode, reason)
 	}
-	if got := r.header.Get("WWW-Authenticate"); !strings.HasPrefix(got, `DPoP error="`+errCode+`", algs="ES256 `) {
+	if got := r.header.Get("WWW-Authenticate"); !strings.HasPrefix(got, `DPoP error="`+errCode+`", error_description="`+r.str("error_description")+`", algs="ES256 `) {
 		t.Errorf("%s: WWW-Authenticate %q, want the DPoP challenge", what, got)
 	}
 	if v := r.header.Get("X-Auth-User-Id"); v != "" {

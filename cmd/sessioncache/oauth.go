@@ -47,7 +47,14 @@ func oauthError(status int, code, description string) reply {
 // client_id and client_secret in the form (client_secret_post), or, as a
 // public client, with client_id alone. The refresh token comes in the form,
 // or else in the refresh cookie if one is configured.
+//
+// With server nonces on, every answer carries the current one (DPoP-Nonce).
 func (s *server) token(ctx context.Context, r *http.Request) reply {
+	return s.withNonce(s.refresh(ctx, r))
+}
+
+// refresh is the token endpoint's answer, before the nonce.
+func (s *server) refresh(ctx context.Context, r *http.Request) reply {
 	if r.URL.RawQuery != "" {
 		// RFC 6749 section 3.2: credentials never travel in the URL.
 		return oauthError(http.StatusBadRequest, "invalid_request", "the token endpoint takes no query parameters")
@@ -99,7 +106,7 @@ func (s *server) token(ctx context.Context, r *http.Request) reply {
 			return failure(err)
 		}
 		if reason != "" {
-			return s.withNonce(s.dpopGrantError(reason))
+			return s.dpopGrantError(reason)
 		}
 		proof = p
 	}
@@ -110,7 +117,7 @@ func (s *server) token(ctx context.Context, r *http.Request) reply {
 		return invalidGrant("wrong_client")
 	}
 	if rp, refused := s.keyRefusal(r, err); refused {
-		return s.withNonce(rp)
+		return rp
 	}
 	if reason := tokenOutcome(err); reason != "" {
 		if reason == "reused" {
@@ -142,7 +149,7 @@ func (s *server) token(ctx context.Context, r *http.Request) reply {
 		rp.body = tokenBody{AccessToken: at, TokenType: tokenTypeOf(jkt), ExpiresIn: expiresIn}
 		rp.header["Set-Cookie"] = []string{s.refreshCookieFor(g).String()}
 	}
-	return s.withNonce(rp)
+	return rp
 }
 
 // refreshCookieFor is the refresh cookie carrying g's token: sent back only
