@@ -207,3 +207,53 @@ func BenchmarkHandler(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkHandlerDPoP is the hot path of DPoP-bound sessions next to that
+// of bearer ones (BenchmarkHandler): a refresh at the token endpoint and a
+// forward auth, each with a proof, whose signing is not timed.
+func BenchmarkHandlerDPoP(b *testing.B) {
+	h := newHotPath(b, 1)
+	k := newDPoPKey(b, time.Now)
+	ctx := context.Background()
+	var tokens, access []string
+	for i := range 64 {
+		g, err := h.srv.store().Issue(ctx, "hot-path-dpop-"+string(rune('a'+i%26)), redisstore.Client{ClientID: testClient, JKT: k.jkt})
+		if err != nil {
+			b.Fatal(err)
+		}
+		at, _, err := h.srv.accessToken(g, k.jkt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens, access = append(tokens, g.Token), append(access, at)
+	}
+	b.Run("handler=token", func(b *testing.B) {
+		u := newReusable("POST", "/oauth2/token", http.Header{"Content-Type": {"application/x-www-form-urlencoded"}})
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			n := i % len(tokens)
+			u.req.Header["Dpop"] = []string{k.proof(b, "POST", testIssuer+tokenPath, "", "")}
+			body := []byte("grant_type=refresh_token&client_id=" + testClient + "&refresh_token=" + tokens[n])
+			b.StartTimer()
+			status, out := u.serve(h.srv, body)
+			tokens[n] = nextToken(b, status, out)
+		}
+	})
+	b.Run("handler=auth", func(b *testing.B) {
+		us := make([]*reusable, len(access))
+		for n, tok := range access {
+			us[n] = newReusable("GET", "/v1/auth", with(originalHeaders(), http.Header{"Authorization": {"DPoP " + tok}, "X-Sessioncache-Key": {hotPathKey}}))
+		}
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			u := us[i%len(us)]
+			u.req.Header["Dpop"] = []string{k.proof(b, "GET", originalURL, access[i%len(us)], "")}
+			b.StartTimer()
+			if status, out := u.serve(h.srv, nil); status != http.StatusOK {
+				b.Fatalf("auth: %d %s", status, out)
+			}
+		}
+	})
+}
