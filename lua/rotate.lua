@@ -107,9 +107,9 @@
 --                          nothing written
 --   {6, now}               the session is bound to another client than the
 --                          caller's; nothing written
---   {7, now}               the session is bound to another DPoP key than
+--   {9, now}               the session is bound to another DPoP key than
 --                          the caller's; nothing written
---   {8, now}               the session is bound to a DPoP key and the caller
+--   {10, now}              the session is bound to a DPoP key and the caller
 --                          gave none; nothing written
 --   {0, now}               no such session (it expired, or Redis lost it),
 --                          or a token it never issued; nothing written
@@ -147,10 +147,10 @@ if h then
   -- The key binding: a session bound to a DPoP key is refused without it.
   if string.byte(h, kb) == 3 then
     if kl == 0 then
-      return {8, nows}
+      return {10, nows}
     end
     if string.sub(h, kb, kb + 16) ~= string.sub(b, ki + 1, ki + 17) then
-      return {7, nows}
+      return {9, nows}
     end
   end
 end

@@ -155,8 +155,10 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, ErrWrongKey
 	case codeNoKey:
 		return Grant{}, ErrKeyRequired
-	default:
+	case codeNone:
 		return Grant{}, missing(old, r.now)
+	default:
+		return Grant{}, r.unexpected("rotate.lua")
 	}
 }
 

@@ -114,21 +114,22 @@ const (
 // each, as in the index); Store.WatchRevocations reads it.
 const revocationChannel = "revoked"
 
-// Reply codes, as documented in each script's header. Every script answers
-// {code, now, ...}, now being Redis's time in unix ms, but rotate.lua's hot
-// path, which answers now (13 digits) and the user id as one string: code
-// codeOK.
+// Reply codes, as documented in each script's header: one number per kind
+// of reply, whichever scripts give it. Every script answers {code, now,
+// ...}, now being Redis's time in unix ms, but rotate.lua's hot path, which
+// answers now (13 digits) and the user id as one string: code codeOK.
 const (
-	codeOK       = 1 // issue, evict, rotate, revoke, revoke_all
-	codeHandOut  = 2 // rotate: hand out a token again (handOut* kinds)
-	codeRetry    = 2 // issue: call again with candidates for eviction
-	codeReused   = 3 // rotate
-	codeRevoked  = 4 // issue, rotate
-	codeExpired  = 5 // rotate
-	codeClient   = 6 // rotate: the session is bound to another client
-	codeWrongKey = 7 // rotate: the session is bound to another DPoP key
-	codeNoKey    = 8 // rotate: the session is bound to a DPoP key; none given
-	// 0: nothing to do (unknown session, nothing to revoke, id collision).
+	codeNone     = 0  // rotate, revoke, revoke_all: no such live session; nothing written
+	codeOK       = 1  // issue, evict, rotate, revoke, revoke_all: done
+	codeHandOut  = 2  // rotate: hand out a token again (handOut* kinds)
+	codeReused   = 3  // rotate: a rotated token came back; the session is revoked
+	codeRevoked  = 4  // issue, rotate: the session was revoked earlier
+	codeExpired  = 5  // rotate: the token is past its deadlines
+	codeClient   = 6  // rotate: the session is bound to another client
+	codeAtCap    = 7  // issue: the user is at the cap; call again with these candidates for eviction
+	codeExists   = 8  // issue: the session id exists
+	codeWrongKey = 9  // rotate: the session is bound to another DPoP key
+	codeNoKey    = 10 // rotate: the session is bound to a DPoP key; none given
 )
 
 // Kinds of codeHandOut replies.

@@ -48,6 +48,7 @@ const (
 	envMaxSessions        = "SESSIONCACHE_MAX_SESSIONS"
 	envRevocationReplicas = "SESSIONCACHE_REVOCATION_REPLICAS"
 	envReplicationTimeout = "SESSIONCACHE_REPLICATION_TIMEOUT"
+	envMaxInFlight        = "SESSIONCACHE_MAX_IN_FLIGHT"
 	envAPIKey             = "SESSIONCACHE_API_KEY"
 	envAPIKeyFile         = "SESSIONCACHE_API_KEY_FILE"
 	envSecret             = "SESSIONCACHE_SECRET"
@@ -95,6 +96,7 @@ var settings = []setting{
 	{env: envMaxSessions, flag: "max-sessions", def: strconv.Itoa(redisstore.DefaultMaxSessions), usage: "live sessions per user, at least 1; a login at the cap revokes the least recently used"},
 	{env: envRevocationReplicas, flag: "revocation-replicas", def: "0", usage: "replicas that must acknowledge each revocation (Redis WAIT) before it is reported done; 0 does not wait"},
 	{env: envReplicationTimeout, flag: "replication-timeout", def: durationText(redisstore.DefaultReplicationTimeout), usage: "how long a revocation waits for those replicas"},
+	{env: envMaxInFlight, flag: "max-in-flight", def: strconv.Itoa(redisstore.DefaultMaxInFlight), usage: "Redis requests each instance keeps in flight to one Redis node before further calls wait and share one pipelined request (batching), at least 1; off sends every call as a request of its own"},
 	{env: envAPIKey, usage: "bearer key required on /v1/* (environment only)"},
 	{env: envAPIKeyFile, flag: "api-key-file", usage: "file holding the bearer key required on /v1/*"},
 	{env: envSecret, usage: "secret of at least 32 bytes that signs tokens (environment only)"},
@@ -158,6 +160,7 @@ type config struct {
 	MaxSessions        int
 	RevocationReplicas int
 	ReplicationTimeout time.Duration
+	MaxInFlight        int // 0: batching off (redisstore.NoBatching)
 	AllowEvicting      bool
 	ShutdownDelay      time.Duration
 	ShutdownTimeout    time.Duration
@@ -264,6 +267,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		Grace:              p.duration(envGrace),
 		GraceSameDevice:    p.boolean(envGraceSameDevice),
 		MaxSessions:        p.integer(envMaxSessions),
+		MaxInFlight:        p.integerOrOff(envMaxInFlight),
 		RevocationReplicas: p.integer(envRevocationReplicas),
 		ReplicationTimeout: p.duration(envReplicationTimeout),
 		AllowEvicting:      p.boolean(envAllowEvicting),
@@ -517,6 +521,7 @@ var optionSettings = map[string]string{
 	"MaxSessions":        envMaxSessions,
 	"RevocationReplicas": envRevocationReplicas,
 	"ReplicationTimeout": envReplicationTimeout,
+	"MaxInFlight":        envMaxInFlight,
 }
 
 // durationText writes a default duration the way a user would: 336h, not
@@ -539,6 +544,10 @@ func (c *config) storeOptions(secret []byte) redisstore.Options {
 	if grace == 0 {
 		grace = redisstore.NoGrace // the library's 0 is its default
 	}
+	maxInFlight := c.MaxInFlight
+	if maxInFlight == 0 {
+		maxInFlight = redisstore.NoBatching // the same
+	}
 	return redisstore.Options{
 		Secret:             secret,
 		KeyPrefix:          c.KeyPrefix,
@@ -549,6 +558,7 @@ func (c *config) storeOptions(secret []byte) redisstore.Options {
 		MaxSessions:        c.MaxSessions,
 		RevocationReplicas: c.RevocationReplicas,
 		ReplicationTimeout: c.ReplicationTimeout,
+		MaxInFlight:        maxInFlight,
 	}
 }
 
@@ -598,6 +608,7 @@ func (c *config) logAttrs() []any {
 		slog.Int("max_sessions", c.MaxSessions),
 		slog.Int("revocation_replicas", c.RevocationReplicas),
 		slog.String("replication_timeout", c.ReplicationTimeout.String()),
+		slog.String("max_in_flight", maxInFlightText(c.MaxInFlight)),
 		slog.Bool("allow_evicting_policy", c.AllowEvicting),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
@@ -636,6 +647,14 @@ func graceString(d time.Duration) string {
 		return "off"
 	}
 	return d.String()
+}
+
+// maxInFlightText shows a MaxInFlight of 0 as off, the way it is set.
+func maxInFlightText(n int) string {
+	if n == 0 {
+		return "off"
+	}
+	return strconv.Itoa(n)
 }
 
 // parser turns raw strings into typed values and keeps the first error,
@@ -683,6 +702,21 @@ func (p *parser) integer(env string) int {
 	n, err := strconv.Atoi(p.raw[env])
 	if err != nil {
 		p.fail(env, "not an integer")
+	}
+	return n
+}
+
+// integerOrOff reads a positive integer, or "off" as 0.
+func (p *parser) integerOrOff(env string) int {
+	if p.raw[env] == "off" {
+		return 0
+	}
+	n, err := strconv.Atoi(p.raw[env])
+	switch {
+	case err != nil:
+		p.fail(env, "not an integer or off")
+	case n < 1:
+		p.fail(env, "must be at least 1, or off")
 	}
 	return n
 }
