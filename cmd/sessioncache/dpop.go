@@ -66,7 +66,7 @@ func newDPoPGuard(c dpopSetup) (*dpopGuard, error) {
 	}
 	g.token = dpop.NewVerifier(dpop.Config{Now: now, Nonces: g.nonces})
 	g.plain = dpop.NewVerifier(dpop.Config{Now: now})
-	g.replays = dpop.NewReplays(c.redis, c.keyPrefix, g.plain.ReplayTTL())
+	g.replays = dpop.NewReplays(c.redis, c.keyPrefix, g.plain.ReplayTTL(), now)
 	u, err := dpop.NormalizeURI(strings.TrimSuffix(c.issuer, "/") + tokenPath)
 	if err != nil {
 		return nil, fmt.Errorf("the issuer %q gives no token endpoint URI: %w", c.issuer, err)

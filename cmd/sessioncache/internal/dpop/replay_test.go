@@ -13,14 +13,14 @@ import (
 )
 
 // On every backend: a jti is accepted once; the same jti of another key is
-// another proof; the key holds neither the proof's jti nor its jkt, expires
-// by itself, and of any number of concurrent checks of one proof exactly
-// one passes.
+// another proof; the keys hold neither the proof's jti nor its jkt, expire
+// by themselves (a proof is remembered for one to two windows), and of any
+// number of concurrent checks of one proof exactly one passes.
 func TestReplays(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b *redistest.Backend) {
 		ctx := context.Background()
 		const ttl = 300 * time.Millisecond
-		r := NewReplays(b.Client, b.Prefix, ttl)
+		r := NewReplays(b.Client, b.Prefix, ttl, b.Clock.Now)
 		p := Proof{JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", JTI: "-BwC3ESc6acc2lTc"}
 		if err := r.Check(ctx, p); err != nil {
 			t.Fatalf("first use: %v", err)
@@ -39,19 +39,30 @@ func TestReplays(t *testing.T) {
 			t.Fatalf("keys %q, want 2", keys)
 		}
 		for _, k := range keys {
-			if !strings.HasPrefix(k, b.Prefix+"dpop:") || strings.Contains(k, p.JTI) || strings.Contains(k, p.JKT) {
-				t.Errorf("key %q: want %sdpop:<hash>, holding neither jti nor jkt", k, b.Prefix)
+			if !strings.HasPrefix(k, b.Prefix+"dpop:{") || strings.Contains(k, p.JTI) || strings.Contains(k, p.JKT) {
+				t.Errorf("key %q: want %sdpop:{<bucket>}:<window>, holding neither jti nor jkt", k, b.Prefix)
 			}
 			pttl, err := b.Client.PTTL(ctx, k).Result()
-			if err != nil || pttl <= 0 || pttl > ttl {
-				t.Errorf("key %q has TTL %v (%v), want at most %v", k, pttl, err, ttl)
+			if err != nil || pttl <= 0 || pttl > 2*ttl {
+				t.Errorf("key %q has TTL %v (%v), want at most two windows, %v", k, pttl, err, 2*ttl)
+			}
+			fields, err := b.Client.HGetAll(ctx, k).Result()
+			for f := range fields {
+				if err != nil || len(f) != 8 || strings.Contains(p.JTI, f) {
+					t.Errorf("field %q of %q (%v): want 8 bytes of a hash", f, k, err)
+				}
 			}
 		}
-		b.Clock.Advance(ttl + 10*time.Millisecond)
+		// Within the window: still refused.
+		b.Clock.Advance(ttl / 2)
+		if err := r.Check(ctx, p); Reason(err) != ReasonReplayed {
+			t.Fatalf("a replay half a window later: %v, want refused", err)
+		}
+		b.Clock.Advance(2*ttl + 10*time.Millisecond)
 		if b.Kind != redistest.Mini {
 			// A real server expires keys by its own clock: poll.
 			deadline := time.Now().Add(5 * time.Second)
-			for b.Client.Exists(ctx, r.Key(p)).Val() == 1 && time.Now().Before(deadline) {
+			for n, _ := b.Keys(ctx); len(n) > 0 && time.Now().Before(deadline); n, _ = b.Keys(ctx) {
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
