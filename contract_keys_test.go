@@ -147,3 +147,50 @@ func testKeyBindOnRotate(t *testing.T, b *redistest.Backend) {
 		t.Fatalf("bad thumbprints changed Redis (-before +after):\n%s", d)
 	}
 }
+
+// testKeyBoundRevocations: a session bound to a client and a DPoP key is
+// revoked like any other, by every path that reads the user out of its h
+// field: a logout by id and by token, log out everywhere (but one), an
+// eviction at the cap, and a listing shows it until then.
+func testKeyBoundRevocations(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{MaxSessions: 3})
+	ctx := context.Background()
+	bound := func(name string) redisstore.Client {
+		return redisstore.Client{ClientID: "web-app", JKT: jkt(name), DeviceName: name}
+	}
+	a := f.issue(t, "alice", bound("a"))
+	if n, err := f.Store.RevokeSession(ctx, "alice", a.SessionID); n != 1 || err != nil {
+		t.Fatalf("RevokeSession of a key-bound session: %d, %v; want 1", n, err)
+	}
+	bt := f.issue(t, "alice", bound("b"))
+	if n, err := f.Store.RevokeToken(ctx, bt.Token); n != 1 || err != nil {
+		t.Fatalf("RevokeToken of a key-bound session: %d, %v; want 1", n, err)
+	}
+	for _, name := range []string{"c", "d", "e"} {
+		f.issue(t, "bob", bound(name))
+	}
+	if l := f.list(t, "bob"); len(l) != 3 {
+		t.Fatalf("bob lists %d key-bound sessions, want 3", len(l))
+	}
+	// The cap is 3: the fourth login evicts one of them.
+	f.issue(t, "bob", bound("f"))
+	l := f.list(t, "bob")
+	if len(l) != 3 {
+		t.Fatalf("after a login at the cap bob lists %d sessions, want 3", len(l))
+	}
+	keep := l[0].ID
+	n, err := f.Store.RevokeAll(ctx, "bob", keep)
+	if n != 2 || err != nil {
+		t.Fatalf("RevokeAll but one of key-bound sessions: %d, %v; want 2", n, err)
+	}
+	if l := f.list(t, "bob"); len(l) != 1 || l[0].ID != keep {
+		t.Fatalf("after RevokeAll bob lists %v, want only %s", ids(l), keep)
+	}
+	for _, g := range []redisstore.Grant{a, bt} {
+		_, err := f.Store.Validate(ctx, g.Token)
+		wantErr(t, "a revoked key-bound session's token", err, redisstore.ErrRevoked)
+	}
+	if err := f.Store.CheckSession(ctx, "bob", keep); err != nil {
+		t.Fatalf("the kept session: %v", err)
+	}
+}

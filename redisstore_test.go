@@ -141,6 +141,7 @@ var contract = []struct {
 	{"CheckSession", testCheckSession},
 	{"RevocationFeed", testRevocationFeed},
 	{"RevocationFeedLost", testRevocationFeedLost},
+	{"KeyBoundRevocations", testKeyBoundRevocations},
 }
 
 var laptop = redisstore.Client{DeviceID: "dev-laptop", DeviceName: "Firefox on Linux", IPAddress: "192.0.2.10", UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}

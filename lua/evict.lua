@@ -20,14 +20,19 @@
 -- the sessions this login evicted (including those of an earlier attempt of
 -- this call whose reply was lost), and, if the user is still over the cap,
 -- fresh candidates for another call.
--- userOf returns the user id a live session's h field ends with: after
--- the 16-byte hash and, for a session bound to a client, byte 2, the client
--- id's length and the client id.
+-- userOf returns the user id a live session's h field ends with: after the
+-- 16-byte hash, the client binding if any (byte 2, the client id's length,
+-- the client id) and the key binding if any (byte 3, 16 bytes of the DPoP
+-- key's thumbprint).
 local function userOf(h)
-  if string.byte(h, 17) == 2 then
-    return string.sub(h, 19 + string.byte(h, 18))
+  local i = 17
+  if string.byte(h, i) == 2 then
+    i = i + 2 + string.byte(h, i + 1)
   end
-  return string.sub(h, 17)
+  if string.byte(h, i) == 3 then
+    i = i + 17
+  end
+  return string.sub(h, i)
 end
 
 local t = redis.call('TIME')

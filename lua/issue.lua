@@ -62,12 +62,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[13]
 local cap = tonumber(ARGV[12])
 
--- userOf returns the user id a live session's h field ends with.
+-- userOf returns the user id a live session's h field ends with: after the
+-- 16-byte hash, the client binding if any (byte 2, the client id's length,
+-- the client id) and the key binding if any (byte 3, 16 bytes of the DPoP
+-- key's thumbprint).
 local function userOf(h)
-  if string.byte(h, 17) == 2 then
-    return string.sub(h, 19 + string.byte(h, 18))
+  local i = 17
+  if string.byte(h, i) == 2 then
+    i = i + 2 + string.byte(h, i + 1)
   end
-  return string.sub(h, 17)
+  if string.byte(h, i) == 3 then
+    i = i + 17
+  end
+  return string.sub(h, i)
 end
 
 -- candidates appends to out up to n of the least kept live entries of the
