@@ -50,4 +50,16 @@ var (
 	//
 	//go:embed touch.lua
 	Touch string
+
+	// Legacy converts a legacy token (of the system the store replaces)
+	// into the session's first token, or answers its replay.
+	//
+	//go:embed legacy.lua
+	Legacy string
+
+	// Import creates, or brings up to date, the session of a family of
+	// legacy tokens.
+	//
+	//go:embed import.lua
+	Import string
 )

@@ -17,9 +17,21 @@ package redisstore
 //
 // U encodes the other 6 bytes of the user hash. Neither key names the user.
 // Session ids are 16 random bytes, written as 22 base64url characters.
+//
+// A third kind exists only for imported sessions (legacy.go, import.go):
+//
+//	<prefix>{L}:l:<R>            string: where a legacy token's session is
+//	                             (version byte 1, user hash, session id,
+//	                             the row's order: 8 bytes big-endian); it
+//	                             expires at the session's absolute deadline
+//
+// where L and R encode 6 and 10 bytes of a keyed hash of the digest the old
+// system stored for the token: the key sits on a slot of its own, which no
+// script touches (it is read, then the session's script runs).
 const (
 	kindSession = 's'
 	kindIndex   = 'u'
+	kindLookup  = 'l'
 )
 
 // A field of a session hash. Short names keep small hashes small, and every
@@ -42,6 +54,7 @@ const (
 	fName     = "n"
 	fIP       = "i"
 	fAgent    = "a"
+	fLegacy   = "l"
 	fReason   = "r"
 	fUser     = "u"
 	fCall     = "q"
@@ -58,6 +71,7 @@ var schema = []field{
 	{fName, false, "device name"},
 	{fIP, false, "IP address, canonical"},
 	{fAgent, false, "user agent, stock browser phrases stored as single bytes"},
+	{fLegacy, false, "imported sessions only: order of the family's current legacy token (its row's creation, unix µs, 16 digits), then `c` once converted into a token of this store"},
 	{fReason, true, "why the session was revoked"},
 	{fUser, true, "the user id"},
 	{fCall, true, "id of the call that revoked it, for retries"},
@@ -110,13 +124,17 @@ const revocationChannel = "revoked"
 // path, which answers now (13 digits) and the user id as one string: code
 // codeOK.
 const (
-	codeOK      = 1 // issue, evict, rotate, revoke, revoke_all
-	codeHandOut = 2 // rotate: hand out a token again (handOut* kinds)
+	codeOK      = 1 // issue, evict, rotate, revoke, revoke_all, legacy, import
+	codeHandOut = 2 // rotate, legacy: hand out a token again (handOut* kinds)
 	codeRetry   = 2 // issue: call again with candidates for eviction
-	codeReused  = 3 // rotate
-	codeRevoked = 4 // issue, rotate
-	codeExpired = 5 // rotate
-	codeClient  = 6 // rotate: the session is bound to another client
+	codeReused  = 3 // rotate, legacy, import (a fork)
+	codeRevoked = 4 // issue, rotate, legacy, import
+	codeExpired = 5 // rotate, legacy, import
+	codeClient  = 6 // rotate, legacy: the session is bound to another client
+
+	codeUnchanged = 0 // import: nothing to do
+	codeAdvanced  = 2 // import: moved to a newer legacy row
+	codeEnded     = 6 // import: imported before, ended since
 	// 0: nothing to do (unknown session, nothing to revoke, id collision).
 )
 

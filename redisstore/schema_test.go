@@ -39,7 +39,7 @@ func TestREADMEFieldTable(t *testing.T) {
 // script, and the s layout offsets are the ones rotate.lua uses.
 func TestSchemaMatchesScripts(t *testing.T) {
 	var all strings.Builder
-	for _, name := range []string{"issue", "rotate", "evict", "revoke", "revoke_all", "inspect"} {
+	for _, name := range []string{"issue", "rotate", "evict", "revoke", "revoke_all", "inspect", "legacy", "import"} {
 		b, err := os.ReadFile("../lua/" + name + ".lua")
 		if err != nil {
 			t.Fatal(err)

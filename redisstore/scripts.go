@@ -19,8 +19,11 @@ var (
 	scriptList      = redis.NewScript(lua.List)
 	scriptInspect   = redis.NewScript(lua.Inspect)
 	scriptTouch     = redis.NewScript(lua.Touch)
+	scriptLegacy    = redis.NewScript(lua.Legacy)
+	scriptImport    = redis.NewScript(lua.Import)
 
-	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch}
+	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch,
+		scriptLegacy, scriptImport}
 )
 
 // reply is a script's answer: a code, Redis's time when the script ran
