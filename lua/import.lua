@@ -45,17 +45,17 @@
 -- Returns {code, now (unix ms, Redis's clock), ...}:
 --   {1, now, x}    created (x: the absolute deadline, when the family's
 --                  lookup keys expire)
---   {2, now, x}    moved to the newer current row (with ARGV[17] '0':
+--   {9, now, x}    moved to the newer current row (with ARGV[17] '0':
 --                  would move; nothing written)
---   {0, now, x}    nothing to do: the session is up to date, or converted
+--   {10, now, x}   nothing to do: the session is up to date, or converted
 --                  and the family has no newer row
 --   {3, now, x}    converted here and rotated in the old system since: the
 --                  session is revoked for reuse (a tombstone)
 --   {4, now, reason} revoked here earlier; nothing written
 --   {5, now}       the current row is past its deadlines; nothing written
---   {6, now}       imported before, and the session has ended here;
+--   {11, now}      imported before, and the session has ended here;
 --                  nothing written (an ended session is never brought back)
---   {7, now}       the session id holds another user's session; nothing
+--   {8, now}       the session id holds another user's session; nothing
 --                  written
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -74,7 +74,7 @@ if f[4] then
   return {4, now, f[4]}
 end
 if h and (not l or userOf(h) ~= ARGV[2]) then
-  return {7, now}
+  return {8, now}
 end
 
 local idle, margin = tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -83,7 +83,7 @@ if h then
   x = tonumber(f[3])
 else
   if ARGV[16] == '1' then
-    return {6, now}
+    return {11, now}
   end
   local life = tonumber(ARGV[8])
   x = math.min(math.max(tonumber(ARGV[7]) + life, tonumber(ARGV[6])), now + life)
@@ -100,7 +100,7 @@ local s = string.format('%013d', math.max(z - idle, 0)) .. ':' .. last .. ARGV[1
 if h then
   if #l ~= 16 then
     if ARGV[4] <= string.sub(l, 1, 16) then
-      return {0, now, x}
+      return {10, now, x}
     end
     local ttl = redis.call('PTTL', KEYS[1])
     redis.call('DEL', KEYS[1])
@@ -111,13 +111,13 @@ if h then
     return {3, now, x}
   end
   if ARGV[4] <= l then
-    return {0, now, x}
+    return {10, now, x}
   end
   if e <= now then
     return {5, now}
   end
   if ARGV[17] ~= '1' then
-    return {2, now, x}
+    return {9, now, x}
   end
 elseif e <= now then
   return {5, now}
@@ -142,6 +142,6 @@ if redis.call('PEXPIREAT', KEYS[2], z, 'GT') == 0 and redis.call('PTTL', KEYS[2]
   redis.call('PEXPIREAT', KEYS[2], z)
 end
 if h then
-  return {2, now, x}
+  return {9, now, x}
 end
 return {1, now, x}

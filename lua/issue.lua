@@ -13,7 +13,7 @@
 --
 -- The cap. Scripts must not build key names, so to evict, the caller passes
 -- candidate sessions. The first call passes none: below the cap it creates
--- the session; at the cap it writes nothing and answers {2, ids}, the least
+-- the session; at the cap it writes nothing and answers {7, ids}, the least
 -- kept sessions of the index, and the caller calls again with their keys.
 -- That call evicts the least recently used of the candidates and creates
 -- the session in one atomic step. If concurrent logins took the candidates
@@ -51,12 +51,12 @@
 --                   deadlines; evicted lists the sessions this call revoked
 --                   for the cap; ids, if any, are candidates for evict.lua:
 --                   the user is still over the cap
---   {2, now, ids...} nothing written: the user is at the cap; call again
+--   {7, now, ids...} nothing written: the user is at the cap; call again
 --                   with the keys of these sessions
 --   {4, now, reason, evicted...} nothing written: the session this call
 --                   created was revoked since (a retry that arrives after
 --                   a log-out-everywhere)
---   {0, now}        nothing written: the session id exists (never by chance)
+--   {8, now}        nothing written: the session id exists (never by chance)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[13]
@@ -98,7 +98,7 @@ end
 local cur = redis.call('HMGET', KEYS[1], 'h', 'r', 's', 'x')
 if cur[1] or cur[2] then
   if cur[1] and string.sub(cur[1], 1, 16) ~= string.sub(ARGV[3], 1, 16) then
-    return {0, now}
+    return {8, now}
   end
   -- A retry: report what the first attempt did.
   local evicted = {}
@@ -133,7 +133,7 @@ if cap > 0 then
   local need = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') - cap + 1
   if need > 0 then
     if #KEYS == 2 then
-      return candidates({2, now}, math.min(need, 32) + 63, {})
+      return candidates({7, now}, math.min(need, 32) + 63, {})
     end
     local cands = {}
     for j = 3, #KEYS do

@@ -259,8 +259,11 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 		return ImportResult{Outcome: ImportEnded}, nil
 	case codeExpired:
 		return ImportResult{Outcome: ImportExpired}, nil
+	case codeExists:
+		return ImportResult{}, fmt.Errorf("%w: session %s holds another user's session", ErrCorrupt, sid)
+	default:
+		return ImportResult{}, r.unexpected("import.lua")
 	}
-	return ImportResult{}, fmt.Errorf("%w: session %s holds another user's session", ErrCorrupt, sid)
 }
 
 // existing reports which of keys exist, in one pipeline.

@@ -68,7 +68,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		storedID(c.DeviceID), c.DeviceName, ip, packUserAgent(c.UserAgent), s.opt.MaxSessions, call[:],
 		binary.BigEndian.AppendUint32(nil, clientSum(ip, c.UserAgent)), s.channel}
 	r, err := parseReply(s.script(ctx, scriptIssue, keys, args...).Result())
-	if err == nil && r.code == codeRetry {
+	if err == nil && r.code == codeAtCap {
 		// At the cap: call again with the keys of the candidates.
 		keys, args = candidateArgs(keys, args, ks.index, s.opt.KeyPrefix, r.strings(0))
 		r, err = parseReply(s.script(ctx, scriptIssue, keys, args...).Result())
@@ -81,10 +81,12 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	case codeRevoked:
 		s.emitEvicted(ctx, userID, r, r.strings(1))
 		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
-	case codeRetry:
+	case codeAtCap:
 		return Grant{}, fmt.Errorf("redisstore: issue.lua asked for candidates twice")
-	default:
+	case codeExists:
 		return Grant{}, fmt.Errorf("redisstore: session id %s already exists", sid)
+	default:
+		return Grant{}, r.unexpected("issue.lua")
 	}
 	expMS, err1 := r.int(0)
 	absMS, err2 := r.int(1)

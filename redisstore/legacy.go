@@ -236,9 +236,11 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		return Grant{}, ErrExpired
 	case codeClient:
 		return Grant{}, ErrWrongClient
-	default:
+	case codeNone:
 		// The lookup key proves the family was imported: its session has
 		// ended (or Redis lost it).
 		return Grant{}, ErrExpired
+	default:
+		return Grant{}, r.unexpected("legacy.lua")
 	}
 }

@@ -66,8 +66,12 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	if err != nil {
 		return 0, "", err
 	}
-	if r.code != codeOK {
+	switch r.code {
+	case codeOK:
+	case codeNone:
 		return 0, "", nil
+	default:
+		return 0, "", r.unexpected("revoke.lua")
 	}
 	user := r.field(0)
 	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: loadedID(user), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(r.now)})
@@ -145,8 +149,12 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		if err != nil {
 			return total, err
 		}
-		if r.code != codeOK {
+		switch r.code {
+		case codeOK:
+		case codeNone:
 			return 0, argError("keep", "session %s is not a live session of the user", keep)
+		default:
+			return total, r.unexpected("revoke_all.lua")
 		}
 		for _, m := range r.strings(0) {
 			s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: userID, SessionID: sessionIDString(m), Reason: ReasonLogoutAll, Time: time.UnixMilli(r.now)})

@@ -133,8 +133,10 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, ErrExpired
 	case codeClient:
 		return Grant{}, ErrWrongClient
-	default:
+	case codeNone:
 		return Grant{}, missing(old, r.now)
+	default:
+		return Grant{}, r.unexpected("rotate.lua")
 	}
 }
 

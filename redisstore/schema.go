@@ -119,23 +119,23 @@ const clientMarker = 0x02
 // each, as in the index); Store.WatchRevocations reads it.
 const revocationChannel = "revoked"
 
-// Reply codes, as documented in each script's header. Every script answers
-// {code, now, ...}, now being Redis's time in unix ms, but rotate.lua's hot
-// path, which answers now (13 digits) and the user id as one string: code
-// codeOK.
+// Reply codes, as documented in each script's header: one number per kind
+// of reply, whichever scripts give it. Every script answers {code, now,
+// ...}, now being Redis's time in unix ms, but rotate.lua's hot path, which
+// answers now (13 digits) and the user id as one string: code codeOK.
 const (
-	codeOK      = 1 // issue, evict, rotate, revoke, revoke_all, legacy, import
-	codeHandOut = 2 // rotate, legacy: hand out a token again (handOut* kinds)
-	codeRetry   = 2 // issue: call again with candidates for eviction
-	codeReused  = 3 // rotate, legacy, import (a fork)
-	codeRevoked = 4 // issue, rotate, legacy, import
-	codeExpired = 5 // rotate, legacy, import
-	codeClient  = 6 // rotate, legacy: the session is bound to another client
-
-	codeUnchanged = 0 // import: nothing to do
-	codeAdvanced  = 2 // import: moved to a newer legacy row
-	codeEnded     = 6 // import: imported before, ended since
-	// 0: nothing to do (unknown session, nothing to revoke, id collision).
+	codeNone      = 0  // rotate, revoke, revoke_all, legacy: no such live session; nothing written
+	codeOK        = 1  // issue, evict, rotate, revoke, revoke_all, legacy, import: done
+	codeHandOut   = 2  // rotate, legacy: hand out a token again (handOut* kinds)
+	codeReused    = 3  // rotate, legacy, import: a rotated token came back (import: a fork); the session is revoked
+	codeRevoked   = 4  // issue, rotate, legacy, import: the session was revoked earlier
+	codeExpired   = 5  // rotate, legacy, import: the token is past its deadlines
+	codeClient    = 6  // rotate, legacy: the session is bound to another client
+	codeAtCap     = 7  // issue: the user is at the cap; call again with these candidates for eviction
+	codeExists    = 8  // issue, import: the session id exists (import: another user's)
+	codeAdvanced  = 9  // import: the session moves (or is to move) to a newer legacy row
+	codeUnchanged = 10 // import: the session is up to date; nothing written
+	codeEnded     = 11 // import: imported before, and ended since; nothing written
 )
 
 // Kinds of codeHandOut replies.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -91,5 +92,45 @@ func TestREADMEErrorTable(t *testing.T) {
 	slices.Sort(documented)
 	if d := cmp.Diff(declared, documented); d != "" {
 		t.Errorf("README error table against errors.go (-errors.go +README):\n%s", d)
+	}
+}
+
+// TestReplyCodes: one number per kind of reply, and the scripts give exactly
+// the codes schema.go names.
+func TestReplyCodes(t *testing.T) {
+	codes := map[string]int{"codeNone": codeNone, "codeOK": codeOK, "codeHandOut": codeHandOut, "codeReused": codeReused,
+		"codeRevoked": codeRevoked, "codeExpired": codeExpired, "codeClient": codeClient, "codeAtCap": codeAtCap, "codeExists": codeExists,
+		"codeAdvanced": codeAdvanced, "codeUnchanged": codeUnchanged, "codeEnded": codeEnded}
+	named := map[int]string{}
+	for name, c := range codes {
+		if other, ok := named[c]; ok {
+			t.Errorf("%s and %s are both %d", name, other, c)
+		}
+		named[c] = name
+	}
+	given := map[int][]string{}
+	for _, script := range []string{"issue", "evict", "rotate", "revoke", "revoke_all", "legacy", "import"} {
+		b, err := os.ReadFile("../lua/" + script + ".lua")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int]bool{}
+		for _, m := range regexp.MustCompile(`\{(\d+), nows?\b`).FindAllStringSubmatch(string(b), -1) {
+			c, _ := strconv.Atoi(m[1])
+			if !seen[c] {
+				seen[c] = true
+				given[c] = append(given[c], script)
+			}
+		}
+	}
+	for c, scripts := range given {
+		if named[c] == "" {
+			t.Errorf("%v answer code %d, which schema.go does not name", scripts, c)
+		}
+	}
+	for c, name := range named {
+		if len(given[c]) == 0 {
+			t.Errorf("%s (%d) is given by no script", name, c)
+		}
 	}
 }

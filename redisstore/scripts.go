@@ -50,6 +50,11 @@ func parseReply(v any, err error) (reply, error) {
 	return reply{code: code, now: now, arr: arr[2:]}, nil
 }
 
+// unexpected is the error for a reply code that script does not give.
+func (r reply) unexpected(script string) error {
+	return fmt.Errorf("redisstore: unexpected reply code %d from %s", r.code, script)
+}
+
 // field returns the i-th field after the code and the time, or "" if there
 // is none or it is not a string.
 func (r reply) field(i int) string {
