@@ -18,6 +18,7 @@ import (
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sqlimport"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -65,6 +66,8 @@ const (
 	envRefreshCookie      = "SESSIONCACHE_REFRESH_COOKIE"
 	envAuthMemory         = "SESSIONCACHE_AUTH_MEMORY_SESSIONS"
 	envHeartbeat          = "SESSIONCACHE_REVOCATION_HEARTBEAT"
+	envLegacyHash         = "SESSIONCACHE_LEGACY_HASH"
+	envLegacyHashKeyFile  = "SESSIONCACHE_LEGACY_HASH_KEY_FILE"
 
 	envSigningKeysFile   = "SESSIONCACHE_SIGNING_KEYS_FILE"
 	envAPIKeysFile       = "SESSIONCACHE_API_KEYS_FILE"
@@ -111,6 +114,8 @@ var settings = []setting{
 	{env: envRefreshCookie, flag: "refresh-cookie", usage: "cookie that /oauth2/token reads a refresh token from (when the form has none) and sets the new one in, HttpOnly, Secure, SameSite=Strict, Path=/oauth2/token; unset: tokens travel in the body only"},
 	{env: envAuthMemory, flag: "auth-memory-sessions", def: "100000", usage: "sessions (and as many access tokens) each instance remembers for /v1/auth, about 0.4 KB each; past it, new ones are checked in Redis"},
 	{env: envHeartbeat, flag: "revocation-heartbeat", def: durationText(redisstore.DefaultHeartbeat), usage: "how often the revocation feed proves it is whole; memory answers /v1/auth for 4 heartbeats after the last proof"},
+	{env: envLegacyHash, flag: "legacy-hash", def: sqlimport.HashOff, usage: "accept the refresh tokens of a SQL table imported with sessioncache import, hashed as that table holds them: " + strings.Join(sqlimport.Hashes[1:], ", ") + "; off refuses them (see the README, Migrating from a SQL table)"},
+	{env: envLegacyHashKeyFile, flag: "legacy-hash-key-file", usage: "file holding the key of " + envLegacyHash + "=" + sqlimport.HashHMACSHA256 + " (the old system's pepper)"},
 	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read when it changes and on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
 	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read when it changes and on SIGHUP"},
 	{env: envClientsFile, flag: "clients-file", usage: "file of OAuth clients, one \"<id> public\" or \"<id> confidential sha256:<hex of the secret's SHA-256>\" a line; re-read when it changes and on SIGHUP; unset: every client id is a public client"},
@@ -169,6 +174,10 @@ type config struct {
 	RefreshCookie      string
 	AuthMemory         int
 	Heartbeat          time.Duration
+	LegacyHash         string
+	// legacyHash is the legacy token hash LegacyHash names (with its key);
+	// nil when LegacyHash is off.
+	legacyHash func(string) []byte
 
 	// issuerFromListen: Issuer was derived from the listen address;
 	// audienceFromIssuer: AccessTokenAud is the issuer.
@@ -198,11 +207,24 @@ type config struct {
 	// Check, if set, makes the process probe this path of the running
 	// service and exit (a container health check without curl).
 	Check string
+
+	// subcommand: the configuration of a subcommand, which does not serve.
+	subcommand bool
+}
+
+// subcommand is what a subcommand of the binary (sessioncache import) adds
+// to loadConfig: its name and flags of its own. It takes the service's
+// settings (Redis, the secret, the store's options) and none of the checks
+// that only serving needs (the listen address, API keys, the issuer).
+type subcommand struct {
+	name  string
+	flags func(*flag.FlagSet)
 }
 
 // loadConfig reads the configuration from flags (which win) and the
 // environment, and validates it. Errors name the variable or flag at fault.
-func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (*config, error) {
+// With a subcommand, its flags are parsed too.
+func loadConfig(args []string, getenv func(string) string, usageOut io.Writer, sub ...subcommand) (*config, error) {
 	raw := map[string]string{}
 	from := map[string]string{}
 	for _, s := range settings {
@@ -211,8 +233,15 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 			raw[s.env], from[s.env] = v, s.env
 		}
 	}
-	fs := flag.NewFlagSet("sessioncache", flag.ContinueOnError)
+	name := "sessioncache"
+	for _, sc := range sub {
+		name += " " + sc.name
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(usageOut)
+	for _, sc := range sub {
+		sc.flags(fs)
+	}
 	for _, s := range settings {
 		if s.flag == "" {
 			continue
@@ -275,8 +304,10 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		RefreshCookie:      p.str(envRefreshCookie),
 		AuthMemory:         p.integer(envAuthMemory),
 		Heartbeat:          p.duration(envHeartbeat),
+		LegacyHash:         p.str(envLegacyHash),
 		ClientsFile:        p.str(envClientsFile),
 		Check:              *check,
+		subcommand:         len(sub) > 0,
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(p.str(envLogLevel))); err != nil {
 		p.fail(envLogLevel, "want debug, info, warn or error")
@@ -291,6 +322,20 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 			p.failAt(p.source(envSigningKeysFile), err.Error())
 		}
 		c.SigningKeys = keys
+	}
+	var legacyKey []byte
+	if file := p.str(envLegacyHashKeyFile); file != "" {
+		var err error
+		if legacyKey, err = os.ReadFile(file); err != nil {
+			p.failAt(p.source(envLegacyHashKeyFile), err.Error())
+		} else if legacyKey = []byte(strings.TrimRight(string(legacyKey), "\r\n")); len(legacyKey) == 0 {
+			p.failAt(p.source(envLegacyHashKeyFile), "the file is empty")
+		}
+	}
+	if h, err := sqlimport.HashFunc(c.LegacyHash, legacyKey); err != nil {
+		p.fail(envLegacyHash, err.Error())
+	} else {
+		c.legacyHash = h
 	}
 	c.Clients = clients.Open()
 	if c.ClientsFile != "" {
@@ -418,7 +463,7 @@ func (c *config) validate(p *parser) error {
 		}
 	}
 	c.RedisOptions = opts
-	if p.err != nil {
+	if p.err != nil || c.subcommand {
 		return p.err
 	}
 	loopback, err := isLoopback(c.Listen)
@@ -541,6 +586,7 @@ func (c *config) storeOptions(secret []byte) redisstore.Options {
 		MaxSessions:        c.MaxSessions,
 		RevocationReplicas: c.RevocationReplicas,
 		ReplicationTimeout: c.ReplicationTimeout,
+		LegacyHash:         c.legacyHash,
 	}
 }
 
@@ -605,6 +651,7 @@ func (c *config) logAttrs() []any {
 		slog.String("clients", clientsText(c)),
 		slog.Int("auth_memory_sessions", c.AuthMemory),
 		slog.String("revocation_heartbeat", c.Heartbeat.String()),
+		slog.String("legacy_hash", c.LegacyHash),
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
 		slog.String("signing_keys", signing),

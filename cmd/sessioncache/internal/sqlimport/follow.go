@@ -65,7 +65,7 @@ func (im *Importer) follow(ctx context.Context) (Stats, error) {
 				im.log.Warn("import pass failed; trying again", "error", err.Error())
 			default:
 				if full {
-					im.log.Info("full pass done", st.attrs()...)
+					im.log.Info("full pass done", st.Attrs()...)
 				}
 				full, since = false, start
 				im.log.Info("caught up", "as_of", start.UTC().Format(time.RFC3339Nano), "new", st.Created, "advanced", st.Advanced,

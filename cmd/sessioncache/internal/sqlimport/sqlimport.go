@@ -136,7 +136,8 @@ func (s *Stats) add(o Stats) {
 	}
 }
 
-func (s Stats) attrs() []any {
+// Attrs returns the counts as log attributes.
+func (s Stats) Attrs() []any {
 	a := []any{"families", s.Families, "new", s.Created, "advanced", s.Advanced, "unchanged", s.Unchanged,
 		"revoked_in_redis", s.Revoked, "revoked_in_table", s.Mirrored, "ended_in_redis", s.Ended, "forked", s.Forked,
 		"expired", s.Expired, "skipped_revoked", s.SkippedRevoked, "skipped_expired", s.SkippedExpired,
@@ -270,7 +271,7 @@ func (im *Importer) pass(ctx context.Context, from string, since time.Time) (Sta
 		}
 		if time.Since(lastLog) >= im.cfg.Progress {
 			lastLog = time.Now()
-			im.log.Info("import progress", append(total.attrs(), "families_per_second", rate(total.Families, time.Since(start)))...)
+			im.log.Info("import progress", append(total.Attrs(), "families_per_second", rate(total.Families, time.Since(start)))...)
 		}
 	}
 	return total, nil
