@@ -62,4 +62,9 @@ var (
 	//
 	//go:embed import.lua
 	Import string
+
+	// Lookup writes the lookup entry of an imported legacy token.
+	//
+	//go:embed lookup.lua
+	Lookup string
 )

@@ -167,9 +167,9 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 	stored := storedID(f.UserID)
 
 	// Which rows were imported before.
-	lookups := make([]string, len(f.Rows))
+	lookups := make([][2]string, len(f.Rows))
 	for i, r := range f.Rows {
-		lookups[i] = s.legacy.lookupKey(s.opt.KeyPrefix, r.Digest)
+		lookups[i][0], lookups[i][1] = s.legacy.lookupAt(s.opt.KeyPrefix, r.Digest)
 	}
 	known, err := s.existing(ctx, lookups)
 	if err != nil {
@@ -214,10 +214,10 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 			storedID(f.Client.DeviceID), f.Client.DeviceName, ip, packUserAgent(f.Client.UserAgent),
 			flag(anyKnown), flag(commit), s.channel).Result())
 	}
-	// The lookup keys of rows not imported before are written before the
-	// session moves to a newer row (so that the newest row is accepted
+	// The lookup entries of rows not imported before are written before
+	// the session moves to a newer row (so that the newest row is accepted
 	// from the moment the session takes it), and after the session is
-	// created (so that no lookup key names a session that does not exist).
+	// created (so that no entry names a session that does not exist).
 	r, err := run(allKnown)
 	if err != nil {
 		return ImportResult{}, err
@@ -248,8 +248,8 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 		}
 		return res, nil
 	case codeReused:
-		// The newer rows' lookup keys, so that their tokens are refused as
-		// revoked, as the family's older ones are.
+		// The newer rows' lookup entries, so that their tokens are refused
+		// as revoked, as the family's older ones are.
 		if err := s.writeLookups(ctx, f.Rows, lookups, known, uh, sid, r); err != nil {
 			return ImportResult{}, err
 		}
@@ -266,45 +266,64 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 	}
 }
 
-// existing reports which of keys exist, in one pipeline.
-func (s *Store) existing(ctx context.Context, keys []string) ([]bool, error) {
-	cmds := make([]*redis.IntCmd, len(keys))
+// existing reports which of the lookup entries (bucket, field) exist, in
+// one pipeline.
+func (s *Store) existing(ctx context.Context, entries [][2]string) ([]bool, error) {
+	cmds := make([]*redis.BoolCmd, len(entries))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			cmds[i] = p.Exists(ctx, k)
+		for i, e := range entries {
+			cmds[i] = p.HExists(ctx, e[0], e[1])
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: %w", err)
 	}
-	out := make([]bool, len(keys))
+	out := make([]bool, len(entries))
 	for i, c := range cmds {
-		out[i] = c.Val() > 0
+		out[i] = c.Val()
 	}
 	return out, nil
 }
 
-// writeLookups writes the lookup keys of the rows that had none, to expire
-// at the session's absolute deadline (r's first field). A lookup key is
-// never changed once written: its row's family and order do not change.
-func (s *Store) writeLookups(ctx context.Context, rows []LegacyRow, keys []string, known []bool, uh [userHashLen]byte, sid [16]byte, r reply) error {
+// writeLookups writes the lookup entries of the rows that had none
+// (lookup.lua, which keeps each bucket's TTL at the latest absolute
+// deadline of the sessions it names: x, r's first field), in one pipeline.
+// An entry is never changed once written: its row's family and order do
+// not change.
+func (s *Store) writeLookups(ctx context.Context, rows []LegacyRow, entries [][2]string, known []bool, uh [userHashLen]byte, sid [16]byte, r reply) error {
 	x, err := r.int(0)
 	if err != nil {
 		return err
 	}
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, row := range rows {
-			if known[i] {
-				continue
-			}
+	type write struct {
+		bucket string
+		args   []any
+		cmd    *redis.Cmd
+	}
+	var writes []write
+	for i, row := range rows {
+		if !known[i] {
 			lk := lookup{userHash: uh, sessionID: sid, order: row.CreatedAt.UnixMicro()}
-			p.Do(ctx, "set", keys[i], lk.encode(), "pxat", x)
+			writes = append(writes, write{bucket: entries[i][0], args: []any{entries[i][1], lk.encode(), x}})
+		}
+	}
+	// Errors are the commands': read below.
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range writes {
+			writes[i].cmd = scriptLookup.EvalSha(ctx, p, []string{writes[i].bucket}, writes[i].args...)
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("redisstore: %w", err)
+	for _, w := range writes {
+		err := w.cmd.Err()
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// The script cache lost it (a restart, a failover): EVAL.
+			err = scriptLookup.Run(ctx, s.rdb, []string{w.bucket}, w.args...).Err()
+		}
+		if err != nil {
+			return fmt.Errorf("redisstore: %w", err)
+		}
 	}
 	for i := range known {
 		known[i] = true

@@ -16,12 +16,14 @@ import (
 // by Rotate and RevokeToken when Options.LegacyHash is set.
 //
 // Such a token carries nothing of ours: not the user's hash tag, not the
-// session id. What finds its session is a lookup key of its own (kind 'l',
-// schema.go), named by a keyed hash of the digest the old system stored for
-// the token, on a slot of its own: a read of that key, then the atomic
-// script on the session's slot (legacy.lua). The lookup key is written once
-// per row by the import and never changed, so the read and the script need
-// no atomicity between them; everything that decides is in the script.
+// session id. What finds its session is a lookup entry (schema.go): a field,
+// named by a keyed hash of the digest the old system stored for the token,
+// of one of 65,536 lookup hashes (buckets, each on a slot of its own: one
+// key per token would cost more than twice the memory). Presenting a legacy
+// token reads its entry, then runs the atomic script on the session's slot
+// (legacy.lua). The import writes an entry once per row and never changes
+// it, so the read and the script need no atomicity between them;
+// everything that decides is in the script.
 //
 // While its legacy token is current, an imported session keeps, as any
 // session does, the keyed hash of a secret in h: the secret of a virtual
@@ -52,9 +54,10 @@ const (
 	// maxLegacyTokenLen bounds a legacy token, so that a long string is
 	// refused before it is hashed.
 	maxLegacyTokenLen = 2048
-	// lookupIDLen is how much of the keyed hash names a lookup key: 6
-	// bytes for the hash tag, 10 for the rest.
-	lookupIDLen = 16
+	// lookupBucketLen and lookupFieldLen: how much of the keyed hash names
+	// the lookup hash (the bucket, its hash tag) and the field in it.
+	lookupBucketLen = 2
+	lookupFieldLen  = 12
 	// lookupVersion opens every lookup value.
 	lookupVersion = 1
 	// lookupLen is a lookup value: version, user hash, session id, order.
@@ -85,15 +88,17 @@ func (l *legacy) derive(dst []byte, purpose byte, digest []byte) {
 	l.key.sum(dst, msg[:1+n])
 }
 
-// lookupKey names the lookup key of a row whose digest is digest:
-// prefix + "{T}:l:" + R, T and R base64url of the keyed hash's first 6 and
-// next 10 bytes.
-func (l *legacy) lookupKey(prefix string, digest []byte) string {
-	var id [lookupIDLen]byte
+// lookupAt names the lookup entry of a row whose digest is digest: the
+// bucket prefix + "{B}:l", B base64url of the keyed hash's first 2 bytes,
+// and the field, its next 12 bytes.
+func (l *legacy) lookupAt(prefix string, digest []byte) (bucket, field string) {
+	var id [lookupBucketLen + lookupFieldLen]byte
 	l.derive(id[:], legacyLookup, digest)
-	var buf [96]byte
-	b := appendTagged(buf[:0], prefix, id[:], kindLookup)
-	return string(b64.AppendEncode(b, id[6:]))
+	var buf [maxKeyPrefixLen + 16]byte
+	b := append(append(buf[:0], prefix...), '{')
+	b = b64.AppendEncode(b, id[:lookupBucketLen])
+	b = append(b, '}', ':', kindLookup)
+	return string(b), string(id[lookupBucketLen:])
 }
 
 // virtual returns the keyed hashes of the virtual secret of the legacy
@@ -127,7 +132,7 @@ func (lk *lookup) encode() string {
 func decodeLookup(v string) (lookup, error) {
 	var lk lookup
 	if len(v) != lookupLen || v[0] != lookupVersion {
-		return lk, fmt.Errorf("%w: a legacy lookup key holds %d bytes, not a lookup of version %d", ErrCorrupt, len(v), lookupVersion)
+		return lk, fmt.Errorf("%w: a legacy lookup entry holds %d bytes, not a lookup of version %d", ErrCorrupt, len(v), lookupVersion)
 	}
 	copy(lk.userHash[:], v[1:])
 	copy(lk.sessionID[:], v[1+userHashLen:])
@@ -149,15 +154,16 @@ func (s *Store) isLegacy(raw string, err error) bool {
 		!strings.HasPrefix(raw, s.opt.TokenPrefix)
 }
 
-// findLegacy hashes a legacy token and reads its lookup key: ErrUnknown if
-// there is none (never imported, or its family ended long ago).
+// findLegacy hashes a legacy token and reads its lookup entry: ErrUnknown
+// if there is none (never imported, or every session of its bucket ended
+// long ago).
 func (s *Store) findLegacy(ctx context.Context, raw string) (lookup, []byte, error) {
 	digest := s.legacy.hash(raw)
 	if len(digest) == 0 || len(digest) > MaxLegacyDigestLen {
 		return lookup{}, nil, ErrMalformed
 	}
-	key := s.legacy.lookupKey(s.opt.KeyPrefix, digest)
-	cmd, _ := s.batch.run(ctx, &call{args: []any{"get", key}, route: key})
+	bucket, field := s.legacy.lookupAt(s.opt.KeyPrefix, digest)
+	cmd, _ := s.batch.run(ctx, &call{args: []any{"hget", bucket, field}, route: bucket})
 	v, err := cmd.Text()
 	if err == redis.Nil {
 		return lookup{}, nil, ErrUnknown

@@ -37,14 +37,15 @@ func TestLegacyNewerRowConverts(t *testing.T) {
 	if r, err := s.ImportLegacy(ctx, f); err != nil || r.Outcome != ImportCreated {
 		t.Fatalf("ImportLegacy = %v, %v", r, err)
 	}
-	// The first half of an advance: the newer row's lookup key only.
+	// The first half of an advance: the newer row's lookup entry only.
 	newer := LegacyRow{Digest: sha("new"), CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(2 * time.Hour)}
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], "alice")
 	sid := uuid.MustParse(f.SessionID)
-	key := s.legacy.lookupKey(s.opt.KeyPrefix, newer.Digest)
+	var entry [2]string
+	entry[0], entry[1] = s.legacy.lookupAt(s.opt.KeyPrefix, newer.Digest)
 	x := now.Add(24 * time.Hour).UnixMilli()
-	if err := s.writeLookups(ctx, []LegacyRow{newer}, []string{key}, []bool{false}, uh, sid, reply{arr: []any{x}}); err != nil {
+	if err := s.writeLookups(ctx, []LegacyRow{newer}, [][2]string{entry}, []bool{false}, uh, sid, reply{arr: []any{x}}); err != nil {
 		t.Fatal(err)
 	}
 	g, err := s.Rotate(ctx, "new", Client{})
@@ -63,8 +64,8 @@ func TestLookupValue(t *testing.T) {
 	copy(lk.userHash[:], "0123456789ab")
 	copy(lk.sessionID[:], "0123456789abcdef")
 	v := lk.encode()
-	if len(v) > 44 {
-		t.Errorf("a lookup value is %d bytes: more than 44 leaves Redis's embedded strings", len(v))
+	if len(v) > 64 {
+		t.Errorf("a lookup value is %d bytes: more than 64 turns its bucket from a listpack into a hashtable", len(v))
 	}
 	got, err := decodeLookup(v)
 	if err != nil || got != lk {

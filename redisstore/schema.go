@@ -20,14 +20,17 @@ package redisstore
 //
 // A third kind exists only for imported sessions (legacy.go, import.go):
 //
-//	<prefix>{L}:l:<R>            string: where a legacy token's session is
-//	                             (version byte 1, user hash, session id,
-//	                             the row's order: 8 bytes big-endian); it
-//	                             expires at the session's absolute deadline
+//	<prefix>{B}:l                hash: lookup entries of legacy tokens, field:
+//	                             12 bytes of a keyed hash of the digest the
+//	                             old system stored for the token; value:
+//	                             where its session is (version byte 1, user
+//	                             hash, session id, the row's order: 8 bytes
+//	                             big-endian); it expires at the latest
+//	                             absolute deadline of the sessions it names
 //
-// where L and R encode 6 and 10 bytes of a keyed hash of the digest the old
-// system stored for the token: the key sits on a slot of its own, which no
-// script touches (it is read, then the session's script runs).
+// where B encodes the first 2 bytes of that keyed hash: 65,536 buckets,
+// spread over the slots; no script touches them (an entry is read, then
+// the session's script runs).
 const (
 	kindSession = 's'
 	kindIndex   = 'u'
