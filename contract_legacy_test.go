@@ -52,6 +52,7 @@ var legacyCases = []struct {
 	{"RevokeToken", testLegacyRevokeToken},
 	{"KeysAndSecrets", testLegacyKeys},
 	{"ScriptCacheLoss", testLegacyScriptCacheLoss},
+	{"ClientBinding", testLegacyClientBinding},
 }
 
 // legacyHash is the old table's hash: SHA-256 of the token.
@@ -583,4 +584,33 @@ func testLegacyScriptCacheLoss(t *testing.T, b *redistest.Backend) {
 	fx.importLegacy(t, fam, redisstore.ImportCreated)
 	flushScripts(t, b)
 	fx.rotate(t, fam.current())
+}
+
+// testLegacyClientBinding: a family imported for a client (LegacyFamily's
+// Client.ClientID) is bound to it, through an advance and the conversion;
+// one imported without is bound to none.
+func testLegacyClientBinding(t *testing.T, b *redistest.Backend) {
+	fx := newFixture(t, b, legacyOpt)
+	ctx := context.Background()
+	now := b.Clock.Now()
+	bound := newLegacyFamily("alice", 1, now)
+	bound.Client.ClientID = "web-app"
+	fx.importLegacy(t, bound, redisstore.ImportCreated)
+	bound.addRow(now.Add(-time.Minute))
+	fx.importLegacy(t, bound, redisstore.ImportAdvanced)
+	if _, err := fx.Store.Rotate(ctx, bound.current(), redisstore.Client{ClientID: "other-app"}); !errors.Is(err, redisstore.ErrWrongClient) {
+		t.Fatalf("another client: %v, want ErrWrongClient", err)
+	}
+	g, err := fx.Store.Rotate(ctx, bound.current(), redisstore.Client{ClientID: "web-app"})
+	if err != nil || g.ClientID != "web-app" {
+		t.Fatalf("its client: %v, %v", g, err)
+	}
+	if _, err := fx.Store.Rotate(ctx, g.Token, redisstore.Client{ClientID: "other-app"}); !errors.Is(err, redisstore.ErrWrongClient) {
+		t.Fatalf("the converted token, another client: %v, want ErrWrongClient", err)
+	}
+	open := newLegacyFamily("alice", 1, now)
+	fx.importLegacy(t, open, redisstore.ImportCreated)
+	if g, err := fx.Store.Rotate(ctx, open.current(), redisstore.Client{ClientID: "any-app"}); err != nil || g.ClientID != "" {
+		t.Fatalf("an unbound family: %v, %v", g, err)
+	}
 }

@@ -23,7 +23,10 @@
 -- KEYS[2]     -> the user's session index (zset: session id -> keep-until)
 -- ARGV[1]     -> session id (member of KEYS[2])
 -- ARGV[2]     -> user id
--- ARGV[3]     -> keyed hash of the current row's virtual secret (16 bytes)
+-- ARGV[3]     -> keyed hash of the current row's virtual secret (16
+--                bytes), then, for a session bound to a client, its client
+--                binding (see issue.lua); the h field holds this followed
+--                by the user id
 -- ARGV[4]     -> order of the current row (unix µs, 16 digits)
 -- ARGV[5]     -> creation of the current row (unix ms): the last use
 -- ARGV[6]     -> expiry of the current row (unix ms)
@@ -126,7 +129,7 @@ end
 -- address and user agent.
 local set, first = {'h', ARGV[3] .. ARGV[2], 's', s, 'c', tonumber(ARGV[7]), 'x', x, 'l', ARGV[4]}, 1
 if h then
-  set, first = {'h', ARGV[3] .. string.sub(h, 17), 'l', ARGV[4], 's', s}, 3
+  set, first = {'h', string.sub(ARGV[3], 1, 16) .. string.sub(h, 17), 'l', ARGV[4], 's', s}, 3
 end
 local names = {'d', 'n', 'i', 'a'}
 for i = first, 4 do

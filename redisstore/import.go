@@ -193,8 +193,9 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 
 	cur := f.Rows[len(f.Rows)-1]
 	var next token
-	h, _ := s.virtual(cur.Digest, &next)
+	vh, _ := s.virtual(cur.Digest, &next)
 	next = token{}
+	h := appendClientBinding(vh[:], f.Client.ClientID)
 	var call [callIDLen]byte
 	if err := newCallID(call[:]); err != nil {
 		return ImportResult{}, fmt.Errorf("redisstore: call id: %w", err)
@@ -209,7 +210,7 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 	}
 	run := func(commit bool) (reply, error) {
 		return parseReply(s.script(ctx, scriptImport, []string{ks.session, ks.index},
-			memberOf(ks.session), stored, h[:], orderText(cur.CreatedAt.UnixMicro()), cur.CreatedAt.UnixMilli(), cur.ExpiresAt.UnixMilli(),
+			memberOf(ks.session), stored, h, orderText(cur.CreatedAt.UnixMicro()), cur.CreatedAt.UnixMilli(), cur.ExpiresAt.UnixMilli(),
 			f.CreatedAt.UnixMilli(), s.opt.AbsoluteTTL.Milliseconds(), s.opt.IdleTTL.Milliseconds(), s.margin(), st,
 			storedID(f.Client.DeviceID), f.Client.DeviceName, ip, packUserAgent(f.Client.UserAgent),
 			flag(anyKnown), flag(commit), s.channel).Result())

@@ -47,6 +47,7 @@ func runImport(args []string, getenv func(string) string, out io.Writer, sig <-c
 		} {
 			fs.StringVar(c.p, c.name+"-column", *c.p, "column of the "+c.what)
 		}
+		fs.StringVar(&cfg.ClientID, "client-id", "", "bind every imported session to this OAuth client, as a login for it would (its refreshes must then name it); unset: bound to none")
 		fs.StringVar(&cfg.HashEncoding, "hash-encoding", sqlimport.EncodingHex, "how a text hash column writes the digest: hex, base64 or base64url (a bytea column is raw)")
 		fs.Float64Var(&cfg.Rate, "rate", 1000, "families imported per second at most, bounding the load on both databases; 0: no bound")
 		fs.IntVar(&cfg.Batch, "batch", 500, "families per read of the table")

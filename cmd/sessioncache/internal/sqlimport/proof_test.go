@@ -23,7 +23,7 @@ import (
 // the default.
 const EnvProofFamilies = "SESSIONCACHE_TEST_LEGACY_FAMILIES"
 
-const defaultProofFamilies = 3000
+const defaultProofFamilies = 1000
 
 // TestProof is issue 21's proof: on the machine's PostgreSQL, families of 1
 // to 5 rows (one in ten revoked, one in ten expired) are imported; then 64

@@ -63,6 +63,9 @@ type Config struct {
 	// Hash is how the table's tokens were hashed (HashSHA256 and the
 	// others): for HashPlain the column holds the token itself.
 	Hash string
+	// ClientID, if set, binds every imported session to this OAuth client
+	// (redisstore.Client.ClientID), as a login for it would.
+	ClientID string
 	// HashEncoding is how a text hash column writes the digest:
 	// EncodingHex (default), EncodingBase64 or EncodingBase64URL. A bytea
 	// column holds it raw.
@@ -461,7 +464,7 @@ func (im *Importer) read(ctx context.Context, from string, since time.Time) ([]f
 		// The rows come oldest first: the last one read is current.
 		fam.f.Rows = append(fam.f.Rows, redisstore.LegacyRow{Digest: d, CreatedAt: created, ExpiresAt: expires})
 		fam.f.Revoked, fam.expires = revoked, expires
-		fam.f.Client = redisstore.Client{DeviceID: dev, DeviceName: name, IPAddress: ip, UserAgent: ua}
+		fam.f.Client = redisstore.Client{ClientID: im.cfg.ClientID, DeviceID: dev, DeviceName: name, IPAddress: ip, UserAgent: ua}
 		if fam.f.UserID != user && fam.invalid == nil {
 			fam.invalid = fmt.Errorf("the family's rows name two users")
 		}

@@ -246,3 +246,29 @@ func TestConfigRefused(t *testing.T) {
 		t.Errorf("the table is gone (%v)", err)
 	}
 }
+
+// TestImportClientID: with Config.ClientID every imported session is bound
+// to that client: a refresh naming another is refused.
+func TestImportClientID(t *testing.T) {
+	pool := pgPool(t)
+	b := redistest.For(t, redistest.Mini)
+	ctx := context.Background()
+	o := newOldSystem(t, pool)
+	fams, err := o.generate(ctx, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := legacyStore(t, b, redisstore.Options{})
+	cfg := o.config()
+	cfg.ClientID = "web-app"
+	if _, err := newImporter(t, o, st, b, cfg).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f := fams[0]
+	if _, err := st.Rotate(ctx, f.current(), redisstore.Client{ClientID: "other-app"}); !errors.Is(err, redisstore.ErrWrongClient) {
+		t.Fatalf("another client: %v, want ErrWrongClient", err)
+	}
+	if g, err := st.Rotate(ctx, f.current(), redisstore.Client{ClientID: "web-app"}); err != nil || g.ClientID != "web-app" {
+		t.Fatalf("its client: %v, %v", g, err)
+	}
+}
