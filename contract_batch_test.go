@@ -159,8 +159,8 @@ func testBatchResults(t *testing.T, b *redistest.Backend) {
 	toks := issueN(t, f, n)
 	grants, errs := rotateAll(t, f, g, toks)
 	st := f.Store.BatchStats()
-	if st.Batched < n-3 || st.Largest < 2 {
-		t.Fatalf("stats after %d gated rotations: %+v; want at least %d batched", n, st, n-3)
+	if st.Batched < n-3 || st.Largest < 2 || st.Waited < st.Batched {
+		t.Fatalf("stats after %d gated rotations: %+v; want at least %d batched, and as many waited", n, st, n-3)
 	}
 	t.Logf("%s: %d concurrent rotations: %+v", b.Kind, n, st)
 	for i := range grants {

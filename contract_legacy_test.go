@@ -53,6 +53,7 @@ var legacyCases = []struct {
 	{"KeysAndSecrets", testLegacyKeys},
 	{"ScriptCacheLoss", testLegacyScriptCacheLoss},
 	{"ClientBinding", testLegacyClientBinding},
+	{"KeyBinding", testLegacyKeyBinding},
 }
 
 // legacyHash is the old table's hash: SHA-256 of the token.
@@ -612,5 +613,41 @@ func testLegacyClientBinding(t *testing.T, b *redistest.Backend) {
 	fx.importLegacy(t, open, redisstore.ImportCreated)
 	if g, err := fx.Store.Rotate(ctx, open.current(), redisstore.Client{ClientID: "any-app"}); err != nil || g.ClientID != "" {
 		t.Fatalf("an unbound family: %v, %v", g, err)
+	}
+}
+
+// testLegacyKeyBinding: a conversion with BindJKT binds the session to the
+// caller's DPoP key (RFC 9449 section 5, a public client's refresh); the
+// legacy token presented again without the key, or with another, is
+// refused and revokes nothing (as rotate.lua refuses a bound session's
+// tokens); with the key, outside grace, it is a replay.
+func testLegacyKeyBinding(t *testing.T, b *redistest.Backend) {
+	fx := newFixture(t, b, redisstore.Options{LegacyHash: legacyHash, Grace: 200 * time.Millisecond})
+	ctx := context.Background()
+	key := jkt("the client's key")
+	fam := newLegacyFamily("alice", 2, b.Clock.Now())
+	fx.importLegacy(t, fam, redisstore.ImportCreated)
+	g, err := fx.Store.Rotate(ctx, fam.current(), redisstore.Client{JKT: key, BindJKT: true})
+	if err != nil || g.JKT != key {
+		t.Fatalf("conversion with BindJKT: %v, %v", g, err)
+	}
+	if tab, err := fx.Store.Rotate(ctx, fam.current(), redisstore.Client{JKT: key}); err != nil || tab.Token != g.Token {
+		t.Fatalf("second tab with the key: %v, %v", tab, err)
+	}
+	b.Clock.Advance(300 * time.Millisecond)
+	for what, c := range map[string]redisstore.Client{"without the key": {}, "with another key": {JKT: jkt("thief key")}} {
+		want := map[string]error{"without the key": redisstore.ErrKeyRequired, "with another key": redisstore.ErrWrongKey}[what]
+		if _, err := fx.Store.Rotate(ctx, fam.current(), c); !errors.Is(err, want) {
+			t.Fatalf("legacy token %s: %v, want %v", what, err, want)
+		}
+		if _, err := fx.Store.Rotate(ctx, fam.tokens[0], c); !errors.Is(err, want) {
+			t.Fatalf("an older row %s: %v, want %v", what, err, want)
+		}
+	}
+	if info, err := fx.Store.Validate(ctx, g.Token); err != nil || !info.KeyBound {
+		t.Fatalf("the session after refusals: %+v, %v; want alive and bound", info, err)
+	}
+	if _, err := fx.Store.Rotate(ctx, fam.current(), redisstore.Client{JKT: key}); !errors.Is(err, redisstore.ErrReused) {
+		t.Fatalf("the legacy token with the key after grace: %v, want ErrReused", err)
 	}
 }

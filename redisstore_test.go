@@ -134,6 +134,8 @@ var contract = []struct {
 	{"LostReplies", testLostReplies},
 	{"LateRetry", testLateRetry},
 	{"ClientBinding", testClientBinding},
+	{"KeyBinding", testKeyBinding},
+	{"KeyBindOnRotate", testKeyBindOnRotate},
 	{"ClientUnbound", testClientUnbound},
 	{"ClientIDs", testClientIDs},
 	{"CheckSession", testCheckSession},

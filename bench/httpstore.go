@@ -28,6 +28,17 @@ type HTTP struct {
 	// ClientID is the OAuth client that logs in and refreshes when the
 	// redisstore.Client given names none (default: DefaultClientID).
 	ClientID string
+	// DPoP, if set, binds every login to a client's DPoP key and makes the
+	// proofs of its refreshes (RFC 9449).
+	DPoP *DPoPClient
+}
+
+// DPoPClient is a DPoP key as a client holds it: its RFC 7638 thumbprint,
+// and what signs a proof for a method, a URI and (if not "") an access
+// token.
+type DPoPClient struct {
+	JKT   string
+	Proof func(method, uri, accessToken string) (string, error)
 }
 
 // DefaultClientID is the client_id HTTP logs in with by default.
@@ -155,10 +166,14 @@ func (h *HTTP) Issue(ctx context.Context, userID string, c redisstore.Client) (s
 // and returns the whole grant.
 func (h *HTTP) IssueGrant(ctx context.Context, userID string, c redisstore.Client) (Grant, error) {
 	var g httpGrant
-	err := h.call(ctx, http.MethodPost, "/v1/sessions", map[string]string{
+	body := map[string]string{
 		"user_id": userID, "client_id": h.clientID(c), "device_id": c.DeviceID, "device_name": c.DeviceName,
 		"ip_address": c.IPAddress, "user_agent": c.UserAgent,
-	}, &g)
+	}
+	if h.DPoP != nil {
+		body["dpop_jkt"] = h.DPoP.JKT
+	}
+	err := h.call(ctx, http.MethodPost, "/v1/sessions", body, &g)
 	return g.grant(time.Now()), err
 }
 
@@ -173,9 +188,13 @@ func (h *HTTP) Rotate(ctx context.Context, tok string, c redisstore.Client) (str
 // h.ClientID, and returns the whole grant.
 func (h *HTTP) RotateGrant(ctx context.Context, tok string, c redisstore.Client) (Grant, error) {
 	var g httpGrant
-	err := h.call(ctx, http.MethodPost, "/v1/tokens/rotate", map[string]string{
+	body := map[string]string{
 		"refresh_token": tok, "client_id": h.clientID(c), "device_id": c.DeviceID, "ip_address": c.IPAddress, "user_agent": c.UserAgent,
-	}, &g)
+	}
+	if h.DPoP != nil {
+		body["dpop_jkt"] = h.DPoP.JKT
+	}
+	err := h.call(ctx, http.MethodPost, "/v1/tokens/rotate", body, &g)
 	return g.grant(time.Now()), err
 }
 
@@ -188,6 +207,15 @@ func (h *HTTP) RefreshGrant(ctx context.Context, tok string, c redisstore.Client
 		return Grant{}, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if h.DPoP != nil {
+		// The service's issuer is its own address on loopback: the token
+		// endpoint's URI is the one called.
+		p, err := h.DPoP.Proof(http.MethodPost, h.base+"/oauth2/token", "")
+		if err != nil {
+			return Grant{}, err
+		}
+		req.Header.Set("DPoP", p)
+	}
 	if c.UserAgent != "" {
 		req.Header.Set("User-Agent", c.UserAgent)
 	}

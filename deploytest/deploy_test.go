@@ -776,6 +776,67 @@ func TestSizingGuide(t *testing.T) {
 		named = append(named, s)
 	}
 	checkSizingMetrics(t, confirm, named)
+	checkBatchingFigures(t, confirm)
+}
+
+// checkBatchingFigures checks the calls per Redis request the guide's last
+// section quotes against their source, deploy/results/batching.txt: the
+// range over the rounds of each kind of run.
+func checkBatchingFigures(t *testing.T, confirm string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(deployDir, "results", "batching.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type run struct {
+		perRequest float64
+		p99        time.Duration
+	}
+	runs := map[string][]run{} // "4 -rate 1000", "4", "off"...
+	line := regexp.MustCompile(`(?m)^round \d+  max-in-flight (\S+)\s+(-rate \d+)?\s+calls .* calls/request\s+([\d.]+)  \S+ rotations/s, p50 \S+, p99 (\S+)`)
+	for _, m := range line.FindAllStringSubmatch(string(b), -1) {
+		v, _ := strconv.ParseFloat(m[3], 64)
+		p99, err := time.ParseDuration(m[4])
+		if err != nil {
+			t.Fatalf("deploy/results/batching.txt: p99 %q: %v", m[4], err)
+		}
+		kind := strings.TrimSpace(m[1] + " " + m[2])
+		runs[kind] = append(runs[kind], run{v, p99})
+	}
+	span := func(kind string) (lo, hi run) {
+		rs := runs[kind]
+		if len(rs) == 0 {
+			t.Fatalf("deploy/results/batching.txt has no run %q", kind)
+		}
+		lo, hi = rs[0], rs[0]
+		for _, r := range rs {
+			if r.perRequest < lo.perRequest {
+				lo = r
+			}
+			if r.perRequest > hi.perRequest {
+				hi = r
+			}
+		}
+		return lo, hi
+	}
+	text := strings.Join(strings.Fields(confirm), " ")
+	lo, hi := span("4 -rate 1000")
+	flatLo, flatHi := span("4")
+	busyLo, busyHi := span("4 -rate 3000")
+	offLo, offHi := span("off")
+	ms := func(d time.Duration) float64 { return math.Round(float64(d) / 1e6) }
+	for _, s := range []string{
+		fmt.Sprintf("(%.2f–%.2f at 1,000 rotations/s)", lo.perRequest, hi.perRequest),
+		fmt.Sprintf("about %.0f on one driven flat out (%.1f–%.1f)", (flatLo.perRequest+flatHi.perRequest)/2, flatLo.perRequest, flatHi.perRequest),
+		fmt.Sprintf("took it from %.2f to %.2f at 3,000/s, with the p99 from %.0f to %.0f ms", busyLo.perRequest, busyHi.perRequest, ms(busyLo.p99), ms(busyHi.p99)),
+	} {
+		if !strings.Contains(text, s) {
+			t.Errorf("deploy/README.md should say %q (deploy/results/batching.txt)", s)
+		}
+	}
+	if offLo.perRequest != 1 || offHi.perRequest != 1 {
+		t.Errorf("deploy/results/batching.txt: with batching off, %.2f–%.2f calls per request; the guide says 1", offLo.perRequest, offHi.perRequest)
+	}
 }
 
 // checkSizingMetrics checks the names the guide's last section gives: the

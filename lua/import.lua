@@ -48,27 +48,33 @@
 -- Returns {code, now (unix ms, Redis's clock), ...}:
 --   {1, now, x}    created (x: the absolute deadline, when the family's
 --                  lookup keys expire)
---   {9, now, x}    moved to the newer current row (with ARGV[17] '0':
+--   {11, now, x}   moved to the newer current row (with ARGV[17] '0':
 --                  would move; nothing written)
---   {10, now, x}   nothing to do: the session is up to date, or converted
+--   {12, now, x}   nothing to do: the session is up to date, or converted
 --                  and the family has no newer row
 --   {3, now, x}    converted here and rotated in the old system since: the
 --                  session is revoked for reuse (a tombstone)
 --   {4, now, reason} revoked here earlier; nothing written
 --   {5, now}       the current row is past its deadlines; nothing written
---   {11, now}      imported before, and the session has ended here;
+--   {13, now}      imported before, and the session has ended here;
 --                  nothing written (an ended session is never brought back)
 --   {8, now}       the session id holds another user's session; nothing
 --                  written
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- userOf returns the user id a live session's h field ends with.
+-- userOf returns the user id a live session's h field ends with: after the
+-- hash, the client binding if any (byte 2, length, id), and the key binding
+-- if any (byte 3, 16 bytes).
 local function userOf(h)
-  if string.byte(h, 17) == 2 then
-    return string.sub(h, 19 + string.byte(h, 18))
+  local i = 17
+  if string.byte(h, i) == 2 then
+    i = 19 + string.byte(h, 18)
   end
-  return string.sub(h, 17)
+  if string.byte(h, i) == 3 then
+    i = i + 17
+  end
+  return string.sub(h, i)
 end
 
 local f = redis.call('HMGET', KEYS[1], 'h', 'l', 'x', 'r')
@@ -86,7 +92,7 @@ if h then
   x = tonumber(f[3])
 else
   if ARGV[16] == '1' then
-    return {11, now}
+    return {13, now}
   end
   local life = tonumber(ARGV[8])
   x = math.min(math.max(tonumber(ARGV[7]) + life, tonumber(ARGV[6])), now + life)
@@ -103,7 +109,7 @@ local s = string.format('%013d', math.max(z - idle, 0)) .. ':' .. last .. ARGV[1
 if h then
   if #l ~= 16 then
     if ARGV[4] <= string.sub(l, 1, 16) then
-      return {10, now, x}
+      return {12, now, x}
     end
     local ttl = redis.call('PTTL', KEYS[1])
     redis.call('DEL', KEYS[1])
@@ -114,13 +120,13 @@ if h then
     return {3, now, x}
   end
   if ARGV[4] <= l then
-    return {10, now, x}
+    return {12, now, x}
   end
   if e <= now then
     return {5, now}
   end
   if ARGV[17] ~= '1' then
-    return {9, now, x}
+    return {11, now, x}
   end
 elseif e <= now then
   return {5, now}
@@ -145,6 +151,6 @@ if redis.call('PEXPIREAT', KEYS[2], z, 'GT') == 0 and redis.call('PTTL', KEYS[2]
   redis.call('PEXPIREAT', KEYS[2], z)
 end
 if h then
-  return {9, now, x}
+  return {11, now, x}
 end
 return {1, now, x}

@@ -34,17 +34,23 @@
 -- ARGV[7] -> grace window (ms); 0 turns grace off
 -- ARGV[8] -> keep margin (ms)
 -- ARGV[9] -> the client binding the caller asks for ("" accepts any)
--- ARGV[10] -> "" if grace does not look at devices, else "=" and the
+-- ARGV[10] -> the caller's key binding (byte 3, 16 bytes of its DPoP key's
+--            thumbprint; "" for none): a session bound to a key is
+--            refused, nothing written, without it or with another (as
+--            rotate.lua)
+-- ARGV[11] -> '1' to bind a session bound to no key to the caller's in
+--            the conversion, else '0'
+-- ARGV[12] -> "" if grace does not look at devices, else "=" and the
 --            caller's device id, which must equal the session's
--- ARGV[11] -> the revocation channel (a reuse is published as "reuse:" and
+-- ARGV[13] -> the revocation channel (a reuse is published as "reuse:" and
 --            the session id)
--- ARGV[12] -> IP address to record ("" = keep)
--- ARGV[13] -> user agent to record ("" = keep)
+-- ARGV[14] -> IP address to record ("" = keep)
+-- ARGV[15] -> user agent to record ("" = keep)
 --
 -- Returns {code, now (unix ms, Redis's clock), ...}:
 --   {1, now, rest, x}      converted: the successor is the current token;
---                          rest is h after the hash (client binding, if
---                          any, and user id), x the absolute deadline
+--                          rest is h after the hash (the bindings, if any,
+--                          and the user id), x the absolute deadline
 --   {2, now, rest, s, g, last, x}
 --                          hand out a token again (nothing written), as
 --                          rotate.lua: g = 1 a retry of the conversion, g =
@@ -56,6 +62,9 @@
 --   {4, now, reason}       revoked earlier; nothing written
 --   {5, now}               the session is past its absolute deadline
 --   {6, now}               bound to another client; nothing written
+--   {9, now}               bound to another DPoP key; nothing written
+--   {10, now}              bound to a DPoP key, and the caller gave none;
+--                          nothing written
 --   {0, now}               no such imported session (it ended); nothing
 --                          written
 local t = redis.call('TIME')
@@ -73,9 +82,21 @@ end
 if not h or not l then
   return {0, now}
 end
-local c = #ARGV[9]
-if c > 0 and string.byte(h, 17) == 2 and string.sub(h, 17, 16 + c) ~= ARGV[9] then
-  return {6, now}
+-- The bindings (see rotate.lua); kb: where h holds a key binding, if any.
+local c, kb = #ARGV[9], 17
+if string.byte(h, 17) == 2 then
+  if c > 0 and string.sub(h, 17, 16 + c) ~= ARGV[9] then
+    return {6, now}
+  end
+  kb = 19 + string.byte(h, 18)
+end
+if string.byte(h, kb) == 3 then
+  if ARGV[10] == '' then
+    return {10, now}
+  end
+  if string.sub(h, kb, kb + 16) ~= ARGV[10] then
+    return {9, now}
+  end
 end
 local rest = string.sub(h, 17)
 if string.sub(s, 28, 35) == call then
@@ -89,7 +110,7 @@ local convert = false
 if #l == 16 then
   convert = string.sub(h, 1, 16) == ARGV[1] or ARGV[3] > l
 elseif string.sub(h, 1, 16) == ARGV[2] and now - tonumber(string.sub(s, 15, 27)) < tonumber(ARGV[7])
-    and (ARGV[10] == '' or string.sub(ARGV[10], 2) == (f[6] or '')) then
+    and (ARGV[12] == '' or string.sub(ARGV[12], 2) == (f[6] or '')) then
   return {2, now, rest, s, 2, '', x}
 end
 
@@ -101,13 +122,17 @@ if convert then
   local idle = tonumber(ARGV[6])
   local e = math.min(now + idle, abs)
   local z = math.min(e + tonumber(ARGV[8]), abs)
+  if ARGV[11] == '1' and ARGV[10] ~= '' and string.byte(h, kb) ~= 3 then
+    -- Bind the session to the caller's key.
+    rest = string.sub(h, 17, kb - 1) .. ARGV[10] .. string.sub(h, kb)
+  end
   local set = {'h', ARGV[2] .. rest, 's', string.format('%013d', math.max(z - idle, 0)) .. ':' .. now .. call .. ARGV[5], 'p', string.sub(s, 15, 35),
     'l', string.sub(ARGV[3] > l and ARGV[3] or l, 1, 16) .. 'c'}
-  if ARGV[12] ~= '' then
-    set[#set + 1], set[#set + 2] = 'i', ARGV[12]
+  if ARGV[14] ~= '' then
+    set[#set + 1], set[#set + 2] = 'i', ARGV[14]
   end
-  if ARGV[13] ~= '' then
-    set[#set + 1], set[#set + 2] = 'a', ARGV[13]
+  if ARGV[15] ~= '' then
+    set[#set + 1], set[#set + 2] = 'a', ARGV[15]
   end
   redis.call('HSET', KEYS[1], unpack(set))
   redis.call('PEXPIREAT', KEYS[1], e)
@@ -121,12 +146,12 @@ end
 -- A replay: an older row of the family, or any legacy token of a converted
 -- session outside grace. Revoke the session; the tombstone is kept as long
 -- as the session would have lived.
-local user = string.byte(h, 17) == 2 and string.sub(h, 19 + string.byte(h, 18)) or rest
+local user = string.sub(h, string.byte(h, kb) == 3 and kb + 17 or kb)
 local m = string.sub(KEYS[1], -22)
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', user, 'q', call)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZREM', KEYS[2], m)
-redis.call('PUBLISH', ARGV[11], 'reuse:' .. m)
+redis.call('PUBLISH', ARGV[13], 'reuse:' .. m)
 return {3, now, user}

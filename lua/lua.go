@@ -45,6 +45,12 @@ var (
 	//go:embed inspect.lua
 	Inspect string
 
+	// DPoPReplay remembers the jti of a DPoP proof, or refuses it as a
+	// replay (the service's, not the store's: cmd/sessioncache/internal/dpop).
+	//
+	//go:embed dpop_replay.lua
+	DPoPReplay string
+
 	// Touch rewrites a key's TTL unchanged, so that a WAIT after it covers
 	// every earlier write to the key.
 	//

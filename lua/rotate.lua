@@ -41,7 +41,7 @@
 --                     the idle lifetime (ms); from byte 60 on, the end of
 --                     the successor's s field
 -- ARGV[2] -> bytes, read only by the slower outcomes (but for the client
---            binding, which every rotation compares):
+--            and key bindings, which every rotation compares):
 --              1..10  generation of the presented token (decimal, padded)
 --             11..20  grace window (ms, padded); 0 turns grace off
 --             21..33  keep margin (ms, padded): the index keeps a session
@@ -51,7 +51,13 @@
 --                     0 accepts any client
 --             35..    the client binding (C bytes: byte 2, the client id's
 --                     length, the client id): a session bound to another
---                     client is refused, nothing written; then 1 byte: 0 if
+--                     client is refused, nothing written; then 1 byte: the
+--                     length K of the caller's key binding, 0 (no DPoP key)
+--                     or 17; the key binding (K bytes: byte 3, the first 16
+--                     bytes of the key's thumbprint): a session bound to a
+--                     key is refused, nothing written, without one or with
+--                     another; 1 byte: 1 to bind a session bound to no key
+--                     to the caller's in this rotation, else 0; 1 byte: 0 if
 --                     grace does not look at devices, else 1 + the length D
 --                     of the caller's device id ("" if none), which must
 --                     equal the session's; the device id (D bytes); 1 byte:
@@ -63,7 +69,9 @@
 --
 -- The h field: the keyed hash of the current token's secret (16 bytes),
 -- then, for a session bound to a client, its client binding (byte 2, the
--- client id's length, the client id), then the user id.
+-- client id's length, the client id), then, for a session bound to a DPoP
+-- key, its key binding (byte 3, 16 bytes of the key's thumbprint), then the
+-- user id.
 -- The s field, bytes: 1..13 "extend after", 14 ":", 15..27 last used
 -- (both unix ms, 13 digits), 28..35 the id of the call that created the
 -- current token, 36..39 the checksum of the recorded IP address and user
@@ -99,6 +107,10 @@
 --                          nothing written
 --   {6, now}               the session is bound to another client than the
 --                          caller's; nothing written
+--   {9, now}               the session is bound to another DPoP key than
+--                          the caller's; nothing written
+--   {10, now}              the session is bound to a DPoP key and the caller
+--                          gave none; nothing written
 --   {0, now}               no such session (it expired, or Redis lost it),
 --                          or a token it never issued; nothing written
 local t = redis.call('TIME')
@@ -121,9 +133,26 @@ local h, s = cur[1], cur[2]
 
 local b = ARGV[2]
 local c = string.byte(b, 34)
--- The client binding: a session bound to another client is refused.
-if h and c > 0 and string.byte(h, 17) == 2 and string.sub(h, 17, 16 + c) ~= string.sub(b, 35, 34 + c) then
-  return {6, nows}
+-- kb: where h holds a key binding, if any; ki: the caller's in b.
+local kb, ki = 17, 35 + c
+local kl = string.byte(b, ki)
+if h then
+  -- The client binding: a session bound to another client is refused.
+  if string.byte(h, 17) == 2 then
+    if c > 0 and string.sub(h, 17, 16 + c) ~= string.sub(b, 35, 34 + c) then
+      return {6, nows}
+    end
+    kb = 19 + string.byte(h, 18)
+  end
+  -- The key binding: a session bound to a DPoP key is refused without it.
+  if string.byte(h, kb) == 3 then
+    if kl == 0 then
+      return {10, nows}
+    end
+    if string.sub(h, kb, kb + 16) ~= string.sub(b, ki + 1, ki + 17) then
+      return {9, nows}
+    end
+  end
 end
 
 if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
@@ -132,6 +161,10 @@ if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
     return {5, nows}
   end
   local rest = string.sub(h, 17)
+  if kl > 0 and string.byte(b, ki + kl + 1) == 1 and string.byte(h, kb) ~= 3 then
+    -- Bind the session to the caller's key.
+    rest = string.sub(h, 17, kb - 1) .. string.sub(b, ki + 1, ki + kl) .. string.sub(h, kb)
+  end
   local l = string.byte(a, 59)
   local ck = string.sub(a, 68, 71)
   local ext = string.sub(s, 1, 14)
@@ -145,7 +178,7 @@ if h and string.sub(h, 1, 16) == string.sub(a, 1, 16) then
   local hv, sv, pv = string.sub(a, 17, 32) .. rest, ext .. nows .. string.sub(a, 60), string.sub(s, 15, 35)
   if extend or ck ~= string.sub(s, 36, 39) or ck == '\0\0\0\0' then
     local set, n = {'h', hv, 's', sv, 'p', pv}, 6
-    local i = 35 + c
+    local i = ki + kl + 2
     local d = string.byte(b, i)
     i = i + (d > 0 and d or 1)
     i = i + 1 + string.byte(b, i)
@@ -201,7 +234,7 @@ if f[1] and string.sub(f[1], 14, 21) == call then
 end
 local g = tonumber(string.match(s, '^(%d+):', 40))
 local grace = tonumber(string.sub(b, 11, 20))
-local i = 35 + c
+local i = ki + kl + 2
 local d = string.byte(b, i)
 if grace > 0 and string.sub(h, 1, 16) == string.sub(a, 17, 32) and now - tonumber(string.sub(s, 15, 27)) < grace
     and (d == 0 or string.sub(b, i + 1, i + d - 1) == (f[2] or '')) then
@@ -210,7 +243,7 @@ end
 if tonumber(string.sub(b, 1, 10)) < g then
   -- A token of this session that was already rotated: revoke the session.
   -- The tombstone is kept as long as the session would have lived.
-  local user = string.byte(h, 17) == 2 and string.sub(h, 19 + string.byte(h, 18)) or rest
+  local user = string.sub(h, string.byte(h, kb) == 3 and kb + 17 or kb)
   local m = string.sub(KEYS[1], -22)
   i = i + (d > 0 and d or 1)
   local ttl = redis.call('PTTL', KEYS[1])

@@ -74,8 +74,8 @@ type batcher struct {
 	one     lane                 // the node of a non-cluster client
 	lanes   sync.Map             // cluster: master address -> *lane
 
-	calls, requests, batched, largest atomic.Uint64
-	waiting                           atomic.Int64
+	calls, requests, batched, waited, largest atomic.Uint64
+	waiting                                   atomic.Int64
 }
 
 func newBatcher(rdb redis.UniversalClient, limit int) *batcher {
@@ -95,6 +95,10 @@ type BatchStats struct {
 	Requests uint64
 	// Batched is how many calls went out in a pipeline with others.
 	Batched uint64
+	// Waited is how many calls found their node busy and waited, whether
+	// they then went out in a pipeline, alone, or not at all (their
+	// context ended first).
+	Waited uint64
 	// Largest is the most calls one pipeline carried.
 	Largest uint64
 	// Waiting is how many calls wait for a busy node now.
@@ -103,8 +107,8 @@ type BatchStats struct {
 
 // stats returns the counts since newBatcher.
 func (b *batcher) stats() BatchStats {
-	return BatchStats{Calls: b.calls.Load(), Requests: b.requests.Load(), Batched: b.batched.Load(), Largest: b.largest.Load(),
-		Waiting: b.waiting.Load()}
+	return BatchStats{Calls: b.calls.Load(), Requests: b.requests.Load(), Batched: b.batched.Load(), Waited: b.waited.Load(),
+		Largest: b.largest.Load(), Waiting: b.waiting.Load()}
 }
 
 // run sends c and returns its command, done. owned is false if c's caller
@@ -139,6 +143,7 @@ func (b *batcher) run(ctx context.Context, c *call) (cmd *redis.Cmd, owned bool)
 	c.state.Store(callPending)
 	l.queue = append(l.queue, c)
 	b.waiting.Add(1)
+	b.waited.Add(1)
 	l.mu.Unlock()
 	select {
 	case <-c.done:

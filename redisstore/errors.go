@@ -19,6 +19,13 @@ var (
 	// (Client.ClientID) than the one that presents it. Nothing was written:
 	// the session and its current token stay as they were.
 	ErrWrongClient = errors.New("redisstore: token issued to another client")
+	// ErrKeyRequired: the token's session is bound to a DPoP key
+	// (Client.JKT), and the caller named none. Nothing was written.
+	ErrKeyRequired = errors.New("redisstore: session bound to a DPoP key; none given")
+	// ErrWrongKey: the token's session is bound to another DPoP key than the
+	// caller's Client.JKT. Nothing was written: the session and its current
+	// token stay as they were.
+	ErrWrongKey = errors.New("redisstore: session bound to another DPoP key")
 	// ErrExpired: the token's session passed its idle or absolute deadline.
 	ErrExpired = errors.New("redisstore: token expired")
 	// ErrRevoked: the token was rotated (Validate), or its session was

@@ -26,7 +26,8 @@ import (
 // lowered cap comes down by up to 256 sessions per login. If those calls
 // fail, the login still succeeds and the next one evicts.
 //
-// The session is bound to c.ClientID, if set, for life (see Client). Every
+// The session is bound to c.ClientID and to the DPoP key c.JKT, each if
+// set, for life (see Client). Every
 // session a login evicts is published on the revocation channel, in the
 // same atomic step (see WatchRevocations).
 //
@@ -55,8 +56,8 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	}
 	var th [hashLen]byte
 	s.kr.secretHash(&th, &t)
-	var hb [hashLen + 2 + MaxClientIDLen]byte
-	h := appendClientBinding(append(hb[:0], th[:]...), c.ClientID)
+	var hb [hashLen + 2 + MaxClientIDLen + keyBindingLen]byte
+	h := appendKeyBinding(appendClientBinding(append(hb[:0], th[:]...), c.ClientID), c.JKT)
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], userID)
 	signer := s.kr.signer
@@ -107,6 +108,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		SessionID:        sid.String(),
 		UserID:           userID,
 		ClientID:         c.ClientID,
+		JKT:              c.JKT,
 		ExpiresAt:        time.UnixMilli(expMS),
 		SessionExpiresAt: time.UnixMilli(absMS),
 	}, nil

@@ -198,16 +198,20 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		device = "=" + storedID(c.DeviceID)
 	}
 	ks := keysFor(s.opt.KeyPrefix, lk.userHash[:], lk.sessionID[:])
+	bind := "0"
+	if c.BindJKT {
+		bind = "1"
+	}
 	r, err := parseReply(s.script(ctx, scriptLegacy, []string{ks.session, ks.index},
 		cur[:], succ[:], orderText(lk.order), callID[:], tail, s.opt.IdleTTL.Milliseconds(), s.opt.Grace.Milliseconds(), s.margin(),
-		appendClientBinding(nil, c.ClientID), device, s.channel, ip, packUserAgent(c.UserAgent)).Result())
+		appendClientBinding(nil, c.ClientID), appendKeyBinding(nil, c.JKT), bind, device, s.channel, ip, packUserAgent(c.UserAgent)).Result())
 	if err != nil {
 		return Grant{}, err
 	}
 	g := Grant{SessionID: sessionIDString(memberOf(ks.session))}
 	switch r.code {
 	case codeOK, codeHandOut:
-		if g.ClientID, g.UserID, err = s.boundRest(r.field(0), &old); err != nil {
+		if err := s.grantBound(&g, r.field(0), &old, &c); err != nil {
 			return Grant{}, err
 		}
 		xf := 1 // {1, now, rest, x}; {2, now, rest, s, kind, last, x}
@@ -242,6 +246,10 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		return Grant{}, ErrExpired
 	case codeClient:
 		return Grant{}, ErrWrongClient
+	case codeWrongKey:
+		return Grant{}, ErrWrongKey
+	case codeNoKey:
+		return Grant{}, ErrKeyRequired
 	case codeNone:
 		// The lookup key proves the family was imported: its session has
 		// ended (or Redis lost it).

@@ -158,6 +158,7 @@ const (
 // record is a session hash as ListSessions reads it.
 type record struct {
 	userID, clientID, revoked           string
+	keyBound                            bool
 	deviceID, deviceName, ip, userAgent string
 	st                                  state
 	created, absolute                   int64
@@ -178,11 +179,11 @@ func readRecord(v []any) (record, error) {
 		deviceID: loadedID(str(rfDevice)), deviceName: str(rfName), ip: str(rfIP), userAgent: str(rfAgent),
 	}
 	if h := str(rfHash); len(h) > hashLen {
-		client, user, err := splitRest(h[hashLen:])
+		b, user, err := splitRest(h[hashLen:])
 		if err != nil {
 			return record{}, err
 		}
-		r.clientID, r.userID = client, loadedID(user)
+		r.clientID, r.keyBound, r.userID = b.clientID, b.keyBound, loadedID(user)
 	}
 	if r.userID == "" || r.revoked != "" {
 		return r, nil
@@ -207,6 +208,7 @@ func (r *record) session(id string) Session {
 		ID:               id,
 		UserID:           r.userID,
 		ClientID:         r.clientID,
+		KeyBound:         r.keyBound,
 		DeviceID:         r.deviceID,
 		DeviceName:       r.deviceName,
 		IPAddress:        r.ip,

@@ -39,7 +39,12 @@ import (
 // presentation, or that of an older token of its family, is a replay.
 //
 // If c.ClientID is set and the session is bound to another client, Rotate
-// returns ErrWrongClient and changes nothing (see Client). A reuse
+// returns ErrWrongClient and changes nothing (see Client). A session bound
+// to a DPoP key is refused, before anything else is decided and with
+// nothing written, without c.JKT (ErrKeyRequired) or with another one
+// (ErrWrongKey): so a token presented without the key neither rotates nor
+// revokes. With c.BindJKT, a rotation binds a session bound to no key to
+// c.JKT in the same atomic step. A reuse
 // revocation is published on the revocation channel in the same atomic
 // step (see WatchRevocations).
 //
@@ -79,7 +84,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		absMS: old.absoluteMS(), idleMS: s.opt.IdleTTL.Milliseconds(),
 		graceMS: s.opt.Grace.Milliseconds(), marginMS: s.margin(),
 		checkDevice: s.opt.GraceSameDevice, device: storedID(c.DeviceID), ip: ip, ua: c.UserAgent,
-		clientID: c.ClientID, channel: s.channel,
+		clientID: c.ClientID, jkt: c.JKT, bind: c.BindJKT, channel: s.channel,
 	}); err != nil {
 		return Grant{}, fmt.Errorf("redisstore: call id: %w", err)
 	}
@@ -98,7 +103,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	}
 	switch r.code {
 	case codeOK:
-		if g.ClientID, g.UserID, err = s.boundRest(r.field(0), old); err != nil {
+		if err := s.grantBound(&g, r.field(0), old, &c); err != nil {
 			return Grant{}, err
 		}
 		expMS := min(r.now+s.opt.IdleTTL.Milliseconds(), old.absoluteMS())
@@ -107,7 +112,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		g.Token, g.ExpiresAt = next.encode(s.opt.TokenPrefix), time.UnixMilli(expMS)
 		return g, nil
 	case codeHandOut:
-		if g.ClientID, g.UserID, err = s.boundRest(r.field(0), old); err != nil {
+		if err := s.grantBound(&g, r.field(0), old, &c); err != nil {
 			return Grant{}, err
 		}
 		nk, expMS, kind, err := s.handOut(r, gen, old.absoluteMS())
@@ -133,6 +138,10 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, ErrExpired
 	case codeClient:
 		return Grant{}, ErrWrongClient
+	case codeWrongKey:
+		return Grant{}, ErrWrongKey
+	case codeNoKey:
+		return Grant{}, ErrKeyRequired
 	case codeNone:
 		return Grant{}, missing(old, r.now)
 	default:
@@ -178,6 +187,21 @@ func (s *Store) reused(ctx context.Context, r reply, t *token, sessionKey string
 	return revoked, ErrReused
 }
 
+// grantBound fills in g the bindings and the user id of rest (what follows
+// the hash in the session's h field, as the script answers it), checking
+// the user id against old. The script checked any key binding against c's.
+func (s *Store) grantBound(g *Grant, rest string, old *token, c *Client) error {
+	b, user, err := s.boundRest(rest, old)
+	if err != nil {
+		return err
+	}
+	g.ClientID, g.UserID = b.clientID, user
+	if b.keyBound {
+		g.JKT = c.JKT
+	}
+	return nil
+}
+
 // parseRotateReply reads rotate.lua's answer: {code, now, ...}, with now as
 // text in the answers given before the script parses it ({5, now}, {6,
 // now}), or, on the hot path, one string: now (13 digits), then the rest of
@@ -219,7 +243,7 @@ func (a *fastArg) MarshalBinary() ([]byte, error) { return a.b[:a.n], nil }
 
 // slowArg is ARGV[2] of rotate.lua: what only the slower outcomes read.
 type slowArg struct {
-	b [34 + 2 + MaxClientIDLen + 1 + MaxDeviceIDLen + 1 + maxKeyPrefixLen + len(revocationChannel) + 1 + maxIPLen + MaxUserAgentLen]byte
+	b [34 + 2 + MaxClientIDLen + 1 + keyBindingLen + 1 + 1 + MaxDeviceIDLen + 1 + maxKeyPrefixLen + len(revocationChannel) + 1 + maxIPLen + MaxUserAgentLen]byte
 	n int
 }
 
@@ -269,6 +293,8 @@ type rotateArgs struct {
 	device, ip        string // stored forms
 	ua                string // as given; packed here
 	clientID          string // as given; "" accepts any client
+	jkt               string // as given; "" for none
+	bind              bool   // bind an unbound session to jkt
 	channel           string // the revocation channel
 }
 
@@ -301,6 +327,15 @@ func (f *rotateFrame) pack(a *rotateArgs) error {
 	c := len(b)
 	b = appendClientBinding(b, a.clientID)
 	b[c-1] = byte(len(b) - c)
+	b = append(b, 0)
+	k := len(b)
+	b = appendKeyBinding(b, a.jkt)
+	b[k-1] = byte(len(b) - k)
+	if a.bind {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
 	if a.checkDevice {
 		b = append(b, byte(len(a.device)+1))
 		b = append(b, a.device...)

@@ -65,7 +65,7 @@ const (
 
 // schema is every field, in the order the README lists them.
 var schema = []field{
-	{fHash, false, "keyed hash of the current token's secret (16 raw bytes), then the client binding if any (byte 2, the client id's length, the client id), then the user id"},
+	{fHash, false, "keyed hash of the current token's secret (16 raw bytes), then the client binding if any (byte 2, the client id's length, the client id), then the key binding if any (byte 3, the first 16 bytes of the DPoP key's SHA-256 thumbprint), then the user id"},
 	{fState, false, "extend after, last used, creator call id, checksum of IP address and user agent, `generation:key id:idle lifetime` (layout below)"},
 	{fPrevious, false, "last used and creator call id of the previous token, for a late retry"},
 	{fCreated, false, "created (unix ms)"},
@@ -116,6 +116,15 @@ const callIDLen = 8
 // has none.
 const clientMarker = 0x02
 
+// The key binding in the h field, after the client binding, for a session
+// bound to a DPoP key: keyMarker and the first 16 bytes of the key's
+// SHA-256 thumbprint (RFC 7638), which 128 bits make as hard to match with
+// another key as the whole. A user id never starts with byte 3 either.
+const (
+	keyMarker     = 0x03
+	keyBindingLen = 17
+)
+
 // The revocation channel is the key prefix followed by revocationChannel.
 // Every script that revokes sessions publishes there, in the same atomic
 // step, the reason, ':' and the ids of the sessions (22 base64url bytes
@@ -136,9 +145,11 @@ const (
 	codeClient    = 6  // rotate, legacy: the session is bound to another client
 	codeAtCap     = 7  // issue: the user is at the cap; call again with these candidates for eviction
 	codeExists    = 8  // issue, import: the session id exists (import: another user's)
-	codeAdvanced  = 9  // import: the session moves (or is to move) to a newer legacy row
-	codeUnchanged = 10 // import: the session is up to date; nothing written
-	codeEnded     = 11 // import: imported before, and ended since; nothing written
+	codeWrongKey  = 9  // rotate, legacy: the session is bound to another DPoP key
+	codeNoKey     = 10 // rotate, legacy: the session is bound to a DPoP key; none given
+	codeAdvanced  = 11 // import: the session moves (or is to move) to a newer legacy row
+	codeUnchanged = 12 // import: the session is up to date; nothing written
+	codeEnded     = 13 // import: imported before, and ended since; nothing written
 )
 
 // Kinds of codeHandOut replies.

@@ -100,6 +100,7 @@ func TestREADMEErrorTable(t *testing.T) {
 func TestReplyCodes(t *testing.T) {
 	codes := map[string]int{"codeNone": codeNone, "codeOK": codeOK, "codeHandOut": codeHandOut, "codeReused": codeReused,
 		"codeRevoked": codeRevoked, "codeExpired": codeExpired, "codeClient": codeClient, "codeAtCap": codeAtCap, "codeExists": codeExists,
+		"codeWrongKey": codeWrongKey, "codeNoKey": codeNoKey,
 		"codeAdvanced": codeAdvanced, "codeUnchanged": codeUnchanged, "codeEnded": codeEnded}
 	named := map[int]string{}
 	for name, c := range codes {

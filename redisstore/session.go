@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -12,9 +13,11 @@ import (
 // Session is one login on one device: the family of every token rotated
 // from the token that Issue returned.
 type Session struct {
-	ID         string // the session id, a UUID
-	UserID     string
-	ClientID   string // the client it was issued to; "" for none
+	ID       string // the session id, a UUID
+	UserID   string
+	ClientID string // the client it was issued to; "" for none
+	// KeyBound says the session is bound to a DPoP key (Client.JKT).
+	KeyBound   bool
 	DeviceID   string
 	DeviceName string
 	IPAddress  string // as of the last rotation
@@ -39,6 +42,10 @@ type Grant struct {
 	UserID    string
 	// ClientID is the client the session was issued to ("" for none).
 	ClientID string
+	// JKT is the thumbprint of the DPoP key the session is bound to (the
+	// caller's Client.JKT, which matched), or "" for a session bound to
+	// none.
+	JKT string
 	// ExpiresAt is the token's idle deadline, SessionExpiresAt the session's
 	// absolute deadline.
 	ExpiresAt        time.Time
@@ -50,8 +57,8 @@ type Grant struct {
 }
 
 func (g Grant) String() string {
-	return fmt.Sprintf("Grant{Token:[redacted] SessionID:%s UserID:%q ClientID:%q ExpiresAt:%s SessionExpiresAt:%s Replayed:%t}",
-		g.SessionID, g.UserID, g.ClientID, g.ExpiresAt.Format(time.RFC3339), g.SessionExpiresAt.Format(time.RFC3339), g.Replayed)
+	return fmt.Sprintf("Grant{Token:[redacted] SessionID:%s UserID:%q ClientID:%q JKT:%q ExpiresAt:%s SessionExpiresAt:%s Replayed:%t}",
+		g.SessionID, g.UserID, g.ClientID, g.JKT, g.ExpiresAt.Format(time.RFC3339), g.SessionExpiresAt.Format(time.RFC3339), g.Replayed)
 }
 
 // GoString hides the token from %#v.
@@ -63,6 +70,7 @@ func (g Grant) LogValue() slog.Value {
 		slog.String("session_id", g.SessionID),
 		slog.String("user_id", g.UserID),
 		slog.String("client_id", g.ClientID),
+		slog.String("jkt", g.JKT),
 		slog.Time("expires_at", g.ExpiresAt),
 		slog.Time("session_expires_at", g.SessionExpiresAt),
 		slog.Bool("replayed", g.Replayed),
@@ -86,6 +94,19 @@ type Client struct {
 	// stored as 17 bytes, and while the hash, the user id and the client id
 	// together fit in 64 bytes a session stays a compact listpack.
 	ClientID string
+	// JKT is the RFC 7638 thumbprint (SHA-256, base64url: 43 characters)
+	// of the client's DPoP key (RFC 9449), from a proof the caller
+	// verified. Issue binds the session to it for life; a session issued
+	// without one is bound to none. Rotate refuses, and changes nothing, a
+	// bound session's token presented without JKT (ErrKeyRequired) or with
+	// another one (ErrWrongKey): a binding is never dropped. A session is
+	// stored with the first 16 bytes of the thumbprint (17 bytes of h).
+	JKT string
+	// BindJKT asks Rotate to bind a session that is still bound to no key
+	// to JKT, in the same atomic step as the rotation (a public client's
+	// first refresh with a proof, RFC 9449 section 5). A grace replay or a
+	// retry hands out a token without binding.
+	BindJKT bool
 	// DeviceID is a stable id of the device or app install (at most 128
 	// bytes). Recorded at login; with Options.GraceSameDevice, compared on
 	// grace replays.
@@ -122,6 +143,12 @@ func validateUserID(id string) error {
 func (c *Client) check() (ip string, err error) {
 	if err := checkText("client id", c.ClientID, MaxClientIDLen); err != nil {
 		return "", err
+	}
+	if c.JKT != "" && !validJKT(c.JKT) {
+		return "", argError("jkt", "is not a SHA-256 thumbprint in base64url (43 characters)")
+	}
+	if c.BindJKT && c.JKT == "" {
+		return "", argError("jkt", "is empty: BindJKT needs one")
 	}
 	if err := checkText("device id", c.DeviceID, MaxDeviceIDLen); err != nil {
 		return "", err
@@ -197,17 +224,52 @@ func appendClientBinding(b []byte, clientID string) []byte {
 	return append(b, id...)
 }
 
-// splitRest splits what follows the hash in the h field into the client id
-// ("" for none) and the stored user id.
-func splitRest(rest string) (clientID, user string, err error) {
-	if len(rest) == 0 || rest[0] != clientMarker {
-		return "", rest, nil
+// appendKeyBinding appends the key binding of the h field (schema.go) for
+// jkt, valid or "" (nothing).
+func appendKeyBinding(b []byte, jkt string) []byte {
+	if jkt == "" {
+		return b
 	}
-	if len(rest) < 2 || len(rest) < 2+int(rest[1]) {
-		return "", "", fmt.Errorf("%w: bad client binding", ErrCorrupt)
+	var sum [32]byte
+	base64.RawURLEncoding.Decode(sum[:], []byte(jkt))
+	b = append(b, keyMarker)
+	return append(b, sum[:keyBindingLen-1]...)
+}
+
+// validJKT reports whether jkt is a SHA-256 thumbprint in base64url: 43
+// characters that decode to 32 bytes, in the one canonical spelling.
+func validJKT(jkt string) bool {
+	if len(jkt) != 43 {
+		return false
 	}
-	n := 2 + int(rest[1])
-	return loadedID(rest[2:n]), rest[n:], nil
+	var sum [32]byte
+	n, err := base64.RawURLEncoding.Strict().Decode(sum[:], []byte(jkt))
+	return err == nil && n == 32
+}
+
+// binding is what the h field binds a session to.
+type binding struct {
+	clientID string // "" for none
+	keyBound bool   // bound to a DPoP key
+}
+
+// splitRest splits what follows the hash in the h field into the bindings
+// and the stored user id.
+func splitRest(rest string) (b binding, user string, err error) {
+	if len(rest) > 0 && rest[0] == clientMarker {
+		if len(rest) < 2 || len(rest) < 2+int(rest[1]) {
+			return binding{}, "", fmt.Errorf("%w: bad client binding", ErrCorrupt)
+		}
+		n := 2 + int(rest[1])
+		b.clientID, rest = loadedID(rest[2:n]), rest[n:]
+	}
+	if len(rest) > 0 && rest[0] == keyMarker {
+		if len(rest) < keyBindingLen {
+			return binding{}, "", fmt.Errorf("%w: bad key binding", ErrCorrupt)
+		}
+		b.keyBound, rest = true, rest[keyBindingLen:]
+	}
+	return b, rest, nil
 }
 
 // isBidiControl reports whether r is one of the characters that change the

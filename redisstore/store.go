@@ -118,14 +118,14 @@ func (s *Store) open(raw string, t *token) (*key, error) {
 }
 
 // boundRest splits what follows the hash in t's session's h field into the
-// client id and the user id, checking the user id as boundUser does.
-func (s *Store) boundRest(rest string, t *token) (clientID, userID string, err error) {
-	clientID, stored, err := splitRest(rest)
+// bindings and the user id, checking the user id as boundUser does.
+func (s *Store) boundRest(rest string, t *token) (b binding, userID string, err error) {
+	b, stored, err := splitRest(rest)
 	if err != nil {
-		return "", "", err
+		return binding{}, "", err
 	}
 	userID, err = s.boundUser(stored, t)
-	return clientID, userID, err
+	return b, userID, err
 }
 
 // boundUser returns the user id that Redis holds for t's session, after

@@ -15,6 +15,7 @@ type TokenInfo struct {
 	SessionID string
 	UserID    string
 	ClientID  string // the client the session was issued to; "" for none
+	KeyBound  bool   // the session is bound to a DPoP key
 	// ExpiresAt is the token's idle deadline, SessionExpiresAt its session's
 	// absolute deadline.
 	ExpiresAt        time.Time
@@ -50,14 +51,15 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	// h holds the keyed hash of the current token's secret, then the client
 	// binding, if any, and the user id.
 	if len(h) > hashLen && subtle.ConstantTimeCompare(th[:], []byte(h[:hashLen])) == 1 {
-		client, user, err := s.boundRest(h[hashLen:], t)
+		b, user, err := s.boundRest(h[hashLen:], t)
 		if err != nil {
 			return TokenInfo{}, err
 		}
 		return TokenInfo{
 			SessionID:        sessionIDString(memberOf(ks.session)),
 			UserID:           user,
-			ClientID:         client,
+			ClientID:         b.clientID,
+			KeyBound:         b.keyBound,
 			ExpiresAt:        time.UnixMilli(t.expiresMS()),
 			SessionExpiresAt: time.UnixMilli(t.absoluteMS()),
 		}, nil

@@ -14,6 +14,12 @@
 //	go run ./bench/cpucost -redis redis://127.0.0.1:26379/0 -rounds 5 -duration 10s
 //	go run ./bench/cpucost -rate 4000   # every target at the same load
 //	go run ./bench/cpucost -service before=/tmp/sc-before -service after=/tmp/sc-after
+//	go run ./bench/cpucost -dpop -rate 4000   # and the same with DPoP-bound sessions
+//
+// With -dpop, each service gets two more targets: the token endpoint and
+// forward auth with every session bound to a DPoP key (RFC 9449), each
+// request with a proof that loadgen signs (loadgen -dpop); their Redis
+// commands are counted (the jti of each proof is one).
 //
 // Linux only. Sessions are written under a key prefix of their own, expire
 // within two hours and are deleted at the end; nothing is flushed.
@@ -50,6 +56,7 @@ type config struct {
 	duration            time.Duration
 	rate                float64
 	loadgenBin, bareBin string
+	dpop                bool
 }
 
 func main() {
@@ -64,6 +71,7 @@ func main() {
 	flag.Float64Var(&c.rate, "rate", 0, "requests per second loadgen sends to every target (0: as fast as the workers go); a rate every target sustains compares them at the same load")
 	flag.StringVar(&c.loadgenBin, "loadgen", "", "loadgen binary (default: built from ./cmd/loadgen)")
 	flag.StringVar(&c.bareBin, "bare", "", "bench/bare binary (default: built from ./bench/bare)")
+	flag.BoolVar(&c.dpop, "dpop", false, "also measure the token endpoint and forward auth with DPoP-bound sessions and proofs")
 	flag.Parse()
 	if err := run(c, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "cpucost:", err)
@@ -81,6 +89,8 @@ type target struct {
 	// countRedis: count the Redis commands the run sends (forward auth
 	// answers from memory: none).
 	countRedis bool
+	// dpop: sessions bound to a DPoP key, each request with a proof.
+	dpop bool
 }
 
 // sample is one loadgen run of a target.
@@ -170,6 +180,11 @@ func run(c config, out io.Writer) error {
 			target{name: name + " rotate", srv: srv, mix: "rotate", loadgen: "http"},
 			target{name: name + " token", srv: srv, mix: "refresh", loadgen: "http"},
 			target{name: name + " auth", srv: srv, mix: "auth", loadgen: "http", countRedis: true})
+		if c.dpop {
+			targets = append(targets,
+				target{name: name + " token DPoP", srv: srv, mix: "refresh", loadgen: "http", countRedis: true, dpop: true},
+				target{name: name + " auth DPoP", srv: srv, mix: "auth", loadgen: "http", countRedis: true, dpop: true})
+		}
 	}
 
 	load := "as fast as they go"
@@ -208,6 +223,9 @@ func measure(c config, t target, apiKey string) (sample, error) {
 		"-server-pid", strconv.Itoa(t.srv.Cmd.Process.Pid)}
 	if t.countRedis {
 		args = append(args, "-redis-stats", c.redisURL)
+	}
+	if t.dpop {
+		args = append(args, "-dpop")
 	}
 	cmd := exec.Command(c.loadgenBin, args...)
 	var stdout, stderr bytes.Buffer

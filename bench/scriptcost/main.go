@@ -3,11 +3,12 @@
 // a figure that, unlike CPU time, does not move with the load of a shared
 // machine.
 //
-//	PROBE_ADDR=127.0.0.1:6390 [PROBE_OP=set] [PROBE_BATCH=1] [PROBE_CLIENT=web-app] scriptcost N
+//	PROBE_ADDR=127.0.0.1:6390 [PROBE_OP=set] [PROBE_BATCH=1] [PROBE_CLIENT=web-app] [PROBE_JKT=1] scriptcost N
 //
 // PROBE_CLIENT binds the sessions to a client and names it at every
 // rotation, as the token endpoint does, so that the script compares the
-// client binding.
+// client binding. PROBE_JKT=1 binds them to a DPoP key too, named at every
+// rotation, so that the script compares the key binding.
 // Each rotation is a request of its own (Options.MaxInFlight NoBatching),
 // so that figures compare with commits before batching (issue 12);
 // PROBE_BATCH=1 lets the store batch its 64 callers, and the figure is then
@@ -66,9 +67,13 @@ func main() {
 	}
 	const users = 64
 	client := os.Getenv("PROBE_CLIENT")
+	var jkt string
+	if os.Getenv("PROBE_JKT") == "1" {
+		jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" // RFC 9449's example
+	}
 	toks := make([]string, users)
 	for i := range toks {
-		g, err := s.Issue(ctx, fmt.Sprintf("8a1c6a0e-3f7b-4f0e-b1b7-6a2d9f1c0e%02d", i), redisstore.Client{ClientID: client, DeviceID: "5b0d1b5e-7d1c-4d3e-9a56-0c9f5e6b2a11", DeviceName: "Chrome on macOS", IPAddress: "203.0.113.77", UserAgent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 Chrome/126.0"})
+		g, err := s.Issue(ctx, fmt.Sprintf("8a1c6a0e-3f7b-4f0e-b1b7-6a2d9f1c0e%02d", i), redisstore.Client{ClientID: client, JKT: jkt, DeviceID: "5b0d1b5e-7d1c-4d3e-9a56-0c9f5e6b2a11", DeviceName: "Chrome on macOS", IPAddress: "203.0.113.77", UserAgent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 Chrome/126.0"})
 		if err != nil {
 			panic(err)
 		}
@@ -96,7 +101,7 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < n/users; j++ {
-				g, err := s.Rotate(ctx, toks[i], redisstore.Client{ClientID: client, IPAddress: "203.0.113.77", UserAgent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 Chrome/126.0"})
+				g, err := s.Rotate(ctx, toks[i], redisstore.Client{ClientID: client, JKT: jkt, IPAddress: "203.0.113.77", UserAgent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 Chrome/126.0"})
 				if err != nil {
 					panic(err)
 				}

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sessioncache/sessioncache/bench"
 )
 
 // forwardAuth asks the service, as a gateway's auth hook does, whether
@@ -17,8 +19,9 @@ type forwardAuth func(ctx context.Context, access, user string) error
 // newForwardAuth returns the forward-auth operation of the service at base:
 // GET /v1/auth with the access token as a bearer and the API key (if any)
 // in X-Sessioncache-Key, over up to conns keep-alive connections. Anything
-// but a 200 naming user is an error.
-func newForwardAuth(base, apiKey string, conns int) forwardAuth {
+// but a 200 naming user is an error. With d, the access tokens are bound
+// to d's key: each request carries them as DPoP with a fresh proof.
+func newForwardAuth(base, apiKey string, conns int, d *bench.DPoPClient) forwardAuth {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = conns
 	tr.MaxIdleConnsPerHost = conns
@@ -29,7 +32,13 @@ func newForwardAuth(base, apiKey string, conns int) forwardAuth {
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+access)
+		if d != nil {
+			if err := setDPoPAuth(req, d, access); err != nil {
+				return err
+			}
+		} else {
+			req.Header.Set("Authorization", "Bearer "+access)
+		}
 		if apiKey != "" {
 			req.Header.Set("X-Sessioncache-Key", apiKey)
 		}

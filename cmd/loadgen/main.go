@@ -46,7 +46,7 @@ type config struct {
 	workers, count, sessions, perUser, listLimit, serverPID   int
 	duration, progress, grace                                 time.Duration
 	rate                                                      float64
-	json                                                      bool
+	json, dpop                                                bool
 }
 
 func main() {
@@ -77,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.grace, "grace", redisstore.DefaultGrace, "the store's grace window: replays are sent well within it")
 	fs.Float64Var(&c.rate, "rate", 0, "target operations per second over all workers (0: as fast as they go)")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON on stdout instead of text")
+	fs.BoolVar(&c.dpop, "dpop", false, "-target http: bind every session to a DPoP key (RFC 9449) and send proofs: a new one with each refresh at the token endpoint and each forward auth (for GET https://app.example.com/orders, as nginx passes it)")
 	fs.StringVar(&c.redisStats, "redis-stats", "", "also report the calls of each command this Redis (URL) served during the timed part, from INFO commandstats: what a service in front of it sent")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "also report the CPU time (user+system, from /proc/<pid>/stat) this process uses during the timed part, per operation: the server's CPU per request (Linux)")
 	if err := fs.Parse(args); err != nil {
@@ -155,7 +156,14 @@ func open(ctx context.Context, c config) (target, error) {
 	case "http":
 		h := bench.NewHTTP(c.httpURL, c.apiKey, 2*c.workers)
 		h.ListLimit = c.listLimit
-		return target{st: h, grants: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil
+		if c.dpop {
+			d, err := newDPoPClient()
+			if err != nil {
+				return target{}, err
+			}
+			h.DPoP = d
+		}
+		return target{st: h, grants: h, auth: newForwardAuth(c.httpURL, c.apiKey, 2*c.workers, h.DPoP), close: func() {}}, nil
 	case "bare":
 		if c.mixName == opBareAuth {
 			return target{bare: newBareAuth(c.httpURL, c.apiKey, 2*c.workers), close: func() {}}, nil

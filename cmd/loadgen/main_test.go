@@ -334,24 +334,24 @@ func TestHTTPForwardAuth(t *testing.T) {
 	if err != nil || g.AccessToken == "" {
 		t.Fatalf("login: %+v, %v; want an access token", g, err)
 	}
-	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.AccessToken, user); err != nil {
+	if err := newForwardAuth(srv2.URL, "k", 1, nil)(ctx, g.AccessToken, user); err != nil {
 		t.Errorf("a live session: %v", err)
 	}
-	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.AccessToken, "someone else"); !errors.Is(err, errUnexpected) {
+	if err := newForwardAuth(srv2.URL, "k", 1, nil)(ctx, g.AccessToken, "someone else"); !errors.Is(err, errUnexpected) {
 		t.Errorf("another user named: %v, want an unexpected outcome", err)
 	}
-	if err := newForwardAuth(srv2.URL, "wrong", 1)(ctx, g.AccessToken, user); err == nil || !strings.Contains(err.Error(), "403") {
+	if err := newForwardAuth(srv2.URL, "wrong", 1, nil)(ctx, g.AccessToken, user); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("wrong key: %v, want a 403 error", err)
 	}
 	for what, tok := range map[string]string{"a bad token": g.AccessToken + "x", "the refresh token": g.RefreshToken} {
-		if err := newForwardAuth(srv2.URL, "k", 1)(ctx, tok, user); err == nil || !strings.Contains(err.Error(), "401") {
+		if err := newForwardAuth(srv2.URL, "k", 1, nil)(ctx, tok, user); err == nil || !strings.Contains(err.Error(), "401") {
 			t.Errorf("%s: %v, want a 401 error", what, err)
 		}
 	}
 	if _, err := st.RevokeToken(ctx, g.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
-	if err := newForwardAuth(srv2.URL, "k", 1)(ctx, g.AccessToken, user); err == nil || !strings.Contains(err.Error(), "401") {
+	if err := newForwardAuth(srv2.URL, "k", 1, nil)(ctx, g.AccessToken, user); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("a logged-out session: %v, want a 401 error", err)
 	}
 

@@ -49,6 +49,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 			}
 		}
 	})
+	g.checkDPoP(t)
 	// The configuration deletes the client's Connection header, and gives
 	// a WebSocket handshake its Connection: Upgrade back: Caddy still
 	// proxies it as one, with the identity.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/dpop"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sqlimport"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
@@ -48,6 +49,7 @@ const (
 	envMaxSessions        = "SESSIONCACHE_MAX_SESSIONS"
 	envRevocationReplicas = "SESSIONCACHE_REVOCATION_REPLICAS"
 	envReplicationTimeout = "SESSIONCACHE_REPLICATION_TIMEOUT"
+	envMaxInFlight        = "SESSIONCACHE_MAX_IN_FLIGHT"
 	envAPIKey             = "SESSIONCACHE_API_KEY"
 	envAPIKeyFile         = "SESSIONCACHE_API_KEY_FILE"
 	envSecret             = "SESSIONCACHE_SECRET"
@@ -66,6 +68,7 @@ const (
 	envRefreshCookie      = "SESSIONCACHE_REFRESH_COOKIE"
 	envAuthMemory         = "SESSIONCACHE_AUTH_MEMORY_SESSIONS"
 	envHeartbeat          = "SESSIONCACHE_REVOCATION_HEARTBEAT"
+	envDPoPNoncePeriod    = "SESSIONCACHE_DPOP_NONCE_PERIOD"
 	envLegacyHash         = "SESSIONCACHE_LEGACY_HASH"
 	envLegacyHashKeyFile  = "SESSIONCACHE_LEGACY_HASH_KEY_FILE"
 
@@ -96,6 +99,7 @@ var settings = []setting{
 	{env: envMaxSessions, flag: "max-sessions", def: strconv.Itoa(redisstore.DefaultMaxSessions), usage: "live sessions per user, at least 1; a login at the cap revokes the least recently used"},
 	{env: envRevocationReplicas, flag: "revocation-replicas", def: "0", usage: "replicas that must acknowledge each revocation (Redis WAIT) before it is reported done; 0 does not wait"},
 	{env: envReplicationTimeout, flag: "replication-timeout", def: durationText(redisstore.DefaultReplicationTimeout), usage: "how long a revocation waits for those replicas"},
+	{env: envMaxInFlight, flag: "max-in-flight", def: strconv.Itoa(redisstore.DefaultMaxInFlight), usage: "Redis requests each instance keeps in flight to one Redis node before further calls wait and share one pipelined request (batching), at least 1; off sends every call as a request of its own"},
 	{env: envAPIKey, usage: "bearer key required on /v1/* (environment only)"},
 	{env: envAPIKeyFile, flag: "api-key-file", usage: "file holding the bearer key required on /v1/*"},
 	{env: envSecret, usage: "secret of at least 32 bytes that signs tokens (environment only)"},
@@ -114,6 +118,7 @@ var settings = []setting{
 	{env: envRefreshCookie, flag: "refresh-cookie", usage: "cookie that /oauth2/token reads a refresh token from (when the form has none) and sets the new one in, HttpOnly, Secure, SameSite=Strict, Path=/oauth2/token; unset: tokens travel in the body only"},
 	{env: envAuthMemory, flag: "auth-memory-sessions", def: "100000", usage: "sessions (and as many access tokens) each instance remembers for /v1/auth, about 0.4 KB each; past it, new ones are checked in Redis"},
 	{env: envHeartbeat, flag: "revocation-heartbeat", def: durationText(redisstore.DefaultHeartbeat), usage: "how often the revocation feed proves it is whole; memory answers /v1/auth for 4 heartbeats after the last proof"},
+	{env: envDPoPNoncePeriod, flag: "dpop-nonce-period", def: "0", usage: "how often the DPoP server nonce (RFC 9449 section 8) that /oauth2/token requires in proofs changes, at least 1s; 0: no nonces"},
 	{env: envLegacyHash, flag: "legacy-hash", def: sqlimport.HashOff, usage: "accept the refresh tokens of a SQL table imported with sessioncache import, hashed as that table holds them: " + strings.Join(sqlimport.Hashes[1:], ", ") + "; off refuses them (see the README, Migrating from a SQL table)"},
 	{env: envLegacyHashKeyFile, flag: "legacy-hash-key-file", usage: "file holding the key of " + envLegacyHash + "=" + sqlimport.HashHMACSHA256 + " (the old system's pepper)"},
 	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read when it changes and on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
@@ -160,6 +165,7 @@ type config struct {
 	MaxSessions        int
 	RevocationReplicas int
 	ReplicationTimeout time.Duration
+	MaxInFlight        int // 0: batching off (redisstore.NoBatching)
 	AllowEvicting      bool
 	ShutdownDelay      time.Duration
 	ShutdownTimeout    time.Duration
@@ -174,6 +180,7 @@ type config struct {
 	RefreshCookie      string
 	AuthMemory         int
 	Heartbeat          time.Duration
+	DPoPNoncePeriod    time.Duration
 	LegacyHash         string
 	// legacyHash is the legacy token hash LegacyHash names (with its key);
 	// nil when LegacyHash is off.
@@ -289,6 +296,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer, s
 		Grace:              p.duration(envGrace),
 		GraceSameDevice:    p.boolean(envGraceSameDevice),
 		MaxSessions:        p.integer(envMaxSessions),
+		MaxInFlight:        p.integerOrOff(envMaxInFlight),
 		RevocationReplicas: p.integer(envRevocationReplicas),
 		ReplicationTimeout: p.duration(envReplicationTimeout),
 		AllowEvicting:      p.boolean(envAllowEvicting),
@@ -304,6 +312,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer, s
 		RefreshCookie:      p.str(envRefreshCookie),
 		AuthMemory:         p.integer(envAuthMemory),
 		Heartbeat:          p.duration(envHeartbeat),
+		DPoPNoncePeriod:    p.duration(envDPoPNoncePeriod),
 		LegacyHash:         p.str(envLegacyHash),
 		ClientsFile:        p.str(envClientsFile),
 		Check:              *check,
@@ -434,6 +443,9 @@ func (c *config) validate(p *parser) error {
 	if c.Heartbeat < 10*time.Millisecond || c.Heartbeat > 10*time.Second {
 		p.fail(envHeartbeat, "must be from 10ms to 10s")
 	}
+	if c.DPoPNoncePeriod != 0 && (c.DPoPNoncePeriod < dpop.MinNoncePeriod || c.DPoPNoncePeriod > 24*time.Hour) {
+		p.fail(envDPoPNoncePeriod, "must be 0 (no nonces) or from 1s to 24h")
+	}
 	if c.APIKeysFile == "" && len(c.APIKeys) == 1 && len(c.APIKeys[0]) < minAPIKeyLen {
 		p.failAt(c.APIKeyFrom, fmt.Sprintf("the API key is %d bytes, at least %d required", len(c.APIKeys[0]), minAPIKeyLen))
 	}
@@ -554,6 +566,7 @@ var optionSettings = map[string]string{
 	"MaxSessions":        envMaxSessions,
 	"RevocationReplicas": envRevocationReplicas,
 	"ReplicationTimeout": envReplicationTimeout,
+	"MaxInFlight":        envMaxInFlight,
 }
 
 // durationText writes a default duration the way a user would: 336h, not
@@ -576,6 +589,10 @@ func (c *config) storeOptions(secret []byte) redisstore.Options {
 	if grace == 0 {
 		grace = redisstore.NoGrace // the library's 0 is its default
 	}
+	maxInFlight := c.MaxInFlight
+	if maxInFlight == 0 {
+		maxInFlight = redisstore.NoBatching // the same
+	}
 	return redisstore.Options{
 		Secret:             secret,
 		KeyPrefix:          c.KeyPrefix,
@@ -586,6 +603,7 @@ func (c *config) storeOptions(secret []byte) redisstore.Options {
 		MaxSessions:        c.MaxSessions,
 		RevocationReplicas: c.RevocationReplicas,
 		ReplicationTimeout: c.ReplicationTimeout,
+		MaxInFlight:        maxInFlight,
 		LegacyHash:         c.legacyHash,
 	}
 }
@@ -636,6 +654,7 @@ func (c *config) logAttrs() []any {
 		slog.Int("max_sessions", c.MaxSessions),
 		slog.Int("revocation_replicas", c.RevocationReplicas),
 		slog.String("replication_timeout", c.ReplicationTimeout.String()),
+		slog.String("max_in_flight", maxInFlightText(c.MaxInFlight)),
 		slog.Bool("allow_evicting_policy", c.AllowEvicting),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
@@ -651,6 +670,7 @@ func (c *config) logAttrs() []any {
 		slog.String("clients", clientsText(c)),
 		slog.Int("auth_memory_sessions", c.AuthMemory),
 		slog.String("revocation_heartbeat", c.Heartbeat.String()),
+		slog.String("dpop_nonce_period", c.DPoPNoncePeriod.String()),
 		slog.String("legacy_hash", c.LegacyHash),
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
@@ -674,6 +694,14 @@ func graceString(d time.Duration) string {
 		return "off"
 	}
 	return d.String()
+}
+
+// maxInFlightText shows a MaxInFlight of 0 as off, the way it is set.
+func maxInFlightText(n int) string {
+	if n == 0 {
+		return "off"
+	}
+	return strconv.Itoa(n)
 }
 
 // parser turns raw strings into typed values and keeps the first error,
@@ -721,6 +749,21 @@ func (p *parser) integer(env string) int {
 	n, err := strconv.Atoi(p.raw[env])
 	if err != nil {
 		p.fail(env, "not an integer")
+	}
+	return n
+}
+
+// integerOrOff reads a positive integer, or "off" as 0.
+func (p *parser) integerOrOff(env string) int {
+	if p.raw[env] == "off" {
+		return 0
+	}
+	n, err := strconv.Atoi(p.raw[env])
+	switch {
+	case err != nil:
+		p.fail(env, "not an integer or off")
+	case n < 1:
+		p.fail(env, "must be at least 1, or off")
 	}
 	return n
 }

@@ -51,8 +51,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.ShutdownDelay, c.APIKeys, c.Secret, c.LogLevel, c.AuthCookie, c.AccessLog}
-	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 5 * time.Second, [][]byte(nil), []byte(nil), slog.LevelInfo, "sc_session", false}
+	got := []any{c.Listen, c.RedisURL, c.RedisMode, c.KeyPrefix, c.IdleTTL, c.AbsoluteTTL, c.Grace, c.MaxSessions, c.MaxInFlight, c.ShutdownDelay, c.APIKeys, c.Secret, c.LogLevel, c.AuthCookie, c.AccessLog}
+	want := []any{"127.0.0.1:8080", "", "standalone", "sc:", 14 * 24 * time.Hour, 30 * 24 * time.Hour, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, redisstore.DefaultMaxInFlight, 5 * time.Second, [][]byte(nil), []byte(nil), slog.LevelInfo, "sc_session", false}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -117,6 +117,10 @@ func TestConfigErrors(t *testing.T) {
 		{"no session cap", nil, map[string]string{envMaxSessions: "0"}, `SESSIONCACHE_MAX_SESSIONS="0": must be at least 1`},
 		{"negative session cap", nil, map[string]string{envMaxSessions: "-1"}, `SESSIONCACHE_MAX_SESSIONS="-1": must be at least 1`},
 		{"max sessions text", []string{"-max-sessions", "ten"}, nil, `-max-sessions="ten": not an integer`},
+		{"no requests in flight", nil, map[string]string{envMaxInFlight: "0"}, `SESSIONCACHE_MAX_IN_FLIGHT="0": must be at least 1, or off`},
+		{"negative in flight", []string{"-max-in-flight", "-1"}, nil, `-max-in-flight="-1": must be at least 1, or off`},
+		{"in flight text", nil, map[string]string{envMaxInFlight: "none"}, `SESSIONCACHE_MAX_IN_FLIGHT="none": not an integer or off`},
+		{"in flight Off", nil, map[string]string{envMaxInFlight: "Off"}, `SESSIONCACHE_MAX_IN_FLIGHT="Off": not an integer or off`},
 		{"bool", nil, map[string]string{envAllowEvicting: "yes please"}, "want true or false"},
 		{"log level", nil, map[string]string{envLogLevel: "loud"}, "SESSIONCACHE_LOG_LEVEL"},
 		{"cookie name with a space", nil, map[string]string{envAuthCookie: "sc session"}, `SESSIONCACHE_AUTH_COOKIE="sc session": not a cookie name`},
@@ -161,19 +165,23 @@ func TestConfigErrors(t *testing.T) {
 }
 
 // The configuration maps onto the library's options, which the library
-// accepts: the service's grace 0 is the library's NoGrace (the library's 0
-// is its default), and the service always caps a user's sessions.
+// accepts: the service's grace 0 and max in flight off are the library's
+// NoGrace and NoBatching (the library's 0 is its default), and the service
+// always caps a user's sessions.
 func TestConfigStoreOptions(t *testing.T) {
 	cases := []struct {
 		name        string
 		env         map[string]string
 		grace       time.Duration
 		maxSessions int
+		maxInFlight int
 	}{
-		{"defaults", nil, redisstore.DefaultGrace, redisstore.DefaultMaxSessions},
-		{"grace off", map[string]string{envGrace: "0"}, redisstore.NoGrace, redisstore.DefaultMaxSessions},
-		{"longest grace", map[string]string{envGrace: redisstore.MaxGrace.String()}, redisstore.MaxGrace, redisstore.DefaultMaxSessions},
-		{"one session", map[string]string{envMaxSessions: "1"}, redisstore.DefaultGrace, 1},
+		{"defaults", nil, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, redisstore.DefaultMaxInFlight},
+		{"grace off", map[string]string{envGrace: "0"}, redisstore.NoGrace, redisstore.DefaultMaxSessions, redisstore.DefaultMaxInFlight},
+		{"longest grace", map[string]string{envGrace: redisstore.MaxGrace.String()}, redisstore.MaxGrace, redisstore.DefaultMaxSessions, redisstore.DefaultMaxInFlight},
+		{"one session", map[string]string{envMaxSessions: "1"}, redisstore.DefaultGrace, 1, redisstore.DefaultMaxInFlight},
+		{"batching off", map[string]string{envMaxInFlight: "off"}, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, redisstore.NoBatching},
+		{"one in flight", map[string]string{envMaxInFlight: "1"}, redisstore.DefaultGrace, redisstore.DefaultMaxSessions, 1},
 	}
 	rdb := redis.NewClient(&redis.Options{}) // New does not contact it
 	defer rdb.Close()
@@ -184,8 +192,8 @@ func TestConfigStoreOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 			opt := c.storeOptions([]byte(goodSecret))
-			if opt.Grace != tc.grace || opt.MaxSessions != tc.maxSessions {
-				t.Errorf("Grace %v, MaxSessions %d; want %v, %d", opt.Grace, opt.MaxSessions, tc.grace, tc.maxSessions)
+			if opt.Grace != tc.grace || opt.MaxSessions != tc.maxSessions || opt.MaxInFlight != tc.maxInFlight {
+				t.Errorf("Grace %v, MaxSessions %d, MaxInFlight %d; want %v, %d, %d", opt.Grace, opt.MaxSessions, opt.MaxInFlight, tc.grace, tc.maxSessions, tc.maxInFlight)
 			}
 			if _, err := redisstore.New(rdb, opt); err != nil {
 				t.Errorf("the library refuses the options: %v", err)

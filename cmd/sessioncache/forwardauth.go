@@ -30,6 +30,9 @@ const (
 // in Authorization: Bearer <token> or else in the auth cookie: its
 // signature and exp are checked here, and its session must still live
 // (from memory while the revocation feed vouches for it; see sessionauth).
+// A token bound to a DPoP key must come in Authorization: DPoP <token>
+// with a proof of that key for the original request (checkBoundAccess):
+// the proof's jti is then the one Redis command.
 // Valid: 200 with no body and the X-Auth-* headers. Refused (missing,
 // malformed, unknown, expired, revoked): 401 with WWW-Authenticate. A
 // request that carries a refresh token anywhere (a header or a cookie) is
@@ -43,13 +46,18 @@ func (s *server) forwardAuth(ctx context.Context, r *http.Request) reply {
 			return s.refreshTokenPresented(r, where)
 		}
 	}
-	tok, ok := credential(r, s.authCookie)
+	tok, dpopScheme, ok := credential(r, s.authCookie)
 	if !ok {
 		return invalidToken("missing")
 	}
 	c, err := s.tokens.Verify(tok)
 	if err != nil {
 		return invalidToken(accessOutcome(err))
+	}
+	if c.JKT != "" || dpopScheme {
+		if rp, ok := s.checkBoundAccess(ctx, r, tok, dpopScheme, c); !ok {
+			return rp
+		}
 	}
 	if _, err := s.gate.Check(ctx, c.Subject, c.SessionID, c.ExpiresAt); err != nil {
 		if errors.Is(err, sessionauth.ErrEnded) {
@@ -96,19 +104,22 @@ func truncateHeader(v string) string {
 	return v
 }
 
-// credential returns the bearer token of the Authorization header, or else
-// the value of the cookie named cookie. Only one of them is ever tried: a
-// bearer token that fails is not made good by a cookie.
-func credential(r *http.Request, cookie string) (string, bool) {
-	if scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+// credential returns the token of the Authorization header, Bearer or
+// DPoP (dpopScheme), or else the value of the cookie named cookie. Only one
+// of them is ever tried: a token in the header that fails is not made good
+// by a cookie.
+func credential(r *http.Request, cookie string) (tok string, dpopScheme, ok bool) {
+	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	bearer := strings.EqualFold(scheme, "Bearer")
+	if bearer || strings.EqualFold(scheme, "DPoP") {
 		if tok = strings.TrimSpace(tok); tok != "" {
-			return tok, true
+			return tok, !bearer, true
 		}
 	}
 	if c, err := r.Cookie(cookie); err == nil && c.Value != "" {
-		return c.Value, true
+		return c.Value, false, true
 	}
-	return "", false
+	return "", false, false
 }
 
 // invalidToken is the refusal of a token, as RFC 6750 section 3.1 words it.
@@ -126,6 +137,8 @@ var invalidTokenHeader = http.Header{"Www-Authenticate": {`Bearer error="invalid
 // refuses a request for.
 var tokenDescriptions = map[string]string{
 	"missing":       "no bearer token and no session cookie",
+	"dpop_required": "this access token is bound to a DPoP key: send it as Authorization: DPoP, with a proof",
+	"not_bound":     "this access token is not bound to a DPoP key: send it as Authorization: Bearer",
 	"malformed":     "not a token of this service",
 	"unknown":       "unknown token",
 	"expired":       "the token has expired",

@@ -300,7 +300,7 @@ func TestForwardAuthUserIDHeader(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Issue(%q): %v", tc.id, err)
 		}
-		at, _, err := e.srv.accessToken(g)
+		at, _, err := e.srv.accessToken(g, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -586,3 +586,26 @@ func unescape(s string) string {
 	}
 	return s
 }
+
+// checkDPoP: the gateway passes what a DPoP proof is checked against (the
+// original method, URI, scheme and host): a DPoP-bound access token with a
+// proof for the request reaches the application with its identity; the
+// same proof again, and the token as a bearer token, are refused.
+func (g *gatewayTest) checkDPoP(t *testing.T) {
+	k := newDPoPKey(t, time.Now)
+	r := g.api.must(http.StatusCreated, "POST", "/v1/sessions", `{"client_id":"`+testClient+`","user_id":"`+g.user+`","dpop_jkt":"`+k.jkt+`"}`)
+	g.refresh = append(g.refresh, r.str("refresh_token"))
+	at := r.str("access_token")
+	proof := k.proof(t, "GET", g.base+"/app/data", at, "")
+	h := http.Header{"Authorization": {"DPoP " + at}, "Dpop": {proof}}
+	g.allowed(t, "a DPoP-bound token with its proof", g.request(t, "GET", "/app/data?x=1", "", h), "", g.identityOf(t, r, at))
+	before := g.app.count()
+	status, header, _ := g.do(t, g.request(t, "GET", "/app/data?x=1", "", h))
+	if status != http.StatusUnauthorized || !strings.HasPrefix(header.Get("WWW-Authenticate"), `DPoP error="invalid_dpop_proof"`) || g.app.count() != before {
+		t.Errorf("the same proof again through %s: %d %q, want 401 invalid_dpop_proof", g.name, status, header.Get("WWW-Authenticate"))
+	}
+	status, header, _ = g.do(t, g.request(t, "GET", "/app/data", "", bearer(at)))
+	if status != http.StatusUnauthorized || !strings.HasPrefix(header.Get("WWW-Authenticate"), `DPoP error="invalid_token"`) || g.app.count() != before {
+		t.Errorf("a DPoP-bound token as bearer through %s: %d %q, want 401 invalid_token", g.name, status, header.Get("WWW-Authenticate"))
+	}
+}

@@ -39,6 +39,10 @@ type issueRequest struct {
 	DeviceName string `json:"device_name"`
 	IPAddress  string `json:"ip_address"`
 	UserAgent  string `json:"user_agent"`
+	DPoPJKT    string `json:"dpop_jkt"`
+	DPoPProof  string `json:"dpop_proof"`
+	DPoPHTM    string `json:"dpop_htm"`
+	DPoPHTU    string `json:"dpop_htu"`
 }
 
 type rotateRequest struct {
@@ -47,6 +51,25 @@ type rotateRequest struct {
 	DeviceID     string `json:"device_id"`
 	IPAddress    string `json:"ip_address"`
 	UserAgent    string `json:"user_agent"`
+	DPoPJKT      string `json:"dpop_jkt"`
+	DPoPProof    string `json:"dpop_proof"`
+	DPoPHTM      string `json:"dpop_htm"`
+	DPoPHTU      string `json:"dpop_htu"`
+}
+
+// dpopFields name the DPoP key of a login or a rotation through the API:
+// a thumbprint the app checked itself (JKT: dpop_jkt), or a proof the
+// client sent the app (Proof: dpop_proof), with the method and URI of the
+// request the app received it with (HTM, HTU: dpop_htm, dpop_htu), which
+// the service checks.
+type dpopFields struct{ JKT, Proof, HTM, HTU string }
+
+func (r *issueRequest) dpop() dpopFields {
+	return dpopFields{r.DPoPJKT, r.DPoPProof, r.DPoPHTM, r.DPoPHTU}
+}
+
+func (r *rotateRequest) dpop() dpopFields {
+	return dpopFields{r.DPoPJKT, r.DPoPProof, r.DPoPHTM, r.DPoPHTU}
 }
 
 type tokenRequest struct {
@@ -74,25 +97,51 @@ type grantBody struct {
 }
 
 // introspectBody is an RFC 7662 answer: active, and for an active token the
-// standard claims (sub, sid, client_id, exp, iat, token_type) and this
-// API's own fields.
+// standard claims (sub, sid, client_id, exp, iat, token_type, and cnf for a
+// token bound to a DPoP key, RFC 9449 section 6.2) and this API's own
+// fields.
 type introspectBody struct {
-	Active           bool   `json:"active"`
-	Sub              string `json:"sub,omitempty"`
-	Sid              string `json:"sid,omitempty"`
-	ClientID         string `json:"client_id,omitempty"`
-	Exp              int64  `json:"exp,omitempty"`
-	Iat              int64  `json:"iat,omitempty"`
-	TokenType        string `json:"token_type,omitempty"`
-	UserID           string `json:"user_id,omitempty"`
-	SessionID        string `json:"session_id,omitempty"`
-	ExpiresAt        string `json:"expires_at,omitempty"`
-	SessionExpiresAt string `json:"session_expires_at,omitempty"`
+	Active           bool          `json:"active"`
+	Sub              string        `json:"sub,omitempty"`
+	Sid              string        `json:"sid,omitempty"`
+	ClientID         string        `json:"client_id,omitempty"`
+	Exp              int64         `json:"exp,omitempty"`
+	Iat              int64         `json:"iat,omitempty"`
+	TokenType        string        `json:"token_type,omitempty"`
+	Cnf              *confirmation `json:"cnf,omitempty"`
+	UserID           string        `json:"user_id,omitempty"`
+	SessionID        string        `json:"session_id,omitempty"`
+	ExpiresAt        string        `json:"expires_at,omitempty"`
+	SessionExpiresAt string        `json:"session_expires_at,omitempty"`
+}
+
+// confirmation is a cnf claim (RFC 7800) of a token bound to a DPoP key:
+// the key's RFC 7638 thumbprint.
+type confirmation struct {
+	JKT string `json:"jkt"`
+}
+
+// confirmationOf is the cnf of a token bound to jkt, or nil.
+func confirmationOf(jkt string) *confirmation {
+	if jkt == "" {
+		return nil
+	}
+	return &confirmation{JKT: jkt}
+}
+
+// tokenTypeOf is the token_type of an access token bound to jkt (RFC 9449
+// section 5): DPoP, or Bearer.
+func tokenTypeOf(jkt string) string {
+	if jkt == "" {
+		return "Bearer"
+	}
+	return "DPoP"
 }
 
 type sessionBody struct {
 	SessionID        string `json:"session_id"`
 	ClientID         string `json:"client_id"`
+	DPoPBound        bool   `json:"dpop_bound"`
 	DeviceID         string `json:"device_id"`
 	DeviceName       string `json:"device_name"`
 	IPAddress        string `json:"ip_address"`
@@ -143,16 +192,17 @@ func timestamp(t time.Time) string {
 const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // grantReply answers a login or a rotation begun at m: the grant and an
-// access token for its session, which forward auth then knows live.
-func (s *server) grantReply(status int, g redisstore.Grant, outcome string, m sessionauth.Mark) reply {
-	at, expiresIn, err := s.accessToken(g)
+// access token for its session, which forward auth then knows live, bound
+// to the DPoP key jkt if not "".
+func (s *server) grantReply(status int, g redisstore.Grant, jkt, outcome string, m sessionauth.Mark) reply {
+	at, expiresIn, err := s.accessToken(g, jkt)
 	if err != nil {
 		return failure(err)
 	}
 	s.gate.Saw(g.SessionID, time.Now().Add(time.Duration(expiresIn)*time.Second), m)
 	return reply{status: status, outcome: outcome, body: grantBody{
 		AccessToken:      at,
-		TokenType:        "Bearer",
+		TokenType:        tokenTypeOf(jkt),
 		ExpiresIn:        expiresIn,
 		RefreshToken:     g.Token,
 		SessionID:        g.SessionID,
@@ -178,14 +228,18 @@ func (s *server) issue(ctx context.Context, r *http.Request) reply {
 	case !s.clients.Load().Known(req.ClientID):
 		return badRequest(http.StatusBadRequest, fmt.Sprintf("client_id %.40q is not a registered client", req.ClientID))
 	}
+	jkt, rp, ok := s.apiKey(ctx, req.dpop())
+	if !ok {
+		return rp
+	}
 	m := s.gate.Begin()
 	g, err := s.store().Issue(ctx, user, redisstore.Client{
-		ClientID: req.ClientID, DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
+		ClientID: req.ClientID, JKT: jkt, DeviceID: req.DeviceID, DeviceName: req.DeviceName, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if err != nil {
 		return failure(err)
 	}
-	return s.grantReply(http.StatusCreated, g, "ok", m)
+	return s.grantReply(http.StatusCreated, g, g.JKT, "ok", m)
 }
 
 func (s *server) rotate(ctx context.Context, r *http.Request) reply {
@@ -193,12 +247,19 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 	if rp, ok := decodeJSON(r, &req); !ok {
 		return rp
 	}
+	jkt, rp, ok := s.apiKey(ctx, req.dpop())
+	if !ok {
+		return rp
+	}
 	m := s.gate.Begin()
 	g, err := s.store().Rotate(ctx, req.RefreshToken, redisstore.Client{
-		ClientID: req.ClientID, DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
+		ClientID: req.ClientID, JKT: jkt, DeviceID: req.DeviceID, IPAddress: req.IPAddress, UserAgent: req.UserAgent,
 	})
 	if errors.Is(err, redisstore.ErrWrongClient) {
 		return invalidGrant("wrong_client")
+	}
+	if rp, refused := s.keyRefusal(r, err); refused {
+		return rp
 	}
 	if reason := tokenOutcome(err); reason != "" {
 		rp := invalidGrant(reason)
@@ -214,9 +275,9 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 		return failure(err)
 	}
 	if g.Replayed {
-		return s.grantReply(http.StatusOK, g, "grace_replay", m)
+		return s.grantReply(http.StatusOK, g, g.JKT, "grace_replay", m)
 	}
-	return s.grantReply(http.StatusOK, g, "ok", m)
+	return s.grantReply(http.StatusOK, g, g.JKT, "ok", m)
 }
 
 // logReuse logs the reuse of a refresh token (theft): the session revoked,
@@ -310,7 +371,8 @@ func (s *server) introspectAccess(ctx context.Context, tok string) reply {
 		ClientID:  c.ClientID,
 		Exp:       c.ExpiresAt.Unix(),
 		Iat:       c.IssuedAt.Unix(),
-		TokenType: "Bearer",
+		TokenType: tokenTypeOf(c.JKT),
+		Cnf:       confirmationOf(c.JKT),
 		UserID:    c.Subject,
 		SessionID: c.SessionID,
 		ExpiresAt: timestamp(c.ExpiresAt),
@@ -370,6 +432,7 @@ func (s *server) listSessions(ctx context.Context, r *http.Request) reply {
 		out.Sessions = append(out.Sessions, sessionBody{
 			SessionID:        x.ID,
 			ClientID:         x.ClientID,
+			DPoPBound:        x.KeyBound,
 			DeviceID:         x.DeviceID,
 			DeviceName:       x.DeviceName,
 			IPAddress:        x.IPAddress,

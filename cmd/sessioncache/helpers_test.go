@@ -58,6 +58,8 @@ type envSetup struct {
 	store  redisstore.Options
 	rdb    redis.UniversalClient
 	noFeed bool // no revocation feed: every forward auth asks Redis
+	// dpopNoncePeriod turns DPoP server nonces on.
+	dpopNoncePeriod time.Duration
 }
 
 type envOption func(*envSetup)
@@ -124,6 +126,13 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 	}
 	if set.server.absoluteTTL == 0 {
 		set.server.absoluteTTL = set.store.AbsoluteTTL
+	}
+	if set.server.dpop == nil {
+		now := time.Now
+		if b.Clock != nil {
+			now = b.Clock.Now
+		}
+		set.server.dpop = newTestDPoP(t, set.rdb, b.Prefix, now, set.store.Secret, set.server.issuer, set.dpopNoncePeriod)
 	}
 	s = newServer(set.server)
 	if !set.noFeed {
@@ -230,6 +239,17 @@ func (e *apiClient) login(user, device string) response {
 }
 
 func refreshBody(tok string) string { return `{"refresh_token":"` + tok + `"}` }
+
+// newTestDPoP is the DPoP machinery of a test service, on the clock now
+// (a backend's, which a test on miniredis moves).
+func newTestDPoP(t testing.TB, rdb redis.UniversalClient, prefix string, now func() time.Time, secret []byte, issuer string, noncePeriod time.Duration) *dpopGuard {
+	t.Helper()
+	g, err := newDPoPGuard(dpopSetup{redis: rdb, keyPrefix: prefix, secret: secret, issuer: issuer, noncePeriod: noncePeriod, now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
 
 // testIssuer is the iss of the test environment's access tokens.
 const testIssuer = "https://sessioncache.test"

@@ -50,7 +50,8 @@ func newHotPath(tb testing.TB, sessions int) *hotPath {
 	}
 	h := &hotPath{
 		srv: newServer(serverConfig{store: st, log: log, metrics: m, apiKeys: [][]byte{[]byte(hotPathKey)},
-			tokens: newTestAuthority(tb, testSecret, time.Now), issuer: testIssuer}),
+			tokens: newTestAuthority(tb, testSecret, time.Now), issuer: testIssuer,
+			dpop: newTestDPoP(tb, b.Client, b.Prefix, time.Now, testSecret, testIssuer, 0)}),
 		bare:    bench.Bare(b.Client, b.Prefix+"bare", defaultRedisTimeout),
 		headers: bench.BareHeaders(),
 	}
@@ -69,7 +70,7 @@ func newHotPath(tb testing.TB, sessions int) *hotPath {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		at, _, err := h.srv.accessToken(g)
+		at, _, err := h.srv.accessToken(g, "")
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -203,6 +204,56 @@ func BenchmarkHandler(b *testing.B) {
 				b.Fatalf("auth: %d %s", status, out)
 			}
 			i++
+		}
+	})
+}
+
+// BenchmarkHandlerDPoP is the hot path of DPoP-bound sessions next to that
+// of bearer ones (BenchmarkHandler): a refresh at the token endpoint and a
+// forward auth, each with a proof, whose signing is not timed.
+func BenchmarkHandlerDPoP(b *testing.B) {
+	h := newHotPath(b, 1)
+	k := newDPoPKey(b, time.Now)
+	ctx := context.Background()
+	var tokens, access []string
+	for i := range 64 {
+		g, err := h.srv.store().Issue(ctx, "hot-path-dpop-"+string(rune('a'+i%26)), redisstore.Client{ClientID: testClient, JKT: k.jkt})
+		if err != nil {
+			b.Fatal(err)
+		}
+		at, _, err := h.srv.accessToken(g, k.jkt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens, access = append(tokens, g.Token), append(access, at)
+	}
+	b.Run("handler=token", func(b *testing.B) {
+		u := newReusable("POST", "/oauth2/token", http.Header{"Content-Type": {"application/x-www-form-urlencoded"}})
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			n := i % len(tokens)
+			u.req.Header["Dpop"] = []string{k.proof(b, "POST", testIssuer+tokenPath, "", "")}
+			body := []byte("grant_type=refresh_token&client_id=" + testClient + "&refresh_token=" + tokens[n])
+			b.StartTimer()
+			status, out := u.serve(h.srv, body)
+			tokens[n] = nextToken(b, status, out)
+		}
+	})
+	b.Run("handler=auth", func(b *testing.B) {
+		us := make([]*reusable, len(access))
+		for n, tok := range access {
+			us[n] = newReusable("GET", "/v1/auth", with(originalHeaders(), http.Header{"Authorization": {"DPoP " + tok}, "X-Sessioncache-Key": {hotPathKey}}))
+		}
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			u := us[i%len(us)]
+			u.req.Header["Dpop"] = []string{k.proof(b, "GET", originalURL, access[i%len(us)], "")}
+			b.StartTimer()
+			if status, out := u.serve(h.srv, nil); status != http.StatusOK {
+				b.Fatalf("auth: %d %s", status, out)
+			}
 		}
 	})
 }

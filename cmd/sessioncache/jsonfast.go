@@ -36,6 +36,21 @@ func (r *issueRequest) field(key string) *string {
 	case "user_agent":
 		return &r.UserAgent
 	}
+	return dpopField(key, &r.DPoPJKT, &r.DPoPProof, &r.DPoPHTM, &r.DPoPHTU)
+}
+
+// dpopField returns the DPoP field a key names, of a login or a rotation.
+func dpopField(key string, jkt, proof, htm, htu *string) *string {
+	switch key {
+	case "dpop_jkt":
+		return jkt
+	case "dpop_proof":
+		return proof
+	case "dpop_htm":
+		return htm
+	case "dpop_htu":
+		return htu
+	}
 	return nil
 }
 
@@ -52,7 +67,7 @@ func (r *rotateRequest) field(key string) *string {
 	case "user_agent":
 		return &r.UserAgent
 	}
-	return nil
+	return dpopField(key, &r.DPoPJKT, &r.DPoPProof, &r.DPoPHTM, &r.DPoPHTU)
 }
 
 func (r *tokenRequest) field(key string) *string {
@@ -64,7 +79,7 @@ func (r *tokenRequest) field(key string) *string {
 
 // maxFlatFields bounds the keys decodeFlat takes; a body with more has a
 // key twice or an unknown one, which the general path reports.
-const maxFlatFields = 8
+const maxFlatFields = 10
 
 // decodeFlat fills dst from body and reports true if body is one JSON
 // object whose keys are distinct fields of dst, spelled exactly, and whose
@@ -221,6 +236,11 @@ func (b introspectBody) appendJSON(dst []byte) []byte {
 	dst = appendIntField(dst, "exp", b.Exp)
 	dst = appendIntField(dst, "iat", b.Iat)
 	dst = appendStringField(dst, "token_type", b.TokenType)
+	if b.Cnf != nil {
+		dst = append(dst, `,"cnf":{"jkt":`...)
+		dst = appendJSONString(dst, b.Cnf.JKT)
+		dst = append(dst, '}')
+	}
 	dst = appendStringField(dst, "user_id", b.UserID)
 	dst = appendStringField(dst, "session_id", b.SessionID)
 	dst = appendStringField(dst, "expires_at", b.ExpiresAt)

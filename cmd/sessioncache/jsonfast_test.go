@@ -153,6 +153,7 @@ func checkAppend(t *testing.T, s string, n int64) {
 		errorBody{Error: s},
 		grantBody{RefreshToken: s, SessionID: s, UserID: s, ExpiresAt: s, SessionExpiresAt: s},
 		introspectBody{Active: n%2 == 0, Sub: s, Sid: s, Exp: n, Iat: -n, TokenType: s, UserID: s, SessionID: s, ExpiresAt: s, SessionExpiresAt: s},
+		introspectBody{Active: true, Sub: s, TokenType: s, Cnf: &confirmation{JKT: s}, UserID: s},
 		introspectBody{},
 		revokedBody{Revoked: int(n)},
 	} {

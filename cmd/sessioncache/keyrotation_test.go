@@ -181,7 +181,10 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	}
 	stopWorkers := sync.OnceFunc(func() { close(done); wg.Wait() })
 	t.Cleanup(stopWorkers)
-	// progress waits until every worker has rotated a few more times.
+	// progress waits until every worker has rotated a few more times, and
+	// checks that /metrics counted their calls: a reload swaps the store,
+	// and the counters must still rise, never fall back.
+	var counted redisstore.BatchStats
 	progress := func(what string) {
 		t.Helper()
 		marks := make([]int64, workers)
@@ -203,6 +206,11 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 			}
 			return true
 		})
+		got := scrapeBatching(t, base)
+		if got.Calls < counted.Calls+3*2*workers || got.Requests <= counted.Requests {
+			t.Errorf("%s: /metrics counts %+v, want at least %d calls more than %+v", what, got, 3*2*workers, counted)
+		}
+		counted = got
 	}
 	logCount := func(msg string) int { return strings.Count(p.logs.String(), `"msg":"`+msg+`"`) }
 	hup := func(what string, msgs ...string) {

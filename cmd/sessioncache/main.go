@@ -145,10 +145,15 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Error("refusing to start: " + err.Error())
 		return exitConfig
 	}
+	guard, err := newDPoPGuard(dpopSetup{redis: be.client, keyPrefix: cfg.KeyPrefix, secret: secret, issuer: cfg.Issuer, noncePeriod: cfg.DPoPNoncePeriod})
+	if err != nil {
+		log.Error("refusing to start: " + err.Error())
+		return exitConfig
+	}
 	s = newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout,
 		absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog,
 		tokens: tokens, issuer: cfg.Issuer, clients: cfg.Clients, refreshCookie: cfg.RefreshCookie,
-		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory})
+		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory, dpop: guard})
 	m.watchGate(s.gate)
 	var handler http.Handler = s
 	if tr != nil {
@@ -193,6 +198,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	defer stopWatch()
 	go s.watch(watchCtx, evictionCheckInterval)
 	go s.watchRevocations(watchCtx, store, cfg.Heartbeat)
+	go s.syncClock(watchCtx)
 
 	var keyFilesChanged <-chan time.Time
 	if len(rl.files) > 0 {

@@ -106,6 +106,42 @@ func (m *metrics) watchGate(g *sessionauth.Gate) {
 	)
 }
 
+// watchStores exports how the store's calls went to Redis, read from
+// stats at each scrape: calls and the requests that carried them, whose
+// rates' ratio is the mean calls per request (a ratio of two rates is
+// current and adds up over replicas; a gauge of the ratio since start would
+// be neither).
+func (m *metrics) watchStores(stats func() redisstore.BatchStats) {
+	m.reg.MustRegister(batchCollector{stats})
+}
+
+// batchCollector reports the store's BatchStats at each scrape, from one
+// reading.
+type batchCollector struct{ stats func() redisstore.BatchStats }
+
+var (
+	batchCalls    = prometheus.NewDesc("sessioncache_redis_calls_total", "Calls of the store to Redis, each one script or command: logins, rotations, validations, session checks, revocations, listings (not the revocation feed or readiness probes).", nil, nil)
+	batchRequests = prometheus.NewDesc("sessioncache_redis_requests_total", "Redis requests (round trips) that carried those calls: a call alone, or a pipeline of calls that waited for a busy node. Calls over requests is the mean calls per request; 1 while no call waits, or with SESSIONCACHE_MAX_IN_FLIGHT=off.", nil, nil)
+	batchBatched  = prometheus.NewDesc("sessioncache_redis_batched_calls_total", "Calls that found SESSIONCACHE_MAX_IN_FLIGHT requests in flight to their Redis node, waited, and went out in a pipeline with others.", nil, nil)
+	batchWaited   = prometheus.NewDesc("sessioncache_redis_waited_calls_total", "Calls that found SESSIONCACHE_MAX_IN_FLIGHT requests in flight to their Redis node and waited, however they went out then (in a pipeline, alone, or not at all when their request ended first).", nil, nil)
+	batchWaiting  = prometheus.NewDesc("sessioncache_redis_waiting_calls", "Calls waiting now for a busy Redis node (SESSIONCACHE_MAX_IN_FLIGHT requests in flight to it).", nil, nil)
+)
+
+func (batchCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{batchCalls, batchRequests, batchBatched, batchWaited, batchWaiting} {
+		ch <- d
+	}
+}
+
+func (c batchCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(batchCalls, prometheus.CounterValue, float64(s.Calls))
+	ch <- prometheus.MustNewConstMetric(batchRequests, prometheus.CounterValue, float64(s.Requests))
+	ch <- prometheus.MustNewConstMetric(batchBatched, prometheus.CounterValue, float64(s.Batched))
+	ch <- prometheus.MustNewConstMetric(batchWaited, prometheus.CounterValue, float64(s.Waited))
+	ch <- prometheus.MustNewConstMetric(batchWaiting, prometheus.GaugeValue, float64(s.Waiting))
+}
+
 // onEvent counts the store's security events.
 func (m *metrics) onEvent(_ context.Context, e redisstore.Event) {
 	switch e.Kind {

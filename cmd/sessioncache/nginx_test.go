@@ -224,6 +224,7 @@ func TestNginxForwardAuth(t *testing.T) {
 			}))
 		})
 	})
+	g.checkDPoP(t)
 	if status, _, _ := g.send(t, "GET", "/.sessioncache/auth", "", bearer("x")); status != http.StatusNotFound {
 		t.Errorf("the auth location from outside: %d, want 404", status)
 	}

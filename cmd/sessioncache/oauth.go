@@ -11,6 +11,7 @@ import (
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/dpop"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -46,7 +47,14 @@ func oauthError(status int, code, description string) reply {
 // client_id and client_secret in the form (client_secret_post), or, as a
 // public client, with client_id alone. The refresh token comes in the form,
 // or else in the refresh cookie if one is configured.
+//
+// With server nonces on, every answer carries the current one (DPoP-Nonce).
 func (s *server) token(ctx context.Context, r *http.Request) reply {
+	return s.withNonce(s.refresh(ctx, r))
+}
+
+// refresh is the token endpoint's answer, before the nonce.
+func (s *server) refresh(ctx context.Context, r *http.Request) reply {
 	if r.URL.RawQuery != "" {
 		// RFC 6749 section 3.2: credentials never travel in the URL.
 		return oauthError(http.StatusBadRequest, "invalid_request", "the token endpoint takes no query parameters")
@@ -87,10 +95,29 @@ func (s *server) token(ctx context.Context, r *http.Request) reply {
 	case len(refresh) > maxTokenLen:
 		return invalidGrant("malformed")
 	}
+	// A DPoP proof (RFC 9449 section 5), checked before anything is
+	// rotated: a bound session requires it, and a public client's session
+	// not bound yet is bound to its key.
+	var proof dpop.Proof
+	fields := r.Header.Values("Dpop")
+	if len(fields) > 0 {
+		p, reason, err := s.dpop.checkProof(ctx, s.dpop.token, fields, dpop.Request{Method: http.MethodPost, URI: s.dpop.tokenURI})
+		if err != nil {
+			return failure(err)
+		}
+		if reason != "" {
+			return s.dpopGrantError(reason)
+		}
+		proof = p
+	}
 	m := s.gate.Begin()
-	g, err := s.store().Rotate(ctx, refresh, redisstore.Client{ClientID: client.ID, UserAgent: storableUserAgent(r.UserAgent())})
+	g, err := s.store().Rotate(ctx, refresh, redisstore.Client{ClientID: client.ID, JKT: proof.JKT, BindJKT: proof.JKT != "" && !client.Confidential,
+		UserAgent: storableUserAgent(r.UserAgent())})
 	if errors.Is(err, redisstore.ErrWrongClient) {
 		return invalidGrant("wrong_client")
+	}
+	if rp, refused := s.keyRefusal(r, err); refused {
+		return rp
 	}
 	if reason := tokenOutcome(err); reason != "" {
 		if reason == "reused" {
@@ -101,18 +128,25 @@ func (s *server) token(ctx context.Context, r *http.Request) reply {
 	if err != nil {
 		return failure(err)
 	}
-	at, expiresIn, err := s.accessToken(g)
+	// The access token is bound to the session's key or, for a session
+	// bound to none (a confidential client's), to the proof's (RFC 9449
+	// section 5).
+	jkt := g.JKT
+	if jkt == "" {
+		jkt = proof.JKT
+	}
+	at, expiresIn, err := s.accessToken(g, jkt)
 	if err != nil {
 		return failure(err)
 	}
 	s.gate.Saw(g.SessionID, time.Now().Add(time.Duration(expiresIn)*time.Second), m)
-	body := tokenBody{AccessToken: at, TokenType: "Bearer", ExpiresIn: expiresIn, RefreshToken: g.Token}
+	body := tokenBody{AccessToken: at, TokenType: tokenTypeOf(jkt), ExpiresIn: expiresIn, RefreshToken: g.Token}
 	rp = reply{status: http.StatusOK, outcome: "ok", body: body, header: http.Header{"Pragma": {"no-cache"}}}
 	if g.Replayed {
 		rp.outcome = "grace_replay"
 	}
 	if fromCookie {
-		rp.body = tokenBody{AccessToken: at, TokenType: "Bearer", ExpiresIn: expiresIn}
+		rp.body = tokenBody{AccessToken: at, TokenType: tokenTypeOf(jkt), ExpiresIn: expiresIn}
 		rp.header["Set-Cookie"] = []string{s.refreshCookieFor(g).String()}
 	}
 	return rp
@@ -183,8 +217,9 @@ func storableUserAgent(ua string) string {
 }
 
 // accessToken issues the access token that goes with a grant: bound to its
-// session, and never past its deadlines.
-func (s *server) accessToken(g redisstore.Grant) (string, int64, error) {
+// session and, if jkt is not "", to that DPoP key, and never past its
+// deadlines.
+func (s *server) accessToken(g redisstore.Grant, jkt string) (string, int64, error) {
 	notAfter := g.ExpiresAt
 	if g.SessionExpiresAt.Before(notAfter) {
 		notAfter = g.SessionExpiresAt
@@ -194,7 +229,7 @@ func (s *server) accessToken(g redisstore.Grant) (string, int64, error) {
 		// A session issued before sessions had clients.
 		client = unboundClient
 	}
-	tok, c, err := s.tokens.Issue(g.UserID, g.SessionID, client, notAfter)
+	tok, c, err := s.tokens.Issue(g.UserID, g.SessionID, client, jkt, notAfter)
 	if err != nil {
 		return "", 0, err
 	}
@@ -224,6 +259,7 @@ type metadata struct {
 	ResponseTypesSupported         []string `json:"response_types_supported"`
 	TokenEndpointAuthMethods       []string `json:"token_endpoint_auth_methods_supported"`
 	AccessTokenSigningAlgsProvided []string `json:"access_token_signing_alg_values_supported"`
+	DPoPSigningAlgsSupported       []string `json:"dpop_signing_alg_values_supported"`
 }
 
 func newMetadata(issuer, alg string) []byte {
@@ -238,6 +274,8 @@ func newMetadata(issuer, alg string) []byte {
 		ResponseTypesSupported:         []string{},
 		TokenEndpointAuthMethods:       []string{"none", "client_secret_basic", "client_secret_post"},
 		AccessTokenSigningAlgsProvided: []string{alg},
+		// RFC 9449 section 5.1.
+		DPoPSigningAlgsSupported: dpop.Algorithms,
 	})
 	return b
 }

@@ -258,6 +258,7 @@ func TestMetadataAndKeys(t *testing.T) {
 		"response_types_supported":                  []any{},
 		"token_endpoint_auth_methods_supported":     []any{"none", "client_secret_basic", "client_secret_post"},
 		"access_token_signing_alg_values_supported": []any{"ES256"},
+		"dpop_signing_alg_values_supported":         []any{"ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512"},
 	}
 	if d := cmp.Diff(want, md.body); d != "" {
 		t.Errorf("metadata (-want +got):\n%s", d)

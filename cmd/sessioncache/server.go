@@ -76,8 +76,15 @@ type route struct {
 type server struct {
 	// current is swapped when the signing keys change (see store).
 	current atomic.Pointer[redisstore.Store]
-	log     *slog.Logger
-	metrics *metrics
+	// storesMu orders swaps of the store with the reading of the stores'
+	// batch counts (batchStats): previous is the store before current,
+	// on which requests in flight at the swap finish; retired holds the
+	// counts of the stores before it.
+	storesMu sync.Mutex
+	previous *redisstore.Store
+	retired  redisstore.BatchStats
+	log      *slog.Logger
+	metrics  *metrics
 	// apiKeys holds the SHA-256 of each API key; nil: no key, loopback only.
 	apiKeys      atomic.Pointer[[][sha256.Size]byte]
 	authCookie   string // the cookie /v1/auth reads a token from
@@ -98,6 +105,7 @@ type server struct {
 	refreshCookie string                           // "": refresh tokens travel in bodies only
 	tokenPrefix   string                           // of refresh tokens, to recognise one where none belongs
 	metadata      []byte                           // RFC 8414 document
+	dpop          *dpopGuard                       // DPoP proofs (RFC 9449)
 }
 
 type serverConfig struct {
@@ -132,6 +140,8 @@ type serverConfig struct {
 	// tokenPrefix is the refresh tokens' prefix. Default:
 	// redisstore.DefaultTokenPrefix.
 	tokenPrefix string
+	// dpop checks DPoP proofs (newDPoPGuard). Required.
+	dpop *dpopGuard
 }
 
 func newServer(c serverConfig) *server {
@@ -148,6 +158,7 @@ func newServer(c serverConfig) *server {
 		s.authCookie = defaultAuthCookie
 	}
 	s.current.Store(c.store)
+	c.metrics.watchStores(s.batchStats)
 	if c.apiKeys != nil {
 		s.setAPIKeys(c.apiKeys)
 	}
@@ -161,6 +172,7 @@ func newServer(c serverConfig) *server {
 		c.clients = clients.Open()
 	}
 	s.clients.Store(c.clients)
+	s.dpop = c.dpop
 	s.metadata = newMetadata(c.issuer, c.tokens.Alg())
 	s.routes = []route{
 		{pattern: "POST /v1/sessions", op: "issue", auth: true, write: true, api: s.issue},
@@ -374,7 +386,35 @@ func (s *server) authorize(r *http.Request, gateway bool) (reply, bool) {
 func (s *server) store() *redisstore.Store { return s.current.Load() }
 
 // setStore swaps the store, for new signing keys.
-func (s *server) setStore(st *redisstore.Store) { s.current.Store(st) }
+func (s *server) setStore(st *redisstore.Store) {
+	s.storesMu.Lock()
+	defer s.storesMu.Unlock()
+	if s.previous != nil {
+		s.retired = addBatchStats(s.retired, s.previous.BatchStats())
+		s.retired.Waiting = 0 // a gauge of that store, no longer read
+	}
+	s.previous = s.current.Swap(st)
+}
+
+// batchStats adds up the batch counts of the stores the server used, so
+// that they never go back when the store is swapped. The current store
+// and the one before it are read as they are; older ones as they were at
+// the swap that retired them (the rare call that still ran on one then is
+// not counted).
+func (s *server) batchStats() redisstore.BatchStats {
+	s.storesMu.Lock()
+	defer s.storesMu.Unlock()
+	t := addBatchStats(s.retired, s.current.Load().BatchStats())
+	if s.previous != nil {
+		t = addBatchStats(t, s.previous.BatchStats())
+	}
+	return t
+}
+
+func addBatchStats(a, b redisstore.BatchStats) redisstore.BatchStats {
+	return redisstore.BatchStats{Calls: a.Calls + b.Calls, Requests: a.Requests + b.Requests, Batched: a.Batched + b.Batched,
+		Waited: a.Waited + b.Waited, Largest: max(a.Largest, b.Largest), Waiting: a.Waiting + b.Waiting}
+}
 
 // setAPIKeys swaps the accepted API keys, at least one.
 func (s *server) setAPIKeys(keys [][]byte) {

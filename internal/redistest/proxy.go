@@ -32,6 +32,8 @@ type Proxy struct {
 	rule  func(args []string) Fault
 	delay time.Duration
 	conns map[*proxyConn]struct{}
+	// closed: Close has begun; a connection accepted meanwhile is reset.
+	closed bool
 
 	wg    sync.WaitGroup
 	stats struct {
@@ -122,6 +124,9 @@ func (p *Proxy) Cut() {
 // Close stops listening, cuts every connection and waits for the proxy's
 // goroutines to end.
 func (p *Proxy) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	p.ln.Close()
 	p.Cut()
 	p.wg.Wait()
@@ -182,6 +187,13 @@ func (p *Proxy) serve(client *net.TCPConn) {
 	}
 	pc.server = d.(*net.TCPConn)
 	p.mu.Lock()
+	if p.closed {
+		// Accepted before Close, registered after its Cut: nobody else
+		// would end this connection.
+		p.mu.Unlock()
+		pc.reset()
+		return
+	}
 	p.conns[pc] = struct{}{}
 	delay := p.delay
 	p.mu.Unlock()

@@ -27,7 +27,7 @@ func TestRoundTrip(t *testing.T) {
 			c := newClock(t0.Add(123456789 * time.Nanosecond))
 			a := newAuthority(t, testConfig(alg, c))
 			notAfter := c.Now().Add(time.Hour)
-			tok, claims, err := a.Issue("user \"1\" \u00e9\n<&>", "sess-1", "web-app", notAfter)
+			tok, claims, err := a.Issue("user \"1\" \u00e9\n<&>", "sess-1", "web-app", "", notAfter)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestIssueLifetime(t *testing.T) {
 		{"deadline past", now.Add(-time.Hour), time.Time{}, ErrDeadlinePassed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, c, err := a.Issue("u", "s", "c", tc.notAfter)
+			tok, c, err := a.Issue("u", "s", "c", "", tc.notAfter)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("Issue: %v, want %v", err, tc.err)
 			}
@@ -227,7 +227,7 @@ func TestIssueRefusesBadInput(t *testing.T) {
 		{"too long", long, "s", "c"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, _, err := a.Issue(tc.sub, tc.sid, tc.client, far)
+			tok, _, err := a.Issue(tc.sub, tc.sid, tc.client, "", far)
 			if err == nil || tok != "" {
 				t.Fatalf("Issue(%q, %q, %q) = %q, %v; want an error", tc.sub, tc.sid, tc.client, tok, err)
 			}
@@ -285,5 +285,43 @@ func TestNewValidates(t *testing.T) {
 	cfg.CacheSize = -1
 	if a, err := New(cfg); err != nil || a.cache != nil {
 		t.Errorf("the shortest period, cache off: %v, cache %v", err, a != nil && a.cache != nil)
+	}
+}
+
+// testJKT is an RFC 7638 thumbprint: RFC 9449 section 6.1's example.
+const testJKT = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+
+// A token of a session bound to a DPoP key carries cnf.jkt (RFC 9449
+// section 6.1), and Verify returns it, from the cache too; a bearer token
+// has no cnf. Issue refuses what is not a thumbprint.
+func TestBoundToken(t *testing.T) {
+	for _, alg := range algs {
+		t.Run("alg="+alg, func(t *testing.T) {
+			c := newClock(t0)
+			a := newAuthority(t, testConfig(alg, c))
+			tok, claims, err := a.Issue("user-1", "sess-1", "web", testJKT, t0.Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, payload, _ := segments(t, tok)
+			if d := cmp.Diff(map[string]any{"jkt": testJKT}, payload["cnf"]); d != "" || claims.JKT != testJKT {
+				t.Errorf("cnf (-want +got):\n%s; claims.JKT %q", d, claims.JKT)
+			}
+			for _, pass := range []string{"first", "cached"} {
+				got, err := a.Verify(tok)
+				if err != nil || got.JKT != testJKT {
+					t.Errorf("%s Verify: JKT %q, %v; want %q", pass, got.JKT, err, testJKT)
+				}
+			}
+			bearer, _, _ := a.Issue("user-1", "sess-1", "web", "", t0.Add(time.Hour))
+			if _, payload, _ := segments(t, bearer); payload["cnf"] != nil {
+				t.Errorf("a bearer token carries cnf %v", payload["cnf"])
+			}
+			for _, bad := range []string{"x", testJKT + "A", testJKT[:42] + "!", testJKT[:42] + "J"} {
+				if _, _, err := a.Issue("user-1", "sess-1", "web", bad, t0.Add(time.Hour)); err == nil {
+					t.Errorf("Issue with jkt %q succeeded", bad)
+				}
+			}
+		})
 	}
 }

@@ -22,7 +22,7 @@ func BenchmarkIssue(b *testing.B) {
 			b.ReportAllocs()
 			start := cpuTime(b)
 			for b.Loop() {
-				if _, _, err := a.Issue("user-1", "sess-1", "web", notAfter); err != nil {
+				if _, _, err := a.Issue("user-1", "sess-1", "web", "", notAfter); err != nil {
 					b.Fatal(err)
 				}
 			}

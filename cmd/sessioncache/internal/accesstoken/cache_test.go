@@ -51,7 +51,7 @@ func TestCacheAnswersOnlyWhatVerifyWould(t *testing.T) {
 
 	var toks []string
 	for i := range 20 {
-		tok, _, err := a.Issue(fmt.Sprint("user-", i), "s", "c", t0.Add(time.Hour))
+		tok, _, err := a.Issue(fmt.Sprint("user-", i), "s", "c", "", t0.Add(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +99,7 @@ func TestVerifyConcurrent(t *testing.T) {
 							return
 						}
 						if i%10 == 0 {
-							if _, _, err := a.Issue("u", "s", "c", t0.Add(48*time.Hour)); err != nil {
+							if _, _, err := a.Issue("u", "s", "c", "", t0.Add(48*time.Hour)); err != nil {
 								errs <- err
 								return
 							}

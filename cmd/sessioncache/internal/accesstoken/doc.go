@@ -6,7 +6,8 @@
 // An access token is a JWT access token as RFC 9068 defines it: a compact JWS
 // whose protected header is {"alg", "kid", "typ": "at+jwt"} and whose claims
 // are iss, sub, aud, exp, iat, jti (16 random bytes, base64url), client_id
-// and sid. It is signed with ES256 (the default: every gateway supports it)
+// and sid, and, for a session bound to a DPoP key (RFC 9449), cnf with the
+// key's thumbprint, jkt. It is signed with ES256 (the default: every gateway supports it)
 // or EdDSA (Ed25519); never with "none" or an HMAC, and a verifier accepts
 // only the one algorithm it is configured with. Untrusted tokens are parsed
 // and their signatures checked by go-jose; this package only adds the checks

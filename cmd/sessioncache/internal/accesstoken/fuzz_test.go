@@ -127,7 +127,7 @@ func FuzzIssueClaims(f *testing.F) {
 	f.Add("\xff", "s", "c")
 	f.Fuzz(func(t *testing.T, sub, sid, client string) {
 		for _, a := range fx.auths {
-			tok, c, err := a.Issue(sub, sid, client, t0.Add(time.Hour))
+			tok, c, err := a.Issue(sub, sid, client, "", t0.Add(time.Hour))
 			if err != nil {
 				if tok != "" {
 					t.Fatal("a token with an error")

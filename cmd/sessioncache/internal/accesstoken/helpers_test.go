@@ -72,7 +72,7 @@ func newAuthority(t testing.TB, cfg Config) *Authority {
 // issue issues a token for a session whose deadline is far away.
 func issue(t testing.TB, a *Authority) (string, Claims) {
 	t.Helper()
-	tok, c, err := a.Issue("user-1", "sess-1", "web", a.now().Add(30*24*time.Hour))
+	tok, c, err := a.Issue("user-1", "sess-1", "web", "", a.now().Add(30*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

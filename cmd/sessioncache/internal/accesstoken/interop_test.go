@@ -45,7 +45,7 @@ func TestInteropNodeJose(t *testing.T) {
 			}))
 			defer srv.Close()
 
-			tok, claims, err := a.Issue("user-1", "sess-1", "web", t0.Add(time.Hour))
+			tok, claims, err := a.Issue("user-1", "sess-1", "web", "", t0.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +124,7 @@ func TestInteropGolangJWT(t *testing.T) {
 			c := newClock(t0)
 			a := newAuthority(t, testConfig(alg, c))
 			set := parseJWKS(t, a.JWKS())
-			tok, want, err := a.Issue("user-1", "sess-1", "web", t0.Add(time.Hour))
+			tok, want, err := a.Issue("user-1", "sess-1", "web", "", t0.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}

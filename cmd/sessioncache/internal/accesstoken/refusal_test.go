@@ -56,7 +56,7 @@ func TestVerifyRefuses(t *testing.T) {
 			foreignKey := foreign.keyring(c.Now()).signing()
 			foreignTok, _ := issue(t, foreign)
 			sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
-			another, _, err := a.Issue("user-2", "sess-1", "web", t0.Add(time.Hour))
+			another, _, err := a.Issue("user-2", "sess-1", "web", "", t0.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,6 +73,10 @@ func TestVerifyRefuses(t *testing.T) {
 				{"typ at+jwt;v=2", forge(t, k, header(func(h map[string]any) { h["typ"] = "at+jwt;v=2" }), goodClaims(a)), errType},
 				{"crit b64", forge(t, k, header(func(h map[string]any) { h["crit"] = []string{"b64"}; h["b64"] = false }), goodClaims(a)), errHeader},
 				{"embedded jwk", forge(t, k, header(func(h map[string]any) { h["jwk"] = k.jwk }), goodClaims(a)), errHeader},
+				{"cnf without jkt", forge(t, k, goodHeader(a, k), claims(func(m map[string]any) { m["cnf"] = map[string]any{"x5t#S256": testJKT} })), errConfirmation},
+				{"cnf.jkt not a thumbprint", forge(t, k, goodHeader(a, k), claims(func(m map[string]any) { m["cnf"] = map[string]any{"jkt": "short"} })), errConfirmation},
+				{"cnf.jkt a number", forge(t, k, goodHeader(a, k), claims(func(m map[string]any) { m["cnf"] = map[string]any{"jkt": 7} })), errClaimsJSON},
+				{"cnf a string", forge(t, k, goodHeader(a, k), claims(func(m map[string]any) { m["cnf"] = testJKT })), errClaimsJSON},
 				{"x5c", forge(t, k, header(func(h map[string]any) { h["x5c"] = []string{selfSignedCert(t)} }), goodClaims(a)), errHeader},
 				{"another header parameter", forge(t, k, header(func(h map[string]any) { h["cty"] = "JWT" }), goodClaims(a)), errHeader},
 				{"jku", forge(t, k, header(func(h map[string]any) { h["jku"] = "https://evil.example/jwks" }), goodClaims(a)), errHeader},

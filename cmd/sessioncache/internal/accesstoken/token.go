@@ -29,6 +29,9 @@ type Claims struct {
 	JTI       string    // jti: unique to the token
 	IssuedAt  time.Time // iat, whole seconds
 	ExpiresAt time.Time // exp, whole seconds; the token is valid while now < ExpiresAt
+	// JKT is cnf.jkt (RFC 9449 section 6.1): the RFC 7638 thumbprint of
+	// the DPoP key the token is bound to; "" for a bearer token.
+	JKT string
 }
 
 // Reasons of Verify's refusals. Each wraps ErrMalformed, ErrInvalid or
@@ -46,18 +49,20 @@ var (
 	errAudience     = fmt.Errorf("%w: wrong audience", ErrInvalid)
 	errMissingClaim = fmt.Errorf("%w: a required claim is missing", ErrInvalid)
 	errFutureIat    = fmt.Errorf("%w: iat is in the future", ErrInvalid)
+	errConfirmation = fmt.Errorf("%w: cnf is not a DPoP key's thumbprint", ErrInvalid)
 	errExpired      = fmt.Errorf("%w: exp has passed", ErrExpired)
 )
 
 // Issue signs an access token for a session: header {alg, kid, typ
 // "at+jwt"}, claims iss, sub, aud, exp, iat, jti, client_id and sid (RFC
-// 9068). exp is now + TTL, or notAfter (the session's deadline) when that
-// comes first, rounded down to a whole second. Issue refuses with
-// ErrDeadlinePassed when that exp is not after now, and with an
-// error when subject, sessionID or clientID is empty or not UTF-8, or the
-// token would be longer than MaxTokenLen. It returns the token and its
-// claims.
-func (a *Authority) Issue(subject, sessionID, clientID string, notAfter time.Time) (string, Claims, error) {
+// 9068), and, for a session bound to a DPoP key, cnf {"jkt": jkt} (RFC 9449
+// section 6.1; jkt "" makes a bearer token). exp is now + TTL, or notAfter
+// (the session's deadline) when that comes first, rounded down to a whole
+// second. Issue refuses with ErrDeadlinePassed when that exp is not after
+// now, and with an error when subject, sessionID or clientID is empty or
+// not UTF-8, jkt is not a SHA-256 thumbprint in base64url, or the token
+// would be longer than MaxTokenLen. It returns the token and its claims.
+func (a *Authority) Issue(subject, sessionID, clientID, jkt string, notAfter time.Time) (string, Claims, error) {
 	for _, f := range [...]struct{ name, v string }{{"subject", subject}, {"session id", sessionID}, {"client id", clientID}} {
 		if f.v == "" {
 			return "", Claims{}, fmt.Errorf("accesstoken: the %s is empty", f.name)
@@ -65,6 +70,9 @@ func (a *Authority) Issue(subject, sessionID, clientID string, notAfter time.Tim
 		if err := checkClaimString(f.v); err != nil {
 			return "", Claims{}, fmt.Errorf("accesstoken: %s: %w", f.name, err)
 		}
+	}
+	if jkt != "" && !thumbprint(jkt) {
+		return "", Claims{}, errors.New("accesstoken: the jkt is not a SHA-256 thumbprint in base64url")
 	}
 	now := a.now()
 	exp := now.Add(a.ttl)
@@ -77,6 +85,7 @@ func (a *Authority) Issue(subject, sessionID, clientID string, notAfter time.Tim
 		ClientID:  clientID,
 		IssuedAt:  time.Unix(now.Unix(), 0),
 		ExpiresAt: time.Unix(exp.Unix(), 0),
+		JKT:       jkt,
 	}
 	if !c.ExpiresAt.After(now) {
 		return "", Claims{}, ErrDeadlinePassed
@@ -126,7 +135,26 @@ func (a *Authority) appendPayload(b []byte, c *Claims) []byte {
 	b = appendJSONString(b, c.ClientID)
 	b = append(b, `,"sid":`...)
 	b = appendJSONString(b, c.SessionID)
+	if c.JKT != "" {
+		b = append(b, `,"cnf":{"jkt":"`...)
+		b = append(b, c.JKT...)
+		b = append(b, `"}`...)
+	}
 	return append(b, '}')
+}
+
+// thumbprint reports whether s is a SHA-256 thumbprint in base64url: 43
+// characters, canonical.
+func thumbprint(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if base64URL[s[i]] == invalid {
+			return false
+		}
+	}
+	return canonicalBase64(s)
 }
 
 // p256HalfOrder is (n-1)/2 for P-256: a signature's s above it is replaced
@@ -169,6 +197,9 @@ type payload struct {
 	Jti      string           `json:"jti"`
 	ClientID string           `json:"client_id"`
 	Sid      string           `json:"sid"`
+	Cnf      *struct {
+		JKT *string `json:"jkt"`
+	} `json:"cnf"`
 }
 
 // Verify checks an access token and returns its claims. The token must be a
@@ -268,6 +299,14 @@ func (a *Authority) verify(raw string, ring *keyring) (Claims, *epochKey, error)
 	if p.Sub == "" || p.Sid == "" || p.ClientID == "" || p.Jti == "" || p.Exp == nil || p.Iat == nil {
 		return Claims{}, nil, errMissingClaim
 	}
+	var jkt string
+	if p.Cnf != nil {
+		// Our tokens bind only DPoP keys (no x5t#S256 and the like).
+		if p.Cnf.JKT == nil || !thumbprint(*p.Cnf.JKT) {
+			return Claims{}, nil, errConfirmation
+		}
+		jkt = *p.Cnf.JKT
+	}
 	return Claims{
 		Subject:   p.Sub,
 		SessionID: p.Sid,
@@ -275,6 +314,7 @@ func (a *Authority) verify(raw string, ring *keyring) (Claims, *epochKey, error)
 		JTI:       p.Jti,
 		IssuedAt:  time.Unix(int64(*p.Iat), 0),
 		ExpiresAt: time.Unix(int64(*p.Exp), 0),
+		JKT:       jkt,
 	}, k, nil
 }
 
