@@ -272,3 +272,27 @@ func TestImportClientID(t *testing.T) {
 		t.Fatalf("its client: %v, %v", g, err)
 	}
 }
+
+// TestImportRate: Config.Rate bounds the families imported per second, so
+// the load on both databases: 40 families at 100 a second take at least
+// 0.39 s (the first goes at once).
+func TestImportRate(t *testing.T) {
+	pool := pgPool(t)
+	b := redistest.For(t, redistest.Mini)
+	ctx := context.Background()
+	o := newOldSystem(t, pool)
+	if _, err := o.generate(ctx, 40); err != nil {
+		t.Fatal(err)
+	}
+	st := legacyStore(t, b, redisstore.Options{})
+	cfg := o.config()
+	cfg.Rate, cfg.Batch = 100, 7
+	start := time.Now()
+	stats, err := newImporter(t, o, st, b, cfg).Run(ctx)
+	if err != nil || stats.Families != 40 {
+		t.Fatalf("Run = %+v, %v", stats, err)
+	}
+	if took := time.Since(start); took < 390*time.Millisecond {
+		t.Fatalf("40 families at 100/s took %v, want at least 390ms", took)
+	}
+}
