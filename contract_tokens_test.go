@@ -573,7 +573,6 @@ func testKeyRotation(t *testing.T, b *redistest.Backend) {
 // in base64) or its MAC.
 func testNoRawToken(t *testing.T, b *redistest.Backend) {
 	f := newFixture(t, b, redisstore.Options{})
-	ctx := context.Background()
 	var toks []string
 	g := f.issue(t, "alice", laptop)
 	toks = append(toks, g.Token)
@@ -581,18 +580,7 @@ func testNoRawToken(t *testing.T, b *redistest.Backend) {
 		g = f.rotate(t, g.Token)
 		toks = append(toks, g.Token)
 	}
-	d, err := b.Dump(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all strings.Builder
-	for k, vs := range d {
-		all.WriteString(k)
-		for _, v := range vs {
-			all.WriteString("\x00" + v)
-		}
-	}
-	blob := all.String()
+	blob := keyspaceText(t, b)
 	for i, tok := range toks {
 		raw, _ := tokenlayout.Decode(tok, redisstore.DefaultTokenPrefix)
 		secretPart, macPart := raw[tokenlayout.Secret:tokenlayout.MAC], raw[tokenlayout.MAC:tokenlayout.CRC]
@@ -606,4 +594,22 @@ func testNoRawToken(t *testing.T, b *redistest.Backend) {
 			}
 		}
 	}
+}
+
+// keyspaceText returns every key under b's prefix and all it holds, as one
+// string to search.
+func keyspaceText(t *testing.T, b *redistest.Backend) string {
+	t.Helper()
+	d, err := b.Dump(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for k, vs := range d {
+		all.WriteString(k)
+		for _, v := range vs {
+			all.WriteString("\x00" + v)
+		}
+	}
+	return all.String()
 }

@@ -56,4 +56,21 @@ var (
 	//
 	//go:embed touch.lua
 	Touch string
+
+	// Legacy converts a legacy token (of the system the store replaces)
+	// into the session's first token, or answers its replay.
+	//
+	//go:embed legacy.lua
+	Legacy string
+
+	// Import creates, or brings up to date, the session of a family of
+	// legacy tokens.
+	//
+	//go:embed import.lua
+	Import string
+
+	// Lookup writes the lookup entry of an imported legacy token.
+	//
+	//go:embed lookup.lua
+	Lookup string
 )

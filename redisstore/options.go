@@ -131,6 +131,18 @@ type Options struct {
 	// call alone. Default: 4.
 	MaxInFlight int
 
+	// LegacyHash, if set, makes the store accept the refresh tokens of the
+	// system it replaces, imported with ImportLegacy, wherever it accepts its
+	// own (Rotate, RevokeToken): a string that is not one of the store's
+	// tokens is looked up by LegacyHash(token), the digest the old system
+	// stored for it (raw bytes, 1 to 64; the same bytes LegacyRow.Digest
+	// carries), and converted into a token of this store on its first
+	// rotation (see "Migrating from a SQL table" in the README). It must be
+	// deterministic and quick, and is called for every such string. nil
+	// turns the legacy path off: such strings are ErrMalformed, with no
+	// Redis call, as before. Default: nil.
+	LegacyHash func(token string) []byte
+
 	// OnEvent, if set, is called for every security-relevant outcome, on the
 	// goroutine of the call that caused it, with that call's context (for
 	// request ids and trace spans), after Redis has applied it. It must be

@@ -29,10 +29,20 @@ func (s *Store) RevokeSession(ctx context.Context, userID, sessionID string) (in
 // 7009): any genuine token of the session will do, current or rotated. It
 // returns how many sessions it revoked (0 if the session is already gone).
 // Garbage and forgeries get ErrMalformed or ErrUnknown and revoke nothing.
+// With Options.LegacyHash set, an imported legacy token revokes its session
+// too.
 func (s *Store) RevokeToken(ctx context.Context, raw string) (int, error) {
 	var t token
 	if _, err := s.open(raw, &t); err != nil {
-		return 0, err
+		if !s.isLegacy(raw, err) {
+			return 0, err
+		}
+		// A legacy token: its lookup key names the session.
+		lk, _, err := s.findLegacy(ctx, raw)
+		if err != nil {
+			return 0, err
+		}
+		t.setHeader(0, lk.userHash[:], lk.sessionID[:], 0, 0, 0)
 	}
 	n, user, err := s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout)
 	if n > 0 {

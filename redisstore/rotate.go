@@ -32,6 +32,12 @@ import (
 // bounded: a retry that arrives after two more rotations, or a retry of a
 // grace replay after one, is treated as what it then looks like, a replay.
 //
+// With Options.LegacyHash set, a legacy token (of the system the store
+// replaces, imported with ImportLegacy) is accepted too, with the same
+// guarantees: its first rotation converts it into a token of this store,
+// atomically; within grace it gets the same successor again; any later
+// presentation, or that of an older token of its family, is a replay.
+//
 // If c.ClientID is set and the session is bound to another client, Rotate
 // returns ErrWrongClient and changes nothing (see Client). A session bound
 // to a DPoP key is refused, before anything else is decided and with
@@ -59,6 +65,9 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	old, next := &f.old, &f.next
 	k, err := s.open(raw, old)
 	if err != nil {
+		if s.isLegacy(raw, err) {
+			return s.rotateLegacy(ctx, raw, c, ip)
+		}
 		return Grant{}, err
 	}
 	gen := old.generation() + 1
@@ -106,23 +115,10 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		if err := s.grantBound(&g, r.field(0), old, &c); err != nil {
 			return Grant{}, err
 		}
-		// The token to hand out is the successor of the presented one (the
-		// script matched the hash of its secret, or this call's id): derive
-		// it again, with the key and deadline it was minted with.
-		st, err := parseState(r.field(1))
-		kind, kerr := r.int(2)
-		if err == nil && kerr == nil && kind == handOutPrevious {
-			// The previous token: its last used is in p; its key id and
-			// idle lifetime are taken from the current one (they differ
-			// only if a deploy changed them between two rotations).
-			st.gen--
-			st.lastUsed, err = strconv.ParseInt(r.field(3), 10, 64)
+		nk, expMS, kind, err := s.handOut(r, gen, old.absoluteMS())
+		if err != nil {
+			return Grant{}, err
 		}
-		if err != nil || kerr != nil || st.gen != gen || s.kr.byID[st.keyID] == nil {
-			return Grant{}, fmt.Errorf("%w: cannot hand out generation %d from state %q", ErrCorrupt, gen, r.field(1))
-		}
-		nk := s.kr.byID[st.keyID]
-		expMS := st.expires(old.absoluteMS())
 		next.setHeader(nk.id, old.userHash(), old.sessionID(), gen, expMS, old.absoluteMS())
 		next.seal(nk)
 		g.Token, g.ExpiresAt = next.encode(s.opt.TokenPrefix), time.UnixMilli(expMS)
@@ -135,16 +131,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		}
 		return g, nil
 	case codeReused:
-		user, err := s.boundUser(r.field(0), old)
-		if err != nil {
-			return Grant{}, err
-		}
-		s.emit(ctx, Event{Kind: EventReuseDetected, UserID: user, SessionID: g.SessionID, Reason: ReasonReuse, Time: time.UnixMilli(r.now)})
-		revoked := Grant{SessionID: g.SessionID, UserID: user}
-		if err := s.awaitReplicas(ctx, ks.session, true); err != nil {
-			return revoked, errors.Join(ErrReused, err)
-		}
-		return revoked, ErrReused
+		return s.reused(ctx, r, old, ks.session)
 	case codeRevoked:
 		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
 	case codeExpired:
@@ -160,6 +147,44 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	default:
 		return Grant{}, r.unexpected("rotate.lua")
 	}
+}
+
+// handOut reads a hand-out reply {2, now, rest, s, kind[, last]} (rotate.lua,
+// legacy.lua): the token to hand out is the successor of the presented one
+// (the script matched the hash of its secret, or this call's id), of
+// generation gen; it returns the key and the idle deadline it was minted
+// with, to derive it again, and the kind of hand-out.
+func (s *Store) handOut(r reply, gen uint32, absMS int64) (*key, int64, int64, error) {
+	st, err := parseState(r.field(1))
+	kind, kerr := r.int(2)
+	if err == nil && kerr == nil && kind == handOutPrevious {
+		// The previous token: its last used is in p; its key id and idle
+		// lifetime are taken from the current one (they differ only if a
+		// deploy changed them between two rotations).
+		st.gen--
+		st.lastUsed, err = strconv.ParseInt(r.field(3), 10, 64)
+	}
+	if err != nil || kerr != nil || st.gen != gen || s.kr.byID[st.keyID] == nil {
+		return nil, 0, 0, fmt.Errorf("%w: cannot hand out generation %d from state %q", ErrCorrupt, gen, r.field(1))
+	}
+	return s.kr.byID[st.keyID], st.expires(absMS), kind, nil
+}
+
+// reused answers a reuse that a script detected ({3, now, user}): the
+// script revoked t's session (whose key is sessionKey). It returns a Grant
+// that names the session and its user, and ErrReused.
+func (s *Store) reused(ctx context.Context, r reply, t *token, sessionKey string) (Grant, error) {
+	user, err := s.boundUser(r.field(0), t)
+	if err != nil {
+		return Grant{}, err
+	}
+	sid := sessionIDString(memberOf(sessionKey))
+	s.emit(ctx, Event{Kind: EventReuseDetected, UserID: user, SessionID: sid, Reason: ReasonReuse, Time: time.UnixMilli(r.now)})
+	revoked := Grant{SessionID: sid, UserID: user}
+	if err := s.awaitReplicas(ctx, sessionKey, true); err != nil {
+		return revoked, errors.Join(ErrReused, err)
+	}
+	return revoked, ErrReused
 }
 
 // grantBound fills in g the bindings and the user id of rest (what follows

@@ -17,9 +17,24 @@ package redisstore
 //
 // U encodes the other 6 bytes of the user hash. Neither key names the user.
 // Session ids are 16 random bytes, written as 22 base64url characters.
+//
+// A third kind exists only for imported sessions (legacy.go, import.go):
+//
+//	<prefix>{B}:l                hash: lookup entries of legacy tokens, field:
+//	                             12 bytes of a keyed hash of the digest the
+//	                             old system stored for the token; value:
+//	                             where its session is (version byte 1, user
+//	                             hash, session id, the row's order: 8 bytes
+//	                             big-endian); it expires at the latest
+//	                             absolute deadline of the sessions it names
+//
+// where B encodes the first 2 bytes of that keyed hash: 65,536 buckets,
+// spread over the slots; no script touches them (an entry is read, then
+// the session's script runs).
 const (
 	kindSession = 's'
 	kindIndex   = 'u'
+	kindLookup  = 'l'
 )
 
 // A field of a session hash. Short names keep small hashes small, and every
@@ -42,6 +57,7 @@ const (
 	fName     = "n"
 	fIP       = "i"
 	fAgent    = "a"
+	fLegacy   = "l"
 	fReason   = "r"
 	fUser     = "u"
 	fCall     = "q"
@@ -58,6 +74,7 @@ var schema = []field{
 	{fName, false, "device name"},
 	{fIP, false, "IP address, canonical"},
 	{fAgent, false, "user agent, stock browser phrases stored as single bytes"},
+	{fLegacy, false, "imported sessions only: order of the family's current legacy token (its row's creation, unix µs, 16 digits), then `c` once converted into a token of this store"},
 	{fReason, true, "why the session was revoked"},
 	{fUser, true, "the user id"},
 	{fCall, true, "id of the call that revoked it, for retries"},
@@ -119,17 +136,20 @@ const revocationChannel = "revoked"
 // ...}, now being Redis's time in unix ms, but rotate.lua's hot path, which
 // answers now (13 digits) and the user id as one string: code codeOK.
 const (
-	codeNone     = 0  // rotate, revoke, revoke_all: no such live session; nothing written
-	codeOK       = 1  // issue, evict, rotate, revoke, revoke_all: done
-	codeHandOut  = 2  // rotate: hand out a token again (handOut* kinds)
-	codeReused   = 3  // rotate: a rotated token came back; the session is revoked
-	codeRevoked  = 4  // issue, rotate: the session was revoked earlier
-	codeExpired  = 5  // rotate: the token is past its deadlines
-	codeClient   = 6  // rotate: the session is bound to another client
-	codeAtCap    = 7  // issue: the user is at the cap; call again with these candidates for eviction
-	codeExists   = 8  // issue: the session id exists
-	codeWrongKey = 9  // rotate: the session is bound to another DPoP key
-	codeNoKey    = 10 // rotate: the session is bound to a DPoP key; none given
+	codeNone      = 0  // rotate, revoke, revoke_all, legacy: no such live session; nothing written
+	codeOK        = 1  // issue, evict, rotate, revoke, revoke_all, legacy, import: done
+	codeHandOut   = 2  // rotate, legacy: hand out a token again (handOut* kinds)
+	codeReused    = 3  // rotate, legacy, import: a rotated token came back (import: a fork); the session is revoked
+	codeRevoked   = 4  // issue, rotate, legacy, import: the session was revoked earlier
+	codeExpired   = 5  // rotate, legacy, import: the token is past its deadlines
+	codeClient    = 6  // rotate, legacy: the session is bound to another client
+	codeAtCap     = 7  // issue: the user is at the cap; call again with these candidates for eviction
+	codeExists    = 8  // issue, import: the session id exists (import: another user's)
+	codeWrongKey  = 9  // rotate, legacy: the session is bound to another DPoP key
+	codeNoKey     = 10 // rotate, legacy: the session is bound to a DPoP key; none given
+	codeAdvanced  = 11 // import: the session moves (or is to move) to a newer legacy row
+	codeUnchanged = 12 // import: the session is up to date; nothing written
+	codeEnded     = 13 // import: imported before, and ended since; nothing written
 )
 
 // Kinds of codeHandOut replies.

@@ -40,7 +40,7 @@ func TestREADMEFieldTable(t *testing.T) {
 // script, and the s layout offsets are the ones rotate.lua uses.
 func TestSchemaMatchesScripts(t *testing.T) {
 	var all strings.Builder
-	for _, name := range []string{"issue", "rotate", "evict", "revoke", "revoke_all", "inspect"} {
+	for _, name := range []string{"issue", "rotate", "evict", "revoke", "revoke_all", "inspect", "legacy", "import"} {
 		b, err := os.ReadFile("../lua/" + name + ".lua")
 		if err != nil {
 			t.Fatal(err)
@@ -100,7 +100,8 @@ func TestREADMEErrorTable(t *testing.T) {
 func TestReplyCodes(t *testing.T) {
 	codes := map[string]int{"codeNone": codeNone, "codeOK": codeOK, "codeHandOut": codeHandOut, "codeReused": codeReused,
 		"codeRevoked": codeRevoked, "codeExpired": codeExpired, "codeClient": codeClient, "codeAtCap": codeAtCap, "codeExists": codeExists,
-		"codeWrongKey": codeWrongKey, "codeNoKey": codeNoKey}
+		"codeWrongKey": codeWrongKey, "codeNoKey": codeNoKey,
+		"codeAdvanced": codeAdvanced, "codeUnchanged": codeUnchanged, "codeEnded": codeEnded}
 	named := map[int]string{}
 	for name, c := range codes {
 		if other, ok := named[c]; ok {
@@ -109,7 +110,7 @@ func TestReplyCodes(t *testing.T) {
 		named[c] = name
 	}
 	given := map[int][]string{}
-	for _, script := range []string{"issue", "evict", "rotate", "revoke", "revoke_all"} {
+	for _, script := range []string{"issue", "evict", "rotate", "revoke", "revoke_all", "legacy", "import"} {
 		b, err := os.ReadFile("../lua/" + script + ".lua")
 		if err != nil {
 			t.Fatal(err)

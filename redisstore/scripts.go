@@ -19,8 +19,12 @@ var (
 	scriptList      = redis.NewScript(lua.List)
 	scriptInspect   = redis.NewScript(lua.Inspect)
 	scriptTouch     = redis.NewScript(lua.Touch)
+	scriptLegacy    = redis.NewScript(lua.Legacy)
+	scriptImport    = redis.NewScript(lua.Import)
+	scriptLookup    = redis.NewScript(lua.Lookup)
 
-	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch}
+	allScripts = []*redis.Script{scriptIssue, scriptEvict, scriptRotate, scriptRevoke, scriptRevokeAll, scriptList, scriptInspect, scriptTouch,
+		scriptLegacy, scriptImport, scriptLookup}
 )
 
 // reply is a script's answer: a code, Redis's time when the script ran

@@ -20,7 +20,8 @@ type Store struct {
 	opt     Options
 	kr      *keyring
 	batch   *batcher
-	channel string // the revocation channel (schema.go)
+	channel string  // the revocation channel (schema.go)
+	legacy  *legacy // nil: legacy tokens are not accepted (legacy.go)
 }
 
 // New returns a Store on rdb. The caller owns rdb: the Store never closes
@@ -37,7 +38,8 @@ func New(rdb redis.UniversalClient, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{rdb: rdb, opt: opt, kr: kr, batch: newBatcher(rdb, opt.MaxInFlight), channel: opt.KeyPrefix + revocationChannel}, nil
+	return &Store{rdb: rdb, opt: opt, kr: kr, batch: newBatcher(rdb, opt.MaxInFlight), channel: opt.KeyPrefix + revocationChannel,
+		legacy: newLegacy(opt.Secret, opt.LegacyHash)}, nil
 }
 
 // BatchStats returns the counts since New. With batching off

@@ -19,6 +19,7 @@ import (
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/dpop"
+	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sqlimport"
 	"github.com/sessioncache/sessioncache/redisstore"
 )
 
@@ -68,6 +69,8 @@ const (
 	envAuthMemory         = "SESSIONCACHE_AUTH_MEMORY_SESSIONS"
 	envHeartbeat          = "SESSIONCACHE_REVOCATION_HEARTBEAT"
 	envDPoPNoncePeriod    = "SESSIONCACHE_DPOP_NONCE_PERIOD"
+	envLegacyHash         = "SESSIONCACHE_LEGACY_HASH"
+	envLegacyHashKeyFile  = "SESSIONCACHE_LEGACY_HASH_KEY_FILE"
 
 	envSigningKeysFile   = "SESSIONCACHE_SIGNING_KEYS_FILE"
 	envAPIKeysFile       = "SESSIONCACHE_API_KEYS_FILE"
@@ -116,6 +119,8 @@ var settings = []setting{
 	{env: envAuthMemory, flag: "auth-memory-sessions", def: "100000", usage: "sessions (and as many access tokens) each instance remembers for /v1/auth, about 0.4 KB each; past it, new ones are checked in Redis"},
 	{env: envHeartbeat, flag: "revocation-heartbeat", def: durationText(redisstore.DefaultHeartbeat), usage: "how often the revocation feed proves it is whole; memory answers /v1/auth for 4 heartbeats after the last proof"},
 	{env: envDPoPNoncePeriod, flag: "dpop-nonce-period", def: "0", usage: "how often the DPoP server nonce (RFC 9449 section 8) that /oauth2/token requires in proofs changes, at least 1s; 0: no nonces"},
+	{env: envLegacyHash, flag: "legacy-hash", def: sqlimport.HashOff, usage: "accept the refresh tokens of a SQL table imported with sessioncache import, hashed as that table holds them: " + strings.Join(sqlimport.Hashes[1:], ", ") + "; off refuses them (see the README, Migrating from a SQL table)"},
+	{env: envLegacyHashKeyFile, flag: "legacy-hash-key-file", usage: "file holding the key of " + envLegacyHash + "=" + sqlimport.HashHMACSHA256 + " (the old system's pepper)"},
 	{env: envSigningKeysFile, flag: "signing-keys-file", usage: "file of keys that sign tokens, one \"<id> <base64 secret>\" a line, the first signs, all verify; re-read when it changes and on SIGHUP (needs " + envSecret + " or " + envSecretFile + ")"},
 	{env: envAPIKeysFile, flag: "api-keys-file", usage: "file of API keys, one a line, any of which is accepted on /v1/*; re-read when it changes and on SIGHUP"},
 	{env: envClientsFile, flag: "clients-file", usage: "file of OAuth clients, one \"<id> public\" or \"<id> confidential sha256:<hex of the secret's SHA-256>\" a line; re-read when it changes and on SIGHUP; unset: every client id is a public client"},
@@ -176,6 +181,10 @@ type config struct {
 	AuthMemory         int
 	Heartbeat          time.Duration
 	DPoPNoncePeriod    time.Duration
+	LegacyHash         string
+	// legacyHash is the legacy token hash LegacyHash names (with its key);
+	// nil when LegacyHash is off.
+	legacyHash func(string) []byte
 
 	// issuerFromListen: Issuer was derived from the listen address;
 	// audienceFromIssuer: AccessTokenAud is the issuer.
@@ -205,11 +214,24 @@ type config struct {
 	// Check, if set, makes the process probe this path of the running
 	// service and exit (a container health check without curl).
 	Check string
+
+	// subcommand: the configuration of a subcommand, which does not serve.
+	subcommand bool
+}
+
+// subcommand is what a subcommand of the binary (sessioncache import) adds
+// to loadConfig: its name and flags of its own. It takes the service's
+// settings (Redis, the secret, the store's options) and none of the checks
+// that only serving needs (the listen address, API keys, the issuer).
+type subcommand struct {
+	name  string
+	flags func(*flag.FlagSet)
 }
 
 // loadConfig reads the configuration from flags (which win) and the
 // environment, and validates it. Errors name the variable or flag at fault.
-func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (*config, error) {
+// With a subcommand, its flags are parsed too.
+func loadConfig(args []string, getenv func(string) string, usageOut io.Writer, sub ...subcommand) (*config, error) {
 	raw := map[string]string{}
 	from := map[string]string{}
 	for _, s := range settings {
@@ -218,8 +240,15 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 			raw[s.env], from[s.env] = v, s.env
 		}
 	}
-	fs := flag.NewFlagSet("sessioncache", flag.ContinueOnError)
+	name := "sessioncache"
+	for _, sc := range sub {
+		name += " " + sc.name
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(usageOut)
+	for _, sc := range sub {
+		sc.flags(fs)
+	}
 	for _, s := range settings {
 		if s.flag == "" {
 			continue
@@ -284,8 +313,10 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 		AuthMemory:         p.integer(envAuthMemory),
 		Heartbeat:          p.duration(envHeartbeat),
 		DPoPNoncePeriod:    p.duration(envDPoPNoncePeriod),
+		LegacyHash:         p.str(envLegacyHash),
 		ClientsFile:        p.str(envClientsFile),
 		Check:              *check,
+		subcommand:         len(sub) > 0,
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(p.str(envLogLevel))); err != nil {
 		p.fail(envLogLevel, "want debug, info, warn or error")
@@ -300,6 +331,20 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer) (
 			p.failAt(p.source(envSigningKeysFile), err.Error())
 		}
 		c.SigningKeys = keys
+	}
+	var legacyKey []byte
+	if file := p.str(envLegacyHashKeyFile); file != "" {
+		var err error
+		if legacyKey, err = os.ReadFile(file); err != nil {
+			p.failAt(p.source(envLegacyHashKeyFile), err.Error())
+		} else if legacyKey = []byte(strings.TrimRight(string(legacyKey), "\r\n")); len(legacyKey) == 0 {
+			p.failAt(p.source(envLegacyHashKeyFile), "the file is empty")
+		}
+	}
+	if h, err := sqlimport.HashFunc(c.LegacyHash, legacyKey); err != nil {
+		p.fail(envLegacyHash, err.Error())
+	} else {
+		c.legacyHash = h
 	}
 	c.Clients = clients.Open()
 	if c.ClientsFile != "" {
@@ -430,7 +475,7 @@ func (c *config) validate(p *parser) error {
 		}
 	}
 	c.RedisOptions = opts
-	if p.err != nil {
+	if p.err != nil || c.subcommand {
 		return p.err
 	}
 	loopback, err := isLoopback(c.Listen)
@@ -559,6 +604,7 @@ func (c *config) storeOptions(secret []byte) redisstore.Options {
 		RevocationReplicas: c.RevocationReplicas,
 		ReplicationTimeout: c.ReplicationTimeout,
 		MaxInFlight:        maxInFlight,
+		LegacyHash:         c.legacyHash,
 	}
 }
 
@@ -625,6 +671,7 @@ func (c *config) logAttrs() []any {
 		slog.Int("auth_memory_sessions", c.AuthMemory),
 		slog.String("revocation_heartbeat", c.Heartbeat.String()),
 		slog.String("dpop_nonce_period", c.DPoPNoncePeriod.String()),
+		slog.String("legacy_hash", c.LegacyHash),
 		slog.String("api_key", apiKey),
 		slog.String("secret", secret),
 		slog.String("signing_keys", signing),

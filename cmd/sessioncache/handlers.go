@@ -394,7 +394,12 @@ func (s *server) revokeToken(ctx context.Context, r *http.Request) reply {
 	if strings.HasPrefix(tok, s.tokenPrefix) {
 		n, err = s.store().RevokeToken(ctx, tok)
 	} else if c, verr := s.tokens.Verify(tok); verr != nil {
-		return reply{status: http.StatusOK, outcome: accessOutcome(verr), body: revokedBody{}}
+		// Not an access token: perhaps a refresh token imported from a SQL
+		// table, which the store takes with SESSIONCACHE_LEGACY_HASH set
+		// (without it, ErrMalformed, and no Redis call).
+		if n, err = s.store().RevokeToken(ctx, tok); errors.Is(err, redisstore.ErrMalformed) {
+			return reply{status: http.StatusOK, outcome: accessOutcome(verr), body: revokedBody{}}
+		}
 	} else {
 		n, err = s.store().RevokeSession(ctx, c.Subject, c.SessionID)
 	}

@@ -6,7 +6,8 @@
 //
 // With no configuration it listens on 127.0.0.1:8080 on an in-process
 // miniredis; every setting is an environment variable and a flag
-// (sessioncache -h lists them).
+// (sessioncache -h lists them). "sessioncache import" imports the refresh
+// tokens of a SQL table (sessioncache import -h).
 package main
 
 import (
@@ -48,6 +49,9 @@ const (
 // run is the whole program: it serves until the first signal on sig, then
 // drains and returns the exit code. Logs go to out as JSON lines.
 func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os.Signal) int {
+	if len(args) > 0 && args[0] == "import" {
+		return runImport(args[1:], getenv, out, sig)
+	}
 	cfg, err := loadConfig(args, getenv, out)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
