@@ -380,6 +380,29 @@ func testMaxSessionsLowered(t *testing.T, b *redistest.Backend) {
 	}
 }
 
+// testEvictionBound: one login at a lowered cap evicts at most 256 sessions
+// in all, its first script call's and evict.lua's together, as Store.Issue
+// and the README say.
+func testEvictionBound(t *testing.T, b *redistest.Backend) {
+	uncapped := newFixture(t, b, redisstore.Options{MaxSessions: redisstore.NoSessionCap})
+	const before = 320
+	for i := 0; i < before; i++ {
+		uncapped.issue(t, "alice", redisstore.Client{})
+	}
+	f := newFixture(t, b, redisstore.Options{MaxSessions: 5})
+	f.TakeEvents()
+	f.issue(t, "alice", redisstore.Client{})
+	evicted := 0
+	for _, e := range f.TakeEvents() {
+		if e.Kind == redisstore.EventSessionEvicted {
+			evicted++
+		}
+	}
+	if l := f.list(t, "alice"); evicted != 256 || len(l) != before+1-256 {
+		t.Fatalf("a login at a cap lowered to 5 over %d sessions evicted %d and left %d; want 256 and %d", before, evicted, len(l), before+1-256)
+	}
+}
+
 // testSpread: every key carries a hash tag, and users spread over a
 // cluster's slots (64 users over at least 50) instead of sharing one.
 func testSpread(t *testing.T, b *redistest.Backend) {

@@ -328,10 +328,28 @@ func testUserBound(t *testing.T, b *redistest.Backend) {
 	wantErr(t, "grace replay after the user id was rewritten", err, redisstore.ErrCorrupt)
 	_, err = f.Store.Rotate(ctx, g1.Token, redisstore.Client{})
 	wantErr(t, "Rotate after the user id was rewritten", err, redisstore.ErrCorrupt)
+	// RevokeToken ends the session (the token is genuine), but its event
+	// cannot name the user the token proves (a keyed hash of it), and must
+	// not name the stored one.
+	n, err := f.Store.RevokeToken(ctx, g1.Token)
+	wantErr(t, "RevokeToken after the user id was rewritten", err, redisstore.ErrCorrupt)
+	if n != 1 {
+		t.Errorf("RevokeToken after the user id was rewritten revoked %d, want 1", n)
+	}
+	revoked, corrupt := 0, 0
 	for _, e := range f.TakeEvents() {
 		if e.UserID == "victim" {
 			t.Errorf("an event names the forged user: %+v", e)
 		}
+		switch e.Kind {
+		case redisstore.EventSessionRevoked:
+			revoked++
+		case redisstore.EventCorrupt:
+			corrupt++
+		}
+	}
+	if revoked != 1 || corrupt != 4 {
+		t.Errorf("%d EventSessionRevoked and %d EventCorrupt, want 1 and 4 (Validate, grace replay, Rotate, RevokeToken)", revoked, corrupt)
 	}
 }
 

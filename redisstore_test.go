@@ -118,6 +118,7 @@ var contract = []struct {
 	{"MaxSessions", testMaxSessions},
 	{"MaxSessionsDefault", testMaxSessionsDefault},
 	{"MaxSessionsLowered", testMaxSessionsLowered},
+	{"EvictionBound", testEvictionBound},
 	{"KeyRotation", testKeyRotation},
 	{"EveryKeyHasTTL", testEveryKeyHasTTL},
 	{"NoRawTokenInRedis", testNoRawToken},
@@ -142,6 +143,7 @@ var contract = []struct {
 	{"RevocationFeed", testRevocationFeed},
 	{"RevocationFeedLost", testRevocationFeedLost},
 	{"KeyBoundRevocations", testKeyBoundRevocations},
+	{"DamagedRecords", testDamagedRecords},
 }
 
 var laptop = redisstore.Client{DeviceID: "dev-laptop", DeviceName: "Firefox on Linux", IPAddress: "192.0.2.10", UserAgent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}

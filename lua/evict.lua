@@ -23,14 +23,17 @@
 -- userOf returns the user id a live session's h field ends with: after the
 -- 16-byte hash, the client binding if any (byte 2, the client id's length,
 -- the client id) and the key binding if any (byte 3, 16 bytes of the DPoP
--- key's thumbprint).
+-- key's thumbprint); nil for a damaged h, too short for what it announces.
 local function userOf(h)
   local i = 17
   if string.byte(h, i) == 2 then
-    i = i + 2 + string.byte(h, i + 1)
+    i = i + 2 + (string.byte(h, i + 1) or #h)
   end
   if string.byte(h, i) == 3 then
     i = i + 17
+  end
+  if i > #h then
+    return nil
   end
   return string.sub(h, i)
 end
@@ -48,9 +51,11 @@ for j = 2, #KEYS do
     local score = redis.call('ZSCORE', KEYS[1], m)
     if not score or tonumber(score) <= now then
       -- Not counted: evicted by another login, revoked, or past keep-until.
-    elseif v[1] and v[2] and not v[3] and userOf(v[1]) == ARGV[1] then
+    elseif v[1] and not v[3] and tonumber(string.sub(v[2] or '', 15, 27)) and userOf(v[1]) == ARGV[1] then
       cands[#cands + 1] = {KEYS[j], m, tonumber(string.sub(v[2], 15, 27))}
     else
+      -- Gone, another user's, or damaged (no rotation or listing accepts
+      -- it): not counted, and dropped from the index.
       dead[#dead + 1] = m
       skip[#skip + 1] = m
       need = need - 1

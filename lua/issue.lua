@@ -57,6 +57,8 @@
 --                   created was revoked since (a retry that arrives after
 --                   a log-out-everywhere)
 --   {8, now}        nothing written: the session id exists (never by chance)
+--   {14, now}       nothing written: a retry found the session this call
+--                   created damaged (its s or x field unreadable)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[13]
@@ -65,14 +67,17 @@ local cap = tonumber(ARGV[12])
 -- userOf returns the user id a live session's h field ends with: after the
 -- 16-byte hash, the client binding if any (byte 2, the client id's length,
 -- the client id) and the key binding if any (byte 3, 16 bytes of the DPoP
--- key's thumbprint).
+-- key's thumbprint); nil for a damaged h, too short for what it announces.
 local function userOf(h)
   local i = 17
   if string.byte(h, i) == 2 then
-    i = i + 2 + string.byte(h, i + 1)
+    i = i + 2 + (string.byte(h, i + 1) or #h)
   end
   if string.byte(h, i) == 3 then
     i = i + 17
+  end
+  if i > #h then
+    return nil
   end
   return string.sub(h, i)
 end
@@ -119,7 +124,11 @@ if cur[1] or cur[2] then
   if cur[2] then
     out = {4, now, cur[2]}
   else
-    local last, idle = string.sub(cur[3], 15, 27), string.match(cur[3], '^%d+:%d+:(%d+)', 40)
+    local last = cur[3] and tonumber(string.sub(cur[3], 15, 27))
+    local idle = cur[3] and tonumber(string.match(cur[3], '^%d+:%d+:(%d+)', 40))
+    if not last or not idle or not tonumber(cur[4]) then
+      return {14, now}
+    end
     out = {1, now, math.min(tonumber(last) + tonumber(idle), tonumber(cur[4])), tonumber(cur[4]), #evicted}
   end
   for _, m in ipairs(evicted) do
@@ -148,11 +157,13 @@ if cap > 0 then
       local score = redis.call('ZSCORE', KEYS[2], m)
       if score and tonumber(score) > now then
         local v = redis.call('HMGET', KEYS[j], 'h', 's')
-        if v[1] and v[2] and userOf(v[1]) == ARGV[2] then
-          cands[#cands + 1] = {KEYS[j], m, tonumber(string.sub(v[2], 15, 27))}
+        local last = v[2] and tonumber(string.sub(v[2], 15, 27))
+        if v[1] and last and userOf(v[1]) == ARGV[2] then
+          cands[#cands + 1] = {KEYS[j], m, last}
         else
-          -- Counted, but gone (expired within its keep margin, or not this
-          -- user's): drop it from the index.
+          -- Counted, but gone (expired within its keep margin, not this
+          -- user's, or damaged: no rotation or listing accepts it): drop it
+          -- from the index.
           dead[#dead + 1] = m
           need = need - 1
         end

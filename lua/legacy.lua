@@ -65,6 +65,9 @@
 --   {9, now}               bound to another DPoP key; nothing written
 --   {10, now}              bound to a DPoP key, and the caller gave none;
 --                          nothing written
+--   {14, now}              the session is damaged (h, s or x missing or
+--                          malformed, as rotate.lua checks it); nothing
+--                          written
 --   {0, now}               no such imported session (it ended); nothing
 --                          written
 local t = redis.call('TIME')
@@ -82,13 +85,19 @@ end
 if not h or not l then
   return {0, now}
 end
+if not s or #s < 44 or string.byte(s, 14) ~= 58 or #h < 17 or not tonumber(string.sub(s, 15, 27)) or not tonumber(x) then
+  return {14, now}
+end
 -- The bindings (see rotate.lua); kb: where h holds a key binding, if any.
 local c, kb = #ARGV[9], 17
 if string.byte(h, 17) == 2 then
   if c > 0 and string.sub(h, 17, 16 + c) ~= ARGV[9] then
     return {6, now}
   end
-  kb = 19 + string.byte(h, 18)
+  kb = 19 + (string.byte(h, 18) or 255)
+  if kb > #h then
+    return {14, now}
+  end
 end
 if string.byte(h, kb) == 3 then
   if ARGV[10] == '' then

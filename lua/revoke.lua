@@ -13,6 +13,9 @@
 -- Returns {code, now (unix ms, Redis's clock), ...}:
 --   {1, now, user} revoked, by this call (or by its earlier attempt, whose
 --                  reply was lost: the tombstone holds the call's id)
+--   {14, now}      the session is damaged: h missing (s present), or too
+--                  short for the bindings it announces, or without a user
+--                  id; nothing written
 --   {0, now}       nothing to revoke: no such live session of that user
 --                  (missing, expired, already revoked, or another user's);
 --                  nothing written
@@ -23,21 +26,24 @@
 -- userOf returns the user id a live session's h field ends with: after the
 -- 16-byte hash, the client binding if any (byte 2, the client id's length,
 -- the client id) and the key binding if any (byte 3, 16 bytes of the DPoP
--- key's thumbprint).
+-- key's thumbprint); nil for a damaged h, too short for what it announces.
 local function userOf(h)
   local i = 17
   if string.byte(h, i) == 2 then
-    i = i + 2 + string.byte(h, i + 1)
+    i = i + 2 + (string.byte(h, i + 1) or #h)
   end
   if string.byte(h, i) == 3 then
     i = i + 17
+  end
+  if i > #h then
+    return nil
   end
   return string.sub(h, i)
 end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local f = redis.call('HMGET', KEYS[1], 'h', 'r', 'q', 'u')
+local f = redis.call('HMGET', KEYS[1], 'h', 'r', 'q', 'u', 's')
 if f[2] then
   if f[3] == ARGV[4] then
     return {1, now, f[4]}
@@ -45,6 +51,9 @@ if f[2] then
   return {0, now}
 end
 local u = f[1] and userOf(f[1])
+if (f[1] and not u) or (not f[1] and f[5]) then
+  return {14, now}
+end
 if not u or (ARGV[3] ~= '' and u ~= ARGV[3]) then
   return {0, now}
 end

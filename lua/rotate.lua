@@ -111,6 +111,9 @@
 --                          the caller's; nothing written
 --   {10, now}              the session is bound to a DPoP key and the caller
 --                          gave none; nothing written
+--   {14, now}              the session is damaged: h or s missing or too
+--                          short, s without its ':' or its numbers, or a
+--                          client binding longer than h; nothing written
 --   {0, now}               no such session (it expired, or Redis lost it),
 --                          or a token it never issued; nothing written
 local t = redis.call('TIME')
@@ -137,12 +140,20 @@ local c = string.byte(b, 34)
 local kb, ki = 17, 35 + c
 local kl = string.byte(b, ki)
 if h then
+  -- The shape check, cheap enough for the hot path: lengths and one byte.
+  -- The slow path checks the numbers it parses.
+  if not s or #s < 44 or string.byte(s, 14) ~= 58 or #h < 17 then
+    return {14, nows}
+  end
   -- The client binding: a session bound to another client is refused.
   if string.byte(h, 17) == 2 then
     if c > 0 and string.sub(h, 17, 16 + c) ~= string.sub(b, 35, 34 + c) then
       return {6, nows}
     end
-    kb = 19 + string.byte(h, 18)
+    kb = 19 + (string.byte(h, 18) or 255)
+    if kb > #h then
+      return {14, nows}
+    end
   end
   -- The key binding: a session bound to a DPoP key is refused without it.
   if string.byte(h, kb) == 3 then
@@ -222,6 +233,9 @@ if r then
   return {4, now, r}
 end
 if not h then
+  if s then
+    return {14, now}
+  end
   return {0, now}
 end
 local rest = string.sub(h, 17)
@@ -233,10 +247,14 @@ if f[1] and string.sub(f[1], 14, 21) == call then
   return {2, now, rest, s, 3, string.sub(f[1], 1, 13)}
 end
 local g = tonumber(string.match(s, '^(%d+):', 40))
+local last = tonumber(string.sub(s, 15, 27))
+if not g or not last then
+  return {14, now}
+end
 local grace = tonumber(string.sub(b, 11, 20))
 local i = ki + kl + 2
 local d = string.byte(b, i)
-if grace > 0 and string.sub(h, 1, 16) == string.sub(a, 17, 32) and now - tonumber(string.sub(s, 15, 27)) < grace
+if grace > 0 and string.sub(h, 1, 16) == string.sub(a, 17, 32) and now - last < grace
     and (d == 0 or string.sub(b, i + 1, i + d - 1) == (f[2] or '')) then
   return {2, now, rest, s, 2}
 end

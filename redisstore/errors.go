@@ -55,12 +55,14 @@ var (
 	// ErrEvictionPolicy: Redis may evict keys under memory pressure, which
 	// would silently drop live sessions and revocations.
 	ErrEvictionPolicy = errors.New("redisstore: unsafe maxmemory-policy")
-	// ErrCorrupt: Redis holds a session that contradicts what the token
-	// proves: its user id is not the one the token was issued for. Someone
-	// with write access to Redis changed it, or the data is damaged. The
-	// token's session is not trusted; a Rotate or RevokeToken that got this
-	// answer may have been applied in Redis, but nothing is handed out.
-	ErrCorrupt = errors.New("redisstore: session record does not match its token")
+	// ErrCorrupt: Redis holds a session that is damaged (a field missing
+	// or malformed) or contradicts what the token proves (its user id is
+	// not the one the token was issued for). Someone with write access to
+	// Redis changed it, or the data is damaged. The session is not trusted
+	// and an EventCorrupt is reported. A damaged field is found before
+	// anything is written; a RevokeToken whose session names another user
+	// revoked it, but nothing is handed out.
+	ErrCorrupt = errors.New("redisstore: session record damaged or not matching its token")
 	// ErrNotReplicated: with Options.RevocationReplicas, fewer replicas than
 	// asked acknowledged a revocation in time. The revocation is applied on
 	// the master; a failover before the replicas catch up could undo it.

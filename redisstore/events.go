@@ -31,6 +31,12 @@ const (
 	// presented within the grace window and got the current token again.
 	// Frequent grace replays from one session can mean a client bug.
 	EventGraceReplay
+	// EventCorrupt: a session hash was found damaged (a field missing or
+	// malformed) or naming another user than its token proves; the call
+	// returned ErrCorrupt, or ListSessions skipped the session. UserID is
+	// the user the caller named, "" when only a token was given (a token
+	// proves a keyed hash of its user id, not the id itself).
+	EventCorrupt
 )
 
 func (k EventKind) String() string {
@@ -43,6 +49,8 @@ func (k EventKind) String() string {
 		return "session_evicted"
 	case EventGraceReplay:
 		return "grace_replay"
+	case EventCorrupt:
+		return "corrupt"
 	}
 	return "unknown"
 }

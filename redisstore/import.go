@@ -184,7 +184,7 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 		if !anyKnown {
 			return ImportResult{Outcome: ImportUnchanged}, nil
 		}
-		n, _, err := s.revoke(ctx, ks, stored, ReasonLogout)
+		n, err := s.revoke(ctx, ks, stored, ReasonLogout, nil)
 		if err != nil || n == 0 {
 			return ImportResult{Outcome: ImportUnchanged}, err
 		}

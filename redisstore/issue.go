@@ -22,9 +22,10 @@ import (
 // creates its session anyway and then evicts, in further script calls,
 // until the user is back at the cap; a user holds more sessions than the cap
 // only while logins are in flight. Each script call evicts at most 32
-// sessions and a login makes at most 8 such calls, so a user far over a
-// lowered cap comes down by up to 256 sessions per login. If those calls
-// fail, the login still succeeds and the next one evicts.
+// sessions, and a login evicts at most 256 in all (its first call's and
+// those of at most 8 further calls), so a user far over a lowered cap comes
+// down by up to 256 sessions per login. If those calls fail, the login
+// still succeeds and the next one evicts.
 //
 // The session is bound to c.ClientID and to the DPoP key c.JKT, each if
 // set, for life (see Client). Every
@@ -86,6 +87,8 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		return Grant{}, fmt.Errorf("redisstore: issue.lua asked for candidates twice")
 	case codeExists:
 		return Grant{}, fmt.Errorf("redisstore: session id %s already exists", sid)
+	case codeCorrupt:
+		return Grant{}, s.corrupt(ctx, errDamaged("issue.lua"), userID, sid.String(), r.now)
 	default:
 		return Grant{}, r.unexpected("issue.lua")
 	}
@@ -100,7 +103,7 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 		return Grant{}, fmt.Errorf("redisstore: issue.lua reported %d evictions of %d ids", k, len(rest))
 	}
 	s.emitEvicted(ctx, userID, r, rest[:k])
-	s.evict(ctx, userID, ks.index, call[:], rest[k:])
+	s.evict(ctx, userID, ks.index, call[:], rest[k:], maxLoginEvictions-int(k))
 	t.setHeader(signer.id, uh[:], sid[:], 0, expMS, absMS)
 	t.seal(signer)
 	return Grant{
@@ -114,11 +117,14 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	}, nil
 }
 
-// evict runs evict.lua until the user is back at the cap, for at most
-// maxEvictCalls calls, starting from candidates. Its failures are not the
-// login's: the session exists; the next login evicts.
-func (s *Store) evict(ctx context.Context, userID, index string, call []byte, candidates []string) {
-	for i := 0; i < maxEvictCalls && len(candidates) > 0; i++ {
+// evict runs evict.lua until the user is back at the cap, starting from
+// candidates, for at most maxEvictCalls calls and budget evictions in all:
+// each call is passed no more candidates than the budget left, and evicts
+// only candidates. Its failures are not the login's: the session exists;
+// the next login evicts.
+func (s *Store) evict(ctx context.Context, userID, index string, call []byte, candidates []string, budget int) {
+	for i := 0; i < maxEvictCalls && budget > 0 && len(candidates) > 0; i++ {
+		candidates = candidates[:min(len(candidates), budget)]
 		keys, args := candidateArgs([]string{index}, []any{storedID(userID), s.opt.MaxSessions, call, s.channel}, index, s.opt.KeyPrefix, candidates)
 		r, err := parseReply(s.script(ctx, scriptEvict, keys, args...).Result())
 		if err != nil {
@@ -130,7 +136,7 @@ func (s *Store) evict(ctx context.Context, userID, index string, call []byte, ca
 			return
 		}
 		s.emitEvicted(ctx, userID, r, rest[:k])
-		candidates = rest[k:]
+		candidates, budget = rest[k:], budget-int(k)
 	}
 }
 
@@ -151,6 +157,10 @@ func (s *Store) emitEvicted(ctx context.Context, userID string, r reply, ids []s
 	}
 }
 
-// maxEvictCalls bounds the evict.lua calls of one login: at most 32
-// evictions each.
-const maxEvictCalls = 8
+// maxLoginEvictions bounds the sessions one login evicts, issue.lua's and
+// evict.lua's together (each script call evicts at most 32), and
+// maxEvictCalls the evict.lua calls of one login.
+const (
+	maxLoginEvictions = 256
+	maxEvictCalls     = 8
+)

@@ -212,7 +212,7 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 	switch r.code {
 	case codeOK, codeHandOut:
 		if err := s.grantBound(&g, r.field(0), &old, &c); err != nil {
-			return Grant{}, err
+			return Grant{}, s.corrupt(ctx, err, "", g.SessionID, r.now)
 		}
 		xf := 1 // {1, now, rest, x}; {2, now, rest, s, kind, last, x}
 		if r.code == codeHandOut {
@@ -220,14 +220,14 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		}
 		absMS, err := strconv.ParseInt(r.field(xf), 10, 64)
 		if err != nil {
-			return Grant{}, fmt.Errorf("%w: session field x %q", ErrCorrupt, r.field(xf))
+			return Grant{}, s.corrupt(ctx, fmt.Errorf("%w: session field x %q", ErrCorrupt, r.field(xf)), "", g.SessionID, r.now)
 		}
 		g.SessionExpiresAt = time.UnixMilli(absMS)
 		k, expMS := signer, min(r.now+s.opt.IdleTTL.Milliseconds(), absMS)
 		if r.code == codeHandOut {
 			var kind int64
 			if k, expMS, kind, err = s.handOut(r, legacyGen, absMS); err != nil {
-				return Grant{}, err
+				return Grant{}, s.corrupt(ctx, err, "", g.SessionID, r.now)
 			}
 			if kind == handOutGrace {
 				g.Replayed = true
@@ -250,6 +250,8 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		return Grant{}, ErrWrongKey
 	case codeNoKey:
 		return Grant{}, ErrKeyRequired
+	case codeCorrupt:
+		return Grant{}, s.corrupt(ctx, errDamaged("legacy.lua"), "", g.SessionID, r.now)
 	case codeNone:
 		// The lookup key proves the family was imported: its session has
 		// ended (or Redis lost it).

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -40,7 +41,9 @@ type SessionPage struct {
 // IdleTTL/16). It never returns an expired or revoked session. The work per
 // call is bounded by the page size. Pages are read one at a time: a session
 // that is rotated while a listing pages through (its keep-until moves up)
-// may be skipped, one revoked may leave a neighbour listed twice. It writes
+// may be skipped, one revoked may leave a neighbour listed twice. A damaged
+// session (a field of its hash missing or malformed) is skipped and
+// reported as an EventCorrupt: the page holds the others. It writes
 // nothing. A bad cursor or limit returns ErrInvalidArgument.
 func (s *Store) ListSessions(ctx context.Context, userID string, opt ListOptions) (SessionPage, error) {
 	if err := validateUserID(userID); err != nil {
@@ -99,6 +102,10 @@ func (s *Store) ListSessions(ctx context.Context, userID string, opt ListOptions
 	page.Sessions = make([]Session, 0, n)
 	for i, cmd := range cmds {
 		rec, err := readRecord(cmd.Val())
+		if errors.Is(err, ErrCorrupt) {
+			s.corrupt(ctx, err, userID, sessionIDString(v[2*i]), 0)
+			continue
+		}
 		if err != nil {
 			return SessionPage{}, err
 		}
@@ -178,27 +185,37 @@ func readRecord(v []any) (record, error) {
 		revoked:  str(rfReason),
 		deviceID: loadedID(str(rfDevice)), deviceName: str(rfName), ip: str(rfIP), userAgent: str(rfAgent),
 	}
-	if h := str(rfHash); len(h) > hashLen {
-		b, user, err := splitRest(h[hashLen:])
-		if err != nil {
-			return record{}, err
-		}
-		r.clientID, r.keyBound, r.userID = b.clientID, b.keyBound, loadedID(user)
-	}
-	if r.userID == "" || r.revoked != "" {
+	if r.revoked != "" {
 		return r, nil
 	}
-	var err error
-	if r.st, err = parseState(str(rfState)); err != nil {
+	h := str(rfHash)
+	if h == "" {
+		if v[rfState] != nil {
+			return record{}, fmt.Errorf("%w: session field h missing", ErrCorrupt)
+		}
+		return r, nil // gone
+	}
+	if len(h) <= hashLen {
+		return record{}, fmt.Errorf("%w: session field h holds %d bytes", ErrCorrupt, len(h))
+	}
+	b, user, err := splitRest(h[hashLen:])
+	if err != nil {
 		return record{}, err
+	}
+	if user == "" {
+		return record{}, fmt.Errorf("%w: session field h holds no user id", ErrCorrupt)
+	}
+	r.clientID, r.keyBound, r.userID = b.clientID, b.keyBound, loadedID(user)
+	if r.st, err = parseState(str(rfState)); err != nil {
+		return record{}, fmt.Errorf("%w: session field s: %w", ErrCorrupt, err)
 	}
 	r.created, err = strconv.ParseInt(str(rfCreated), 10, 64)
 	if err != nil {
-		return record{}, fmt.Errorf("redisstore: bad session field c: %w", err)
+		return record{}, fmt.Errorf("%w: session field c: %w", ErrCorrupt, err)
 	}
 	r.absolute, err = strconv.ParseInt(str(rfAbsolute), 10, 64)
 	if err != nil {
-		return record{}, fmt.Errorf("redisstore: bad session field x: %w", err)
+		return record{}, fmt.Errorf("%w: session field x: %w", ErrCorrupt, err)
 	}
 	return r, nil
 }

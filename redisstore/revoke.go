@@ -21,8 +21,7 @@ func (s *Store) RevokeSession(ctx context.Context, userID, sessionID string) (in
 	}
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], userID)
-	n, _, err := s.revoke(ctx, keysFor(s.opt.KeyPrefix, uh[:], sid[:]), storedID(userID), ReasonLogout)
-	return n, err
+	return s.revoke(ctx, keysFor(s.opt.KeyPrefix, uh[:], sid[:]), storedID(userID), ReasonLogout, nil)
 }
 
 // RevokeToken revokes the session of a token ("log out this device", RFC
@@ -44,38 +43,44 @@ func (s *Store) RevokeToken(ctx context.Context, raw string) (int, error) {
 		}
 		t.setHeader(0, lk.userHash[:], lk.sessionID[:], 0, 0, 0)
 	}
-	n, user, err := s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout)
-	if n > 0 {
-		if _, uerr := s.boundUser(user, &t); uerr != nil {
-			return n, errors.Join(uerr, err)
-		}
-	}
-	return n, err
+	return s.revoke(ctx, keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID()), "", ReasonLogout, &t)
 }
 
-// revoke runs revoke.lua; it returns how many sessions it revoked and the
-// stored user id of the session.
-func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reason) (int, string, error) {
+// revoke runs revoke.lua and returns how many sessions it revoked. The
+// session must be userID's (stored form), or, if userID is "", t's: then
+// the event names the user only if the stored user id is the one t proves;
+// otherwise it names none, an EventCorrupt is reported and the error is
+// ErrCorrupt (the session is revoked all the same: t is genuine).
+func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reason, t *token) (int, error) {
 	var call [callIDLen]byte
 	if err := newCallID(call[:]); err != nil {
-		return 0, "", fmt.Errorf("redisstore: call id: %w", err)
+		return 0, fmt.Errorf("redisstore: call id: %w", err)
 	}
 	member := memberOf(ks.session)
+	sid := sessionIDString(member)
 	r, err := parseReply(s.script(ctx, scriptRevoke, []string{ks.session, ks.index},
 		member, string(reason), userID, call[:], s.channel).Result())
 	if err != nil {
-		return 0, "", err
+		return 0, err
 	}
 	switch r.code {
 	case codeOK:
 	case codeNone:
-		return 0, "", nil
+		return 0, nil
+	case codeCorrupt:
+		return 0, s.corrupt(ctx, errDamaged("revoke.lua"), loadedID(userID), sid, r.now)
 	default:
-		return 0, "", r.unexpected("revoke.lua")
+		return 0, r.unexpected("revoke.lua")
 	}
-	user := r.field(0)
-	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: loadedID(user), SessionID: sessionIDString(member), Reason: reason, Time: time.UnixMilli(r.now)})
-	return 1, user, s.awaitReplicas(ctx, ks.session, true)
+	user := loadedID(r.field(0))
+	var uerr error
+	if t != nil {
+		if user, uerr = s.boundUser(r.field(0), t); uerr != nil {
+			s.corrupt(ctx, uerr, "", sid, r.now)
+		}
+	}
+	s.emit(ctx, Event{Kind: EventSessionRevoked, UserID: user, SessionID: sid, Reason: reason, Time: time.UnixMilli(r.now)})
+	return 1, errors.Join(uerr, s.awaitReplicas(ctx, ks.session, true))
 }
 
 // revokeBatch is how many sessions one call of revoke_all.lua revokes at

@@ -51,7 +51,9 @@ import (
 // Other outcomes: ErrMalformed and ErrUnknown (decided without Redis for
 // garbage and forgeries, which never revoke anything), ErrExpired, ErrRevoked
 // (a *RevokedError with the reason) for a session revoked earlier, and
-// ErrCorrupt if Redis holds another user id than the token's. A Redis
+// ErrCorrupt (reported as an EventCorrupt) if the session hash is damaged,
+// a field missing or malformed (nothing is written), or holds another user
+// id than the token's. A Redis
 // failure is returned as an error; the rotation then happened in full or not
 // at all.
 func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error) {
@@ -104,7 +106,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	switch r.code {
 	case codeOK:
 		if err := s.grantBound(&g, r.field(0), old, &c); err != nil {
-			return Grant{}, err
+			return Grant{}, s.corrupt(ctx, err, "", g.SessionID, r.now)
 		}
 		expMS := min(r.now+s.opt.IdleTTL.Milliseconds(), old.absoluteMS())
 		next.setHeader(signer.id, old.userHash(), old.sessionID(), gen, expMS, old.absoluteMS())
@@ -113,11 +115,11 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return g, nil
 	case codeHandOut:
 		if err := s.grantBound(&g, r.field(0), old, &c); err != nil {
-			return Grant{}, err
+			return Grant{}, s.corrupt(ctx, err, "", g.SessionID, r.now)
 		}
 		nk, expMS, kind, err := s.handOut(r, gen, old.absoluteMS())
 		if err != nil {
-			return Grant{}, err
+			return Grant{}, s.corrupt(ctx, err, "", g.SessionID, r.now)
 		}
 		next.setHeader(nk.id, old.userHash(), old.sessionID(), gen, expMS, old.absoluteMS())
 		next.seal(nk)
@@ -142,6 +144,8 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, ErrWrongKey
 	case codeNoKey:
 		return Grant{}, ErrKeyRequired
+	case codeCorrupt:
+		return Grant{}, s.corrupt(ctx, errDamaged("rotate.lua"), "", g.SessionID, r.now)
 	case codeNone:
 		return Grant{}, missing(old, r.now)
 	default:
@@ -174,11 +178,11 @@ func (s *Store) handOut(r reply, gen uint32, absMS int64) (*key, int64, int64, e
 // script revoked t's session (whose key is sessionKey). It returns a Grant
 // that names the session and its user, and ErrReused.
 func (s *Store) reused(ctx context.Context, r reply, t *token, sessionKey string) (Grant, error) {
+	sid := sessionIDString(memberOf(sessionKey))
 	user, err := s.boundUser(r.field(0), t)
 	if err != nil {
-		return Grant{}, err
+		return Grant{}, s.corrupt(ctx, err, "", sid, r.now)
 	}
-	sid := sessionIDString(memberOf(sessionKey))
 	s.emit(ctx, Event{Kind: EventReuseDetected, UserID: user, SessionID: sid, Reason: ReasonReuse, Time: time.UnixMilli(r.now)})
 	revoked := Grant{SessionID: sid, UserID: user}
 	if err := s.awaitReplicas(ctx, sessionKey, true); err != nil {

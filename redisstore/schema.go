@@ -150,6 +150,7 @@ const (
 	codeAdvanced  = 11 // import: the session moves (or is to move) to a newer legacy row
 	codeUnchanged = 12 // import: the session is up to date; nothing written
 	codeEnded     = 13 // import: imported before, and ended since; nothing written
+	codeCorrupt   = 14 // rotate, legacy, revoke, issue: the session hash is damaged (a field missing or malformed); nothing written
 )
 
 // Kinds of codeHandOut replies.

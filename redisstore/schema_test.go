@@ -101,7 +101,7 @@ func TestReplyCodes(t *testing.T) {
 	codes := map[string]int{"codeNone": codeNone, "codeOK": codeOK, "codeHandOut": codeHandOut, "codeReused": codeReused,
 		"codeRevoked": codeRevoked, "codeExpired": codeExpired, "codeClient": codeClient, "codeAtCap": codeAtCap, "codeExists": codeExists,
 		"codeWrongKey": codeWrongKey, "codeNoKey": codeNoKey,
-		"codeAdvanced": codeAdvanced, "codeUnchanged": codeUnchanged, "codeEnded": codeEnded}
+		"codeAdvanced": codeAdvanced, "codeUnchanged": codeUnchanged, "codeEnded": codeEnded, "codeCorrupt": codeCorrupt}
 	named := map[int]string{}
 	for name, c := range codes {
 		if other, ok := named[c]; ok {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -167,6 +169,25 @@ func (s *Store) emit(ctx context.Context, e Event) {
 	if s.opt.OnEvent != nil {
 		s.opt.OnEvent(ctx, e)
 	}
+}
+
+// corrupt reports a damaged session (EventCorrupt) if err is ErrCorrupt,
+// and returns err. userID is "" when only a token names the session; nowMS
+// is Redis's time, 0 if no script answered (the event's Time is then zero).
+func (s *Store) corrupt(ctx context.Context, err error, userID, sessionID string, nowMS int64) error {
+	if errors.Is(err, ErrCorrupt) {
+		e := Event{Kind: EventCorrupt, UserID: userID, SessionID: sessionID}
+		if nowMS != 0 {
+			e.Time = time.UnixMilli(nowMS)
+		}
+		s.emit(ctx, e)
+	}
+	return err
+}
+
+// errDamaged is the error for a script's codeCorrupt answer.
+func errDamaged(script string) error {
+	return fmt.Errorf("%w: %s found the session hash damaged", ErrCorrupt, script)
 }
 
 // memberOf returns the session id part of a session key: its member in the

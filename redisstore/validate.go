@@ -53,7 +53,7 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	if len(h) > hashLen && subtle.ConstantTimeCompare(th[:], []byte(h[:hashLen])) == 1 {
 		b, user, err := s.boundRest(h[hashLen:], t)
 		if err != nil {
-			return TokenInfo{}, err
+			return TokenInfo{}, s.corrupt(ctx, err, "", sessionIDString(memberOf(ks.session)), 0)
 		}
 		return TokenInfo{
 			SessionID:        sessionIDString(memberOf(ks.session)),

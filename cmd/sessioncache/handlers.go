@@ -513,7 +513,7 @@ func failure(err error) reply {
 		return badRequest(http.StatusBadRequest, arg.Field+" "+arg.Reason)
 	case errors.Is(err, redisstore.ErrCorrupt):
 		return reply{status: http.StatusInternalServerError, outcome: "corrupt", err: err,
-			body: errorBody{Error: "server_error", Reason: "session record does not match its token"}}
+			body: errorBody{Error: "server_error", Reason: "session record damaged or not matching its token"}}
 	case errors.Is(err, redisstore.ErrNotReplicated):
 		return reply{status: http.StatusServiceUnavailable, outcome: "not_replicated", err: err,
 			body:   errorBody{Error: "unavailable", Reason: "the revocation is applied but not yet acknowledged by enough replicas; retry"},

@@ -23,6 +23,7 @@ type metrics struct {
 	duration     *prometheus.HistogramVec
 	revocations  *prometheus.CounterVec
 	graceReplays prometheus.Counter
+	corrupt      prometheus.Counter
 	buildInfo    *prometheus.GaugeVec
 
 	refreshTokenAtAuth prometheus.Counter
@@ -49,6 +50,10 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 			Name: "sessioncache_grace_replays_total",
 			Help: "Rotations answered with the current token because its predecessor was presented again within the grace window.",
 		}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sessioncache_corrupt_records_total",
+			Help: "Session records found damaged (a field missing or malformed) or naming another user than their token proves: the call answered corrupt, or a listing skipped the session. Anyone with write access to Redis, or damaged data.",
+		}),
 		refreshTokenAtAuth: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sessioncache_auth_refresh_token_presented_total",
 			Help: "Forward-auth requests refused because they carried a refresh token (in a header or a cookie): a client leaking its refresh token.",
@@ -70,7 +75,7 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 	for _, k := range []redisstore.NoticeKind{redisstore.NoticeSubscribed, redisstore.NoticeLost, redisstore.NoticeRevoked} {
 		m.feedNotices.WithLabelValues(k.String())
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.revocations, m.graceReplays, m.buildInfo, m.refreshTokenAtAuth, m.feedNotices,
+	m.reg.MustRegister(m.requests, m.duration, m.revocations, m.graceReplays, m.corrupt, m.buildInfo, m.refreshTokenAtAuth, m.feedNotices,
 		poolCollector{rdb},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -149,6 +154,8 @@ func (m *metrics) onEvent(_ context.Context, e redisstore.Event) {
 		m.revocations.WithLabelValues(string(e.Reason)).Inc()
 	case redisstore.EventGraceReplay:
 		m.graceReplays.Inc()
+	case redisstore.EventCorrupt:
+		m.corrupt.Inc()
 	}
 }
 

@@ -654,7 +654,7 @@ func TestCorruptSession(t *testing.T) {
 		e := newTestEnvOn(t, b)
 		tok := e.login(alice, "laptop").str("refresh_token")
 		tamper(t, b, bob)
-		want := map[string]any{"error": "server_error", "reason": "session record does not match its token"}
+		want := map[string]any{"error": "server_error", "reason": "session record damaged or not matching its token"}
 		// Introspection first: it writes nothing; the rotation is applied
 		// before the store sees the contradiction; revocation takes any
 		// token of the session.
@@ -666,6 +666,9 @@ func TestCorruptSession(t *testing.T) {
 			}
 		}
 		metrics := e.send("GET", "/metrics", "", nil).raw
+		if m := "sessioncache_corrupt_records_total 3"; !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
 		for _, op := range ops {
 			if m := `sessioncache_requests_total{operation="` + op + `",outcome="corrupt"} 1`; !strings.Contains(metrics, m) {
 				t.Errorf("/metrics lacks %s", m)
