@@ -135,7 +135,7 @@ func TestMonitoringAlertsUseRealMetrics(t *testing.T) {
 	names, labels := observedMetrics(t)
 	container := m.deployments[0].Spec.Template.Spec.Containers[0].Name
 	want := []string{"SessioncacheReuseDetectionsRising", "SessioncacheRedisErrors", "SessioncacheNotReady", "SessioncacheEvictingPolicy", "SessioncacheLatencyHigh",
-		"SessioncacheRefreshTokenAtForwardAuth", "SessioncacheRevocationFeedDown", "SessioncacheCorruptRecords"}
+		"SessioncacheRefreshTokenAtForwardAuth", "SessioncacheRevocationFeedDown", "SessioncacheCorruptRecords", "SessioncacheKeyReloadFailing"}
 	var alerts []string
 	metric := regexp.MustCompile(`\b((?:sessioncache|kube|go|process)_[a-z0-9_]+)\b`)
 	matcher := regexp.MustCompile(`([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"`)

@@ -24,3 +24,9 @@ func (a fileState) same(b fileState) bool {
 	}
 	return os.SameFile(a.info, b.info) && a.info.ModTime().Equal(b.info.ModTime()) && a.info.Size() == b.info.Size()
 }
+
+// sameFile reports whether a and b show one file (device and inode),
+// changed or not.
+func (a fileState) sameFile(b fileState) bool {
+	return a.info != nil && b.info != nil && os.SameFile(a.info, b.info)
+}

@@ -1,18 +1,21 @@
 package main
 
 // Signing keys and API keys that can be rotated without a restart: both are
-// read from files at start, again when a file changes, and on SIGHUP. A
-// file that fails to load changes nothing: the previous keys stay in force.
+// read from files at start, again when a new file replaces one (rename-only
+// loading, see keyFile.check), and on SIGHUP. A file that fails to load
+// changes nothing: the previous keys stay in force.
 
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -180,36 +183,63 @@ func readLimited(file string) ([]byte, error) {
 // changed: a stat of each.
 const keyCheckInterval = time.Second
 
-// keyFile is a key file that is read again when it changes.
+// keyFile is a key file that is read again when a new file replaces it.
 type keyFile struct {
 	name string
+	kind string // the file label of its metrics: signing_keys, api_keys, clients
 	// load reads the file and puts its keys in force, or changes nothing
 	// and returns why; cause is "changed" or "hangup", for the log.
-	load   func(file, cause string) error
-	failed string // the log message of a file that does not load
-	log    *slog.Logger
-	loaded fileState // the file as last read, whether it loaded or not
-	seen   fileState // the file at the last look
+	load    func(file, cause string) error
+	failed  string // the log message of a file that does not load
+	log     *slog.Logger
+	metrics *metrics
+	loaded  fileState // the file as last read (or refused), whether it loaded or not
+	seen    fileState // the file at the last look
+	looks   atomic.Int64
 }
 
-// check reads the file if it changed since it was last read and stayed the
-// same since the last look, one keyCheckInterval ago: a file is read once
-// it has stood still, not while someone is writing it.
+// errInPlace refuses a key file written in place: it may be read half
+// written (a writer that stalls), so only a new file is loaded.
+var errInPlace = errors.New("the file was written in place, not loaded: write a new file and rename it over this one " +
+	"(as Kubernetes, mv and most tools do), or send SIGHUP once it is complete")
+
+// check reads the file if a new file replaced it (rename-only loading): its
+// identity (device and inode, which the swap of a Kubernetes Secret
+// volume's ..data link changes too) differs from the one last read, and it
+// stood still since the last look, one keyCheckInterval ago. A change to
+// the file last read, in place, is never loaded, however long its writer
+// stalls: it is refused (logged and counted once per change). A removed
+// file is refused too, the keys in force stay.
 func (f *keyFile) check() {
+	defer f.looks.Add(1)
 	now := statFile(f.name)
 	settled := now.same(f.seen)
 	f.seen = now
-	if settled && !now.same(f.loaded) {
-		f.read(now, "changed")
+	if !settled || now.same(f.loaded) {
+		return
 	}
+	if now.sameFile(f.loaded) {
+		f.loaded = now
+		f.refused("changed", errInPlace)
+		return
+	}
+	f.read(now, "changed")
 }
 
 // read loads the file, whose stat (taken before reading) is state.
 func (f *keyFile) read(state fileState, cause string) {
 	f.loaded, f.seen = state, state
 	if err := f.load(f.name, cause); err != nil {
-		f.log.Error(f.failed, "file", f.name, "cause", cause, "error", err.Error())
+		f.refused(cause, err)
+		return
 	}
+	f.metrics.keysReloaded.WithLabelValues(f.kind).SetToCurrentTime()
+}
+
+// refused reports a reload that changed nothing.
+func (f *keyFile) refused(cause string, err error) {
+	f.log.Error(f.failed, "file", f.name, "cause", cause, "error", err.Error())
+	f.metrics.keyReloadErrors.WithLabelValues(f.kind).Inc()
 }
 
 // reloader re-reads what can change without a restart: the signing keys
@@ -230,11 +260,11 @@ type reloader struct {
 func newReloader(cfg *config, s *server, rdb redis.UniversalClient, opt redisstore.Options, log *slog.Logger) *reloader {
 	r := &reloader{s: s, rdb: rdb, opt: opt, log: log}
 	if cfg.SigningKeysFile != "" {
-		r.files = append(r.files, &keyFile{name: cfg.SigningKeysFile, load: r.reloadSigningKeys, log: log,
+		r.files = append(r.files, &keyFile{name: cfg.SigningKeysFile, kind: "signing_keys", load: r.reloadSigningKeys, log: log,
 			failed: "signing keys not reloaded: keeping the previous ones", loaded: cfg.signingKeysState, seen: cfg.signingKeysState})
 	}
 	if cfg.ClientsFile != "" {
-		r.files = append(r.files, &keyFile{name: cfg.ClientsFile, log: log,
+		r.files = append(r.files, &keyFile{name: cfg.ClientsFile, kind: "clients", log: log,
 			failed: "clients not reloaded: keeping the previous ones", loaded: cfg.clientsState, seen: cfg.clientsState,
 			load: func(file, cause string) error {
 				reg, err := readClients(file)
@@ -248,7 +278,7 @@ func newReloader(cfg *config, s *server, rdb redis.UniversalClient, opt redissto
 	}
 	if cfg.APIKeysFile != "" {
 		read := cfg.apiKeysRead
-		r.files = append(r.files, &keyFile{name: cfg.APIKeysFile, log: log,
+		r.files = append(r.files, &keyFile{name: cfg.APIKeysFile, kind: "api_keys", log: log,
 			failed: "API keys not reloaded: keeping the previous ones", loaded: cfg.apiKeysState, seen: cfg.apiKeysState,
 			load: func(file, cause string) error {
 				keys, err := read(file)
@@ -260,10 +290,19 @@ func newReloader(cfg *config, s *server, rdb redis.UniversalClient, opt redissto
 				return nil
 			}})
 	}
+	// Each file loaded at start.
+	for _, f := range r.files {
+		f.metrics = s.metrics
+		f.metrics.keyReloadErrors.WithLabelValues(f.kind)
+		f.metrics.keysReloaded.WithLabelValues(f.kind).SetToCurrentTime()
+	}
 	return r
 }
 
-// reload re-reads every key file and certificate (SIGHUP).
+// reload re-reads every key file and certificate (SIGHUP), changed or not,
+// in place or not: the operator who sends it says the files are complete.
+// A file is still checked as a whole (syntax, lengths) before it is put in
+// force: a key cut short of its minimum length is refused.
 func (r *reloader) reload() {
 	r.log.Info("received hangup: re-reading keys and certificates")
 	for _, f := range r.files {

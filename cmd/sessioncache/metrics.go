@@ -24,7 +24,10 @@ type metrics struct {
 	revocations  *prometheus.CounterVec
 	graceReplays prometheus.Counter
 	corrupt      prometheus.Counter
-	buildInfo    *prometheus.GaugeVec
+
+	keyReloadErrors *prometheus.CounterVec
+	keysReloaded    *prometheus.GaugeVec
+	buildInfo       *prometheus.GaugeVec
 
 	refreshTokenAtAuth prometheus.Counter
 	feedNotices        *prometheus.CounterVec
@@ -54,6 +57,14 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 			Name: "sessioncache_corrupt_records_total",
 			Help: "Session records found damaged (a field missing or malformed) or naming another user than their token proves: the call answered corrupt, or a listing skipped the session. Anyone with write access to Redis, or damaged data.",
 		}),
+		keyReloadErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessioncache_keys_reload_errors_total",
+			Help: "Reloads of a key file (file: signing_keys, api_keys, clients) that changed nothing: the file did not load, was removed, or was written in place (only a new file renamed into place is loaded); the previous keys stay in force.",
+		}, []string{"file"}),
+		keysReloaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sessioncache_keys_last_reload_success_timestamp_seconds",
+			Help: "When a key file (file: signing_keys, api_keys, clients) was last loaded (unix seconds), at start or since; time() minus it is the age of the keys in force.",
+		}, []string{"file"}),
 		refreshTokenAtAuth: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sessioncache_auth_refresh_token_presented_total",
 			Help: "Forward-auth requests refused because they carried a refresh token (in a header or a cookie): a client leaking its refresh token.",
@@ -75,7 +86,7 @@ func newMetrics(rdb redis.UniversalClient) *metrics {
 	for _, k := range []redisstore.NoticeKind{redisstore.NoticeSubscribed, redisstore.NoticeLost, redisstore.NoticeRevoked} {
 		m.feedNotices.WithLabelValues(k.String())
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.revocations, m.graceReplays, m.corrupt, m.buildInfo, m.refreshTokenAtAuth, m.feedNotices,
+	m.reg.MustRegister(m.requests, m.duration, m.revocations, m.graceReplays, m.corrupt, m.keyReloadErrors, m.keysReloaded, m.buildInfo, m.refreshTokenAtAuth, m.feedNotices,
 		poolCollector{rdb},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
