@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -891,19 +892,28 @@ func parseUUID(name, v string) (string, reply, bool) {
 	return id.String(), reply{}, true
 }
 
-// checkQuery refuses query parameters other than allowed: tokens never
-// travel in URLs, and a typo should not be silently ignored.
+// checkQuery reads the query string as strictly as a JSON body: a
+// parameter other than allowed (tokens never travel in URLs, and a typo
+// should not be silently ignored), a parameter given twice (which one
+// counts would be a guess: ?except=S2&except=S1), a query that does not
+// parse (a bad escape, a semicolon) and invalid UTF-8 are refused. Handlers
+// then read r.URL.Query().
 func checkQuery(r *http.Request, allowed ...string) (reply, bool) {
 	if r.URL.RawQuery == "" {
 		return reply{}, true
 	}
-	for k := range r.URL.Query() {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || k == a
-		}
-		if !ok {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return badRequest(http.StatusBadRequest, "the query string does not parse (an escape, or a semicolon)"), false
+	}
+	for k, vs := range q {
+		switch {
+		case !slices.Contains(allowed, k):
 			return badRequest(http.StatusBadRequest, "unknown query parameter "+fmt.Sprintf("%.40q", k)), false
+		case len(vs) > 1:
+			return badRequest(http.StatusBadRequest, fmt.Sprintf("the query parameter %.40q appears twice", k)), false
+		case !utf8.ValidString(vs[0]):
+			return badRequest(http.StatusBadRequest, "the query string is not valid UTF-8"), false
 		}
 	}
 	return reply{}, true

@@ -601,7 +601,13 @@ func TestListSessionsBadPaging(t *testing.T) {
 		"cursor=nope":                   "cursor",
 		"cursor=" + g.str("session_id"): "cursor",
 		"cursor=" + strings.Repeat("_", 32) + "&limit=5": "cursor", // a keep-until past 2^48 ms
-		"page=2": "unknown query parameter",
+		"page=2":             "unknown query parameter",
+		"limit=5&limit=2000": `the query parameter "limit" appears twice`,
+		"limit=5&limit=5":    `the query parameter "limit" appears twice`,
+		"cursor=&cursor=":    `the query parameter "cursor" appears twice`,
+		"limit=5;limit=2000": "the query string does not parse",
+		"limit=%zz":          "the query string does not parse",
+		"cursor=%ff":         "the query string is not valid UTF-8",
 	} {
 		r := e.do("GET", "/v1/users/"+alice+"/sessions?"+query, "")
 		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || !strings.HasPrefix(r.str("reason"), reason) {
@@ -634,6 +640,15 @@ func TestRevokeAllExceptMustBeLive(t *testing.T) {
 		r := e.do("DELETE", "/v1/users/"+alice+"/sessions?except="+id, "")
 		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || !strings.HasPrefix(r.str("reason"), "except ") || strings.Contains(r.str("reason"), "keep") {
 			t.Errorf("except %s session: %d %s, want 400 invalid_request about except", name, r.status, r.raw)
+		}
+	}
+	// except given twice: which one counts would be a guess (the first,
+	// for url.Values.Get), so neither does.
+	for _, q := range []string{"except=" + a.str("session_id") + "&except=" + other.str("session_id"),
+		"except=" + a.str("session_id") + "&except=" + a.str("session_id")} {
+		r := e.do("DELETE", "/v1/users/"+alice+"/sessions?"+q, "")
+		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || r.str("reason") != `the query parameter "except" appears twice` {
+			t.Errorf("?%s: %d %s, want 400 invalid_request: except appears twice", q, r.status, r.raw)
 		}
 	}
 	if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
