@@ -46,9 +46,9 @@ func (s *server) forwardAuth(ctx context.Context, r *http.Request) reply {
 			return s.refreshTokenPresented(r, where)
 		}
 	}
-	tok, dpopScheme, ok := credential(r, s.authCookie)
-	if !ok {
-		return invalidToken("missing")
+	tok, dpopScheme, reason := credential(r, s.authCookie)
+	if reason != "" {
+		return invalidToken(reason)
 	}
 	c, err := s.tokens.Verify(tok)
 	if err != nil {
@@ -107,19 +107,60 @@ func truncateHeader(v string) string {
 // credential returns the token of the Authorization header, Bearer or
 // DPoP (dpopScheme), or else the value of the cookie named cookie. Only one
 // of them is ever tried: a token in the header that fails is not made good
-// by a cookie.
-func credential(r *http.Request, cookie string) (tok string, dpopScheme, ok bool) {
-	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+// by a cookie. A request whose credential is ambiguous is refused
+// (reason ambiguous_credentials), never resolved by a pick: two
+// Authorization headers, two cookies of the name (one may have been set by
+// a sibling subdomain or for a longer path), or a header and a cookie that
+// differ. Otherwise reason is "missing" when there is no credential, or "".
+func credential(r *http.Request, cookie string) (tok string, dpopScheme bool, reason string) {
+	auth, ok1 := oneHeader(r, "Authorization")
+	c, ok2 := oneCookie(r, cookie)
+	if !ok1 || !ok2 {
+		return "", false, reasonAmbiguous
+	}
+	scheme, tok, _ := strings.Cut(auth, " ")
 	bearer := strings.EqualFold(scheme, "Bearer")
 	if bearer || strings.EqualFold(scheme, "DPoP") {
 		if tok = strings.TrimSpace(tok); tok != "" {
-			return tok, !bearer, true
+			if c != "" && c != tok {
+				return "", false, reasonAmbiguous
+			}
+			return tok, !bearer, ""
 		}
 	}
-	if c, err := r.Cookie(cookie); err == nil && c.Value != "" {
-		return c.Value, false, true
+	if c != "" {
+		return c, false, ""
 	}
-	return "", false, false
+	return "", false, "missing"
+}
+
+// reasonAmbiguous refuses a request that carries a credential more than
+// once, or two that differ.
+const reasonAmbiguous = "ambiguous_credentials"
+
+// oneHeader returns the value of the header name ("" without it); ok is
+// false if the request carries it more than once.
+func oneHeader(r *http.Request, name string) (v string, ok bool) {
+	switch vs := r.Header.Values(name); len(vs) {
+	case 0:
+		return "", true
+	case 1:
+		return vs[0], true
+	}
+	return "", false
+}
+
+// oneCookie returns the value of the cookie name ("" without it); ok is
+// false if the request carries two or more cookies of that name, whatever
+// their values.
+func oneCookie(r *http.Request, name string) (v string, ok bool) {
+	switch cs := r.CookiesNamed(name); len(cs) {
+	case 0:
+		return "", true
+	case 1:
+		return cs[0].Value, true
+	}
+	return "", false
 }
 
 // invalidToken is the refusal of a token, as RFC 6750 section 3.1 words it.
@@ -144,6 +185,7 @@ var tokenDescriptions = map[string]string{
 	"expired":       "the token has expired",
 	"revoked":       "the session of this access token has ended",
 	"refresh_token": "a refresh token was sent: it belongs only to the token endpoint; send the access token",
+	reasonAmbiguous: "more than one credential: two Authorization headers, two session cookies, or a bearer token and a session cookie that differ; send one",
 }
 
 // headerValue makes an opaque id safe in an HTTP header: every byte but an

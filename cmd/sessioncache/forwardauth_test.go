@@ -102,13 +102,24 @@ func TestForwardAuth(t *testing.T) {
 		checkRefused(t, "too long", e.send("GET", "/v1/auth", "", bearer(strings.Repeat("x", maxAccessTokenLen+1))), "malformed")
 		checkRefused(t, "forged", e.send("GET", "/v1/auth", "", bearer(forgeAccess(tok))), "unknown")
 		checkRefused(t, "forged cookie", e.send("GET", "/v1/auth", "", cookie("sc_session", forgeAccess(tok))), "unknown")
-		// The bearer token decides; a cookie does not rescue it, nor spoil it.
+		// Two credentials that differ are refused, never resolved by a
+		// pick: a cookie neither rescues a bearer token nor spoils it.
 		both := bearer(forgeAccess(tok))
 		both.Set("Cookie", "sc_session="+tok)
-		checkRefused(t, "forged bearer, valid cookie", e.send("GET", "/v1/auth", "", both), "unknown")
+		checkRefused(t, "forged bearer, valid cookie", e.send("GET", "/v1/auth", "", both), reasonAmbiguous)
 		both = bearer(tok)
 		both.Set("Cookie", "sc_session="+forgeAccess(tok))
-		checkValid(t, "valid bearer, forged cookie", e.send("GET", "/v1/auth", "", both), g, tok)
+		checkRefused(t, "valid bearer, forged cookie", e.send("GET", "/v1/auth", "", both), reasonAmbiguous)
+		both = bearer(tok)
+		both.Set("Cookie", "sc_session="+tok)
+		checkValid(t, "bearer and the same cookie", e.send("GET", "/v1/auth", "", both), g, tok)
+		// Two cookies of the name: one may come from a sibling subdomain or
+		// a longer path, and the first is not the one to trust.
+		checkRefused(t, "two cookies", e.send("GET", "/v1/auth", "", http.Header{"Cookie": {"sc_session=" + forgeAccess(tok) + "; sc_session=" + tok}}), reasonAmbiguous)
+		checkRefused(t, "two equal cookies", e.send("GET", "/v1/auth", "", http.Header{"Cookie": {"sc_session=" + tok + "; sc_session=" + tok}}), reasonAmbiguous)
+		checkRefused(t, "two Cookie headers", e.send("GET", "/v1/auth", "", http.Header{"Cookie": {"sc_session=" + tok, "sc_session=" + forgeAccess(tok)}}), reasonAmbiguous)
+		checkRefused(t, "two Authorization headers", e.send("GET", "/v1/auth", "", http.Header{"Authorization": {"Bearer " + tok, "Bearer " + forgeAccess(tok)}}), reasonAmbiguous)
+		checkRefused(t, "a bearer and a Basic header", e.send("GET", "/v1/auth", "", http.Header{"Authorization": {"Basic dXNlcjpwdw==", "Bearer " + tok}}), reasonAmbiguous)
 		basic := cookie("sc_session", tok)
 		basic.Set("Authorization", "Basic dXNlcjpwdw==")
 		checkValid(t, "basic auth for the upstream, valid cookie", e.send("GET", "/v1/auth", "", basic), g, tok)
@@ -133,7 +144,8 @@ func TestForwardAuth(t *testing.T) {
 			`sessioncache_requests_total{operation="auth",outcome="ok"} 10`,
 			`sessioncache_requests_total{operation="auth",outcome="missing"} 4`,
 			`sessioncache_requests_total{operation="auth",outcome="malformed"} 2`,
-			`sessioncache_requests_total{operation="auth",outcome="unknown"} 3`,
+			`sessioncache_requests_total{operation="auth",outcome="unknown"} 2`,
+			`sessioncache_requests_total{operation="auth",outcome="ambiguous_credentials"} 7`,
 			`sessioncache_requests_total{operation="auth",outcome="revoked"} 1`,
 			`sessioncache_requests_total{operation="auth",outcome="expired"} 1`,
 		} {
@@ -374,6 +386,26 @@ func TestForwardAuthAPIKey(t *testing.T) {
 	}
 	if r := e.send("POST", "/v1/sessions", body, withKey(json, "wrong-key-0123456789")); r.status != http.StatusUnauthorized {
 		t.Errorf("wrong X-Sessioncache-Key: %d %s, want 401", r.status, r.raw)
+	}
+	// A key sent twice is refused, whichever comes first: 400 on the API,
+	// 403 on /v1/auth (the gateway's configuration is at fault).
+	for name, tc := range map[string]struct {
+		path   string
+		h      http.Header
+		status int
+	}{
+		"two X-Sessioncache-Key on the API":  {"/v1/sessions", http.Header{"Content-Type": {"application/json"}, apiKeyHeader: {key, "wrong-key-0123456789"}}, http.StatusBadRequest},
+		"two Authorization on the API":       {"/v1/sessions", http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + key, "Bearer wrong-key-0123456789"}}, http.StatusBadRequest},
+		"two X-Sessioncache-Key at /v1/auth": {"/v1/auth", http.Header{apiKeyHeader: {"wrong-key-0123456789", key}}, http.StatusForbidden},
+	} {
+		method := "POST"
+		if tc.path == "/v1/auth" {
+			method = "GET"
+		}
+		r := e.send(method, tc.path, body, tc.h)
+		if r.status != tc.status || !strings.HasPrefix(r.str("reason"), "ambiguous_credentials") {
+			t.Errorf("%s: %d %s, want %d ambiguous_credentials", name, r.status, r.raw, tc.status)
+		}
 	}
 }
 

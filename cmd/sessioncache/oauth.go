@@ -84,9 +84,16 @@ func (s *server) refresh(ctx context.Context, r *http.Request) reply {
 		return oauthError(http.StatusBadRequest, "invalid_scope", "sessions carry no scopes: send no scope")
 	}
 	refresh, fromCookie := form.Get("refresh_token"), false
-	if refresh == "" && s.refreshCookie != "" {
-		if c, err := r.Cookie(s.refreshCookie); err == nil && c.Value != "" {
-			refresh, fromCookie = c.Value, true
+	if s.refreshCookie != "" {
+		// Never a pick: two refresh cookies (one may come from a sibling
+		// subdomain or a longer path), or a cookie that differs from the
+		// form's token, are refused.
+		c, ok := oneCookie(r, s.refreshCookie)
+		if !ok || c != "" && refresh != "" && c != refresh {
+			return oauthError(http.StatusBadRequest, "invalid_request", reasonAmbiguous+": two refresh cookies, or a refresh cookie and a refresh_token that differ")
+		}
+		if refresh == "" && c != "" {
+			refresh, fromCookie = c, true
 		}
 	}
 	switch {
@@ -163,6 +170,9 @@ func (s *server) refreshCookieFor(g redisstore.Grant) *http.Cookie {
 // authenticateClient finds the client of a token request (RFC 6749 section
 // 2.3): HTTP Basic, or client_id (and client_secret) in the form; not both.
 func (s *server) authenticateClient(r *http.Request, form url.Values) (*clients.Client, reply, bool) {
+	if _, ok := oneHeader(r, "Authorization"); !ok {
+		return nil, oauthError(http.StatusBadRequest, "invalid_request", reasonAmbiguous+": Authorization sent more than once"), false
+	}
 	id, secret, basic := r.BasicAuth()
 	given := basic
 	if basic {

@@ -230,16 +230,36 @@ func TestRefreshCookie(t *testing.T) {
 	if c.Name != "sc_refresh" || c.Path != tokenPath || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Value == g.str("refresh_token") || c.Expires.IsZero() {
 		t.Errorf("cookie %+v", c)
 	}
-	// The new token in the cookie works; one in the form wins over a cookie
-	// and comes back in the body.
+	// The new token in the cookie works; one in the form comes back in the
+	// body.
 	r2 := e.tokenForm(form, http.Header{"Cookie": {"sc_refresh=" + c.Value}})
 	if r2.status != http.StatusOK {
 		t.Fatalf("refresh with the cookie's new token: %d %s", r2.status, r2.raw)
 	}
 	g2 := e.login(bob, "phone")
-	r3 := e.tokenForm(refreshForm(g2.str("refresh_token"), testClient), http.Header{"Cookie": {"sc_refresh=garbage"}})
+	before := e.b.Snapshot(t)
+	// Two credentials that differ are refused, never resolved by a pick:
+	// two refresh cookies (one may be tossed from a sibling subdomain or
+	// set for a longer path), a cookie and a form token that differ, two
+	// Authorization headers. Nothing rotates.
+	for name, h := range map[string]http.Header{
+		"two cookies":                 {"Cookie": {"sc_refresh=garbage; sc_refresh=" + g2.str("refresh_token")}},
+		"two Cookie headers":          {"Cookie": {"sc_refresh=" + g2.str("refresh_token"), "sc_refresh=garbage"}},
+		"a cookie unlike the form's":  {"Cookie": {"sc_refresh=garbage"}},
+		"two Authorization headers":   {"Authorization": {"Basic dGVzdDo=", "Basic dGVzdDo="}},
+		"two cookies, the form's too": {"Cookie": {"sc_refresh=" + g2.str("refresh_token") + "; sc_refresh=" + g2.str("refresh_token")}},
+	} {
+		r := e.tokenForm(refreshForm(g2.str("refresh_token"), testClient), h)
+		if r.status != http.StatusBadRequest || r.str("error") != "invalid_request" || !strings.HasPrefix(r.str("error_description"), "ambiguous_credentials") {
+			t.Errorf("%s: %d %s, want 400 invalid_request ambiguous_credentials", name, r.status, r.raw)
+		}
+	}
+	if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
+		t.Errorf("refused refreshes changed Redis (-before +after):\n%s", d)
+	}
+	r3 := e.tokenForm(refreshForm(g2.str("refresh_token"), testClient), http.Header{"Cookie": {"sc_refresh=" + g2.str("refresh_token")}})
 	if r3.status != http.StatusOK || r3.str("refresh_token") == "" || r3.header.Get("Set-Cookie") != "" {
-		t.Errorf("refresh token in the form: %d %s %v", r3.status, r3.raw, r3.header)
+		t.Errorf("refresh token in the form, the same in the cookie: %d %s %v", r3.status, r3.raw, r3.header)
 	}
 }
 

@@ -360,12 +360,23 @@ func (s *server) authorize(r *http.Request, gateway bool) (reply, bool) {
 		return reply{}, true
 	}
 	key, ok := r.Header[apiKeyHeader]
+	auth, one := oneHeader(r, "Authorization")
+	if len(key) > 1 || !gateway && !one {
+		// Never a pick between two keys (a gateway route's Authorization
+		// is the user's: forward auth refuses its duplicates itself).
+		status, code := http.StatusBadRequest, "invalid_request"
+		if gateway {
+			status, code = http.StatusForbidden, "forbidden"
+		}
+		return reply{status: status, outcome: reasonAmbiguous,
+			body: errorBody{Error: code, Reason: reasonAmbiguous + ": " + apiKeyHeader + " or Authorization sent more than once"}}, false
+	}
 	given := ""
 	switch {
 	case ok:
 		given = strings.TrimSpace(key[0])
 	case !gateway:
-		if scheme, k, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		if scheme, k, _ := strings.Cut(auth, " "); strings.EqualFold(scheme, "Bearer") {
 			given = strings.TrimSpace(k)
 		}
 	}
