@@ -537,17 +537,77 @@ func testStoredInput(t *testing.T, b *redistest.Backend) {
 		t.Errorf("refused input changed Redis (-before +after):\n%s", d)
 	}
 	// Accepted: canonical IPs as given, others in canonical form; names in
-	// any script, emoji with joiners.
+	// any script, with marks, emoji and their skin tones (a joiner, U+200D,
+	// is a format character: refused, see testInvisibleText).
+	const name = "Телефон 👋🏽 電話 नमस्ते ﷽"
 	for in, want := range map[string]string{
 		"192.0.2.1": "192.0.2.1", "2001:DB8::0:1": "2001:db8::1", "::ffff:192.0.2.1": "::ffff:192.0.2.1",
 		"2001:0db8:0000:0000:0000:0000:0000:0001": "2001:db8::1",
 	} {
-		g := f.issue(t, "ip-user", redisstore.Client{IPAddress: in, DeviceName: "Телефон 👩‍💻 電話"})
+		g := f.issue(t, "ip-user", redisstore.Client{IPAddress: in, DeviceName: name})
 		for _, s := range f.list(t, "ip-user") {
-			if s.ID == g.SessionID && (s.IPAddress != want || s.DeviceName != "Телефон 👩‍💻 電話") {
+			if s.ID == g.SessionID && (s.IPAddress != want || s.DeviceName != name) {
 				t.Errorf("IP %q stored as %q, want %q (name %q)", in, s.IPAddress, want, s.DeviceName)
 			}
 		}
+	}
+}
+
+// invisibles are one character of each class the text rule refuses
+// (redisstore.Invisible): what shows nothing.
+var invisibles = map[string]string{
+	"tag letter A U+E0041":       "\U000E0041",
+	"zero width space U+200B":    "\u200b",
+	"word joiner U+2060":         "\u2060",
+	"BOM U+FEFF":                 "\ufeff",
+	"soft hyphen U+00AD":         "\u00ad",
+	"right-to-left override":     "\u202e",
+	"zero width joiner U+200D":   "\u200d",
+	"Hangul filler U+3164":       "\u3164",
+	"halfwidth filler U+FFA0":    "\uffa0",
+	"Hangul choseong filler":     "\u115f",
+	"C0 control U+0001":          "\x01",
+	"paragraph separator U+2029": "\u2029",
+}
+
+// testInvisibleText: every text field the store keeps refuses each class
+// of invisible character, on its own ("\u3164" as a user id) and added to
+// visible text ("admin\u200b", "iPhone" and tag characters), with
+// ErrInvalidArgument, in Issue and in Rotate, and nothing is stored.
+func testInvisibleText(t *testing.T, b *redistest.Backend) {
+	f := newFixture(t, b, redisstore.Options{})
+	ctx := context.Background()
+	g := f.issue(t, "admin", laptop)
+	before := f.Snapshot(t)
+	for class, c := range invisibles {
+		for _, v := range []string{c, "admin" + c, "iPhone" + c + c + c} {
+			fields := map[string]redisstore.Client{
+				"client id":   {ClientID: v},
+				"device id":   {DeviceID: v},
+				"device name": {DeviceName: v},
+				"user agent":  {UserAgent: "Mozilla/5.0 " + v},
+				"IP address":  {IPAddress: "192.0.2.1" + v},
+			}
+			for field, cl := range fields {
+				var ae *redisstore.ArgumentError
+				if _, err := f.Store.Issue(ctx, "admin", cl); !errors.As(err, &ae) || ae.Field != field {
+					t.Errorf("Issue with %s %q (%s): %v, want an ArgumentError on %s", field, v, class, err, field)
+				}
+				if _, err := f.Store.Rotate(ctx, g.Token, cl); !errors.As(err, &ae) || ae.Field != field {
+					t.Errorf("Rotate with %s %q (%s): %v, want an ArgumentError on %s", field, v, class, err, field)
+				}
+			}
+			var ae *redisstore.ArgumentError
+			if _, err := f.Store.Issue(ctx, v, laptop); !errors.As(err, &ae) || ae.Field != "user id" {
+				t.Errorf("Issue(user %q) (%s): %v, want an ArgumentError on the user id", v, class, err)
+			}
+			if _, err := f.Store.ListSessions(ctx, v, redisstore.ListOptions{}); !errors.As(err, &ae) || ae.Field != "user id" {
+				t.Errorf("ListSessions(user %q) (%s): %v, want an ArgumentError on the user id", v, class, err)
+			}
+		}
+	}
+	if d := cmp.Diff(before, f.Snapshot(t)); d != "" {
+		t.Errorf("refused text changed Redis (-before +after):\n%s", d)
 	}
 }
 

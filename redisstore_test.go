@@ -106,6 +106,7 @@ var contract = []struct {
 	{"MalformedChangesNothing", testMalformed},
 	{"BadInputChangesNothing", testBadInput},
 	{"StoredInputRules", testStoredInput},
+	{"InvisibleText", testInvisibleText},
 	{"IdleExpiry", testIdleExpiry},
 	{"AbsoluteExpiry", testAbsoluteExpiry},
 	{"ListSessions", testListSessions},

@@ -183,9 +183,27 @@ func (c *Client) check() (ip string, err error) {
 // embedded IPv4 one, written out in full.
 const maxIPLen = len("0000:0000:0000:0000:0000:ffff:255.255.255.255")
 
-// checkText accepts valid UTF-8 of at most max bytes without control
-// characters (Cc), line and paragraph separators (Zl, Zp) or bidirectional
-// formatting characters.
+// Invisible reports whether the store refuses r in the text it keeps (user
+// ids, client ids, device ids and names, user agents): r is a format
+// character (Unicode category Cf: the bidirectional controls, zero-width
+// spaces and joiners, U+2060, U+FEFF, the soft hyphen U+00AD, the tag
+// characters U+E0000 to U+E007F), a control character (Cc), a line or
+// paragraph separator (Zl, Zp), or a Hangul filler (U+115F, U+1160,
+// U+3164, U+FFA0): characters that show nothing, so that an id made of
+// them, or with them added, looks like another ("admin\u200b", "\u3164",
+// "iPhone" and tag characters). Letters, marks, digits, punctuation,
+// symbols and spaces of every script pass. Programs that check or log
+// client text use the same rule.
+func Invisible(r rune) bool {
+	switch r {
+	case 0x115f, 0x1160, 0x3164, 0xffa0:
+		return true
+	}
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// checkText accepts valid UTF-8 of at most max bytes without an Invisible
+// character.
 func checkText(what, s string, max int) error {
 	if len(s) > max {
 		return argError(what, "is %d bytes, at most %d allowed", len(s), max)
@@ -201,12 +219,15 @@ func checkText(what, s string, max int) error {
 			return argError(what, "is not valid UTF-8")
 		}
 		switch {
+		case !Invisible(r):
 		case unicode.IsControl(r):
 			return argError(what, "holds a control character")
 		case r == '\u2028' || r == '\u2029':
 			return argError(what, "holds a line or paragraph separator")
 		case isBidiControl(r):
 			return argError(what, "holds a bidirectional formatting character (U+%04X)", r)
+		default:
+			return argError(what, "holds an invisible character (U+%04X)", r)
 		}
 		i += n
 	}

@@ -367,7 +367,7 @@ func (s *server) keyRefusal(r *http.Request, err error) (reply, bool) {
 	case errors.Is(err, redisstore.ErrWrongKey):
 		s.log.LogAttrs(r.Context(), slog.LevelWarn, "refresh token presented with another DPoP key than its session's: refused, the session is not revoked",
 			slog.String("operation", r.URL.Path), slog.String("remote", r.RemoteAddr),
-			slog.String("http_user_agent", truncateHeader(r.UserAgent())))
+			slog.String("http_user_agent", logText(r.UserAgent())))
 		return s.dpopGrantError(dpop.ReasonKeyBound), true
 	}
 	return reply{}, false

@@ -90,18 +90,10 @@ func (s *server) refreshTokenPresented(r *http.Request, where string) reply {
 	s.log.LogAttrs(r.Context(), slog.LevelWarn, "refresh token presented to forward auth: refused; the client leaks its refresh token",
 		slog.String("in", where),
 		slog.String("remote", r.RemoteAddr),
-		slog.String("x_forwarded_for", truncateHeader(r.Header.Get("X-Forwarded-For"))),
-		slog.String("x_real_ip", truncateHeader(r.Header.Get("X-Real-Ip"))),
-		slog.String("http_user_agent", truncateHeader(r.UserAgent())))
+		slog.String("x_forwarded_for", logText(r.Header.Get("X-Forwarded-For"))),
+		slog.String("x_real_ip", logText(r.Header.Get("X-Real-Ip"))),
+		slog.String("http_user_agent", logText(r.UserAgent())))
 	return invalidToken("refresh_token")
-}
-
-// truncateHeader bounds a header value written to the log.
-func truncateHeader(v string) string {
-	if len(v) > 256 {
-		return v[:256] + "..."
-	}
-	return v
 }
 
 // credential returns the token of the Authorization header, Bearer or

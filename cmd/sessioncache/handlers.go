@@ -265,7 +265,7 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 	if reason := tokenOutcome(err); reason != "" {
 		rp := invalidGrant(reason)
 		if reason == "reused" {
-			s.logReuse(r, g, err, slog.String("ip_address", req.IPAddress), slog.String("user_agent", req.UserAgent))
+			s.logReuse(r, g, err, slog.String("ip_address", logText(req.IPAddress)), slog.String("user_agent", logText(req.UserAgent)))
 		}
 		if errors.Is(err, redisstore.ErrNotReplicated) {
 			rp.err = err // the reuse revocation may not survive a failover
@@ -285,13 +285,11 @@ func (s *server) rotate(ctx context.Context, r *http.Request) reply {
 // and who presented the replayed token: the peer the service sees (remote;
 // the service reads no X-Forwarded-For), the caller's User-Agent header
 // (http_user_agent), and what the request says of the device (attrs).
+//
+// Client text (the header, attrs) is written through logText.
 func (s *server) logReuse(r *http.Request, g redisstore.Grant, err error, attrs ...slog.Attr) {
-	ua := r.UserAgent()
-	if len(ua) > redisstore.MaxUserAgentLen {
-		ua = ua[:redisstore.MaxUserAgentLen]
-	}
-	all := append([]slog.Attr{slog.String("user_id", g.UserID), slog.String("session_id", g.SessionID),
-		slog.String("operation", r.URL.Path), slog.String("remote", r.RemoteAddr), slog.String("http_user_agent", ua)}, attrs...)
+	all := append([]slog.Attr{slog.String("user_id", logText(g.UserID)), slog.String("session_id", g.SessionID),
+		slog.String("operation", r.URL.Path), slog.String("remote", r.RemoteAddr), slog.String("http_user_agent", logText(r.UserAgent()))}, attrs...)
 	if errors.Is(err, redisstore.ErrNotReplicated) {
 		all = append(all, slog.String("replication", err.Error()))
 	}

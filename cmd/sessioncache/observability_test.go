@@ -133,3 +133,55 @@ func TestBuildInfoAndPoolMetrics(t *testing.T) {
 		}
 	}
 }
+
+// Client text reaches the log with every character that does not print
+// escaped: a User-Agent header with a raw U+202E, invisible characters or a
+// Hangul filler cannot reorder or hide anything in the reuse warning.
+func TestReuseWarningEscapesClientText(t *testing.T) {
+	e := newTestEnv(t, withoutAccessLog())
+	t0 := e.login(alice, "laptop").str("refresh_token")
+	t1 := e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t0)).str("refresh_token")
+	e.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(t1))
+	ua := "Mozilla/5.0 \u202eexe.gnp\u202c \u200b\u3164\U000E0041 \\ caf\u00e9"
+	r := e.send("POST", "/v1/tokens/rotate", refreshBody(t0), http.Header{"Content-Type": {"application/json"}, "User-Agent": {ua}})
+	if r.status != http.StatusBadRequest || r.str("reason") != "reused" {
+		t.Fatalf("replay: %d %s", r.status, r.raw)
+	}
+	var got any
+	for _, l := range logLines(e.logs.String()) {
+		if l["msg"] == "refresh token reuse detected: session revoked" {
+			got = l["http_user_agent"]
+		}
+	}
+	want := `Mozilla/5.0 \u{202E}exe.gnp\u{202C} \u{200B}\u{3164}\u{E0041} \\ café`
+	if got != want {
+		t.Errorf("http_user_agent = %q, want %q", got, want)
+	}
+	for _, raw := range []string{"\u202e", "\u200b", "\u3164", "\U000E0041"} {
+		if strings.Contains(e.logs.String(), raw) {
+			t.Errorf("the log holds a raw %U", []rune(raw)[0])
+		}
+	}
+}
+
+func TestLogText(t *testing.T) {
+	for in, want := range map[string]string{
+		"Mozilla/5.0 (X11; Linux x86_64)": "Mozilla/5.0 (X11; Linux x86_64)",
+		"Телефон 電話 👋🏽":                   "Телефон 電話 👋🏽",
+		"a\x01b\x7fc":                     `a\u{1}b\u{7F}c`,
+		"a\u00adb\u2060c\ufeffd":          `a\u{AD}b\u{2060}c\u{FEFF}d`,
+		"iPhone\U000E0041\U000E007F":      `iPhone\u{E0041}\u{E007F}`,
+		"\u3164\u115f\u1160\uffa0":        `\u{3164}\u{115F}\u{1160}\u{FFA0}`,
+		"line\u2028para\u2029":            `line\u{2028}para\u{2029}`,
+		"bad\xff\xc3":                     `bad\xff\xc3`,
+		`back\slash`:                      `back\\slash`,
+		`\u{202E}`:                        `\\u{202E}`,
+	} {
+		if got := logText(in); got != want {
+			t.Errorf("logText(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := logText(strings.Repeat("x", 300)); got != strings.Repeat("x", 256)+"..." {
+		t.Errorf("logText of 300 bytes = %d bytes, want 256 and ...", len(got))
+	}
+}
