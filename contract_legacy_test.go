@@ -54,6 +54,7 @@ var legacyCases = []struct {
 	{"ScriptCacheLoss", testLegacyScriptCacheLoss},
 	{"ClientBinding", testLegacyClientBinding},
 	{"KeyBinding", testLegacyKeyBinding},
+	{"Damaged", testLegacyDamaged},
 }
 
 // legacyHash is the old table's hash: SHA-256 of the token.
@@ -649,5 +650,58 @@ func testLegacyKeyBinding(t *testing.T, b *redistest.Backend) {
 	}
 	if _, err := fx.Store.Rotate(ctx, fam.current(), redisstore.Client{JKT: key}); !errors.Is(err, redisstore.ErrReused) {
 		t.Fatalf("the legacy token with the key after grace: %v, want ErrReused", err)
+	}
+}
+
+// testLegacyDamaged: an imported session whose hash was damaged by hand is
+// answered by the conversion with ErrCorrupt and an EventCorrupt, never a
+// raw script error, and nothing is written.
+func testLegacyDamaged(t *testing.T, b *redistest.Backend) {
+	for name, damage := range map[string]func(h map[string]string) (string, *string){
+		"s deleted":   func(map[string]string) (string, *string) { return "s", nil },
+		"s garbage":   func(map[string]string) (string, *string) { return "s", ptr("garbage") },
+		"h truncated": func(h map[string]string) (string, *string) { return "h", ptr(h["h"][:12]) },
+		"h binding overflow": func(h map[string]string) (string, *string) {
+			return "h", ptr(h["h"][:16] + "\x02\x40ab")
+		},
+		"x garbage": func(map[string]string) (string, *string) { return "x", ptr("soon") },
+	} {
+		t.Run(strings.ReplaceAll(name, " ", "_"), func(t *testing.T) {
+			b := b.Isolated(t)
+			fx := newFixture(t, b, legacyOpt)
+			ctx := context.Background()
+			fam := newLegacyFamily("alice", 2, b.Clock.Now())
+			fx.importLegacy(t, fam, redisstore.ImportCreated)
+			key := sessionKeyOf(t, b, fam.SessionID)
+			h, err := b.Client.HGetAll(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			field, value := damage(h)
+			if value == nil {
+				err = b.Client.HDel(ctx, key, field).Err()
+			} else {
+				err = b.Client.HSet(ctx, key, field, *value).Err()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			fx.TakeEvents()
+			before := fx.Snapshot(t)
+			_, err = fx.Store.Rotate(ctx, fam.current(), redisstore.Client{})
+			wantErr(t, "Rotate(legacy token) of a damaged session", err, redisstore.ErrCorrupt)
+			if d := cmp.Diff(before, fx.Snapshot(t)); d != "" {
+				t.Errorf("the refused conversion changed Redis (-before +after):\n%s", d)
+			}
+			n := 0
+			for _, e := range fx.TakeEvents() {
+				if e.Kind == redisstore.EventCorrupt && e.SessionID == fam.SessionID {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d EventCorrupt for the session, want 1", n)
+			}
+		})
 	}
 }
