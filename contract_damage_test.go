@@ -71,19 +71,7 @@ func testDamagedRecords(t *testing.T, b *redistest.Backend) {
 			g0 := f.issue(t, "alice", laptop)
 			g1 := f.rotate(t, g0.Token)
 			key := sessionKeyOf(t, b, g1.SessionID)
-			h, err := b.Client.HGetAll(ctx, key).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			field, value := tc.damage(h)
-			if value == nil {
-				err = b.Client.HDel(ctx, key, field).Err()
-			} else {
-				err = b.Client.HSet(ctx, key, field, *value).Err()
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			damageSession(t, b, key, tc.damage)
 			f.TakeEvents()
 			damaged, err := b.Client.HGetAll(ctx, key).Result()
 			if err != nil {
@@ -146,6 +134,26 @@ func testDamagedRecords(t *testing.T, b *redistest.Backend) {
 			// The healthy session is untouched.
 			f.rotate(t, healthy.Token)
 		})
+	}
+}
+
+// damageSession sets (or, for nil, deletes) the field of the session hash
+// key that damage names, given the hash as it is.
+func damageSession(t *testing.T, b *redistest.Backend, key string, damage func(h map[string]string) (field string, value *string)) {
+	t.Helper()
+	ctx := context.Background()
+	h, err := b.Client.HGetAll(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	field, value := damage(h)
+	if value == nil {
+		err = b.Client.HDel(ctx, key, field).Err()
+	} else {
+		err = b.Client.HSet(ctx, key, field, *value).Err()
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -672,23 +672,10 @@ func testLegacyDamaged(t *testing.T, b *redistest.Backend) {
 			ctx := context.Background()
 			fam := newLegacyFamily("alice", 2, b.Clock.Now())
 			fx.importLegacy(t, fam, redisstore.ImportCreated)
-			key := sessionKeyOf(t, b, fam.SessionID)
-			h, err := b.Client.HGetAll(ctx, key).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			field, value := damage(h)
-			if value == nil {
-				err = b.Client.HDel(ctx, key, field).Err()
-			} else {
-				err = b.Client.HSet(ctx, key, field, *value).Err()
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			damageSession(t, b, sessionKeyOf(t, b, fam.SessionID), damage)
 			fx.TakeEvents()
 			before := fx.Snapshot(t)
-			_, err = fx.Store.Rotate(ctx, fam.current(), redisstore.Client{})
+			_, err := fx.Store.Rotate(ctx, fam.current(), redisstore.Client{})
 			wantErr(t, "Rotate(legacy token) of a damaged session", err, redisstore.ErrCorrupt)
 			if d := cmp.Diff(before, fx.Snapshot(t)); d != "" {
 				t.Errorf("the refused conversion changed Redis (-before +after):\n%s", d)
