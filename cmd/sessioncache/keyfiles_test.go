@@ -72,9 +72,10 @@ func (v *secretVolume) update(files map[string]string) {
 	}
 }
 
-// The reloader reads a key file that changed once it has stood still for a
-// look, whatever way it changed; a file that does not load changes nothing
-// and is logged once; requests go on with the keys in force.
+// The reloader reads a new key file (a ..data swap, a file created anew)
+// once it has stood still for a look (a file written in place is refused:
+// keyreload_test.go); a file that does not load changes nothing and is
+// logged once; requests go on with the keys in force.
 func TestKeyFilesReloadedWhenChanged(t *testing.T) {
 	k1, k2, k3 := "1 "+secretB64('a'), "2 "+secretB64('b'), "3 "+secretB64('c')
 	a1, a2, a3 := "gateway-a-0123456789", "gateway-b-0123456789", "gateway-c-0123456789"
@@ -134,7 +135,8 @@ func TestKeyFilesReloadedWhenChanged(t *testing.T) {
 		t.Errorf("want one reload of each, caused by a change:\n%s", logs)
 	}
 
-	// Written in place, slowly: not read while it changes between looks.
+	// Created anew and written slowly: not read while it changes between
+	// looks.
 	api := vol.path("api-keys")
 	if err := os.Remove(api); err != nil {
 		t.Fatal(err)
