@@ -323,7 +323,8 @@ func TestComposeRunsTheService(t *testing.T) {
 	if meta := api.send("GET", "/.well-known/oauth-authorization-server", "", nil); meta.str("issuer") != sc.Env[settingEnv(t, "issuer")] {
 		t.Errorf("the metadata names the issuer %q, want the compose file's %q", meta.str("issuer"), sc.Env[settingEnv(t, "issuer")])
 	}
-	if lines := scanLines(api.send("GET", "/metrics", "", nil).raw, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
+	api.metrics = "http://" + sc.Env[settingEnv(t, "metrics-listen")]
+	if lines := scanLines(api.scrape(), "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
 		t.Errorf("build info %q, want version %s", lines, img.version)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(redisPod.IP, "6379")})

@@ -848,7 +848,9 @@ func checkBatchingFigures(t *testing.T, confirm string) {
 // names (`b`, `h`), which are no fields.
 func checkSizingMetrics(t *testing.T, confirm string, symbols []string) {
 	t.Helper()
-	c := newAPIClient(t, "http://"+startService(t).Addr, "")
+	p := startService(t)
+	c := newAPIClient(t, "http://"+p.Addr, "")
+	c.metrics = "http://" + p.MetricsAddr
 	tok := c.login(alice, "laptop").str("refresh_token")
 	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	exposed, _ := scrapeMetrics(c)

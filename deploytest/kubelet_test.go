@@ -158,7 +158,12 @@ func runService(t *testing.T, k *cluster, img *dockerImage) *service {
 		return nil
 	})
 	s.refuses(t, tok.str("access_token"))
-	metrics := s.api.send("GET", "/metrics", "", nil).raw
+	mport, err := kubelet.ContainerPort(c.Spec, "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.api.metrics = "http://" + net.JoinHostPort(p.IP, strconv.Itoa(mport))
+	metrics := s.api.scrape()
 	wantVersion := `version="` + img.version + `"`
 	if lines := scanLines(metrics, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], wantVersion) || !strings.HasSuffix(lines[0], " 1") {
 		t.Errorf("build info %q, want %s: the image's version", lines, wantVersion)
