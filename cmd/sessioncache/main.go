@@ -123,6 +123,10 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Info("tracing: OpenTelemetry spans of requests and Redis commands exported over OTLP (" + envOTLPEndpoint + ")")
 	}
 
+	var aclProbe redis.UniversalClient // the embedded miniredis has no ACL
+	if be.embedded == nil {
+		aclProbe = be.client
+	}
 	m := newMetrics(be.client)
 	opt := cfg.storeOptions(secret)
 	var s *server // set before the store serves a call
@@ -153,7 +157,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	s = newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout,
 		absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog,
 		tokens: tokens, issuer: cfg.Issuer, clients: cfg.Clients, refreshCookie: cfg.RefreshCookie,
-		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory, dpop: guard})
+		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory, dpop: guard, keyPrefix: cfg.KeyPrefix, aclProbe: aclProbe})
 	m.watchGate(s.gate)
 	var handler http.Handler = s
 	if tr != nil {

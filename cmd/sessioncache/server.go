@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sessionauth"
@@ -99,7 +101,12 @@ type server struct {
 	routes       []route
 	readyMu      sync.Mutex
 	lastReadyErr string
-	accessLog    bool // one log line per request
+	// aclProbe, unless nil, is the Redis that readiness checks once for
+	// the commands the service needs (probeACL); aclPassed, once it has.
+	aclProbe  redis.UniversalClient
+	aclPassed atomic.Bool
+	keyPrefix string
+	accessLog bool // one log line per request
 
 	tokens        *accesstoken.Authority           // signs and verifies access tokens
 	gate          *sessionauth.Gate                // session liveness from memory
@@ -144,6 +151,10 @@ type serverConfig struct {
 	tokenPrefix string
 	// dpop checks DPoP proofs (newDPoPGuard). Required.
 	dpop *dpopGuard
+	// aclProbe is the Redis whose ACL readiness checks (probeACL); nil:
+	// none (the embedded miniredis has no ACL). keyPrefix is the store's.
+	aclProbe  redis.UniversalClient
+	keyPrefix string
 }
 
 func newServer(c serverConfig) *server {
@@ -160,6 +171,7 @@ func newServer(c serverConfig) *server {
 		s.authCookie = defaultAuthCookie
 	}
 	s.current.Store(c.store)
+	s.aclProbe, s.keyPrefix = c.aclProbe, c.keyPrefix
 	c.metrics.watchStores(s.batchStats)
 	if c.apiKeys != nil {
 		s.setAPIKeys(c.apiKeys)
@@ -492,7 +504,19 @@ func (s *server) checkReady(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	if err := s.store().Ping(ctx); err != nil {
+		if isNoPerm(err) {
+			return "redis_acl", aclError(err, s.keyPrefix)
+		}
 		return "redis_unavailable", err
+	}
+	if s.aclProbe != nil && !s.aclPassed.Load() {
+		if err := probeACL(ctx, s.aclProbe, s.keyPrefix); err != nil {
+			if errors.Is(err, errACL) {
+				return "redis_acl", err
+			}
+			return "redis_unavailable", err
+		}
+		s.aclPassed.Store(true)
 	}
 	if s.checkEvict {
 		if err := s.checkEvictionPolicy(ctx); err != nil {
@@ -519,6 +543,8 @@ func (s *server) noteReadiness(reason string, err error) {
 	case !changed:
 	case reason == "":
 		s.log.Info("ready")
+	case reason == "redis_acl":
+		s.log.Error("not ready: "+msg, "reason", reason)
 	case reason == "unsafe_eviction_policy":
 		s.log.Error("not ready: Redis may evict live sessions and revocations; set maxmemory-policy noeviction, or "+envAllowEvicting+"=true to accept the risk", "error", msg)
 	default:
