@@ -6,11 +6,18 @@ package deploytest
 // for the clients an operator has and the ones it must not admit.
 
 import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -148,5 +155,121 @@ func TestGuideNamesTheAPIsClients(t *testing.T) {
 		if m.admits(t, tc.from, "metrics") {
 			t.Errorf("%s (namespace %s) reaches the metrics port", tc.from.name, tc.from.namespace)
 		}
+	}
+}
+
+// The Secret the deploy guide tells operators to create holds exactly the
+// keys the manifests mount, and the tests' Secret is that one; the
+// service's pod never mounts the password of Redis's internal user
+// (replication, Sentinel, the cluster's Job), and that Job none of the
+// service's.
+func TestSecretKeysLeastPrivilege(t *testing.T) {
+	block := regexp.MustCompile(`(?s)kubectl create secret generic sessioncache(.*?)\n\n?[a-z]`).FindStringSubmatch(deployGuide(t))
+	if block == nil {
+		t.Fatal("deploy/README.md has no kubectl create secret generic sessioncache")
+	}
+	var guide []string
+	for _, m := range regexp.MustCompile(`--from-literal=([a-z-]+)=`).FindAllStringSubmatch(block[1], -1) {
+		guide = append(guide, m[1])
+	}
+	var tests []string
+	for k := range testSecrets()["sessioncache"] {
+		tests = append(tests, k)
+	}
+	slices.Sort(guide)
+	slices.Sort(tests)
+	want := slices.Sorted(slices.Values(secretKeys))
+	if !slices.Equal(guide, want) || !slices.Equal(tests, want) {
+		t.Errorf("Secret keys: the guide creates %v, the tests %v, the manifests mount %v", guide, tests, want)
+	}
+	for _, overlay := range overlays {
+		m := renderDir(t, filepath.Join(kubernetesDir, "overlays", overlay))
+		for name, tpl := range m.workloads() {
+			for _, v := range tpl.Spec.Volumes {
+				if v.Secret == nil {
+					continue
+				}
+				for _, it := range v.Secret.Items {
+					if strings.HasPrefix(name, "Deployment ") && it.Key == "redis-internal-password" || strings.HasPrefix(name, "Job ") && it.Key != "redis-internal-password" {
+						t.Errorf("%s: %s mounts %s", overlay, name, it.Key)
+					}
+				}
+			}
+		}
+	}
+}
+
+// The https component, as deploy/README.md's first option for TLS inside
+// the cluster: the in-namespace overlay with it, run by the kubelet with
+// the Secret cert-manager would write (a certificate for the Certificate's
+// names, from a CA of the test's). The probes pass over HTTPS, clients in
+// the cluster reach the issuer it sets (https://sessioncache:8080) and
+// verify the service against the CA, plain HTTP gets no answer, and
+// /metrics stays on its own port.
+func TestKubeletHTTPSComponent(t *testing.T) {
+	kubelet.RequireRoot(t)
+	img := buildImage(t)
+	m := withHTTPS(t, "in-namespace")
+	if len(m.certificates) != 1 {
+		t.Fatalf("want one Certificate, got %d", len(m.certificates))
+	}
+	crt := m.certificates[0]
+	_, c := m.api(t)
+	issuer, _ := envVar(c, settingEnv(t, "issuer"))
+	u, err := url.Parse(issuer.Value)
+	if err != nil || u.Scheme != "https" || !slices.Contains(crt.Spec.DNSNames, u.Hostname()) {
+		t.Fatalf("the issuer %q: want https, at a name of the Certificate %v", issuer.Value, crt.Spec.DNSNames)
+	}
+	mounted := false
+	for _, v := range m.deployments[0].Spec.Template.Spec.Volumes {
+		mounted = mounted || v.Secret != nil && v.Secret.SecretName == crt.Spec.SecretName
+	}
+	if !mounted {
+		t.Fatalf("the Deployment does not mount the Certificate's Secret %s", crt.Spec.SecretName)
+	}
+	cert := issueServerCert(t, t.TempDir(), u.Hostname())
+	read := func(f string) string {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	secrets := testSecrets()
+	secrets[crt.Spec.SecretName] = map[string]string{"tls.crt": read(cert.certFile), "tls.key": read(cert.keyFile), "ca.crt": string(cert.caPEM)}
+	k := newKubelet(t, m, secrets)
+	k.RunStatefulSet(m.statefulSets[0])
+	p := k.Run(kubelet.DeploymentPod(m.deployments[0], &img.Image))
+	k.WaitReady(p, time.Minute)
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: k.Net.Dial,
+		TLSClientConfig: &tls.Config{RootCAs: cert.pool, MinVersion: tls.VersionTLS12}}}
+	key, _, _ := strings.Cut(secrets["sessioncache"]["api-keys"], "\n")
+	req, _ := http.NewRequest("POST", issuer.Value+"/v1/sessions", strings.NewReader(loginBody(alice, "laptop")))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("a login at %s through the cluster's DNS: %v", issuer.Value, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || resp.TLS == nil {
+		t.Errorf("a login over HTTPS: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	plain := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: k.Net.Dial}}
+	if r, err := plain.Get("http://" + u.Host + "/healthz"); err == nil {
+		r.Body.Close()
+		if r.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP on the API's port answers 200")
+		}
+	}
+	mport, err := kubelet.ContainerPort(p.Containers[0].Spec, "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := plain.Get("http://" + net.JoinHostPort(p.IP, strconv.Itoa(mport)) + "/metrics"); err != nil || r.StatusCode != http.StatusOK {
+		t.Errorf("/metrics on its port: %v %v", r, err)
+	} else {
+		r.Body.Close()
 	}
 }

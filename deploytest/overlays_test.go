@@ -121,6 +121,36 @@ type serviceMonitor struct {
 	} `json:"spec"`
 }
 
+// certificate is cert-manager's Certificate (cert-manager.io/v1), as far as
+// the https component uses it.
+type certificate struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		SecretName  string `json:"secretName"`
+		Duration    string `json:"duration"`
+		RenewBefore string `json:"renewBefore"`
+		PrivateKey  struct {
+			Algorithm      string `json:"algorithm"`
+			Size           int    `json:"size"`
+			RotationPolicy string `json:"rotationPolicy"`
+		} `json:"privateKey"`
+		DNSNames  []string `json:"dnsNames"`
+		Usages    []string `json:"usages"`
+		IssuerRef struct {
+			Kind  string `json:"kind"`
+			Name  string `json:"name"`
+			Group string `json:"group"`
+		} `json:"issuerRef"`
+	} `json:"spec"`
+}
+
+// withHTTPS renders an overlay with the https component.
+func withHTTPS(t *testing.T, overlay string) *manifests {
+	t.Helper()
+	return withKustomization(t, overlay, "components:\n  - https\n")
+}
+
 type prometheusRule struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
