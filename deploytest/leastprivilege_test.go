@@ -43,7 +43,8 @@ func (m *manifests) admits(t *testing.T, from caller, port string) bool {
 	_, c := m.api(t)
 	number, err := kubelet.ContainerPort(c, port)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return false
 	}
 	podLabels := m.deployments[0].Spec.Template.Labels
 	nsLabels := map[string]string{"kubernetes.io/metadata.name": from.namespace}
@@ -63,8 +64,8 @@ func (m *manifests) admits(t *testing.T, from caller, port string) bool {
 					t.Fatalf("NetworkPolicy %s: matchExpressions are not evaluated here", p.Name)
 				}
 				nsOK := peer.NamespaceSelector == nil && from.namespace == ownNamespace ||
-					peer.NamespaceSelector != nil && kubelet.Selects(peer.NamespaceSelector.MatchLabels, nsLabels)
-				podOK := peer.PodSelector == nil || kubelet.Selects(peer.PodSelector.MatchLabels, from.labels)
+					peer.NamespaceSelector != nil && peerLabelsMatch(peer.NamespaceSelector.MatchLabels, nsLabels)
+				podOK := peer.PodSelector == nil || peerLabelsMatch(peer.PodSelector.MatchLabels, from.labels)
 				if nsOK && podOK {
 					return true
 				}
@@ -72,6 +73,12 @@ func (m *manifests) admits(t *testing.T, from caller, port string) bool {
 		}
 	}
 	return false
+}
+
+// peerLabelsMatch is a NetworkPolicy peer's selector: unlike a workload's,
+// an empty one ({}) selects everything.
+func peerLabelsMatch(sel, labels map[string]string) bool {
+	return len(sel) == 0 || kubelet.Selects(sel, labels)
 }
 
 var (
