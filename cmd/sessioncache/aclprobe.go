@@ -19,7 +19,7 @@ import (
 const aclRulesFile = "deploy/kubernetes/base/redis-acl/rules"
 
 // errACL is a command the service needs that Redis's ACL refuses its user.
-var errACL = errors.New("Redis's ACL refuses the service's user a command it needs")
+var errACL = errors.New("the ACL of Redis refuses the service's user a command it needs")
 
 // probeScript is what the probe runs with EVAL, then EVALSHA.
 const probeScript = "return 1"
