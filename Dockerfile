@@ -32,8 +32,10 @@ USER 65532:65532
 # refuses to do without an API key (SESSIONCACHE_API_KEY_FILE and the like)
 # and without SESSIONCACHE_ISSUER, the URL clients reach it at: the
 # deployment sets both (docker-compose.yml, deploy/kubernetes).
-ENV SESSIONCACHE_LISTEN=0.0.0.0:8080
-EXPOSE 8080
+# /metrics and /openapi.yaml are served on a port of their own, never on
+# the API's.
+ENV SESSIONCACHE_LISTEN=0.0.0.0:8080 SESSIONCACHE_METRICS_LISTEN=0.0.0.0:9090
+EXPOSE 8080 9090
 # The image has no shell or curl: the binary probes itself. Ready means
 # Redis answers and does not evict (docker-compose.yml uses this check).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -31,8 +31,11 @@ type Server struct {
 	Name string
 	Cmd  *exec.Cmd
 	URL  string // http://host:port
-	Tail *Tail  // its last log lines
-	done chan struct{}
+	// MetricsURL is http://host:port of its /metrics, for a service whose
+	// listening line names a metrics_addr; "" otherwise.
+	MetricsURL string
+	Tail       *Tail // its last log lines
+	done       chan struct{}
 }
 
 // StartServer runs a server whose JSON log on stderr names the address it
@@ -46,17 +49,21 @@ func StartServer(name string, cmd *exec.Cmd) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Name: name, Cmd: cmd, Tail: &Tail{}, done: make(chan struct{})}
-	addr := make(chan string, 1)
+	type addrs struct{ api, metrics string }
+	addr := make(chan addrs, 1)
 	go func() {
 		defer close(s.done)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			s.Tail.add(sc.Text())
-			var l struct{ Msg, Addr string }
+			var l struct {
+				Msg, Addr   string
+				MetricsAddr string `json:"metrics_addr"`
+			}
 			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" && l.Addr != "" {
 				select {
-				case addr <- l.Addr:
+				case addr <- addrs{l.Addr, l.MetricsAddr}:
 				default:
 				}
 			}
@@ -65,7 +72,10 @@ func StartServer(name string, cmd *exec.Cmd) (*Server, error) {
 	}()
 	select {
 	case a := <-addr:
-		s.URL = "http://" + a
+		s.URL = "http://" + a.api
+		if a.metrics != "" && a.metrics != "off" {
+			s.MetricsURL = "http://" + a.metrics
+		}
 		return s, nil
 	case <-s.done:
 		return nil, fmt.Errorf("%s exited before listening:\n%s", name, s.Tail)

@@ -20,16 +20,17 @@ measure() {
 	shift
 	rport=$((27000 + RANDOM % 1000))
 	port=$((18000 + RANDOM % 1000))
+	mport=$((19000 + RANDOM % 1000))
 	key=$(openssl rand -hex 16)
 	out=$(mktemp)
 	redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
 	rpid=$!
 	for _ in $(seq 1 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 	SESSIONCACHE_REDIS_URL=redis://127.0.0.1:$rport/0 SESSIONCACHE_API_KEY=$key SESSIONCACHE_SECRET=$(openssl rand -hex 32) \
-		SESSIONCACHE_LISTEN=127.0.0.1:$port SESSIONCACHE_MAX_IN_FLIGHT=$inflight "$bin/sessioncache" >/dev/null 2>&1 &
+		SESSIONCACHE_LISTEN=127.0.0.1:$port SESSIONCACHE_METRICS_LISTEN=127.0.0.1:$mport SESSIONCACHE_MAX_IN_FLIGHT=$inflight "$bin/sessioncache" >/dev/null 2>&1 &
 	spid=$!
 	for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-	metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
+	metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 	load() { "$bin/loadgen" -target http -http "http://127.0.0.1:$port" -api-key "$key" -progress 0 -sessions 64 -mix rotate -workers 64 "$@"; }
 	load -duration 2s "$@" >/dev/null 2>&1
 	c0=$(metric sessioncache_redis_calls_total) r0=$(metric sessioncache_redis_requests_total) b0=$(metric sessioncache_redis_batched_calls_total)

@@ -88,10 +88,13 @@ func readCompose(t *testing.T) composeFile {
 }
 
 // interpolate fills ${VAR}, ${VAR:-default} and ${VAR:?message} from env,
-// as Compose does; an unset ${VAR:?...} fails.
+// as Compose does, and makes $$ a $; an unset ${VAR:?...} fails.
 func interpolate(t *testing.T, s string, env map[string]string) string {
 	t.Helper()
-	return regexp.MustCompile(`\$\{([A-Z_][A-Z0-9_]*)(?:(:-|:\?)([^}]*))?\}`).ReplaceAllStringFunc(s, func(m string) string {
+	return regexp.MustCompile(`\$\$|\$\{([A-Z_][A-Z0-9_]*)(?:(:-|:\?)([^}]*))?\}`).ReplaceAllStringFunc(s, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
 		g := regexp.MustCompile(`\$\{([A-Z_][A-Z0-9_]*)(?:(:-|:\?)([^}]*))?\}`).FindStringSubmatch(m)
 		if v := env[g[1]]; v != "" {
 			return v
@@ -189,8 +192,11 @@ func TestComposeRunsTheService(t *testing.T) {
 	// Redis. The image's WORKDIR is /data, the volume, which its
 	// entrypoint gives to the redis user; Redis binds the container's
 	// address (in Docker, every interface of the container).
-	if len(rs.Command) == 0 || rs.Command[0] != "redis-server" {
-		t.Fatalf("redis command %q: want redis-server and its arguments", rs.Command)
+	if len(rs.Command) != 3 || rs.Command[0] != "sh" || rs.Command[1] != "-c" || !strings.Contains(rs.Command[2], "exec redis-server - ") {
+		t.Fatalf("redis command %q: want sh -c with exec redis-server - (its configuration on standard input)", rs.Command)
+	}
+	if rs.User != "999:999" {
+		t.Fatalf("redis user %q: want the image's redis user, 999:999 (a shell command does not drop root as the image's entrypoint would)", rs.User)
 	}
 	if len(rs.Volumes) != 1 || !strings.HasSuffix(rs.Volumes[0], ":/data") {
 		t.Fatalf("redis volumes %q: want one volume on /data", rs.Volumes)
@@ -203,8 +209,12 @@ func TestComposeRunsTheService(t *testing.T) {
 	rc := redisPod.NewContainer("redis")
 	rc.Mounts["/data"] = data
 	rc.SetEnv("PATH", os.Getenv("PATH"))
-	rc.Argv = append(append([]string{}, rs.Command...), "--bind", redisPod.IP)
-	rc.Box = kubelet.Sandbox{Hosts: k.Net.HostsFile(), UID: 999, GID: 999, Dir: data, Writable: []string{data}}
+	redisSecrets := writeComposeSecrets(t, f, rs, redisPod, rc, host, 999, 999)
+	// In Docker Redis binds every interface of its container: here, the
+	// pod's address.
+	script := strings.Replace(interpolate(t, rs.Command[2], host), "exec redis-server - ", "exec redis-server - --bind "+redisPod.IP+" ", 1)
+	rc.Argv = []string{"sh", "-c", kubelet.MapPaths(script, rc.Mounts)}
+	rc.Box = kubelet.Sandbox{Hosts: k.Net.HostsFile(), UID: 999, GID: 999, Dir: data, Writable: []string{data}, ReadOnly: []string{redisSecrets}}
 	k.Net.Publish(redisPod.IP, "redis")
 	k.StartContainer(rc)
 	if rs.Healthcheck == nil || len(rs.Healthcheck.Test) < 2 || rs.Healthcheck.Test[0] != "CMD" {
@@ -227,7 +237,11 @@ func TestComposeRunsTheService(t *testing.T) {
 			return nil
 		}
 	}
-	kubelet.WaitFor(t, 30*time.Second, 50*time.Millisecond, "Redis's health check", healthy(rc, rs.Healthcheck.Test[1:]))
+	test := slices.Clone(rs.Healthcheck.Test[1:])
+	for i := range test {
+		test[i] = kubelet.MapPaths(interpolate(t, test[i], host), rc.Mounts)
+	}
+	kubelet.WaitFor(t, 30*time.Second, 50*time.Millisecond, "Redis's health check", healthy(rc, test))
 
 	// The service.
 	if svc.User != "" {
@@ -235,48 +249,17 @@ func TestComposeRunsTheService(t *testing.T) {
 	}
 	sp := k.NewPod("sessioncache")
 	sc := sp.NewContainer("sessioncache")
-	// Secrets: Compose copies each into the container before it starts, at
-	// /run/secrets/<name>, read-only, with the mode given (0444 by default)
-	// and, when a uid or gid is given, owned by the container's user
-	// (Docker's CopyUIDGID); else root's.
-	secrets := sp.Folder(t, "run-secrets", 0o755)
-	sc.Mounts["/run/secrets"] = secrets
-	secretFiles := map[string]string{} // in the container -> content
+	secrets, secretFiles := writeComposeSecrets(t, f, svc, sp, sc, host, img.UID, img.GID), map[string]string{}
 	for _, s := range svc.Secrets {
 		target := s.Target
 		if target == "" {
-			target = s.Source
+			target = "/run/secrets/" + s.Source
 		}
-		if !strings.HasPrefix(target, "/") {
-			target = "/run/secrets/" + target
-		}
-		if filepath.Dir(target) != "/run/secrets" {
-			t.Fatalf("secret %s: target %s outside /run/secrets is not emulated", s.Source, target)
-		}
-		value, ok := host[f.Secrets[s.Source].Environment]
-		if !ok {
-			t.Fatalf("secret %s: from %q, which the caller's environment here does not set", s.Source, f.Secrets[s.Source].Environment)
-		}
-		mode := os.FileMode(0o444)
-		if s.Mode != nil {
-			mode = os.FileMode(*s.Mode)
-		}
-		secretFiles[target] = value
-		file := filepath.Join(secrets, filepath.Base(target))
-		if err := os.WriteFile(file, []byte(value), mode); err != nil {
+		b, err := os.ReadFile(filepath.Join(secrets, filepath.Base(target)))
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chmod(file, mode); err != nil {
-			t.Fatal(err)
-		}
-		if s.UID != "" || s.GID != "" {
-			if s.UID != strconv.Itoa(img.UID) || s.GID != strconv.Itoa(img.GID) {
-				t.Errorf("secret %s: uid:gid %s:%s; Docker gives the file to the container's user %d:%d whatever they say", s.Source, s.UID, s.GID, img.UID, img.GID)
-			}
-			if err := os.Chown(file, img.UID, img.GID); err != nil {
-				t.Fatal(err)
-			}
-		}
+		secretFiles[target] = string(b)
 	}
 	// The environment: the image's, then the service's.
 	for _, kv := range img.Env {
@@ -323,16 +306,90 @@ func TestComposeRunsTheService(t *testing.T) {
 	if meta := api.send("GET", "/.well-known/oauth-authorization-server", "", nil); meta.str("issuer") != sc.Env[settingEnv(t, "issuer")] {
 		t.Errorf("the metadata names the issuer %q, want the compose file's %q", meta.str("issuer"), sc.Env[settingEnv(t, "issuer")])
 	}
-	if lines := scanLines(api.send("GET", "/metrics", "", nil).raw, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
+	api.metrics = "http://" + sc.Env[settingEnv(t, "metrics-listen")]
+	if lines := scanLines(api.scrape(), "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], `version="`+img.version+`"`) {
 		t.Errorf("build info %q, want version %s", lines, img.version)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(redisPod.IP, "6379")})
+	// As the service's ACL user, which may read INFO but not list keys.
+	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(redisPod.IP, "6379"),
+		Username: strings.TrimSpace(secretFiles["/run/secrets/redis_username"]), Password: secretFiles["/run/secrets/redis_password"]})
 	defer rdb.Close()
-	keys, err := rdb.Keys(t.Context(), "*").Result()
-	if err != nil || len(keys) == 0 {
-		t.Errorf("the compose Redis holds no key (%v): the service did not use it", err)
+	keyspace, err := rdb.Info(t.Context(), "keyspace").Result()
+	if err != nil || !regexp.MustCompile(`db0:keys=[1-9]`).MatchString(keyspace) {
+		t.Errorf("the compose Redis holds no key (%v %q): the service did not use it", err, keyspace)
+	}
+	if err := rdb.Do(t.Context(), "keys", "*").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Errorf("the service's user may list keys (%v): want its rules only", err)
+	}
+	anon := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(redisPod.IP, "6379")})
+	defer anon.Close()
+	if err := anon.Ping(t.Context()).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Errorf("the compose Redis answers without a password: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(data, "appendonlydir")); err != nil {
 		t.Errorf("no append-only file on the Redis volume: %v", err)
 	}
+}
+
+// writeComposeSecrets writes a service's secrets as Compose does: it
+// copies each into the container before it starts, at
+// /run/secrets/<name>, read-only, with the mode given (0444 by default)
+// and, when a uid or gid is given, owned by the container's user (uid:gid,
+// Docker's CopyUIDGID); else root's. A secret comes from the caller's
+// environment (host) or from a file beside docker-compose.yml. It returns
+// the folder mounted on /run/secrets.
+func writeComposeSecrets(t *testing.T, f composeFile, svc composeService, p *kubelet.Pod, c *kubelet.Container, host map[string]string, uid, gid int) string {
+	t.Helper()
+	secrets := p.Folder(t, "run-secrets-"+c.Name, 0o755)
+	c.Mounts["/run/secrets"] = secrets
+	for _, s := range svc.Secrets {
+		target := s.Target
+		if target == "" {
+			target = s.Source
+		}
+		if !strings.HasPrefix(target, "/") {
+			target = "/run/secrets/" + target
+		}
+		if filepath.Dir(target) != "/run/secrets" {
+			t.Fatalf("secret %s: target %s outside /run/secrets is not emulated", s.Source, target)
+		}
+		src := f.Secrets[s.Source]
+		var value string
+		switch {
+		case src.Environment != "":
+			v, ok := host[src.Environment]
+			if !ok {
+				t.Fatalf("secret %s: from %q, which the caller's environment here does not set", s.Source, src.Environment)
+			}
+			value = v
+		case src.File != "":
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(composePath), src.File))
+			if err != nil {
+				t.Fatalf("secret %s: %v", s.Source, err)
+			}
+			value = string(b)
+		default:
+			t.Fatalf("secret %s is not defined", s.Source)
+		}
+		mode := os.FileMode(0o444)
+		if s.Mode != nil {
+			mode = os.FileMode(*s.Mode)
+		}
+		file := filepath.Join(secrets, filepath.Base(target))
+		if err := os.WriteFile(file, []byte(value), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(file, mode); err != nil {
+			t.Fatal(err)
+		}
+		if s.UID != "" || s.GID != "" {
+			if s.UID != strconv.Itoa(uid) || s.GID != strconv.Itoa(gid) {
+				t.Errorf("secret %s: uid:gid %s:%s; Docker gives the file to the container's user %d:%d whatever they say", s.Source, s.UID, s.GID, uid, gid)
+			}
+			if err := os.Chown(file, uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return secrets
 }

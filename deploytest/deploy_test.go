@@ -42,7 +42,7 @@ import (
 
 // secretKeys are the keys of the Secret "sessioncache" that the README
 // tells operators to create.
-var secretKeys = []string{"api-keys", "secret", "redis-password"}
+var secretKeys = []string{"api-keys", "secret", "redis-username", "redis-password", "redis-internal-password"}
 
 // manifests holds every object of a rendered overlay, by type.
 type manifests struct {
@@ -57,6 +57,7 @@ type manifests struct {
 	policies        []*networkingv1.NetworkPolicy
 	serviceMonitors []*serviceMonitor
 	rules           []*prometheusRule
+	certificates    []*certificate
 }
 
 // decodeStrict decodes one YAML document into the API type its kind names,
@@ -83,6 +84,8 @@ func (m *manifests) decodeStrict(t *testing.T, file string, doc []byte) {
 		obj = add(&m.serviceMonitors)
 	case "monitoring.coreos.com/v1 PrometheusRule":
 		obj = add(&m.rules)
+	case "cert-manager.io/v1 Certificate":
+		obj = add(&m.certificates)
 	case "v1 Service":
 		obj = add(&m.services)
 	case "v1 ServiceAccount":
@@ -138,6 +141,11 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		t.Run(o+"+monitoring", func(t *testing.T) {
 			if m := withMonitoring(t, o); len(m.serviceMonitors) != 1 || len(m.rules) != 1 {
 				t.Errorf("want the monitoring component's ServiceMonitor and PrometheusRule, got %d and %d", len(m.serviceMonitors), len(m.rules))
+			}
+		})
+		t.Run(o+"+https", func(t *testing.T) {
+			if m := withHTTPS(t, o); len(m.certificates) != 1 {
+				t.Errorf("want the https component's Certificate, got %d", len(m.certificates))
 			}
 		})
 	}
@@ -848,7 +856,9 @@ func checkBatchingFigures(t *testing.T, confirm string) {
 // names (`b`, `h`), which are no fields.
 func checkSizingMetrics(t *testing.T, confirm string, symbols []string) {
 	t.Helper()
-	c := newAPIClient(t, "http://"+startService(t).Addr, "")
+	p := startService(t)
+	c := newAPIClient(t, "http://"+p.Addr, "")
+	c.metrics = "http://" + p.MetricsAddr
 	tok := c.login(alice, "laptop").str("refresh_token")
 	c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok))
 	exposed, _ := scrapeMetrics(c)

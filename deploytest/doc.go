@@ -2,7 +2,12 @@
 // the Kubernetes overlays of deploy/kubernetes, rendered by kubectl
 // kustomize and run pod by pod by a kubelet emulation
 // (internal/kubelet), the Dockerfile and docker-compose.yml, run the same
-// way, the monitoring component and deploy/README.md's sizing guide. It
+// way, the monitoring and https components and deploy/README.md's sizing
+// guide. Least privilege is run, not only read: every Redis with its
+// default user off and the service's ACL user confined to the rules file,
+// the service scraped on its metrics port alone, the wrong ACL refused;
+// the NetworkPolicies, which the emulation does not enforce, are
+// evaluated for who reaches which port. It
 // holds tests only, in a module of its own so that the Kubernetes API
 // types they decode stay out of the service's module; go.work joins it.
 //

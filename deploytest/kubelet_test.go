@@ -43,9 +43,11 @@ func newKubelet(t *testing.T, m *manifests, secrets map[string]map[string]string
 // testSecrets are the Secrets an operator creates, as the README says.
 func testSecrets() map[string]map[string]string {
 	return map[string]map[string]string{"sessioncache": {
-		"api-keys":       "0123456789abcdef0123456789abcdef\n",
-		"secret":         "fedcba9876543210fedcba9876543210",
-		"redis-password": "5ecret-redis-password-0123456789",
+		"api-keys":                "0123456789abcdef0123456789abcdef\n",
+		"secret":                  "fedcba9876543210fedcba9876543210",
+		"redis-username":          "sessioncache",
+		"redis-password":          "5ecret-redis-password-0123456789",
+		"redis-internal-password": "1nternal-redis-password-01234567",
 	}}
 }
 
@@ -158,7 +160,12 @@ func runService(t *testing.T, k *cluster, img *dockerImage) *service {
 		return nil
 	})
 	s.refuses(t, tok.str("access_token"))
-	metrics := s.api.send("GET", "/metrics", "", nil).raw
+	mport, err := kubelet.ContainerPort(c.Spec, "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.api.metrics = "http://" + net.JoinHostPort(p.IP, strconv.Itoa(mport))
+	metrics := s.api.scrape()
 	wantVersion := `version="` + img.version + `"`
 	if lines := scanLines(metrics, "sessioncache_build_info{"); len(lines) != 1 || !strings.Contains(lines[0], wantVersion) || !strings.HasSuffix(lines[0], " 1") {
 		t.Errorf("build info %q, want %s: the image's version", lines, wantVersion)
@@ -325,30 +332,81 @@ func (s *service) stop(t *testing.T) {
 	}
 }
 
-// redisClient connects the test to a Redis pod with the Secret's password.
+// aclRules are the rules of the base's ConfigMap sessioncache-redis-acl,
+// one a string.
+func aclRules(t *testing.T, k *cluster) []string {
+	t.Helper()
+	var out []string
+	for _, cm := range k.m.configMaps {
+		if strings.HasPrefix(cm.Name, "sessioncache-redis-acl") {
+			for _, line := range strings.Split(cm.Data["rules"], "\n") {
+				if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+					out = append(out, line)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("the overlay holds no ConfigMap sessioncache-redis-acl with rules")
+	}
+	return out
+}
+
+// redisClient connects the test to a Redis pod as the service does: its
+// ACL user and password, from the Secret.
 func (k *cluster) redisClient(t *testing.T, addr string) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: addr, Password: k.Secrets["sessioncache"]["redis-password"], Dialer: k.Net.Dial, MaxRetries: -1})
+	s := k.Secrets["sessioncache"]
+	c := redis.NewClient(&redis.Options{Addr: addr, Username: s["redis-username"], Password: s["redis-password"], Dialer: k.Net.Dial, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// internalClient connects the test to a Redis pod as its user "internal"
+// (replication, Sentinel, the cluster's Job).
+func (k *cluster) internalClient(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, Username: "internal", Password: k.Secrets["sessioncache"]["redis-internal-password"], Dialer: k.Net.Dial, MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
 // checkRedisPod checks a running Redis pod is the token store its
-// redis.conf describes: a password, noeviction, an append-only file on its
-// data volume, bound to its pod's address only.
+// redis.conf describes: noeviction, an append-only file on its data
+// volume, bound to its pod's address only; and that it admits only its
+// ACL users: the default user is off (neither no password nor the
+// service's password logs in as it), and the service's user may run
+// nothing but its rules (no CONFIG, no FLUSHALL, no key outside its
+// prefix).
 func checkRedisPod(t *testing.T, k *cluster, p *kubelet.Pod) {
 	t.Helper()
 	c := k.redisClient(t, net.JoinHostPort(p.IP, "6379"))
-	cfg, err := c.ConfigGet(t.Context(), "*").Result()
+	info, err := c.Info(t.Context(), "memory", "persistence").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg["maxmemory-policy"] != "noeviction" || cfg["appendonly"] != "yes" || cfg["bind"] != p.IP {
-		t.Errorf("%s: maxmemory-policy %q, appendonly %q, bind %q", p.Name, cfg["maxmemory-policy"], cfg["appendonly"], cfg["bind"])
+	if !strings.Contains(info, "maxmemory_policy:noeviction\r\n") || !strings.Contains(info, "aof_enabled:1\r\n") {
+		t.Errorf("%s: want maxmemory_policy:noeviction and aof_enabled:1 in\n%s", p.Name, info)
+	}
+	conf, err := os.ReadFile(filepath.Join(p.Container(t, "redis").Mounts["/run/redis"], "redis.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bind := regexp.MustCompile(`(?m)^bind (.*)$`).FindStringSubmatch(string(conf)); bind == nil || bind[1] != p.IP {
+		t.Errorf("%s: redis.conf binds %q, want the pod's address %s", p.Name, bind, p.IP)
 	}
 	anon := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(p.IP, "6379"), MaxRetries: -1})
 	defer anon.Close()
 	if err := anon.Ping(t.Context()).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Errorf("%s answers without the password: %v", p.Name, err)
+	}
+	asDefault := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(p.IP, "6379"), Password: k.Secrets["sessioncache"]["redis-password"], Dialer: k.Net.Dial, MaxRetries: -1})
+	defer asDefault.Close()
+	if err := asDefault.Ping(t.Context()).Err(); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Errorf("%s: the default user logs in with the service's password (%v): want it off", p.Name, err)
+	}
+	for _, args := range [][]any{{"config", "get", "maxmemory"}, {"flushall"}, {"set", "outside-the-prefix", "1"}, {"keys", "*"}} {
+		if err := c.Do(t.Context(), args...).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			t.Errorf("%s: the service's user may run %v (%v): want NOPERM", p.Name, args, err)
+		}
 	}
 	// The append-only file is on the data volume: Redis (user 999) can
 	// write the claim the kubelet gave to fsGroup.
@@ -399,10 +457,14 @@ func runExternal(t *testing.T, k *cluster, img *dockerImage) {
 	k.Net.Publish(ip, host)
 	dir := t.TempDir()
 	cert := issueServerCert(t, dir, host)
-	password := k.Secrets["sessioncache"]["redis-password"]
-	srv := exec.Command("redis-server", "--port", "0", "--bind", ip, "--tls-port", port,
+	// A managed Redis whose operator gave the service's user the rules
+	// the base holds, and turned the default user off.
+	user, password := k.Secrets["sessioncache"]["redis-username"], k.Secrets["sessioncache"]["redis-password"]
+	args := []string{"--port", "0", "--bind", ip, "--tls-port", port,
 		"--tls-cert-file", cert.certFile, "--tls-key-file", cert.keyFile, "--tls-ca-cert-file", cert.caFile, "--tls-auth-clients", "no",
-		"--requirepass", password, "--maxmemory-policy", "noeviction", "--save", "", "--appendonly", "no", "--dir", dir)
+		"--maxmemory-policy", "noeviction", "--save", "", "--appendonly", "no", "--dir", dir,
+		"--user", "default", "off", "--user", user, "on", ">" + password}
+	srv := exec.Command("redis-server", append(args, aclRules(t, k)...)...)
 	logs := &servicetest.Buffer{}
 	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {
@@ -416,7 +478,7 @@ func runExternal(t *testing.T, k *cluster, img *dockerImage) {
 		}
 	})
 	tlsConfig := &tls.Config{RootCAs: cert.pool, ServerName: host, MinVersion: tls.VersionTLS12}
-	c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(host, port), Password: password, MaxRetries: -1,
+	c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(host, port), Username: user, Password: password, MaxRetries: -1,
 		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := k.Net.Dial(ctx, network, addr)
 			if err != nil {
@@ -517,7 +579,7 @@ func runCluster(t *testing.T, k *cluster, img *dockerImage) {
 	clusterOK := func(pods []*kubelet.Pod) func() error {
 		var clients []*redis.Client
 		for _, p := range pods {
-			clients = append(clients, k.redisClient(t, net.JoinHostPort(p.IP, "6379")))
+			clients = append(clients, k.internalClient(t, net.JoinHostPort(p.IP, "6379")))
 		}
 		return func() error {
 			for i, c := range clients {
@@ -624,5 +686,72 @@ func TestKubeletSecretsNeedFSGroup(t *testing.T) {
 	}
 	if got := describe(secretFile); !strings.HasSuffix(got, " 0:0") {
 		t.Errorf("a Secret file without fsGroup is %s, want root's", got)
+	}
+}
+
+// The wrong ACL is refused, with a clear error and not a hang: the
+// in-namespace overlay run with rules that lack a command the service
+// needs (EVALSHA), or with a service whose password is not Redis's, keeps
+// the service's pod unready, and its log names the refusal. Redis runs as
+// the overlay describes, with the default user off.
+func TestKubeletRefusesTheWrongACL(t *testing.T) {
+	kubelet.RequireRoot(t)
+	img := buildImage(t)
+	for _, tc := range []struct {
+		name     string
+		rules    func(string) string
+		password string
+		want     []string
+	}{
+		{"rules without evalsha", func(r string) string { return strings.Replace(r, "\n+evalsha\n", "\n", 1) }, "",
+			[]string{`"reason":"redis_acl"`, "'evalsha'", "redis-acl/rules"}},
+		{"a wrong password", nil, "not-the-redis-password-012345678", []string{"WRONGPASS"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderDir(t, filepath.Join(kubernetesDir, "overlays", "in-namespace"))
+			if tc.rules != nil {
+				changed := false
+				for _, cm := range m.configMaps {
+					if strings.HasPrefix(cm.Name, "sessioncache-redis-acl") {
+						before := cm.Data["rules"]
+						cm.Data["rules"] = tc.rules(before)
+						changed = cm.Data["rules"] != before
+					}
+				}
+				if !changed {
+					t.Fatal("the rules did not change")
+				}
+			}
+			k := newKubelet(t, m, testSecrets())
+			checkRedisPod(t, k, k.RunStatefulSet(m.statefulSets[0])[0])
+			if tc.password != "" {
+				// The service's copy of the Secret only: Redis has started.
+				k.Secrets["sessioncache"]["redis-password"] = tc.password
+			}
+			p := k.Run(kubelet.DeploymentPod(m.deployments[0], &img.Image))
+			c := p.Containers[0]
+			port, err := kubelet.ContainerPort(c.Spec, c.Spec.ReadinessProbe.HTTPGet.Port.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := "http://" + net.JoinHostPort(p.IP, strconv.Itoa(port))
+			kubelet.PollEvery(t, 30*time.Second, 50*time.Millisecond, "the service to answer /readyz 503 and log why", func() bool {
+				if code, ok := c.Exited(); ok {
+					t.Fatalf("the service exited (%d):\n%s", code, c.Logs)
+				}
+				logs := c.Logs.String()
+				for _, w := range tc.want {
+					if !strings.Contains(logs, w) {
+						return false
+					}
+				}
+				return status(base+c.Spec.ReadinessProbe.HTTPGet.Path) == http.StatusServiceUnavailable
+			})
+			key, _, _ := strings.Cut(k.Secrets["sessioncache"]["api-keys"], "\n")
+			if r := newAPIClient(t, base, key).do("POST", "/v1/sessions", loginBody(alice, "laptop")); r.status != http.StatusServiceUnavailable {
+				t.Errorf("a login on the wrong ACL: %d %s, want 503", r.status, r.raw)
+			}
+		})
 	}
 }

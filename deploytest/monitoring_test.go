@@ -39,6 +39,7 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 		"-revocation-replicas", "1", "-replication-timeout", "10ms", "-redis-timeout", "200ms")
 	base := "http://" + p.Addr
 	c := newAPIClient(t, base, key)
+	c.metrics = "http://" + p.MetricsAddr
 	servicetest.WaitFor(t, "ready", 10*time.Second, func() bool { return status(base+"/readyz") == http.StatusOK })
 	tok := c.login(alice, "laptop")
 	g1 := c.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(tok.str("refresh_token")))
@@ -61,7 +62,7 @@ func observedMetrics(t *testing.T) (names map[string]bool, labels map[string]map
 	srv.Stop()
 	c.must(http.StatusServiceUnavailable, "POST", "/v1/tokens/introspect", refreshBody(t1)) // unavailable
 
-	c.send("GET", "/metrics", "", nil) // counted from the next scrape on
+	c.scrape() // counted from the next scrape on
 	return scrapeMetrics(c)
 }
 
@@ -74,7 +75,7 @@ func scrapeMetrics(c *apiClient) (names map[string]bool, labels map[string]map[s
 	family := regexp.MustCompile(`^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) `)
 	sample := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? `)
 	pair := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
-	for _, line := range strings.Split(c.send("GET", "/metrics", "", nil).raw, "\n") {
+	for _, line := range strings.Split(c.scrape(), "\n") {
 		if m := family.FindStringSubmatch(line); m != nil {
 			names[m[1]] = true
 		}

@@ -76,6 +76,14 @@ func renderDir(t *testing.T, dir string) *manifests {
 // operator's own kustomization would combine them.
 func withMonitoring(t *testing.T, overlay string) *manifests {
 	t.Helper()
+	return withKustomization(t, overlay, "components:\n  - monitoring\n")
+}
+
+// withKustomization renders an overlay with more of a kustomization:
+// extra, whose components are named by their folder under
+// deploy/kubernetes/components.
+func withKustomization(t *testing.T, overlay, extra string) *manifests {
+	t.Helper()
 	abs, err := filepath.Abs(kubernetesDir)
 	if err != nil {
 		t.Fatal(err)
@@ -86,9 +94,11 @@ func withMonitoring(t *testing.T, overlay string) *manifests {
 	if err != nil {
 		t.Fatal(err)
 	}
+	extra = regexp.MustCompile(`(?m)^components:\n((?:  - .*\n)+)`).ReplaceAllStringFunc(extra, func(block string) string {
+		return regexp.MustCompile(`(?m)^  - (.*)$`).ReplaceAllString(block, "  - "+filepath.Join(rel, "components")+"/$1")
+	})
 	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n" +
-		"resources:\n  - " + filepath.Join(rel, "overlays", overlay) + "\n" +
-		"components:\n  - " + filepath.Join(rel, "components", "monitoring") + "\n"
+		"resources:\n  - " + filepath.Join(rel, "overlays", overlay) + "\n" + extra
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +119,36 @@ type serviceMonitor struct {
 			Interval string `json:"interval"`
 		} `json:"endpoints"`
 	} `json:"spec"`
+}
+
+// certificate is cert-manager's Certificate (cert-manager.io/v1), as far as
+// the https component uses it.
+type certificate struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		SecretName  string `json:"secretName"`
+		Duration    string `json:"duration"`
+		RenewBefore string `json:"renewBefore"`
+		PrivateKey  struct {
+			Algorithm      string `json:"algorithm"`
+			Size           int    `json:"size"`
+			RotationPolicy string `json:"rotationPolicy"`
+		} `json:"privateKey"`
+		DNSNames  []string `json:"dnsNames"`
+		Usages    []string `json:"usages"`
+		IssuerRef struct {
+			Kind  string `json:"kind"`
+			Name  string `json:"name"`
+			Group string `json:"group"`
+		} `json:"issuerRef"`
+	} `json:"spec"`
+}
+
+// withHTTPS renders an overlay with the https component.
+func withHTTPS(t *testing.T, overlay string) *manifests {
+	t.Helper()
+	return withKustomization(t, overlay, "components:\n  - https\n")
 }
 
 type prometheusRule struct {

@@ -142,6 +142,26 @@ const (
 type apiClient struct {
 	t         *testing.T
 	base, key string
+	// metrics is the URL of the service's /metrics listener
+	// (SESSIONCACHE_METRICS_LISTEN), apart from base.
+	metrics string
+}
+
+// scrape GETs /metrics from the metrics listener, and checks that the
+// API's listener does not serve it.
+func (c *apiClient) scrape() string {
+	c.t.Helper()
+	if c.metrics == "" {
+		c.t.Fatal("scrape: the client knows no metrics listener")
+	}
+	if r := c.send("GET", "/metrics", "", nil); r.status != http.StatusNotFound {
+		c.t.Errorf("GET /metrics on the API's listener: %d, want 404", r.status)
+	}
+	r := (&apiClient{t: c.t, base: c.metrics}).send("GET", "/metrics", "", nil)
+	if r.status != http.StatusOK {
+		c.t.Fatalf("GET %s/metrics: %d %s", c.metrics, r.status, r.raw)
+	}
+	return r.raw
 }
 
 func newAPIClient(t *testing.T, base, key string) *apiClient {

@@ -73,7 +73,7 @@ func (s *service) scan(t testing.TB) {
 	}
 	metrics := ""
 	if s.alive() {
-		if r, err := s.http.Get(s.URL + "/metrics"); err == nil {
+		if r, err := s.http.Get("http://" + s.proc.MetricsAddr + "/metrics"); err == nil {
 			b, _ := io.ReadAll(r.Body)
 			r.Body.Close()
 			metrics = string(b)

@@ -161,6 +161,7 @@ func run(c config, out io.Writer) error {
 		cmd.Env = append([]string{
 			"PATH=" + os.Getenv("PATH"),
 			"SESSIONCACHE_LISTEN=127.0.0.1:0",
+			"SESSIONCACHE_METRICS_LISTEN=127.0.0.1:0",
 			"SESSIONCACHE_REDIS_URL=" + c.redisURL,
 			"SESSIONCACHE_API_KEY=" + apiKey,
 			"SESSIONCACHE_SECRET=" + bench.RandomHex(32),

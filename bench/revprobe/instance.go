@@ -119,7 +119,7 @@ func (in *instance) refresh(ctx context.Context, token string) (int, grant, erro
 // checks reads the instance's counts of session checks answered from
 // memory and from Redis (sessioncache_auth_session_checks_total).
 func (in *instance) checks(ctx context.Context) (memory, fromRedis float64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.srv.URL+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.srv.MetricsURL+"/metrics", nil)
 	if err != nil {
 		return 0, 0, err
 	}

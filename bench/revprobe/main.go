@@ -196,6 +196,7 @@ func run(c config, log io.Writer) (*report, error) {
 		cmd.Env = append([]string{
 			"PATH=" + os.Getenv("PATH"),
 			"SESSIONCACHE_LISTEN=127.0.0.1:0",
+			"SESSIONCACHE_METRICS_LISTEN=127.0.0.1:0",
 			"SESSIONCACHE_REDIS_URL=" + rd.url,
 			"SESSIONCACHE_REDIS_MODE=" + rd.mode,
 			"SESSIONCACHE_API_KEY=" + apiKey,

@@ -27,7 +27,8 @@ func batchMetrics(exposition string) redisstore.BatchStats {
 	}
 }
 
-// scrapeBatching reads the batching series of the service at base.
+// scrapeBatching reads the batching series of the service whose metrics
+// listener is at base.
 func scrapeBatching(t *testing.T, base string) redisstore.BatchStats {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
@@ -93,14 +94,14 @@ func TestMaxInFlight(t *testing.T) {
 			c := newAPIClient(t, base, env[envAPIKey])
 			poll(t, 10*time.Second, "/readyz 200", func() bool { return readyStatus(base) == http.StatusOK })
 			tok := c.login(alice, "laptop").str("refresh_token")
-			before := scrapeBatching(t, base)
+			before := scrapeBatching(t, "http://"+p.MetricsAddr)
 			if before.Calls == 0 || before.Requests == 0 {
 				t.Fatalf("after a login: %+v, want calls and requests counted", before)
 			}
 
 			if tc.name == "off" {
 				introspect(t, base, env[envAPIKey], tok, 3000)
-				got := scrapeBatching(t, base)
+				got := scrapeBatching(t, "http://"+p.MetricsAddr)
 				if got.Calls < before.Calls+3000 || got.Requests != got.Calls || got.Batched != 0 || got.Waiting != 0 {
 					t.Errorf("batching off, after 3,000 introspections: %+v, want every call a request of its own", got)
 				}
@@ -111,7 +112,7 @@ func TestMaxInFlight(t *testing.T) {
 			poll(t, 30*time.Second, "calls batched under 64 concurrent callers", func() bool {
 				introspect(t, base, env[envAPIKey], tok, 500)
 				n += 500
-				got = scrapeBatching(t, base)
+				got = scrapeBatching(t, "http://"+p.MetricsAddr)
 				return got.Batched > before.Batched
 			})
 			if got.Requests >= got.Calls || got.Calls < got.Batched || got.Waiting != 0 {
@@ -135,7 +136,7 @@ func TestBatchMetricsSurviveStoreSwap(t *testing.T) {
 		}
 		return st
 	}
-	scrape := func() redisstore.BatchStats { return batchMetrics(e.send("GET", "/metrics", "", nil).raw) }
+	scrape := func() redisstore.BatchStats { return batchMetrics(e.scrape()) }
 	var last redisstore.BatchStats
 	rises := func(what string) {
 		t.Helper()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,7 @@ type setting struct {
 
 const (
 	envListen             = "SESSIONCACHE_LISTEN"
+	envMetricsListen      = "SESSIONCACHE_METRICS_LISTEN"
 	envRedisURL           = "SESSIONCACHE_REDIS_URL"
 	envRedisMode          = "SESSIONCACHE_REDIS_MODE"
 	envRedisMaster        = "SESSIONCACHE_REDIS_MASTER"
@@ -86,7 +88,8 @@ const (
 )
 
 var settings = []setting{
-	{env: envListen, flag: "listen", def: "127.0.0.1:8080", usage: "address to serve HTTP on"},
+	{env: envListen, flag: "listen", def: "127.0.0.1:8080", usage: "address to serve the API on"},
+	{env: envMetricsListen, flag: "metrics-listen", def: "127.0.0.1:9090", usage: "address to serve /metrics and /openapi.yaml on, plain HTTP without a key, apart from the API (whose address does not serve them); off: not served"},
 	{env: envRedisURL, flag: "redis-url", usage: "redis:// or rediss:// URL; cluster and sentinel take comma-separated host:port lists; unset: an embedded in-process miniredis"},
 	{env: envRedisMode, flag: "redis-mode", def: "standalone", usage: "standalone, cluster or sentinel"},
 	{env: envRedisMaster, flag: "redis-master", usage: "sentinel master name (sentinel mode only)"},
@@ -153,6 +156,7 @@ const minAPIKeyLen = 16
 
 type config struct {
 	Listen             string
+	MetricsListen      string // "": off
 	RedisURL           string // "" for the embedded miniredis
 	RedisMode          string
 	RedisMaster        string
@@ -286,6 +290,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer, s
 	p := parser{raw: raw, from: from}
 	c := &config{
 		Listen:             p.str(envListen),
+		MetricsListen:      p.str(envMetricsListen),
 		RedisURL:           p.str(envRedisURL),
 		RedisMode:          p.str(envRedisMode),
 		RedisMaster:        p.str(envRedisMaster),
@@ -483,6 +488,15 @@ func (c *config) validate(p *parser) error {
 		p.fail(envListen, err.Error())
 		return p.err
 	}
+	if c.MetricsListen == "off" {
+		c.MetricsListen = ""
+	} else if _, err := isLoopback(c.MetricsListen); err != nil {
+		p.fail(envMetricsListen, err.Error()+", or off")
+		return p.err
+	} else if samePort(c.MetricsListen, c.Listen) {
+		p.fail(envMetricsListen, "is the API's address ("+envListen+"): give /metrics a port of its own, or off")
+		return p.err
+	}
 	if c.APIKeys == nil && !loopback {
 		return fmt.Errorf("refusing to listen on %s without an API key: anyone who can reach it could read and end every session. "+
 			"Set %s, %s or %s, or listen on a loopback address such as 127.0.0.1:8080", c.Listen, envAPIKey, envAPIKeyFile, envAPIKeysFile)
@@ -554,6 +568,14 @@ func isLoopback(addr string) (bool, error) {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback(), nil
+}
+
+// samePort reports whether two listen addresses would bind one fixed port
+// (port 0 picks a free one each time).
+func samePort(a, b string) bool {
+	_, pa, _ := net.SplitHostPort(a)
+	_, pb, _ := net.SplitHostPort(b)
+	return pa == pb && pa != "0"
 }
 
 // optionSettings names the setting of each library option the service
@@ -642,6 +664,7 @@ func (c *config) logAttrs() []any {
 	}
 	return []any{
 		slog.String("listen", c.Listen),
+		slog.String("metrics_listen", cmp.Or(c.MetricsListen, "off")),
 		slog.String("redis", redis),
 		slog.String("redis_mode", c.RedisMode),
 		slog.String("redis_master", c.RedisMaster),

@@ -99,6 +99,8 @@ func TestConfigErrors(t *testing.T) {
 		{"public address without key", nil, map[string]string{envListen: "192.0.2.1:8080"}, "Set SESSIONCACHE_API_KEY, SESSIONCACHE_API_KEY_FILE or SESSIONCACHE_API_KEYS_FILE"},
 		{"listen not host:port", []string{"-listen", "8080"}, nil, `-listen="8080": want host:port`},
 		{"listen bad port", nil, map[string]string{envListen: "127.0.0.1:http"}, "port"},
+		{"metrics listen not host:port", []string{"-metrics-listen", "9090"}, nil, `-metrics-listen="9090": want host:port, such as 127.0.0.1:8080, or off`},
+		{"metrics on the API's port", nil, map[string]string{envListen: "127.0.0.1:8080", envMetricsListen: "0.0.0.0:8080"}, `SESSIONCACHE_METRICS_LISTEN="0.0.0.0:8080": is the API's address (SESSIONCACHE_LISTEN): give /metrics a port of its own, or off`},
 		{"short key", nil, map[string]string{envAPIKey: "short"}, "SESSIONCACHE_API_KEY: the API key is 5 bytes, at least 16"},
 		{"short secret", nil, map[string]string{envSecret: "too-short-secret"}, "SESSIONCACHE_SECRET: the secret is 16 bytes; it must be at least 32 bytes"},
 		{"secret twice", nil, map[string]string{envSecret: goodSecret, envSecretFile: "/x"}, "not both"},

@@ -112,6 +112,7 @@ func TestEndToEnd(t *testing.T) {
 			env[envKeyPrefix] = b.Prefix
 			p := startService(t, env)
 			c := newAPIClient(t, "http://"+p.addr, env[envAPIKey])
+			c.metricsBase = "http://" + p.MetricsAddr
 			walk(t, c)
 
 			keys, err := b.Keys(context.Background())
@@ -193,7 +194,7 @@ func walk(t *testing.T, c *apiClient) {
 	if r := c.send("POST", "/v1/sessions", `{"client_id":"test-app","user_id":"`+user+`"}`, http.Header{"Content-Type": {"application/json"}}); r.status != http.StatusUnauthorized {
 		t.Errorf("request without the API key: %d, want 401", r.status)
 	}
-	metrics := c.send("GET", "/metrics", "", nil).raw
+	metrics := c.scrape()
 	for _, want := range []string{`sessioncache_session_revocations_total{reason="reuse"} 1`, `sessioncache_session_revocations_total{reason="logout_all"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)

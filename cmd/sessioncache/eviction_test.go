@@ -103,7 +103,7 @@ func TestWritesRefusedOnEvictingRedis(t *testing.T) {
 	if d := cmp.Diff(before, e.b.Snapshot(t)); d != "" {
 		t.Errorf("refused writes changed Redis (-before +after):\n%s", d)
 	}
-	m := e.send("GET", "/metrics", "", nil).raw
+	m := e.scrape()
 	for _, op := range []string{"issue", "rotate"} {
 		if !strings.Contains(m, `sessioncache_requests_total{operation="`+op+`",outcome="evicting_policy"}`) {
 			t.Errorf("/metrics does not count the refused %s", op)

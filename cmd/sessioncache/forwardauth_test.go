@@ -139,7 +139,7 @@ func TestForwardAuth(t *testing.T) {
 		b.Clock.Advance(4 * time.Second)
 		checkRefused(t, "expired", e.send("GET", "/v1/auth", "", bearer(next.str("access_token"))), "expired")
 
-		metrics := e.send("GET", "/metrics", "", nil).raw
+		metrics := e.scrape()
 		for _, m := range []string{
 			`sessioncache_requests_total{operation="auth",outcome="ok"} 10`,
 			`sessioncache_requests_total{operation="auth",outcome="missing"} 4`,
@@ -182,7 +182,7 @@ func TestForwardAuthRefusesRefreshTokens(t *testing.T) {
 	} {
 		checkValid(t, name, e.send("GET", "/v1/auth", "", h), g, tok)
 	}
-	if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, "sessioncache_auth_refresh_token_presented_total 5") {
+	if m := e.scrape(); !strings.Contains(m, "sessioncache_auth_refresh_token_presented_total 5") {
 		t.Errorf("/metrics does not count the 5 refresh tokens")
 	}
 	logs := e.logs.String()
@@ -368,7 +368,7 @@ func TestForwardAuthAPIKey(t *testing.T) {
 			t.Errorf("%s: %d %s %v, want 403 forbidden without WWW-Authenticate", name, r.status, r.raw, r.header)
 		}
 	}
-	if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, `sessioncache_requests_total{operation="auth",outcome="unauthorized"} 6`) {
+	if m := e.scrape(); !strings.Contains(m, `sessioncache_requests_total{operation="auth",outcome="unauthorized"} 6`) {
 		t.Errorf("/metrics does not count the 6 refused keys")
 	}
 
@@ -455,7 +455,7 @@ func TestForwardAuthFailures(t *testing.T) {
 			if r.status != http.StatusInternalServerError || r.str("error") != "server_error" || r.header.Get("X-Auth-User-Id") != "" {
 				t.Errorf("corrupt record: %d %s %v, want 500 server_error", r.status, r.raw, r.header)
 			}
-			if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, `sessioncache_requests_total{operation="auth",outcome="corrupt"} 1`) {
+			if m := e.scrape(); !strings.Contains(m, `sessioncache_requests_total{operation="auth",outcome="corrupt"} 1`) {
 				t.Errorf("/metrics does not count the corrupt record")
 			}
 		})
@@ -474,7 +474,7 @@ func TestForwardAuthNoSecretsInLogs(t *testing.T) {
 		h.Set("X-Sessioncache-Key", key)
 		e.send("GET", "/v1/auth", "", h)
 	}
-	logs, metrics := e.logs.String(), e.send("GET", "/metrics", "", nil).raw
+	logs, metrics := e.logs.String(), e.scrape()
 	if !strings.Contains(logs, `"operation":"auth"`) {
 		t.Fatalf("no access log of /v1/auth:\n%s", logs)
 	}

@@ -134,6 +134,7 @@ func testGateway(t *testing.T, name string, start func(svc, upstream, key string
 	g := &gatewayTest{name: name, client: &http.Client{Timeout: 10 * time.Second}, svc: svc, key: key,
 		app: newApplication(t), store: store, user: "auth0|" + uuid.NewString(), want: map[string]float64{}}
 	g.api = newAPIClient(t, "http://"+svc.addr, key)
+	g.api.metricsBase = "http://" + svc.MetricsAddr
 	poll(t, 10*time.Second, "the service to be ready", func() bool {
 		return g.api.send("GET", "/readyz", "", nil).status == http.StatusOK
 	})
@@ -141,7 +142,7 @@ func testGateway(t *testing.T, name string, start func(svc, upstream, key string
 	// The gateway's own start-up probes were refused as missing: count
 	// from here.
 	before := g.authOutcomes(t)
-	presented := metricValue(g.api.send("GET", "/metrics", "", nil).raw, "sessioncache_auth_refresh_token_presented_total")
+	presented := metricValue(g.api.scrape(), "sessioncache_auth_refresh_token_presented_total")
 
 	laptop, phone := g.login(t, "laptop"), g.login(t, "phone")
 	if !store.Genuine(laptop.str("refresh_token")) {
@@ -167,7 +168,7 @@ func testGateway(t *testing.T, name string, start func(svc, upstream, key string
 	if d := cmp.Diff(g.want, got); d != "" {
 		t.Errorf("forward-auth outcomes the service counted (-want +got):\n%s", d)
 	}
-	if got := metricValue(g.api.send("GET", "/metrics", "", nil).raw, "sessioncache_auth_refresh_token_presented_total") - presented; got != g.want["refresh_token"] {
+	if got := metricValue(g.api.scrape(), "sessioncache_auth_refresh_token_presented_total") - presented; got != g.want["refresh_token"] {
 		t.Errorf("sessioncache_auth_refresh_token_presented_total grew by %v, want %v", got, g.want["refresh_token"])
 	}
 	if got, want := g.app.count(), int(g.want["ok"]); got != want {
@@ -204,7 +205,7 @@ func (g *gatewayTest) authOutcomes(t *testing.T) map[string]float64 {
 	t.Helper()
 	const prefix = `sessioncache_requests_total{operation="auth",outcome="`
 	out := map[string]float64{}
-	for _, line := range strings.Split(g.api.send("GET", "/metrics", "", nil).raw, "\n") {
+	for _, line := range strings.Split(g.api.scrape(), "\n") {
 		if rest, ok := strings.CutPrefix(line, prefix); ok {
 			outcome, _, _ := strings.Cut(rest, `"`)
 			out[outcome] = metricValue(line, prefix+outcome+`"}`)

@@ -34,6 +34,23 @@ type apiClient struct {
 	base   string
 	apiKey string
 	http   *http.Client
+	// metricsBase is the URL of the service's operations listener
+	// (SESSIONCACHE_METRICS_LISTEN), which serves /metrics and
+	// /openapi.yaml; "": unknown.
+	metricsBase string
+}
+
+// scrape GETs /metrics from the operations listener.
+func (e *apiClient) scrape() string {
+	e.t.Helper()
+	if e.metricsBase == "" {
+		e.t.Fatal("scrape: the client knows no metrics listener")
+	}
+	r := (&apiClient{t: e.t, base: e.metricsBase, http: e.http}).send("GET", "/metrics", "", nil)
+	if r.status != http.StatusOK {
+		e.t.Fatalf("GET %s/metrics: %d %s", e.metricsBase, r.status, r.raw)
+	}
+	return r.raw
 }
 
 func newAPIClient(t *testing.T, base, apiKey string) *apiClient {
@@ -158,11 +175,15 @@ func newTestEnvOn(t *testing.T, b *redistest.Backend, opts ...envOption) *testEn
 	}
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
+	ops := httptest.NewServer(s.ops())
+	t.Cleanup(ops.Close)
 	var key string
 	if len(set.server.apiKeys) > 0 {
 		key = string(set.server.apiKeys[0])
 	}
-	return &testEnv{apiClient: newAPIClient(t, hs.URL, key), b: b, srv: s, logs: logs, metrics: m}
+	c := newAPIClient(t, hs.URL, key)
+	c.metricsBase = ops.URL
+	return &testEnv{apiClient: c, b: b, srv: s, logs: logs, metrics: m}
 }
 
 // response is a decoded answer.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sessioncache/sessioncache/internal/redistest"
 )
@@ -22,7 +23,9 @@ import (
 // twice (0 new the second time); then the service converts a legacy token
 // at the token endpoint and at /v1/tokens/rotate, answers a second tab with
 // the same successor, detects the replay of an older row, refuses a revoked
-// family's token, and revokes a session by its legacy token.
+// family's token, and revokes a session by its legacy token. Both log in
+// to Redis as an ACL user with the rules file's rights and nothing more:
+// Redis refuses neither anything (ACL LOG).
 func TestImportCommand(t *testing.T) {
 	b := redistest.For(t, redistest.Real)
 	pgURL := os.Getenv("SESSIONCACHE_TEST_POSTGRES_URL")
@@ -65,9 +68,21 @@ VALUES ($1, $2, $3, now() + interval '7 days', $4, 'Firefox on Linux', now() - $
 			}
 		}
 	}
+	opt, err := redis.ParseURL(os.Getenv(redistest.EnvRedisURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Protocol = 2
+	admin := redis.NewClient(opt)
+	defer admin.Close()
+	user, password := "sc-import-"+randomHex(6), randomHex(16)
+	aclUser(t, []*redis.Client{admin}, user, password, aclRulesFor(t, b.Prefix))
+	defer admin.Do(ctx, "ACL", "DELUSER", user)
+	dir := t.TempDir()
 	env := map[string]string{
 		envRedisURL: os.Getenv(redistest.EnvRedisURL), envKeyPrefix: b.Prefix, envSecret: randomHex(32),
 		envLegacyHash: "sha256", envAPIKey: randomHex(16),
+		envRedisUsernameFile: writeFile(t, dir, "user", user), envRedisPasswordFile: writeFile(t, dir, "password", password),
 	}
 	importOnce := func() map[string]any {
 		t.Helper()
@@ -114,6 +129,9 @@ VALUES ($1, $2, $3, now() + interval '7 days', $4, 'Firefox on Linux', now() - $
 	}
 	if logs := p.logs.String(); strings.Contains(logs, "legacy-") || strings.Contains(logs, "sct_") {
 		t.Errorf("the log shows a token")
+	}
+	if d := aclDenials(t, []*redis.Client{admin}, user); len(d) > 0 {
+		t.Errorf("Redis refused the import's or the service's user: %v", d)
 	}
 }
 

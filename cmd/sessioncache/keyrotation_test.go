@@ -206,7 +206,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 			}
 			return true
 		})
-		got := scrapeBatching(t, base)
+		got := scrapeBatching(t, "http://"+p.MetricsAddr)
 		if got.Calls < counted.Calls+3*2*workers || got.Requests <= counted.Requests {
 			t.Errorf("%s: /metrics counts %+v, want at least %d calls more than %+v", what, got, 3*2*workers, counted)
 		}

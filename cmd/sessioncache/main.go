@@ -2,10 +2,10 @@
 // gateways and auth services that are not written in Go: logins, refresh
 // token rotation with reuse detection, introspection, revocation and the
 // listing of a user's sessions. See README.md beside this file and the
-// OpenAPI document at /openapi.yaml.
+// OpenAPI document at /openapi.yaml (on the metrics listener).
 //
-// With no configuration it listens on 127.0.0.1:8080 on an in-process
-// miniredis; every setting is an environment variable and a flag
+// With no configuration it listens on 127.0.0.1:8080 (the API) and
+// 127.0.0.1:9090 (/metrics, /openapi.yaml) on an in-process miniredis; every setting is an environment variable and a flag
 // (sessioncache -h lists them). "sessioncache import" imports the refresh
 // tokens of a SQL table (sessioncache import -h).
 package main
@@ -123,6 +123,10 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		log.Info("tracing: OpenTelemetry spans of requests and Redis commands exported over OTLP (" + envOTLPEndpoint + ")")
 	}
 
+	var aclProbe redis.UniversalClient // the embedded miniredis has no ACL
+	if be.embedded == nil {
+		aclProbe = be.client
+	}
 	m := newMetrics(be.client)
 	opt := cfg.storeOptions(secret)
 	var s *server // set before the store serves a call
@@ -153,7 +157,7 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	s = newServer(serverConfig{store: store, log: log, metrics: m, apiKeys: cfg.APIKeys, checkEvict: checkEvict, redisTimeout: cfg.RedisTimeout,
 		absoluteTTL: cfg.AbsoluteTTL, authCookie: cfg.AuthCookie, accessLog: cfg.AccessLog,
 		tokens: tokens, issuer: cfg.Issuer, clients: cfg.Clients, refreshCookie: cfg.RefreshCookie,
-		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory, dpop: guard})
+		gateLease: 4 * cfg.Heartbeat, gateSessions: cfg.AuthMemory, dpop: guard, keyPrefix: cfg.KeyPrefix, aclProbe: aclProbe})
 	m.watchGate(s.gate)
 	var handler http.Handler = s
 	if tr != nil {
@@ -172,7 +176,6 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	if cfg.RedisTLS.clientCert != nil {
 		rl.certs = append(rl.certs, cfg.RedisTLS.clientCert)
 	}
-	scheme := "http"
 	if cfg.TLSCertFile != "" {
 		certs, err := newCertReloader("HTTPS certificate", cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
@@ -182,11 +185,24 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 		certs.log = log
 		rl.certs = append(rl.certs, certs)
 		hs.TLSConfig = certs.serverTLSConfig()
-		scheme = "https"
 		log.Info("serving HTTPS", certAttrs(certs.current())...)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "api", scheme+"://"+ln.Addr().String()+"/openapi.yaml", "issuer", cfg.Issuer)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
+	listening := []any{"addr", ln.Addr().String(), "issuer", cfg.Issuer, "metrics_addr", "off"}
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			log.Error("cannot listen for /metrics (" + envMetricsListen + "): " + err.Error())
+			return exitFailed
+		}
+		ms := &http.Server{Handler: s.ops(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second,
+			IdleTimeout: 60 * time.Second, MaxHeaderBytes: maxHeaderBytes, ErrorLog: hs.ErrorLog}
+		defer ms.Close()
+		go func() { served <- fmt.Errorf("the metrics listener: %w", ms.Serve(mln)) }()
+		addr := mln.Addr().String()
+		listening = append(listening[:4], "metrics_addr", addr, "openapi", "http://"+addr+"/openapi.yaml")
+	}
+	log.Info("listening", listening...)
 	go func() {
 		if hs.TLSConfig != nil {
 			served <- hs.ServeTLS(ln, "", "")

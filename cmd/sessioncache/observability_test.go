@@ -112,7 +112,7 @@ func TestVersionFlag(t *testing.T) {
 func TestBuildInfoAndPoolMetrics(t *testing.T) {
 	e := newTestEnv(t)
 	e.login(alice, "laptop")
-	m := e.send("GET", "/metrics", "", nil).raw
+	m := e.scrape()
 	b := readBuild()
 	info := `sessioncache_build_info{goversion="` + b.goVersion + `",revision="` + b.revision + `",version="` + b.version + `"} 1`
 	if !strings.Contains(m, info) {

@@ -170,7 +170,7 @@ func TestOpenAPIListLimit(t *testing.T) {
 
 func TestOpenAPIServed(t *testing.T) {
 	e := newTestEnv(t)
-	r := e.send("GET", "/openapi.yaml", "", nil)
+	r := (&apiClient{t: t, base: e.metricsBase, http: e.http}).send("GET", "/openapi.yaml", "", nil)
 	if r.status != http.StatusOK || r.raw != string(openAPIDoc) || !strings.HasPrefix(r.header.Get("Content-Type"), "application/yaml") {
 		t.Errorf("GET /openapi.yaml: %d %s, %d bytes; want the embedded document", r.status, r.header.Get("Content-Type"), len(r.raw))
 	}

@@ -94,7 +94,7 @@ func TestRevocationNotReplicated(t *testing.T) {
 	if r := e.must(http.StatusOK, "POST", "/v1/tokens/introspect", refreshBody(g.str("refresh_token"))); r.body["active"] != false {
 		t.Errorf("the session is still active after the unacknowledged revocation")
 	}
-	if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, `sessioncache_requests_total{operation="revoke_session",outcome="not_replicated"} 1`) {
+	if m := e.scrape(); !strings.Contains(m, `sessioncache_requests_total{operation="revoke_session",outcome="not_replicated"} 1`) {
 		t.Errorf("/metrics does not count the unacknowledged revocation")
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/accesstoken"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/clients"
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sessionauth"
@@ -71,6 +73,7 @@ type route struct {
 	api     apiFunc
 	raw     http.Handler // instead of api, for non-JSON answers
 	quiet   bool         // logged at debug level when it succeeds (probes, scrapes)
+	ops     bool         // served on the operations listener (SESSIONCACHE_METRICS_LISTEN), not on the API's
 }
 
 type server struct {
@@ -93,11 +96,17 @@ type server struct {
 	absoluteTTL  time.Duration
 	redisTimeout time.Duration
 	draining     atomic.Bool
-	mux          *http.ServeMux
+	mux          *http.ServeMux // the API's routes
+	opsMux       *http.ServeMux // /metrics and /openapi.yaml, on a listener of their own
 	routes       []route
 	readyMu      sync.Mutex
 	lastReadyErr string
-	accessLog    bool // one log line per request
+	// aclProbe, unless nil, is the Redis that readiness checks once for
+	// the commands the service needs (probeACL); aclPassed, once it has.
+	aclProbe  redis.UniversalClient
+	aclPassed atomic.Bool
+	keyPrefix string
+	accessLog bool // one log line per request
 
 	tokens        *accesstoken.Authority           // signs and verifies access tokens
 	gate          *sessionauth.Gate                // session liveness from memory
@@ -142,10 +151,14 @@ type serverConfig struct {
 	tokenPrefix string
 	// dpop checks DPoP proofs (newDPoPGuard). Required.
 	dpop *dpopGuard
+	// aclProbe is the Redis whose ACL readiness checks (probeACL); nil:
+	// none (the embedded miniredis has no ACL). keyPrefix is the store's.
+	aclProbe  redis.UniversalClient
+	keyPrefix string
 }
 
 func newServer(c serverConfig) *server {
-	s := &server{log: c.log, metrics: c.metrics, checkEvict: c.checkEvict, mux: http.NewServeMux(),
+	s := &server{log: c.log, metrics: c.metrics, checkEvict: c.checkEvict, mux: http.NewServeMux(), opsMux: http.NewServeMux(),
 		redisTimeout: c.redisTimeout, authCookie: c.authCookie, lastReadyErr: "not checked yet", accessLog: c.accessLog}
 	if s.redisTimeout <= 0 {
 		s.redisTimeout = defaultRedisTimeout
@@ -158,6 +171,7 @@ func newServer(c serverConfig) *server {
 		s.authCookie = defaultAuthCookie
 	}
 	s.current.Store(c.store)
+	s.aclProbe, s.keyPrefix = c.aclProbe, c.keyPrefix
 	c.metrics.watchStores(s.batchStats)
 	if c.apiKeys != nil {
 		s.setAPIKeys(c.apiKeys)
@@ -188,8 +202,8 @@ func newServer(c serverConfig) *server {
 		{pattern: "GET " + metadataPath, op: "metadata", quiet: true, raw: http.HandlerFunc(s.serveMetadata)},
 		{pattern: "GET /healthz", op: "healthz", quiet: true, api: s.healthz},
 		{pattern: "GET /readyz", op: "readyz", quiet: true, api: s.readyz},
-		{pattern: "GET /metrics", op: "metrics", quiet: true, raw: c.metrics.handler()},
-		{pattern: "GET /openapi.yaml", op: "openapi", quiet: true, raw: http.HandlerFunc(serveOpenAPI)},
+		{pattern: "GET /metrics", op: "metrics", quiet: true, ops: true, raw: c.metrics.handler()},
+		{pattern: "GET /openapi.yaml", op: "openapi", quiet: true, ops: true, raw: http.HandlerFunc(serveOpenAPI)},
 	}
 	if u, err := url.Parse(c.issuer); err == nil && strings.Trim(u.Path, "/") != "" {
 		// RFC 8414 section 3.1: the metadata of an issuer with a path is at
@@ -197,6 +211,10 @@ func newServer(c serverConfig) *server {
 		s.routes = append(s.routes, route{pattern: "GET " + metadataPath + "/" + strings.Trim(u.Path, "/"), op: "metadata", quiet: true, raw: http.HandlerFunc(s.serveMetadata)})
 	}
 	for _, rt := range s.routes {
+		if rt.ops {
+			s.opsMux.Handle(rt.pattern, s.wrap(rt))
+			continue
+		}
 		s.mux.Handle(rt.pattern, s.wrap(rt))
 		if rt.gateway {
 			// Envoy's ext_authz appends the client's path to the one it
@@ -207,11 +225,24 @@ func newServer(c serverConfig) *server {
 	return s
 }
 
-// ServeHTTP routes a request; unknown paths and methods get JSON errors.
-// While draining, every answer closes its connection, so that clients move
-// to other replicas before the listener closes and no idle keep-alive
-// connection is closed under a request that is just arriving.
+// ServeHTTP routes a request of the API's listener; unknown paths and
+// methods get JSON errors. While draining, every answer closes its
+// connection, so that clients move to other replicas before the listener
+// closes and no idle keep-alive connection is closed under a request that
+// is just arriving.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.serve(s.mux, w, r)
+}
+
+// ops is the handler of the operations listener (SESSIONCACHE_METRICS_LISTEN):
+// /metrics and /openapi.yaml, which the API's listener does not serve, so
+// that whoever may scrape the service reaches nothing else, and whoever may
+// call the API needs no access to the operations port.
+func (s *server) ops() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(s.opsMux, w, r) })
+}
+
+func (s *server) serve(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
 	var start time.Time
 	if s.accessLog {
 		start = time.Now()
@@ -221,7 +252,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := statusWriters.Get().(*statusWriter)
 	*rec = statusWriter{ResponseWriter: w}
-	s.mux.ServeHTTP(rec, r)
+	mux.ServeHTTP(rec, r)
 	if !rec.routed && s.accessLog {
 		// The raw path is not logged: a client may have put a token in it.
 		s.logRequest(r, "unmatched", rec.status, "not_routed", start, slog.LevelInfo)
@@ -484,7 +515,19 @@ func (s *server) checkReady(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	if err := s.store().Ping(ctx); err != nil {
+		if isNoPerm(err) {
+			return "redis_acl", aclError(err, s.keyPrefix)
+		}
 		return "redis_unavailable", err
+	}
+	if s.aclProbe != nil && !s.aclPassed.Load() {
+		if err := probeACL(ctx, s.aclProbe, s.keyPrefix); err != nil {
+			if errors.Is(err, errACL) {
+				return "redis_acl", err
+			}
+			return "redis_unavailable", err
+		}
+		s.aclPassed.Store(true)
 	}
 	if s.checkEvict {
 		if err := s.checkEvictionPolicy(ctx); err != nil {
@@ -511,6 +554,8 @@ func (s *server) noteReadiness(reason string, err error) {
 	case !changed:
 	case reason == "":
 		s.log.Info("ready")
+	case reason == "redis_acl":
+		s.log.Error("not ready: "+msg, "reason", reason)
 	case reason == "unsafe_eviction_policy":
 		s.log.Error("not ready: Redis may evict live sessions and revocations; set maxmemory-policy noeviction, or "+envAllowEvicting+"=true to accept the risk", "error", msg)
 	default:

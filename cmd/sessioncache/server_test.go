@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -72,7 +73,7 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Errorf("sessions after logout = %s, want an empty list", r.raw)
 	}
 
-	metrics := e.send("GET", "/metrics", "", nil).raw
+	metrics := e.scrape()
 	for _, want := range []string{
 		`sessioncache_session_revocations_total{reason="reuse"} 1`,
 		`sessioncache_session_revocations_total{reason="logout_all"} 1`,
@@ -392,13 +393,13 @@ func TestAPIKey(t *testing.T) {
 	if r := e.send("POST", "/v1/sessions", body, h); r.status != http.StatusCreated {
 		t.Errorf("right key: %d %s, want 201", r.status, r.raw)
 	}
-	// Probes and metrics need no key.
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	// Probes need no key.
+	for _, path := range []string{"/healthz", "/readyz"} {
 		if r := e.send("GET", path, "", nil); r.status != http.StatusOK {
 			t.Errorf("GET %s without key: %d", path, r.status)
 		}
 	}
-	if m := e.send("GET", "/metrics", "", nil).raw; !strings.Contains(m, `sessioncache_requests_total{operation="issue",outcome="unauthorized"} 5`) {
+	if m := e.scrape(); !strings.Contains(m, `sessioncache_requests_total{operation="issue",outcome="unauthorized"} 5`) {
 		t.Errorf("/metrics does not count the 5 refusals")
 	}
 }
@@ -509,7 +510,7 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	e.b.Clock.Advance(time.Minute)
 	e.must(http.StatusBadRequest, "POST", "/v1/tokens/rotate", refreshBody(tok)) // reuse: logged as an event
 	e.must(http.StatusOK, "POST", "/v1/tokens/revoke", refreshBody(next))
-	metrics := e.send("GET", "/metrics", "", nil).raw
+	metrics := e.scrape()
 	logs := e.logs.String()
 	if !strings.Contains(logs, `"outcome":"reused"`) || !strings.Contains(metrics, "sessioncache_requests_total") {
 		t.Fatalf("the logs or metrics are not what this test expects:\n%s", logs)
@@ -680,7 +681,7 @@ func TestCorruptSession(t *testing.T) {
 				t.Errorf("%s: status %d, want 500; body (-want +got):\n%s", op, r.status, d)
 			}
 		}
-		metrics := e.send("GET", "/metrics", "", nil).raw
+		metrics := e.scrape()
 		if m := "sessioncache_corrupt_records_total 3"; !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %s", m)
 		}
@@ -732,5 +733,44 @@ func tamper(t *testing.T, b *redistest.Backend, user string) {
 	}
 	if err := b.Client.HSet(ctx, session[0], "h", h[:16]+user).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// /metrics and /openapi.yaml are served on the operations listener only
+// (SESSIONCACHE_METRICS_LISTEN): the API's port answers them 404, with or
+// without a key, and the operations port serves nothing of the API, so
+// that a NetworkPolicy can open one to Prometheus and the other to the
+// service's clients.
+func TestOperationsListenerIsApart(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef"
+	e := newTestEnv(t, withAPIKey(key))
+	get := func(base, path string, withKey bool) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+path, nil)
+		if withKey {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/metrics", "/openapi.yaml"} {
+		for _, withKey := range []bool{false, true} {
+			if code, body := get(e.base, path, withKey); code != http.StatusNotFound || strings.Contains(body, "sessioncache_") || strings.Contains(body, "openapi:") {
+				t.Errorf("GET %s on the API's port (key %v): %d %.80q, want 404", path, withKey, code, body)
+			}
+		}
+		if code, _ := get(e.metricsBase, path, false); code != http.StatusOK {
+			t.Errorf("GET %s on the operations port: %d, want 200", path, code)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/v1/users/" + alice + "/sessions", jwksPath} {
+		if code, _ := get(e.metricsBase, path, true); code != http.StatusNotFound {
+			t.Errorf("GET %s on the operations port: %d, want 404", path, code)
+		}
 	}
 }

@@ -10,10 +10,8 @@ import (
 	"io"
 	"math/big"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -245,24 +243,16 @@ func TestRedisOverTLS(t *testing.T) {
 }
 
 // Credentials come from files: a password alone (requirepass) and an ACL
-// user with only the rights the README asks for; a wrong password keeps the
+// user with only the rights the README names (the rules file); a wrong password keeps the
 // service unready and says why.
 func TestRedisCredentialsFromFiles(t *testing.T) {
 	srv := redistest.StartServer(t)
 	admin := srv.Client(t)
 	ctx := context.Background()
 	aclPrefix := redistest.NewPrefix()
-	// The rights the README's Security section lists, on the prefix.
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rights := regexp.MustCompile("`(\\+@read[^`]*)`").FindSubmatch(readme)
-	if rights == nil {
-		t.Fatal("README.md lists no ACL rights (`+@read ...`)")
-	}
-	acl := []any{"ACL", "SETUSER", "sc-user", "on", ">user-password-0123", "~" + aclPrefix + "*", "&" + aclPrefix + "revoked"}
-	for _, r := range strings.Fields(string(rights[1])) {
+	// The rights the README's Security section names, on the prefix.
+	acl := []any{"ACL", "SETUSER", "sc-user", "on", ">user-password-0123"}
+	for _, r := range aclRulesFor(t, aclPrefix) {
 		acl = append(acl, r)
 	}
 	if err := admin.Do(ctx, acl...).Err(); err != nil {
@@ -278,7 +268,7 @@ func TestRedisCredentialsFromFiles(t *testing.T) {
 		user, pw  string
 		wantReady bool
 	}{
-		{"ACL user with the README's rights", "sc-user", "user-password-0123", true},
+		{"ACL user with the rules file's rights", "sc-user", "user-password-0123", true},
 		{"requirepass", "", "default-password-0123", true},
 		{"wrong password", "sc-user", "not-the-password", false},
 		{"no password", "", "", false},

@@ -47,7 +47,7 @@ func TestTokenForms(t *testing.T) {
 	if r := e.send("POST", "/v1/tokens/revoke", "token=nonsense", formHeader); r.status != http.StatusOK || r.raw != "{\"revoked\":0}\n" {
 		t.Errorf("revoke form of garbage: %d %s, want 200 {\"revoked\":0}", r.status, r.raw)
 	}
-	m := e.send("GET", "/metrics", "", nil).raw
+	m := e.scrape()
 	for _, want := range []string{
 		`sessioncache_requests_total{operation="introspect",outcome="ok"} 1`,
 		`sessioncache_requests_total{operation="introspect",outcome="revoked"} 1`,

@@ -82,12 +82,17 @@ func (b *Buffer) String() string {
 }
 
 // Command prepares the binary with exactly env (and PATH): nothing leaks
-// in from the test's own environment. Its output goes to the returned
+// in from the test's own environment, but for SESSIONCACHE_METRICS_LISTEN,
+// 127.0.0.1:0 unless env sets it (its default, a fixed port, would make
+// services started at once collide). Its output goes to the returned
 // buffer.
 func Command(t testing.TB, env map[string]string, args ...string) (*exec.Cmd, *Buffer) {
 	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	if _, ok := env[MetricsListen]; !ok {
+		cmd.Env = append(cmd.Env, MetricsListen+"=127.0.0.1:0")
+	}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -96,12 +101,19 @@ func Command(t testing.TB, env map[string]string, args ...string) (*exec.Cmd, *B
 	return cmd, logs
 }
 
+// MetricsListen is the setting of the listener of /metrics and
+// /openapi.yaml.
+const MetricsListen = "SESSIONCACHE_METRICS_LISTEN"
+
 // Process is a running service.
 type Process struct {
 	Cmd  *exec.Cmd
 	Logs *Buffer
-	// Addr is the listener's host:port, from the "listening" log line.
+	// Addr is the API listener's host:port, from the "listening" log line.
 	Addr string
+	// MetricsAddr is the host:port of /metrics and /openapi.yaml, from the
+	// same line; "off" if they are not served.
+	MetricsAddr string
 
 	done chan struct{}
 	err  error // of Wait, once done is closed
@@ -135,6 +147,7 @@ func Start(t testing.TB, cmd *exec.Cmd, logs *Buffer) *Process {
 		for _, l := range LogLines(logs.String()[from:]) {
 			if addr, ok := l["addr"].(string); ok && l["msg"] == "listening" {
 				p.Addr = addr
+				p.MetricsAddr, _ = l["metrics_addr"].(string)
 				return true
 			}
 		}

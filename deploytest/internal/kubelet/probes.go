@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -74,7 +75,13 @@ func (k *Kubelet) probe(c *Container, pr *corev1.Probe) error {
 			return err
 		}
 		cl := http.Client{Timeout: timeout}
-		r, err := cl.Get("http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + pr.HTTPGet.Path)
+		scheme := "http"
+		if pr.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+			// The kubelet does not verify the certificate of an HTTPS probe.
+			scheme = "https"
+			cl.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+		}
+		r, err := cl.Get(scheme + "://" + net.JoinHostPort(ip, strconv.Itoa(port)) + pr.HTTPGet.Path)
 		if err != nil {
 			return err
 		}

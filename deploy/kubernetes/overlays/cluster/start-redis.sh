@@ -31,10 +31,22 @@ if [ -f /data/nodes.conf ]; then
 		printf '%s %s %s\n' "$id" "$addr" "$rest"
 	done </run/redis/nodes.conf.old >/data/nodes.conf
 fi
-password=$(cat /etc/redis-secret/redis-password)
+# The ACL users: the default one off; the service's, with the rules of
+# /etc/redis-acl/rules; "internal", for the replicas and the Job that
+# creates the cluster, with a password the service does not know.
+internal=$(cat /etc/redis-secret/redis-internal-password)
 {
 	cat /etc/redis/redis.conf
-	printf 'requirepass "%s"\nmasterauth "%s"\n' "$password" "$password"
+	# The default user is off: no one logs in as it. A default user in the
+	# configuration file is reset first, to no rights: give it back its
+	# rights, which Redis 7.0 needs to replay the append-only file (it
+	# checks the file's transactions against the default user's rights, and
+	# would drop every one).
+	printf 'user default off ~* &* +@all\n'
+	printf 'user "%s" on ">%s" %s\n' "$(cat /etc/redis-secret/redis-username)" "$(cat /etc/redis-secret/redis-password)" \
+		"$(grep -v '^#' /etc/redis-acl/rules | tr '\n' ' ')"
+	printf 'user internal on ">%s" resetkeys resetchannels -@all %s\n' "$internal" "+psync +replconf +ping +info +cluster"
+	printf 'masteruser internal\nmasterauth "%s"\n' "$internal"
 	printf 'cluster-announce-hostname %s\n' "$self"
 } >/run/redis/redis.conf
 exec redis-server /run/redis/redis.conf

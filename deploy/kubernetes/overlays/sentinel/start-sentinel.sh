@@ -20,7 +20,7 @@ deadline=$(($(date +%s) + 60))
 until getent hosts "$master" >/dev/null || [ "$(date +%s)" -ge "$deadline" ]; do
 	sleep 1
 done
-password=$(cat /etc/redis-secret/redis-password)
+password=$(cat /etc/redis-secret/redis-internal-password)
 cat >/run/sentinel/sentinel.conf <<CONF
 port 26379
 bind * -::*
@@ -29,6 +29,7 @@ sentinel resolve-hostnames yes
 sentinel announce-hostnames yes
 sentinel announce-ip $self
 sentinel monitor sessioncache $master 6379 2
+sentinel auth-user sessioncache internal
 sentinel auth-pass sessioncache "$password"
 sentinel down-after-milliseconds sessioncache 5000
 sentinel failover-timeout sessioncache 60000
