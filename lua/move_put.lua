@@ -13,8 +13,9 @@
 -- KEYS[3..] -> the keys moved
 -- ARGV[1] -> id of the move
 -- ARGV[2] -> how long the mark stays (ms)
--- ARGV[3..] -> per key of KEYS[3..], three values: its remaining TTL (ms;
---              0 = none), 'u' for an index or 's' for another key, its DUMP
+-- ARGV[3..] -> per key of KEYS[3..], three values: its deadline (unix ms,
+--              as the old Redis had it; 0 = none), 'u' for an index or 's'
+--              for another key, its DUMP
 --
 -- Returns {code, now (unix ms, Redis's clock), n}:
 --   {1, now, n}  restored: n keys written (restored or merged)
@@ -27,26 +28,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return {12, now, 0}
 end
 local exists = {}
-local pttl = {}
+local at = {}
 for i = 3, #KEYS do
   exists[i] = redis.call('EXISTS', KEYS[i]) == 1
   if exists[i] then
-    pttl[i] = redis.call('PTTL', KEYS[i])
+    at[i] = redis.call('PEXPIRETIME', KEYS[i])
+  end
+end
+-- restore writes key from dump with the deadline the old Redis had.
+local function restore(key, deadline, dump, ...)
+  if deadline > 0 then
+    redis.call('RESTORE', key, deadline, dump, 'ABSTTL', ...)
+  else
+    redis.call('RESTORE', key, 0, dump, ...)
   end
 end
 local n = 0
 for i = 3, #KEYS do
   local a = 3 * (i - 3) + 3
-  local ttl, kind, dump = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
+  local deadline, kind, dump = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
   if not exists[i] then
-    redis.call('RESTORE', KEYS[i], ttl, dump)
+    restore(KEYS[i], deadline, dump)
     n = n + 1
   elseif kind == 'u' then
-    redis.call('RESTORE', KEYS[2], ttl, dump, 'REPLACE')
+    restore(KEYS[2], 0, dump, 'REPLACE')
     redis.call('ZUNIONSTORE', KEYS[i], 2, KEYS[i], KEYS[2], 'AGGREGATE', 'MAX')
     redis.call('DEL', KEYS[2])
-    if ttl > 0 and pttl[i] > 0 then
-      redis.call('PEXPIRE', KEYS[i], math.max(ttl, pttl[i]))
+    if deadline > 0 and at[i] > 0 then
+      redis.call('PEXPIREAT', KEYS[i], math.max(deadline, at[i]))
     end
     n = n + 1
   end

@@ -173,18 +173,15 @@ func (s *Store) putRecord(ctx context.Context, tag string, r reply) (int, string
 		if err != nil {
 			return 0, "", fmt.Errorf("redisstore: move record of %s holds a bad deadline", tag)
 		}
-		ttl := int64(0)
-		if deadline > 0 {
-			if ttl = deadline - r.now; ttl <= 0 {
-				continue // expired: it would be gone from the old Redis too
-			}
+		if deadline > 0 && deadline <= r.now {
+			continue // expired: it would be gone from the old Redis too
 		}
 		kind := "s"
 		if k[len(tag)+1] == kindIndex {
 			kind = "u"
 		}
 		keys = append(keys, k)
-		args = append(args, ttl, kind, v[13:])
+		args = append(args, deadline, kind, v[13:])
 	}
 	id, _ := args[0].(string)
 	if id == "" {

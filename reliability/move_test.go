@@ -255,8 +255,8 @@ func scanCount(t *testing.T, ctx context.Context, c redis.UniversalClient, match
 	}
 }
 
-// deadlines returns the expiry of every session key under prefix, by the
-// server's clock, on a single Redis or every master of a cluster.
+// deadlines returns the expiry of every session key under prefix
+// (PEXPIRETIME, unix ms), on a single Redis or every master of a cluster.
 func deadlines(t *testing.T, ctx context.Context, c redis.UniversalClient, prefix string) map[string]time.Duration {
 	t.Helper()
 	out := make(map[string]time.Duration)
@@ -268,21 +268,18 @@ func deadlines(t *testing.T, ctx context.Context, c redis.UniversalClient, prefi
 			if err != nil {
 				return err
 			}
-			now, err := c.Time(ctx).Result()
-			if err != nil {
-				return err
-			}
 			pipe := c.Pipeline()
-			cmds := make([]*redis.DurationCmd, len(keys))
+			cmds := make([]*redis.Cmd, len(keys))
 			for i, k := range keys {
-				cmds[i] = pipe.PTTL(ctx, k)
+				cmds[i] = pipe.Do(ctx, "pexpiretime", k)
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				return err
 			}
 			mu.Lock()
 			for i, k := range keys {
-				out[k] = time.Duration(now.UnixNano()) + cmds[i].Val()
+				at, _ := cmds[i].Int64()
+				out[k] = time.Duration(at) * time.Millisecond
 			}
 			mu.Unlock()
 			if cursor = next; cursor == 0 {
