@@ -8,8 +8,8 @@
 -- returned to the next caller, who finishes it.
 --
 -- KEYS[1] -> the tag's move record (hash): '#' -> id of the move, and per
---            key moved: key name -> its deadline (unix ms, 13 digits, all
---            zeros for none) followed by its DUMP
+--            key moved: key name -> its deadline (PEXPIRETIME: unix ms, 13
+--            digits, all zeros for none) followed by its DUMP
 -- KEYS[2] -> with ARGV[2] = '1': the user's session index; its sessions
 --            must all be among KEYS[3..]
 -- KEYS[2..] or KEYS[3..] -> the keys to move
@@ -52,13 +52,11 @@ local keep = 0
 for i = 2, #KEYS do
   local d = redis.call('DUMP', KEYS[i])
   if d then
-    local ttl = redis.call('PTTL', KEYS[i])
-    local deadline = 0
-    if ttl > 0 then
-      deadline = now + ttl
-      if ttl > keep then
-        keep = ttl
-      end
+    local deadline = redis.call('PEXPIRETIME', KEYS[i])
+    if deadline < 0 then
+      deadline = 0
+    elseif deadline > keep then
+      keep = deadline
     end
     out[#out + 1] = KEYS[i]
     out[#out + 1] = string.format('%013d', deadline) .. d
@@ -70,6 +68,6 @@ end
 redis.call('HSET', KEYS[1], unpack(out))
 redis.call('DEL', unpack(KEYS, 2))
 if keep > 0 then
-  redis.call('PEXPIRE', KEYS[1], keep)
+  redis.call('PEXPIREAT', KEYS[1], keep)
 end
 return {1, now, unpack(out)}
