@@ -280,6 +280,19 @@ func cluster(ctx context.Context, c config, n int) (*target, error) {
 			return nil
 		})
 		if err == nil && (len(masters) == n || c.clusterAddrs != "") {
+			// Clients of their own for the masters' INFO: the cluster
+			// client closes its node clients when it reloads its state.
+			for i, m := range masters {
+				masters[i] = redis.NewClient(&redis.Options{Addr: m.Options().Addr})
+			}
+			own := masters
+			stop = func() {
+				for _, m := range own {
+					m.Close()
+				}
+				rdb.Close()
+				stopServers()
+			}
 			if !c.noPin {
 				// -redis-core 0,1,2 gives each master a core of its own;
 				// any other list is shared by all of them.
