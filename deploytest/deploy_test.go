@@ -775,6 +775,8 @@ func TestSizingGuide(t *testing.T) {
 		t.Errorf("the base's maxReplicas is %d; deploy/README.md says 10", got)
 	}
 
+	checkGrowth(t, readme, fig, rules)
+
 	confirm := markdownSection(t, readme, "### Confirming the sizing in production")
 	var named []string
 	for s := range fig {
@@ -785,6 +787,60 @@ func TestSizingGuide(t *testing.T) {
 	}
 	checkSizingMetrics(t, confirm, named)
 	checkBatchingFigures(t, confirm)
+}
+
+// checkGrowth checks the guide's "Growing a cluster" against its source,
+// bench/results/issue20-masters.txt: Redis CPU per rotation on 1 to 4
+// masters (64 callers per master), its ratios to one Redis of the same
+// run, and the rotations the cluster carries at u_redis per master,
+// recomputed from c_rot; and the memory threshold, from h.
+func checkGrowth(t *testing.T, readme string, fig, rules sizingFigures) {
+	t.Helper()
+	grow := markdownSection(t, readme, "### Growing a cluster")
+	b, err := os.ReadFile("../bench/results/issue20-masters.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := string(b)
+	find := func(pattern string) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^\| ` + pattern + ` \| ([\d.]+) \(`).FindStringSubmatch(res)
+		if m == nil {
+			t.Fatalf("issue20-masters.txt has no row %s", pattern)
+		}
+		return m[1]
+	}
+	var want [][]string
+	for n := 1; n <= 4; n++ {
+		c := strconv.Itoa(64 * n)
+		cell := fmt.Sprintf("cluster%d/rotate-off/c%s", n, c)
+		us := find(regexp.QuoteMeta(cell) + ` \| [^|]+`)
+		ratio := fmt.Sprintf("cluster%d/c%s ÷ redis/c64, Redis CPU per rotation, ", n, c)
+		off, on := find(regexp.QuoteMeta(ratio+"off")), find(regexp.QuoteMeta(ratio+"on4"))
+		r, _ := strconv.ParseFloat(off, 64)
+		carries := float64(n) * rules["u_redis"] / 100 / (fig["c_rot"] / 1e6 * r)
+		want = append(want, []string{strconv.Itoa(n), us + " µs", off, on, thousands(int(math.Round(carries/100) * 100))})
+	}
+	got := tableRows(grow)
+	if len(got) > 0 && got[0][0] == "masters" {
+		got = got[1:]
+	}
+	if fmt.Sprint(want) != fmt.Sprint(got) {
+		t.Errorf("the growth table does not follow from bench/results/issue20-masters.txt and c_rot; want:\n%v\ngot:\n%v", want, got)
+	}
+	text := strings.Join(strings.Fields(grow), " ")
+	single := find(regexp.QuoteMeta("redis/rotate-off/c64") + ` \| [^|]+`)
+	cmdLine := strings.TrimPrefix(strings.SplitN(res, "   (", 2)[0], "# ")
+	for _, s := range []string{
+		"One Redis in the same run: " + single + " µs per rotation",
+		fmt.Sprintf("above %.0f%% of `maxmemory` (`1 / h`", 100/rules["h"]),
+		"above `u_redis` (" + strconv.Itoa(int(rules["u_redis"])) + "%)",
+		"`" + cmdLine + "`",
+	} {
+		if !strings.Contains(text, s) {
+			t.Errorf("deploy/README.md, \"Growing a cluster\", should say %q", s)
+		}
+	}
 }
 
 // checkBatchingFigures checks the calls per Redis request the guide's last

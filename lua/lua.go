@@ -73,4 +73,21 @@ var (
 	//
 	//go:embed lookup.lua
 	Lookup string
+
+	// MoveTake takes the keys of one hash tag out of the Redis a store
+	// moves from (redisstore Options.MoveFrom) into a move record.
+	//
+	//go:embed move_take.lua
+	MoveTake string
+
+	// MovePut restores the keys of a move record on the Redis a store
+	// moves to.
+	//
+	//go:embed move_put.lua
+	MovePut string
+
+	// MoveDone deletes a move record once its keys are restored.
+	//
+	//go:embed move_done.lua
+	MoveDone string
 )

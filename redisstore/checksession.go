@@ -24,7 +24,11 @@ func (s *Store) CheckSession(ctx context.Context, userID, sessionID string) erro
 	}
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], userID)
-	key := keysFor(s.opt.KeyPrefix, uh[:], sid[:]).session
+	ks := keysFor(s.opt.KeyPrefix, uh[:], sid[:])
+	if err := s.moveIn(ctx, ks.index, ks.session); err != nil {
+		return err
+	}
+	key := ks.session
 	cmd, _ := s.batch.run(ctx, &call{args: []any{"hmget", key, fHash, fReason}, route: key})
 	v, err := cmd.Slice()
 	if err != nil {

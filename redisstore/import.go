@@ -164,6 +164,9 @@ func (s *Store) ImportLegacy(ctx context.Context, f LegacyFamily) (ImportResult,
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], f.UserID)
 	ks := keysFor(s.opt.KeyPrefix, uh[:], sid[:])
+	if err := s.moveIn(ctx, ks.index, ks.session); err != nil {
+		return ImportResult{}, err
+	}
 	stored := storedID(f.UserID)
 
 	// Which rows were imported before.

@@ -64,6 +64,9 @@ func (s *Store) Issue(ctx context.Context, userID string, c Client) (Grant, erro
 	signer := s.kr.signer
 
 	ks := keysFor(s.opt.KeyPrefix, uh[:], sid[:])
+	if err := s.moveIn(ctx, ks.index, ""); err != nil {
+		return Grant{}, err
+	}
 	keys := []string{ks.session, ks.index}
 	args := []any{memberOf(ks.session), storedID(userID), h, string(appendStatePrefix(nil, 0, signer.id)),
 		s.opt.IdleTTL.Milliseconds(), s.opt.AbsoluteTTL.Milliseconds(), s.margin(),

@@ -165,6 +165,10 @@ func (s *Store) findLegacy(ctx context.Context, raw string) (lookup, []byte, err
 	bucket, field := s.legacy.lookupAt(s.opt.KeyPrefix, digest)
 	cmd, _ := s.batch.run(ctx, &call{args: []any{"hget", bucket, field}, route: bucket})
 	v, err := cmd.Text()
+	if err == redis.Nil && s.opt.MoveFrom != nil {
+		// Not moved yet: MoveKey moves lookup buckets.
+		v, err = s.opt.MoveFrom.HGet(ctx, bucket, field).Result()
+	}
 	if err == redis.Nil {
 		return lookup{}, nil, ErrUnknown
 	}
@@ -198,6 +202,9 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		device = "=" + storedID(c.DeviceID)
 	}
 	ks := keysFor(s.opt.KeyPrefix, lk.userHash[:], lk.sessionID[:])
+	if err := s.moveIn(ctx, ks.index, ks.session); err != nil {
+		return Grant{}, err
+	}
 	bind := "0"
 	if c.BindJKT {
 		bind = "1"

@@ -67,6 +67,9 @@ func (s *Store) ListSessions(ctx context.Context, userID string, opt ListOptions
 	var uh [userHashLen]byte
 	s.kr.userHash(uh[:], userID)
 	idx := indexKey(s.opt.KeyPrefix, uh[:])
+	if err := s.moveIn(ctx, idx, ""); err != nil {
+		return SessionPage{}, err
+	}
 	v, err := s.script(ctx, scriptList, []string{idx}, curScore, curMember, limit+1).StringSlice()
 	if err != nil {
 		return SessionPage{}, fmt.Errorf("redisstore: %w", err)

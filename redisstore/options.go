@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Defaults for the zero values of Options.
@@ -142,6 +144,22 @@ type Options struct {
 	// turns the legacy path off: such strings are ErrMalformed, with no
 	// Redis call, as before. Default: nil.
 	LegacyHash func(token string) []byte
+
+	// MoveFrom, if set, is the Redis the store's data is moving from (a
+	// single Redis, or a Sentinel group through redis.NewFailoverClient)
+	// while the store runs on the Redis it moves to, usually a cluster. Every
+	// call that touches a user first moves that user's keys from MoveFrom,
+	// in one atomic step there: a service instance still configured for the
+	// old Redis then finds the user's sessions gone (ErrUnknown or
+	// ErrExpired, never a second successor). Sessions keep their tokens,
+	// generations (so a replay of a token rotated on the old Redis revokes
+	// its session), and TTLs. Writes never pause; while it is set, each call
+	// costs one more round trip, to MoveFrom. MoveKey moves the rest (the
+	// sessioncache move command walks the old keyspace with it); unset it
+	// once the old Redis holds none of the store's keys. The new Redis must
+	// run the same or a newer Redis version (RESTORE refuses a newer dump
+	// format). The caller owns the client. Default: nil.
+	MoveFrom redis.UniversalClient
 
 	// OnEvent, if set, is called for every security-relevant outcome, on the
 	// goroutine of the call that caused it, with that call's context (for

@@ -56,6 +56,9 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	if err := newCallID(call[:]); err != nil {
 		return 0, fmt.Errorf("redisstore: call id: %w", err)
 	}
+	if err := s.moveIn(ctx, ks.index, ks.session); err != nil {
+		return 0, err
+	}
 	member := memberOf(ks.session)
 	sid := sessionIDString(member)
 	r, err := parseReply(s.script(ctx, scriptRevoke, []string{ks.session, ks.index},
@@ -117,6 +120,9 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 	var call [callIDLen]byte
 	if err := newCallID(call[:]); err != nil {
 		return 0, fmt.Errorf("redisstore: call id: %w", err)
+	}
+	if err := s.moveIn(ctx, idx, ""); err != nil {
+		return 0, err
 	}
 	stored := storedID(userID)
 	total := 0

@@ -91,6 +91,9 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 		return Grant{}, fmt.Errorf("redisstore: call id: %w", err)
 	}
 	ks := keysFor(s.opt.KeyPrefix, old.userHash(), old.sessionID())
+	if err := s.moveIn(ctx, ks.index, ks.session); err != nil {
+		return Grant{}, err
+	}
 	f.keys = [2]string{ks.session, ks.index}
 	f.call.route = ks.session
 	var cmd *redis.Cmd

@@ -151,7 +151,20 @@ const (
 	codeUnchanged = 12 // import: the session is up to date; nothing written
 	codeEnded     = 13 // import: imported before, and ended since; nothing written
 	codeCorrupt   = 14 // rotate, legacy, revoke, issue: the session hash is damaged (a field missing or malformed); nothing written
+	codeMembers   = 15 // move_take: the index names sessions the call did not pass; nothing written
 )
+
+// The moves of Options.MoveFrom (move.go) add two kinds of key per hash tag:
+//
+//	<prefix>{T}:m   on the old Redis, hash: a move under way (move_take.lua);
+//	                on the new one, string: the id of the last move
+//	                restored there, for a minute (move_put.lua)
+//	<prefix>{T}:t   on the new Redis, for the moment of one script: an index
+//	                restored before it is merged into the index there
+//
+// move_take answers codeNone (nothing to move), codeOK (the record) or
+// codeMembers; move_put codeOK (restored) or codeUnchanged (restored
+// before).
 
 // Kinds of codeHandOut replies.
 const (

@@ -101,7 +101,8 @@ func TestReplyCodes(t *testing.T) {
 	codes := map[string]int{"codeNone": codeNone, "codeOK": codeOK, "codeHandOut": codeHandOut, "codeReused": codeReused,
 		"codeRevoked": codeRevoked, "codeExpired": codeExpired, "codeClient": codeClient, "codeAtCap": codeAtCap, "codeExists": codeExists,
 		"codeWrongKey": codeWrongKey, "codeNoKey": codeNoKey,
-		"codeAdvanced": codeAdvanced, "codeUnchanged": codeUnchanged, "codeEnded": codeEnded, "codeCorrupt": codeCorrupt}
+		"codeAdvanced": codeAdvanced, "codeUnchanged": codeUnchanged, "codeEnded": codeEnded, "codeCorrupt": codeCorrupt,
+		"codeMembers": codeMembers}
 	named := map[int]string{}
 	for name, c := range codes {
 		if other, ok := named[c]; ok {
@@ -110,7 +111,7 @@ func TestReplyCodes(t *testing.T) {
 		named[c] = name
 	}
 	given := map[int][]string{}
-	for _, script := range []string{"issue", "evict", "rotate", "revoke", "revoke_all", "legacy", "import"} {
+	for _, script := range []string{"issue", "evict", "rotate", "revoke", "revoke_all", "legacy", "import", "move_take", "move_put"} {
 		b, err := os.ReadFile("../lua/" + script + ".lua")
 		if err != nil {
 			t.Fatal(err)

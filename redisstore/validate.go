@@ -41,6 +41,9 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	var th [hashLen]byte
 	s.kr.secretHash(&th, t)
 	ks := keysFor(s.opt.KeyPrefix, t.userHash(), t.sessionID())
+	if err := s.moveIn(ctx, ks.index, ks.session); err != nil {
+		return TokenInfo{}, err
+	}
 	f.key, f.call.route = ks.session, ks.session
 	var cmd *redis.Cmd
 	cmd, owned = s.batch.run(ctx, &f.call)

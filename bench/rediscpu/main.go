@@ -17,6 +17,8 @@
 //	go run ./bench/rediscpu -no-main -rounds 8    # the latency cells alone
 //	go run ./bench/rediscpu -cluster 1,3 -no-latency -cluster-callers 192
 //	                                              # and clusters of 1 and 3 masters (64 callers per master)
+//	go run ./bench/rediscpu -cluster 1,2,3,4 -per-master -only rotate-off -no-latency
+//	                                              # Redis CPU per rotation on 1 to 4 masters, 64 callers per master
 //	go run ./bench/rediscpu -cluster 3 -redis-core 0,1,2 -client-core 3-15 -cluster-callers 192 -no-latency
 //	                                              # on a bigger machine: a core per master
 //	go run ./bench/rediscpu -addr 10.0.0.5:6379   # a Redis of your own (no pinning)
@@ -55,6 +57,7 @@ type config struct {
 	addr, clusterAddrs string
 	clusters           []int
 	clusterCallers     int
+	perMaster          bool
 	sessions, callers  int
 	hot                int
 	latCallers         []int
@@ -81,6 +84,7 @@ func main() {
 	flag.IntVar(&c.sessions, "sessions", 20000, "sessions (and distinct keys of the SET and GET ceilings)")
 	flag.IntVar(&c.callers, "callers", 64, "concurrent callers of the main cells")
 	flag.IntVar(&c.clusterCallers, "cluster-callers", 0, "concurrent callers of the clusters' main cells (default: -callers)")
+	flag.BoolVar(&c.perMaster, "per-master", false, "give a cluster -callers callers per master (64 per master: as loaded as the single Redis); overrides -cluster-callers")
 	flag.IntVar(&c.hot, "hot", 8, "keys of the hot-key ceilings")
 	flag.StringVar(&lat, "latency-callers", "1,2,4", "callers of the latency cells")
 	flag.StringVar(&infl, "inflight", "4", "MaxInFlight values measured with batching on (comma-separated)")
@@ -276,6 +280,19 @@ func cluster(ctx context.Context, c config, n int) (*target, error) {
 			return nil
 		})
 		if err == nil && (len(masters) == n || c.clusterAddrs != "") {
+			// Clients of their own for the masters' INFO: the cluster
+			// client closes its node clients when it reloads its state.
+			for i, m := range masters {
+				masters[i] = redis.NewClient(&redis.Options{Addr: m.Options().Addr})
+			}
+			own := masters
+			stop = func() {
+				for _, m := range own {
+					m.Close()
+				}
+				rdb.Close()
+				stopServers()
+			}
 			if !c.noPin {
 				// -redis-core 0,1,2 gives each master a core of its own;
 				// any other list is shared by all of them.
@@ -670,7 +687,10 @@ func report(c config, order []string, res map[string][]result) {
 
 // callersOf is the number of callers of target t's main cells.
 func (c config) callersOf(t string) int {
-	if strings.HasPrefix(t, "cluster") {
+	if n, ok := strings.CutPrefix(t, "cluster"); ok {
+		if m, err := strconv.Atoi(n); err == nil && c.perMaster {
+			return c.callers * m
+		}
 		return c.clusterCallers
 	}
 	return c.callers

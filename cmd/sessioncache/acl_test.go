@@ -59,7 +59,8 @@ func aclRulesFor(t *testing.T, prefix string) []string {
 // goRedisCommands maps the go-redis methods the code calls to the commands
 // they send.
 var goRedisCommands = map[string]string{"HGet": "hget", "HMGet": "hmget", "HExists": "hexists", "ZRange": "zrange", "Info": "info",
-	"Subscribe": "subscribe", "Ping": "ping", "Get": "get", "Set": "set", "Del": "del"}
+	"Subscribe": "subscribe", "Ping": "ping", "Get": "get", "Set": "set", "Del": "del",
+	"HGetAll": "hgetall", "HDel": "hdel", "Scan": "scan"}
 
 // commandsUsed reads the commands the code sends Redis out of its source:
 // the scripts' redis.call and redis.pcall (lua/*.lua, and scripts written

@@ -101,7 +101,17 @@ func aclProbeCommands(prefix string) [][]any {
 		{"zrem", z, "m"},
 		{"set", h + ":s", "1", "px", "60000"},
 		{"get", h + ":s"},
-		{"del", h, z, h + ":s"},
+		// The move onto a cluster's (a payload RESTORE refuses, after
+		// the ACL let it through).
+		{"hgetall", h},
+		{"exists", h},
+		{"pexpiretime", h},
+		{"dump", h},
+		{"restore", h + ":r", "60000", "x"},
+		{"zunionstore", z + ":u", "1", z},
+		{"scan", "0", "match", prefix + "aclprobe:*", "count", "1"},
+		{"hdel", h, "f"},
+		{"del", h, z, h + ":s", z + ":u"},
 		{"publish", prefix + "revoked", "aclprobe"},
 		{"wait", "0", "0"},
 	}

@@ -42,6 +42,8 @@ const (
 	envRedisURL           = "SESSIONCACHE_REDIS_URL"
 	envRedisMode          = "SESSIONCACHE_REDIS_MODE"
 	envRedisMaster        = "SESSIONCACHE_REDIS_MASTER"
+	envMoveFrom           = "SESSIONCACHE_MOVE_FROM_URL"
+	envMoveFromMaster     = "SESSIONCACHE_MOVE_FROM_MASTER"
 	envRedisTimeout       = "SESSIONCACHE_REDIS_TIMEOUT"
 	envKeyPrefix          = "SESSIONCACHE_KEY_PREFIX"
 	envIdleTTL            = "SESSIONCACHE_IDLE_TTL"
@@ -93,6 +95,8 @@ var settings = []setting{
 	{env: envRedisURL, flag: "redis-url", usage: "redis:// or rediss:// URL; cluster and sentinel take comma-separated host:port lists; unset: an embedded in-process miniredis"},
 	{env: envRedisMode, flag: "redis-mode", def: "standalone", usage: "standalone, cluster or sentinel"},
 	{env: envRedisMaster, flag: "redis-master", usage: "sentinel master name (sentinel mode only)"},
+	{env: envMoveFrom, flag: "move-from-url", usage: "while moving onto the Redis the service runs on: redis:// URL of the Redis the data moves from (a single Redis, or sentinels comma-separated with " + envMoveFromMaster + "); every call moves its user first; unset: no move"},
+	{env: envMoveFromMaster, flag: "move-from-master", usage: "sentinel master name of the Redis the data moves from"},
 	{env: envRedisTimeout, flag: "redis-timeout", def: "2s", usage: "how long a request may wait for Redis before it is answered 503"},
 	{env: envKeyPrefix, flag: "key-prefix", def: redisstore.DefaultKeyPrefix, usage: "prefix of every Redis key the service writes"},
 	{env: envIdleTTL, flag: "idle-ttl", def: durationText(redisstore.DefaultIdleTTL), usage: "idle lifetime of a token; each rotation starts it again"},
@@ -160,6 +164,8 @@ type config struct {
 	RedisURL           string // "" for the embedded miniredis
 	RedisMode          string
 	RedisMaster        string
+	MoveFromURL        string       // "": no move
+	MoveFrom           redisOptions // of MoveFromURL
 	RedisTimeout       time.Duration
 	KeyPrefix          string
 	IdleTTL            time.Duration
@@ -294,6 +300,7 @@ func loadConfig(args []string, getenv func(string) string, usageOut io.Writer, s
 		RedisURL:           p.str(envRedisURL),
 		RedisMode:          p.str(envRedisMode),
 		RedisMaster:        p.str(envRedisMaster),
+		MoveFromURL:        p.str(envMoveFrom),
 		RedisTimeout:       p.duration(envRedisTimeout),
 		KeyPrefix:          p.str(envKeyPrefix),
 		IdleTTL:            p.duration(envIdleTTL),
@@ -480,6 +487,22 @@ func (c *config) validate(p *parser) error {
 		}
 	}
 	c.RedisOptions = opts
+	if master := p.str(envMoveFromMaster); c.MoveFromURL != "" || master != "" {
+		mode := modeStandalone
+		if master != "" {
+			mode = modeSentinel
+		}
+		switch from, err := parseRedis(mode, c.MoveFromURL, master); {
+		case c.MoveFromURL == "":
+			p.failAt(envMoveFromMaster, "needs "+envMoveFrom)
+		case c.RedisURL == "":
+			p.failAt(envMoveFrom, "needs "+envRedisURL+": the Redis the data moves to")
+		case err != nil:
+			p.failAt(fmt.Sprintf("%s=%q", envMoveFrom, redactURL(c.MoveFromURL)), err.Error())
+		default:
+			c.MoveFrom = from
+		}
+	}
 	if p.err != nil || c.subcommand {
 		return p.err
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sessioncache/sessioncache/cmd/sessioncache/internal/sqlimport"
-	"github.com/sessioncache/sessioncache/redisstore"
 )
 
 // runImport is "sessioncache import -postgres URL -table NAME": it imports
@@ -73,33 +72,13 @@ func runImport(args []string, getenv func(string) string, out io.Writer, sig <-c
 	}
 	cfg.Hash, cfg.Log = c.LegacyHash, log
 
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := untilSignal(sig, log)
 	defer cancel()
-	go func() {
-		select {
-		case got := <-sig:
-			log.Info("received " + got.String() + ": stopping")
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	be, err := openRedis(c.RedisOptions)
-	if err != nil {
-		log.Error("cannot import: " + err.Error())
-		return exitFailed
+	be, store, code := openStore(ctx, c, log, "import", nil)
+	if code != exitOK {
+		return code
 	}
 	defer be.Close()
-	opt := c.storeOptions(c.Secret)
-	opt.Keys = c.SigningKeys
-	store, err := redisstore.New(be.client, opt)
-	if err != nil {
-		log.Error("refusing to import: " + err.Error())
-		return exitConfig
-	}
-	if err := store.Ping(ctx); err != nil {
-		log.Error("cannot import: " + err.Error())
-		return exitFailed
-	}
 	pcfg, err := pgxpool.ParseConfig(pgURL)
 	if err != nil {
 		log.Error("refusing to import: -postgres: " + err.Error())

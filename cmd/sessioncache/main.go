@@ -7,7 +7,9 @@
 // With no configuration it listens on 127.0.0.1:8080 (the API) and
 // 127.0.0.1:9090 (/metrics, /openapi.yaml) on an in-process miniredis; every setting is an environment variable and a flag
 // (sessioncache -h lists them). "sessioncache import" imports the refresh
-// tokens of a SQL table (sessioncache import -h).
+// tokens of a SQL table (sessioncache import -h); "sessioncache move" moves
+// the sessions of a Redis or Sentinel group onto a cluster (sessioncache
+// move -h).
 package main
 
 import (
@@ -51,6 +53,9 @@ const (
 func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os.Signal) int {
 	if len(args) > 0 && args[0] == "import" {
 		return runImport(args[1:], getenv, out, sig)
+	}
+	if len(args) > 0 && args[0] == "move" {
+		return runMove(args[1:], getenv, out, sig)
 	}
 	cfg, err := loadConfig(args, getenv, out)
 	if errors.Is(err, flag.ErrHelp) {
@@ -129,6 +134,17 @@ func run(args []string, getenv func(string) string, out io.Writer, sig <-chan os
 	}
 	m := newMetrics(be.client)
 	opt := cfg.storeOptions(secret)
+	if cfg.MoveFromURL != "" {
+		from, err := openRedis(cfg.MoveFrom)
+		if err != nil {
+			log.Error("cannot start: " + err.Error())
+			return exitFailed
+		}
+		defer from.Close()
+		opt.MoveFrom = from.client
+		log.Warn("moving from "+redactURL(cfg.MoveFromURL)+": every call moves its user's keys first (one more round trip); run sessioncache move, then unset "+envMoveFrom,
+			"from", redactURL(cfg.MoveFromURL))
+	}
 	var s *server // set before the store serves a call
 	opt.OnEvent = func(ctx context.Context, e redisstore.Event) { s.onStoreEvent(ctx, e) }
 	opt.Keys = cfg.SigningKeys
