@@ -35,6 +35,25 @@ local function userOf(h)
   return string.sub(h, i)
 end
 
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL: the tombstone's fields are written before the session's others are
+-- deleted, so that k never goes missing. While k's slot migrates, a command
+-- of a script on a key the node does not hold fails (the node would
+-- redirect it) after the script's earlier commands ran: DEL then HSET would
+-- lose the session and its tombstone.
+local function tombstone(k, r, u, q)
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  local drop = {}
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    if f ~= 'r' and f ~= 'u' and f ~= 'q' then
+      drop[#drop + 1] = f
+    end
+  end
+  if #drop > 0 then
+    redis.call('HDEL', k, unpack(drop))
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local need = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') - tonumber(ARGV[2])
@@ -86,10 +105,7 @@ for _, m in ipairs(done) do
   out[#out + 1] = m
 end
 for _, v in ipairs(victims) do
-  local ttl = redis.call('PTTL', v[1])
-  redis.call('DEL', v[1])
-  redis.call('HSET', v[1], 'r', 'evicted', 'u', ARGV[1], 'q', ARGV[3])
-  redis.call('PEXPIRE', v[1], ttl)
+  tombstone(v[1], 'evicted', ARGV[1], ARGV[3])
   redis.call('ZREM', KEYS[1], v[2])
   out[#out + 1] = v[2]
 end

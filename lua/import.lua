@@ -60,6 +60,25 @@
 --                  nothing written (an ended session is never brought back)
 --   {8, now}       the session id holds another user's session; nothing
 --                  written
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL: the tombstone's fields are written before the session's others are
+-- deleted, so that k never goes missing. While k's slot migrates, a command
+-- of a script on a key the node does not hold fails (the node would
+-- redirect it) after the script's earlier commands ran: DEL then HSET would
+-- lose the session and its tombstone.
+local function tombstone(k, r, u, q)
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  local drop = {}
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    if f ~= 'r' and f ~= 'u' and f ~= 'q' then
+      drop[#drop + 1] = f
+    end
+  end
+  if #drop > 0 then
+    redis.call('HDEL', k, unpack(drop))
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -111,10 +130,7 @@ if h then
     if ARGV[4] <= string.sub(l, 1, 16) then
       return {12, now, x}
     end
-    local ttl = redis.call('PTTL', KEYS[1])
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', ARGV[2], 'q', string.sub(ARGV[11], 1, 8))
-    redis.call('PEXPIRE', KEYS[1], ttl)
+    tombstone(KEYS[1], 'reuse', ARGV[2], string.sub(ARGV[11], 1, 8))
     redis.call('ZREM', KEYS[2], ARGV[1])
     redis.call('PUBLISH', ARGV[18], 'reuse:' .. ARGV[1])
     return {3, now, x}

@@ -57,6 +57,25 @@
 --                   created was revoked since (a retry that arrives after
 --                   a log-out-everywhere)
 --   {8, now}        nothing written: the session id exists (never by chance)
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL: the tombstone's fields are written before the session's others are
+-- deleted, so that k never goes missing. While k's slot migrates, a command
+-- of a script on a key the node does not hold fails (the node would
+-- redirect it) after the script's earlier commands ran: DEL then HSET would
+-- lose the session and its tombstone.
+local function tombstone(k, r, u, q)
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  local drop = {}
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    if f ~= 'r' and f ~= 'u' and f ~= 'q' then
+      drop[#drop + 1] = f
+    end
+  end
+  if #drop > 0 then
+    redis.call('HDEL', k, unpack(drop))
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[13]
@@ -196,10 +215,7 @@ if #dead > 0 then
 end
 local out = {1, now, e, x, #victims}
 for _, v in ipairs(victims) do
-  local ttl = redis.call('PTTL', v[1])
-  redis.call('DEL', v[1])
-  redis.call('HSET', v[1], 'r', 'evicted', 'u', ARGV[2], 'q', call)
-  redis.call('PEXPIRE', v[1], ttl)
+  tombstone(v[1], 'evicted', ARGV[2], call)
   redis.call('ZREM', KEYS[2], v[2])
   out[#out + 1] = v[2]
 end

@@ -35,6 +35,25 @@ local function userOf(h)
   return string.sub(h, i)
 end
 
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL: the tombstone's fields are written before the session's others are
+-- deleted, so that k never goes missing. While k's slot migrates, a command
+-- of a script on a key the node does not hold fails (the node would
+-- redirect it) after the script's earlier commands ran: DEL then HSET would
+-- lose the session and its tombstone.
+local function tombstone(k, r, u, q)
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  local drop = {}
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    if f ~= 'r' and f ~= 'u' and f ~= 'q' then
+      drop[#drop + 1] = f
+    end
+  end
+  if #drop > 0 then
+    redis.call('HDEL', k, unpack(drop))
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local f = redis.call('HMGET', KEYS[1], 'h', 'r', 'q', 'u')
@@ -48,10 +67,7 @@ local u = f[1] and userOf(f[1])
 if not u or (ARGV[3] ~= '' and u ~= ARGV[3]) then
   return {0, now}
 end
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 'u', u, 'q', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ttl)
+tombstone(KEYS[1], ARGV[2], u, ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. ':' .. ARGV[1])
 return {1, now, u}

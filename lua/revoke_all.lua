@@ -40,6 +40,25 @@ local function userOf(h)
   return string.sub(h, i)
 end
 
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL: the tombstone's fields are written before the session's others are
+-- deleted, so that k never goes missing. While k's slot migrates, a command
+-- of a script on a key the node does not hold fails (the node would
+-- redirect it) after the script's earlier commands ran: DEL then HSET would
+-- lose the session and its tombstone.
+local function tombstone(k, r, u, q)
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  local drop = {}
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    if f ~= 'r' and f ~= 'u' and f ~= 'q' then
+      drop[#drop + 1] = f
+    end
+  end
+  if #drop > 0 then
+    redis.call('HDEL', k, unpack(drop))
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if KEYS[2] ~= KEYS[1] then
@@ -59,7 +78,7 @@ for j = 3, #KEYS do
         out[#out + 1] = m
       end
     elseif f[1] and userOf(f[1]) == ARGV[2] then
-      revoke[#revoke + 1] = {KEYS[j], m, redis.call('PTTL', KEYS[j])}
+      revoke[#revoke + 1] = {KEYS[j], m}
     end
     drop[#drop + 1] = m
   end
@@ -67,9 +86,7 @@ end
 
 -- Writes.
 for _, v in ipairs(revoke) do
-  redis.call('DEL', v[1])
-  redis.call('HSET', v[1], 'r', ARGV[1], 'u', ARGV[2], 'q', ARGV[4])
-  redis.call('PEXPIRE', v[1], v[3])
+  tombstone(v[1], ARGV[1], ARGV[2], ARGV[4])
   out[#out + 1] = v[2]
   fresh[#fresh + 1] = v[2]
 end

@@ -35,8 +35,8 @@ import (
 const movingAttempts = 40
 
 // The pause before the n-th attempt again doubles from movingMinPause up to
-// movingMaxPause, with jitter, and never passes half of what is left
-// before the call's deadline.
+// movingMaxPause, with jitter. A call whose context ends during a pause
+// returns Redis's last refusal.
 const (
 	movingMinPause = 2 * time.Millisecond
 	movingMaxPause = 100 * time.Millisecond
@@ -51,16 +51,7 @@ func (b *batcher) run(ctx context.Context, c *call) (*redis.Cmd, bool) {
 			return cmd, owned
 		}
 		pause := min(movingMaxPause, movingMinPause<<min(attempt-1, 10))
-		pause = pause/2 + rand.N(pause/2+1)
-		if dl, ok := ctx.Deadline(); ok {
-			if left := time.Until(dl) / 2; left < pause {
-				pause = left
-			}
-		}
-		if pause <= 0 {
-			return cmd, owned
-		}
-		t := time.NewTimer(pause)
+		t := time.NewTimer(pause/2 + rand.N(pause/2+1))
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,12 @@ func TestSlotMigration(t *testing.T) {
 	rotate(rotate(c0.Token).Token)
 	d0 := issue()
 	d1 := rotate(d0.Token)
+	// E is logged out and F replayed before any key has moved, on the node
+	// the slot leaves: their scripts run there and turn a live session into
+	// a tombstone.
+	e0 := issue()
+	f0 := issue()
+	f2 := rotate(rotate(f0.Token).Token)
 
 	keys := userKeys(ctx, t, tc, prefix)
 	index := ""
@@ -84,8 +91,8 @@ func TestSlotMigration(t *testing.T) {
 		t.Fatalf("no key for session %s among %q", id, keys)
 		return ""
 	}
-	if index == "" || len(keys) != 5 {
-		t.Fatalf("want the index and 4 sessions, got %q", keys)
+	if index == "" || len(keys) != 7 {
+		t.Fatalf("want the index and 6 sessions, got %q", keys)
 	}
 	entry := tc.Nodes[0].Client(t)
 	slot, err := redistest.KeySlot(ctx, entry, index)
@@ -94,11 +101,32 @@ func TestSlotMigration(t *testing.T) {
 	}
 	src, dst, others := slotOwner(ctx, t, tc, slot)
 
-	// First move: the index and B's session go ahead; A, C and D stay.
+	// First move. While no key has moved yet, Redis runs scripts on the
+	// source, but refuses any command of a script on a key the source
+	// lacks: a tombstone must never be written by deleting the session
+	// first.
 	m, err := redistest.BeginSlotMove(ctx, t, slot, src, dst)
 	if err != nil {
 		t.Fatal(err)
 	}
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+	sctx, cancel := short()
+	if n, err := st.RevokeSession(sctx, user, e0.SessionID); n != 1 || err != nil {
+		t.Errorf("RevokeSession(E) on the slot's source mid-move: %d, %v; want 1", n, err)
+	}
+	cancel()
+	sctx, cancel = short()
+	if _, err := st.Rotate(sctx, f0.Token, dev); !errors.Is(err, redisstore.ErrReused) {
+		t.Errorf("replay of F on the slot's source mid-move: %v, want ErrReused", err)
+	}
+	cancel()
+	for name, tok := range map[string]string{"E": e0.Token, "F": f2.Token} {
+		var re *redisstore.RevokedError
+		if _, err := st.Validate(ctx, tok); !errors.As(err, &re) {
+			t.Errorf("%s after its revocation mid-move: %v, want a *RevokedError (its tombstone)", name, err)
+		}
+	}
+	// Then the index and B's session go ahead; A, C and D stay.
 	if err := m.Keys(ctx, index, sessionKey(b0.SessionID)); err != nil {
 		t.Fatal(err)
 	}
@@ -126,8 +154,7 @@ func TestSlotMigration(t *testing.T) {
 	call(&login, func(ctx context.Context) (redisstore.Grant, error) { return st.Issue(ctx, user, dev) })
 
 	// Calls whose keys are all on one side run at once.
-	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
-	sctx, cancel := short()
+	sctx, cancel = short()
 	if _, err := st.Rotate(sctx, b0.Token, dev); !errors.Is(err, redisstore.ErrReused) {
 		t.Errorf("replay of B (all keys moved) mid-move: %v, want ErrReused", err)
 	}
@@ -185,8 +212,11 @@ func TestSlotMigration(t *testing.T) {
 			reused = append(reused, e.SessionID)
 		}
 	}
-	if len(reused) != 2 || !(reused[0] == b0.SessionID && reused[1] == c0.SessionID || reused[0] == c0.SessionID && reused[1] == b0.SessionID) {
-		t.Errorf("reuse detected for %v, want B %s and C %s", reused, b0.SessionID, c0.SessionID)
+	slices.Sort(reused)
+	want := []string{b0.SessionID, c0.SessionID, f0.SessionID}
+	slices.Sort(want)
+	if !slices.Equal(reused, want) {
+		t.Errorf("reuse detected for %v, want B, C and F: %v", reused, want)
 	}
 
 	// Second move, back: the index and A go first; log out everywhere

@@ -18,17 +18,26 @@ import (
 // (CLUSTER SETSLOT and MIGRATE) so that a test can hold it half moved.
 
 // clusterCLI runs redis-cli --cluster command with args and returns its
-// output.
+// output. redis-cli checks the cluster before it changes anything and
+// refuses while the nodes' views of the slots differ, as they do for a
+// moment after a change: it runs again then, for up to 30 seconds.
 func clusterCLI(ctx context.Context, command string, args ...string) (string, error) {
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		return "", fmt.Errorf("redis-cli not on PATH: %w", err)
 	}
-	out, err := exec.CommandContext(ctx, cli, append([]string{"--cluster", command}, args...)...).CombinedOutput()
-	if err != nil {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := exec.CommandContext(ctx, cli, append([]string{"--cluster", command}, args...)...).CombinedOutput()
+		if err == nil {
+			return string(out), nil
+		}
+		if command != "check" && strings.Contains(string(out), "Please fix your cluster problems") && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		return string(out), fmt.Errorf("redis-cli --cluster %s %s: %v\n%s", command, strings.Join(args, " "), err, tail(out))
 	}
-	return string(out), nil
 }
 
 // tail returns the last lines of a command's output.
@@ -151,7 +160,40 @@ func (tc *TestCluster) AddMaster(ctx context.Context, tb testing.TB) (*Server, e
 	if _, err := clusterCLI(ctx, "add-node", s.Addr, entry); err != nil {
 		return s, err
 	}
+	if err := tc.waitKnown(ctx); err != nil {
+		return s, err
+	}
 	return s, tc.WaitAgreed(ctx)
+}
+
+// waitKnown waits until every running node of tc knows every other one:
+// redis-cli refuses to move a slot to a node that the source does not know
+// yet ("I don't know about node"), and leaves the slot open.
+func (tc *TestCluster) waitKnown(ctx context.Context) error {
+	var live []string
+	for _, n := range tc.Nodes {
+		if n.cmd != nil {
+			live = append(live, n.Addr)
+		}
+	}
+	want := "cluster_known_nodes:" + strconv.Itoa(len(live)) + "\r"
+	for _, addr := range live {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		for {
+			info, err := c.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, want) && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				c.Close()
+				return fmt.Errorf("node %s does not know the %d nodes: %v", addr, len(live), ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		c.Close()
+	}
+	return nil
 }
 
 // Rebalance runs redis-cli --cluster rebalance, moving pipeline keys at a
@@ -203,6 +245,9 @@ func (tc *TestCluster) RemoveMaster(ctx context.Context, addr string, pipeline i
 		return err
 	}
 	if _, err := clusterCLI(ctx, "del-node", entry, id); err != nil {
+		return err
+	}
+	if err := tc.waitKnown(ctx); err != nil {
 		return err
 	}
 	return tc.WaitAgreed(ctx)
