@@ -2,7 +2,10 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -74,4 +77,64 @@ func slotMoving(err error) bool {
 		}
 	}
 	return false
+}
+
+// touchAndWait runs touch.lua on key, then WAIT for n replicas, in one
+// pipeline on the master c (see awaitReplicas). On a cluster, a slot that
+// moves (or moved since the client's slot map) sends touch.lua on with ASK
+// or MOVED: the write it follows happened on the node that holds key now,
+// so the pipeline goes there (after ASKING, for ASK), up to 3 hops, and the
+// WAIT counts that node's replicas.
+func (s *Store) touchAndWait(ctx context.Context, c *redis.Client, key string, args []any, n int) (touch, wait *redis.Cmd, err error) {
+	asking := false
+	for hop := 0; ; hop++ {
+		_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if asking {
+				p.Do(ctx, "asking")
+			}
+			touch = scriptTouch.Eval(ctx, p, []string{key}, args...)
+			wait = p.Do(ctx, "wait", n, s.opt.ReplicationTimeout.Milliseconds())
+			return nil
+		})
+		cc, _ := s.rdb.(*redis.ClusterClient)
+		addr, ask := redirection(touch.Err())
+		if addr == "" || cc == nil || hop == 3 {
+			return touch, wait, err
+		}
+		if c, err = masterAt(ctx, cc, addr); err != nil {
+			return touch, wait, err
+		}
+		asking = ask
+	}
+}
+
+// redirection returns the node an ASK or MOVED error names, and whether it
+// is an ASK.
+func redirection(err error) (addr string, ask bool) {
+	for _, p := range [...]string{"ASK ", "MOVED "} {
+		if redis.HasErrorPrefix(err, p) {
+			if f := strings.Fields(err.Error()); len(f) == 3 {
+				return f[2], p == "ASK "
+			}
+		}
+	}
+	return "", false
+}
+
+// masterAt returns cc's client of the master at addr.
+func masterAt(ctx context.Context, cc *redis.ClusterClient, addr string) (*redis.Client, error) {
+	var mu sync.Mutex
+	var found *redis.Client
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		if c.Options().Addr == addr {
+			mu.Lock()
+			found = c
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err == nil && found == nil {
+		err = fmt.Errorf("no master at %s", addr)
+	}
+	return found, err
 }

@@ -267,6 +267,24 @@ func (tc *TestCluster) Fix(ctx context.Context) (string, error) {
 	return out, tc.WaitAgreed(ctx)
 }
 
+// Forget makes every running node forget the node id (CLUSTER FORGET), as
+// an operator does for a dead master that its replica replaced: redis-cli
+// --cluster fix refuses to run while a master is unreachable.
+func (tc *TestCluster) Forget(ctx context.Context, id string) error {
+	for _, n := range tc.Nodes {
+		if n.cmd == nil {
+			continue
+		}
+		c := redis.NewClient(&redis.Options{Addr: n.Addr})
+		err := c.Do(ctx, "cluster", "forget", id).Err()
+		c.Close()
+		if err != nil && !strings.Contains(err.Error(), "Unknown node") {
+			return fmt.Errorf("CLUSTER FORGET on %s: %w", n.Addr, err)
+		}
+	}
+	return nil
+}
+
 // KeySlot returns the hash slot of key.
 func KeySlot(ctx context.Context, c *redis.Client, key string) (int, error) {
 	n, err := c.ClusterKeySlot(ctx, key).Result()
