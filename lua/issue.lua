@@ -58,21 +58,21 @@
 --                   a log-out-everywhere)
 --   {8, now}        nothing written: the session id exists (never by chance)
 -- tombstone turns the session hash k into a tombstone in place, keeping its
--- TTL: the tombstone's fields are written before the session's others are
--- deleted, so that k never goes missing. While k's slot migrates, a command
--- of a script on a key the node does not hold fails (the node would
--- redirect it) after the script's earlier commands ran: DEL then HSET would
--- lose the session and its tombstone.
+-- TTL, so that k never goes missing: while k's slot migrates, a command of
+-- a script on a key the node does not hold fails (the node would redirect
+-- it) after the script's earlier commands ran, and DEL then HSET would lose
+-- the session and its tombstone. It deletes all of the session's fields
+-- but one first: at maxmemory, Redis refuses HSET as a script's first
+-- write, not HDEL, nor any command after a first write.
 local function tombstone(k, r, u, q)
-  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
-  local drop = {}
-  for _, f in ipairs(redis.call('HKEYS', k)) do
-    if f ~= 'r' and f ~= 'u' and f ~= 'q' then
-      drop[#drop + 1] = f
-    end
+  local fields = redis.call('HKEYS', k)
+  local last = table.remove(fields)
+  if #fields > 0 then
+    redis.call('HDEL', k, unpack(fields))
   end
-  if #drop > 0 then
-    redis.call('HDEL', k, unpack(drop))
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
+    redis.call('HDEL', k, last)
   end
 end
 
