@@ -127,6 +127,26 @@ func (tc *TestCluster) WaitAgreed(ctx context.Context) error {
 	}
 }
 
+// WaitConfigAgreed waits until redis-cli --cluster check finds every node
+// in agreement on who serves which slot, and every slot served; open slots
+// may remain.
+func (tc *TestCluster) WaitConfigAgreed(ctx context.Context) error {
+	for {
+		entry, err := tc.Entry(ctx)
+		if err == nil {
+			out, _ := clusterCLI(ctx, "check", entry)
+			if strings.Contains(out, "[OK] All nodes agree about slots configuration") && strings.Contains(out, "[OK] All 16384 slots covered") {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster configuration not in agreement: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // Reshard moves slots slots from the master at from to the master at to
 // with redis-cli --cluster reshard, MIGRATE-ing pipeline keys at a time.
 func (tc *TestCluster) Reshard(ctx context.Context, from, to string, slots, pipeline int) error {
