@@ -302,8 +302,8 @@ func newReshardCaller(r *reshardRun, id int, name string) *reshardCaller {
 var reshardDevice = redisstore.Client{DeviceID: "d", UserAgent: "reshard"}
 
 // call runs one call with the run's deadline and records it in the step
-// it started in; it returns the error and that step.
-func (cl *reshardCaller) call(f func(ctx context.Context) error) (error, int) {
+// it started in; it returns that step and the error.
+func (cl *reshardCaller) call(f func(ctx context.Context) error) (int, error) {
 	step := int(cl.r.step.Load())
 	ctx, cancel := context.WithTimeout(context.Background(), cl.r.size.opTimeout)
 	start := time.Now()
@@ -325,7 +325,7 @@ func (cl *reshardCaller) call(f func(ctx context.Context) error) (error, int) {
 	} else {
 		cl.r.ok.Add(1)
 	}
-	return err, step
+	return step, err
 }
 
 // outcome reports whether err is an answer of the store rather than a
@@ -349,7 +349,7 @@ func (cl *reshardCaller) count(step int, f func(s *stepStats)) {
 func (cl *reshardCaller) login(u int) {
 	user := cl.users[u]
 	var g redisstore.Grant
-	err, step := cl.call(func(ctx context.Context) (err error) {
+	step, err := cl.call(func(ctx context.Context) (err error) {
 		g, err = cl.r.st.Issue(ctx, user.name, reshardDevice)
 		return err
 	})
@@ -418,7 +418,7 @@ func (cl *reshardCaller) rotate(u *reshardUser, s *reshardSession, grace bool) {
 	// grace, the successor if Redis had run it.
 	tok := s.current()
 	var g redisstore.Grant
-	err, step := cl.call(func(ctx context.Context) (err error) {
+	step, err := cl.call(func(ctx context.Context) (err error) {
 		g, err = cl.r.st.Rotate(ctx, tok, reshardDevice)
 		return err
 	})
@@ -438,7 +438,7 @@ func (cl *reshardCaller) rotate(u *reshardUser, s *reshardSession, grace bool) {
 		return
 	}
 	var again redisstore.Grant
-	err, step = cl.call(func(ctx context.Context) (err error) {
+	step, err = cl.call(func(ctx context.Context) (err error) {
 		again, err = cl.r.st.Rotate(ctx, tok, reshardDevice)
 		return err
 	})
@@ -464,7 +464,7 @@ func (cl *reshardCaller) drop(u *reshardUser, s *reshardSession) {
 
 func (cl *reshardCaller) validate(s *reshardSession) {
 	var info redisstore.TokenInfo
-	err, step := cl.call(func(ctx context.Context) (err error) {
+	step, err := cl.call(func(ctx context.Context) (err error) {
 		info, err = cl.r.st.Validate(ctx, s.current())
 		return err
 	})
@@ -486,13 +486,13 @@ func (cl *reshardCaller) replay(u *reshardUser, s *reshardSession) {
 		return
 	}
 	old := s.tokens[cl.rnd.IntN(len(s.tokens)-2)]
-	err, step := cl.call(func(ctx context.Context) (err error) {
+	step, err := cl.call(func(ctx context.Context) (err error) {
 		_, err = cl.r.st.Rotate(ctx, old, reshardDevice)
 		return err
 	})
 	if err != nil && !outcome(err) {
 		// Whether Redis revoked the session is unknown: replay again.
-		err, step = cl.call(func(ctx context.Context) (err error) {
+		step, err = cl.call(func(ctx context.Context) (err error) {
 			_, err = cl.r.st.Rotate(ctx, old, reshardDevice)
 			return err
 		})
@@ -518,7 +518,7 @@ func (cl *reshardCaller) logout(u *reshardUser, s *reshardSession) {
 	var err error
 	var step int
 	for range 3 {
-		if err, step = cl.call(func(ctx context.Context) (err error) {
+		if step, err = cl.call(func(ctx context.Context) (err error) {
 			n, err = cl.r.st.RevokeSession(ctx, u.name, s.id)
 			return err
 		}); err == nil {
@@ -544,7 +544,7 @@ func (cl *reshardCaller) logoutAll(u *reshardUser) {
 	var err error
 	var step int
 	for range 3 {
-		if err, step = cl.call(func(ctx context.Context) (err error) {
+		if step, err = cl.call(func(ctx context.Context) (err error) {
 			n, err = cl.r.st.RevokeAll(ctx, u.name, "")
 			return err
 		}); err == nil {
@@ -569,7 +569,7 @@ func (cl *reshardCaller) logoutAll(u *reshardUser) {
 
 func (cl *reshardCaller) list(u *reshardUser) {
 	var page redisstore.SessionPage
-	err, step := cl.call(func(ctx context.Context) (err error) {
+	step, err := cl.call(func(ctx context.Context) (err error) {
 		page, err = cl.r.st.ListSessions(ctx, u.name, redisstore.ListOptions{Limit: 100})
 		return err
 	})
