@@ -18,9 +18,14 @@ import (
 // the source answers ASK when none of them is there any more, TRYAGAIN when
 // some are; the target (after ASKING) answers TRYAGAIN unless it holds them
 // all. A script that names a key that does not exist yet (Issue's new
-// session) therefore gets TRYAGAIN until the slot's last key has moved. A
-// script never runs on a node that holds only part of its keys, so it never
-// mistakes a key that moved for one that is missing.
+// session) therefore gets TRYAGAIN until the slot's last key has moved. So
+// a script never runs on a node that holds only part of its keys, and never
+// mistakes a key that moved for one that is missing, as long as both nodes
+// keep the slot's migration state (a failover of either loses it on Redis
+// 7: RELIABILITY.md). Within a script running on the source, a command on a
+// key the node does not hold fails after the commands before it ran, which
+// is why the scripts never delete a key they write again (tombstone in the
+// scripts).
 //
 // go-redis follows MOVED and ASK (sending ASKING first) for a command alone
 // and in a pipeline, but within ClusterOptions.MaxRedirects (3) hops, each
@@ -29,8 +34,8 @@ import (
 // holding many keys takes longer than that to move. Every one of these
 // refusals comes before the script runs, so the store sends the call again,
 // with growing pauses, until it runs, its context ends, or
-// movingAttempts were refused; BatchStats.Moving counts the calls sent
-// again. CLUSTERDOWN (a slot without a master, during a failover) is refused
+// movingAttempts were refused; BatchStats.Moving counts the sends again.
+// CLUSTERDOWN (a slot without a master, during a failover) is refused
 // before running too and is retried alike.
 
 // movingAttempts bounds the attempts of one call refused while its slot
