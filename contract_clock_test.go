@@ -25,11 +25,13 @@ import (
 // runs the cases that broke with per-instance clocks through two instances
 // (two stores, two connection pools) on the same Redis or cluster.
 
-// TestLibraryReadsNoClock fails if the library reads the local clock. One
-// file may: watch.go times the heartbeats of the revocation feed and says
+// TestLibraryReadsNoClock fails if the library reads the local clock. Two
+// files may: watch.go times the heartbeats of the revocation feed and says
 // when it sent one (NoticeSynced), a measure of its own connection that no
 // outcome of a token or a session depends on, and that its listener
-// compares only with its own clock.
+// compares only with its own clock; moving.go pauses before sending again a
+// call that Redis Cluster refused unrun while its slot moved, which decides
+// only when the call goes out again, never what it answers.
 func TestLibraryReadsNoClock(t *testing.T) {
 	files, err := filepath.Glob("redisstore/*.go")
 	if err != nil || len(files) == 0 {
@@ -38,7 +40,7 @@ func TestLibraryReadsNoClock(t *testing.T) {
 	clockFuncs := map[string]bool{"Now": true, "Since": true, "Until": true, "After": true, "Tick": true, "NewTimer": true, "NewTicker": true, "AfterFunc": true}
 	fset := token.NewFileSet()
 	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") || filepath.Base(name) == "watch.go" {
+		if strings.HasSuffix(name, "_test.go") || filepath.Base(name) == "watch.go" || filepath.Base(name) == "moving.go" {
 			continue
 		}
 		f, err := parser.ParseFile(fset, name, nil, 0)

@@ -60,6 +60,25 @@
 --                  nothing written (an ended session is never brought back)
 --   {8, now}       the session id holds another user's session; nothing
 --                  written
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL, so that k never goes missing: while k's slot migrates, a command of
+-- a script on a key the node does not hold fails (the node would redirect
+-- it) after the script's earlier commands ran, and DEL then HSET would lose
+-- the session and its tombstone. It deletes all of the session's fields
+-- but one first: at maxmemory, Redis refuses HSET as a script's first
+-- write, not HDEL, nor any command after a first write.
+local function tombstone(k, r, u, q)
+  local fields = redis.call('HKEYS', k)
+  local last = table.remove(fields)
+  if #fields > 0 then
+    redis.call('HDEL', k, unpack(fields))
+  end
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
+    redis.call('HDEL', k, last)
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -111,10 +130,7 @@ if h then
     if ARGV[4] <= string.sub(l, 1, 16) then
       return {12, now, x}
     end
-    local ttl = redis.call('PTTL', KEYS[1])
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', ARGV[2], 'q', string.sub(ARGV[11], 1, 8))
-    redis.call('PEXPIRE', KEYS[1], ttl)
+    tombstone(KEYS[1], 'reuse', ARGV[2], string.sub(ARGV[11], 1, 8))
     redis.call('ZREM', KEYS[2], ARGV[1])
     redis.call('PUBLISH', ARGV[18], 'reuse:' .. ARGV[1])
     return {3, now, x}

@@ -59,6 +59,26 @@
 --   {8, now}        nothing written: the session id exists (never by chance)
 --   {14, now}       nothing written: a retry found the session this call
 --                   created damaged (its s or x field unreadable)
+
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL, so that k never goes missing: while k's slot migrates, a command of
+-- a script on a key the node does not hold fails (the node would redirect
+-- it) after the script's earlier commands ran, and DEL then HSET would lose
+-- the session and its tombstone. It deletes all of the session's fields
+-- but one first: at maxmemory, Redis refuses HSET as a script's first
+-- write, not HDEL, nor any command after a first write.
+local function tombstone(k, r, u, q)
+  local fields = redis.call('HKEYS', k)
+  local last = table.remove(fields)
+  if #fields > 0 then
+    redis.call('HDEL', k, unpack(fields))
+  end
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
+    redis.call('HDEL', k, last)
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[13]
@@ -207,10 +227,7 @@ if #dead > 0 then
 end
 local out = {1, now, e, x, #victims}
 for _, v in ipairs(victims) do
-  local ttl = redis.call('PTTL', v[1])
-  redis.call('DEL', v[1])
-  redis.call('HSET', v[1], 'r', 'evicted', 'u', ARGV[2], 'q', call)
-  redis.call('PEXPIRE', v[1], ttl)
+  tombstone(v[1], 'evicted', ARGV[2], call)
   redis.call('ZREM', KEYS[2], v[2])
   out[#out + 1] = v[2]
 end

@@ -70,6 +70,25 @@
 --                          written
 --   {0, now}               no such imported session (it ended); nothing
 --                          written
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL, so that k never goes missing: while k's slot migrates, a command of
+-- a script on a key the node does not hold fails (the node would redirect
+-- it) after the script's earlier commands ran, and DEL then HSET would lose
+-- the session and its tombstone. It deletes all of the session's fields
+-- but one first: at maxmemory, Redis refuses HSET as a script's first
+-- write, not HDEL, nor any command after a first write.
+local function tombstone(k, r, u, q)
+  local fields = redis.call('HKEYS', k)
+  local last = table.remove(fields)
+  if #fields > 0 then
+    redis.call('HDEL', k, unpack(fields))
+  end
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
+    redis.call('HDEL', k, last)
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[4]
@@ -157,10 +176,7 @@ end
 -- as the session would have lived.
 local user = string.sub(h, string.byte(h, kb) == 3 and kb + 17 or kb)
 local m = string.sub(KEYS[1], -22)
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'r', 'reuse', 'u', user, 'q', call)
-redis.call('PEXPIRE', KEYS[1], ttl)
+tombstone(KEYS[1], 'reuse', user, call)
 redis.call('ZREM', KEYS[2], m)
 redis.call('PUBLISH', ARGV[13], 'reuse:' .. m)
 return {3, now, user}

@@ -2,8 +2,8 @@
 // operation. Each file opens with its contract: the keys it touches (all in
 // one cluster slot, all passed in KEYS), its arguments and its return codes.
 // A script cannot call another's code, so the few lines that read the user
-// id out of a session's h field (userOf) stand in each script that needs
-// them.
+// id out of a session's h field (userOf), and those that turn a session into
+// a tombstone in place (tombstone), stand in each script that needs them.
 package lua
 
 import _ "embed"

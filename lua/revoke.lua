@@ -41,6 +41,25 @@ local function userOf(h)
   return string.sub(h, i)
 end
 
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL, so that k never goes missing: while k's slot migrates, a command of
+-- a script on a key the node does not hold fails (the node would redirect
+-- it) after the script's earlier commands ran, and DEL then HSET would lose
+-- the session and its tombstone. It deletes all of the session's fields
+-- but one first: at maxmemory, Redis refuses HSET as a script's first
+-- write, not HDEL, nor any command after a first write.
+local function tombstone(k, r, u, q)
+  local fields = redis.call('HKEYS', k)
+  local last = table.remove(fields)
+  if #fields > 0 then
+    redis.call('HDEL', k, unpack(fields))
+  end
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
+    redis.call('HDEL', k, last)
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local f = redis.call('HMGET', KEYS[1], 'h', 'r', 'q', 'u', 's')
@@ -57,10 +76,7 @@ end
 if not u or (ARGV[3] ~= '' and u ~= ARGV[3]) then
   return {0, now}
 end
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 'u', u, 'q', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ttl)
+tombstone(KEYS[1], ARGV[2], u, ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. ':' .. ARGV[1])
 return {1, now, u}

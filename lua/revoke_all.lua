@@ -43,6 +43,25 @@ local function userOf(h)
   return string.sub(h, i)
 end
 
+-- tombstone turns the session hash k into a tombstone in place, keeping its
+-- TTL, so that k never goes missing: while k's slot migrates, a command of
+-- a script on a key the node does not hold fails (the node would redirect
+-- it) after the script's earlier commands ran, and DEL then HSET would lose
+-- the session and its tombstone. It deletes all of the session's fields
+-- but one first: at maxmemory, Redis refuses HSET as a script's first
+-- write, not HDEL, nor any command after a first write.
+local function tombstone(k, r, u, q)
+  local fields = redis.call('HKEYS', k)
+  local last = table.remove(fields)
+  if #fields > 0 then
+    redis.call('HDEL', k, unpack(fields))
+  end
+  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
+  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
+    redis.call('HDEL', k, last)
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if KEYS[2] ~= KEYS[1] then
@@ -62,7 +81,7 @@ for j = 3, #KEYS do
         out[#out + 1] = m
       end
     elseif f[1] and userOf(f[1]) == ARGV[2] then
-      revoke[#revoke + 1] = {KEYS[j], m, redis.call('PTTL', KEYS[j])}
+      revoke[#revoke + 1] = {KEYS[j], m}
     end
     drop[#drop + 1] = m
   end
@@ -70,9 +89,7 @@ end
 
 -- Writes.
 for _, v in ipairs(revoke) do
-  redis.call('DEL', v[1])
-  redis.call('HSET', v[1], 'r', ARGV[1], 'u', ARGV[2], 'q', ARGV[4])
-  redis.call('PEXPIRE', v[1], v[3])
+  tombstone(v[1], ARGV[1], ARGV[2], ARGV[4])
   out[#out + 1] = v[2]
   fresh[#fresh + 1] = v[2]
 end

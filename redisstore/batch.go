@@ -74,8 +74,8 @@ type batcher struct {
 	one     lane                 // the node of a non-cluster client
 	lanes   sync.Map             // cluster: master address -> *lane
 
-	calls, requests, batched, waited, largest atomic.Uint64
-	waiting                                   atomic.Int64
+	calls, requests, batched, waited, largest, moving atomic.Uint64
+	waiting                                           atomic.Int64
 }
 
 func newBatcher(rdb redis.UniversalClient, limit int) *batcher {
@@ -101,6 +101,11 @@ type BatchStats struct {
 	Waited uint64
 	// Largest is the most calls one pipeline carried.
 	Largest uint64
+	// Moving is how many times a call was sent again because Redis had
+	// refused it, unrun, while its hash slot moved between cluster nodes
+	// (TRYAGAIN, or ASK and MOVED beyond go-redis's redirects), or while the
+	// slot had no master (CLUSTERDOWN).
+	Moving uint64
 	// Waiting is how many calls wait for a busy node now.
 	Waiting int64
 }
@@ -108,14 +113,14 @@ type BatchStats struct {
 // stats returns the counts since newBatcher.
 func (b *batcher) stats() BatchStats {
 	return BatchStats{Calls: b.calls.Load(), Requests: b.requests.Load(), Batched: b.batched.Load(), Waited: b.waited.Load(),
-		Largest: b.largest.Load(), Waiting: b.waiting.Load()}
+		Largest: b.largest.Load(), Moving: b.moving.Load(), Waiting: b.waiting.Load()}
 }
 
-// run sends c and returns its command, done. owned is false if c's caller
-// left (its context ended) while c was queued or in flight: the batcher
-// still uses c, which must not be reused; the command then holds the
-// context's error.
-func (b *batcher) run(ctx context.Context, c *call) (cmd *redis.Cmd, owned bool) {
+// runOnce sends c and returns its command, done. owned is false if c's
+// caller left (its context ended) while c was queued or in flight: the
+// batcher still uses c, which must not be reused; the command then holds
+// the context's error. run (moving.go) sends c again while its slot moves.
+func (b *batcher) runOnce(ctx context.Context, c *call) (cmd *redis.Cmd, owned bool) {
 	if b.limit == 0 {
 		b.calls.Add(1)
 		b.requests.Add(1)

@@ -36,12 +36,7 @@ func (s *Store) awaitReplicas(ctx context.Context, key string, tombstone bool) e
 	if tombstone {
 		args = append(args, fReason)
 	}
-	var touch, wait *redis.Cmd
-	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		touch = scriptTouch.Eval(ctx, p, []string{key}, args...)
-		wait = p.Do(ctx, "wait", n, s.opt.ReplicationTimeout.Milliseconds())
-		return nil
-	})
+	touch, wait, err := s.touchAndWait(ctx, c, key, args, n)
 	if err != nil {
 		return fmt.Errorf("redisstore: WAIT: %w", err)
 	}

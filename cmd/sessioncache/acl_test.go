@@ -160,7 +160,9 @@ func TestACLRulesAreTheCommandsUsed(t *testing.T) {
 	}
 	var missing []string
 	for _, c := range commands {
-		if !probed[c] && c != "subscribe" && c != "command" && !strings.HasPrefix(c, "cluster|") {
+		// ASKING is not probed: it would leave its flag on a pooled
+		// connection of a cluster, for whatever command comes next.
+		if !probed[c] && c != "subscribe" && c != "command" && c != "asking" && !strings.HasPrefix(c, "cluster|") {
 			missing = append(missing, c)
 		}
 	}

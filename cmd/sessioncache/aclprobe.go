@@ -90,6 +90,7 @@ func aclProbeCommands(prefix string) [][]any {
 		{"hget", h, "f"},
 		{"hmget", h, "f"},
 		{"hexists", h, "f"},
+		{"hkeys", h},
 		{"zadd", z, "1", "m"},
 		{"pexpire", z, "60000"},
 		{"zscore", z, "m"},

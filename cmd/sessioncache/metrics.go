@@ -140,11 +140,12 @@ var (
 	batchRequests = prometheus.NewDesc("sessioncache_redis_requests_total", "Redis requests (round trips) that carried those calls: a call alone, or a pipeline of calls that waited for a busy node. Calls over requests is the mean calls per request; 1 while no call waits, or with SESSIONCACHE_MAX_IN_FLIGHT=off.", nil, nil)
 	batchBatched  = prometheus.NewDesc("sessioncache_redis_batched_calls_total", "Calls that found SESSIONCACHE_MAX_IN_FLIGHT requests in flight to their Redis node, waited, and went out in a pipeline with others.", nil, nil)
 	batchWaited   = prometheus.NewDesc("sessioncache_redis_waited_calls_total", "Calls that found SESSIONCACHE_MAX_IN_FLIGHT requests in flight to their Redis node and waited, however they went out then (in a pipeline, alone, or not at all when their request ended first).", nil, nil)
+	batchMoving   = prometheus.NewDesc("sessioncache_redis_moving_retries_total", "Calls sent again because Redis refused them, unrun, while their hash slot moved between cluster nodes (TRYAGAIN, or ASK and MOVED beyond go-redis's redirects) or had no master (CLUSTERDOWN).", nil, nil)
 	batchWaiting  = prometheus.NewDesc("sessioncache_redis_waiting_calls", "Calls waiting now for a busy Redis node (SESSIONCACHE_MAX_IN_FLIGHT requests in flight to it).", nil, nil)
 )
 
 func (batchCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{batchCalls, batchRequests, batchBatched, batchWaited, batchWaiting} {
+	for _, d := range []*prometheus.Desc{batchCalls, batchRequests, batchBatched, batchWaited, batchMoving, batchWaiting} {
 		ch <- d
 	}
 }
@@ -155,6 +156,7 @@ func (c batchCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(batchRequests, prometheus.CounterValue, float64(s.Requests))
 	ch <- prometheus.MustNewConstMetric(batchBatched, prometheus.CounterValue, float64(s.Batched))
 	ch <- prometheus.MustNewConstMetric(batchWaited, prometheus.CounterValue, float64(s.Waited))
+	ch <- prometheus.MustNewConstMetric(batchMoving, prometheus.CounterValue, float64(s.Moving))
 	ch <- prometheus.MustNewConstMetric(batchWaiting, prometheus.GaugeValue, float64(s.Waiting))
 }
 

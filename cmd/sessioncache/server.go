@@ -455,7 +455,7 @@ func (s *server) batchStats() redisstore.BatchStats {
 
 func addBatchStats(a, b redisstore.BatchStats) redisstore.BatchStats {
 	return redisstore.BatchStats{Calls: a.Calls + b.Calls, Requests: a.Requests + b.Requests, Batched: a.Batched + b.Batched,
-		Waited: a.Waited + b.Waited, Largest: max(a.Largest, b.Largest), Waiting: a.Waiting + b.Waiting}
+		Waited: a.Waited + b.Waited, Largest: max(a.Largest, b.Largest), Moving: a.Moving + b.Moving, Waiting: a.Waiting + b.Waiting}
 }
 
 // setAPIKeys swaps the accepted API keys, at least one.

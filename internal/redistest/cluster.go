@@ -16,6 +16,8 @@ import (
 // free loopback ports (bus ports +10000).
 type TestCluster struct {
 	Nodes []*Server
+	// args start a node of this cluster (AddMaster).
+	args []string
 }
 
 // StartCluster starts masters*(1+replicas) nodes with the given
@@ -57,16 +59,16 @@ func (tc *TestCluster) Stop() {
 // createCluster starts the nodes with start and joins them; on an error,
 // the nodes started so far are in the cluster returned.
 func createCluster(masters, replicas int, nodeTimeout time.Duration, start func(args ...string) (*Server, error)) (*TestCluster, error) {
-	tc := &TestCluster{}
+	tc := &TestCluster{args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
+		"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}}
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		return tc, fmt.Errorf("redis-cli not on PATH: %w", err)
 	}
 	args := []string{"--cluster", "create"}
 	for i := 0; i < masters*(1+replicas); i++ {
-		s, err := start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
-			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+		s, err := start(tc.args...)
 		if err != nil {
 			return tc, err
 		}
