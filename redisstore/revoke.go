@@ -69,6 +69,11 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	switch r.code {
 	case codeOK:
 	case codeNone:
+		// Already gone, unless a move took it: then a retry revokes it on
+		// the new Redis.
+		if err := s.movedAway(ctx, ks.index, ErrUnknown); err != ErrUnknown {
+			return 0, err
+		}
 		return 0, nil
 	case codeCorrupt:
 		return 0, s.corrupt(ctx, errDamaged("revoke.lua"), loadedID(userID), sid, r.now)
