@@ -168,6 +168,9 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		switch r.code {
 		case codeOK:
 		case codeNone:
+			if err := s.movedAway(ctx, idx, ErrUnknown); err != ErrUnknown {
+				return total, err
+			}
 			return 0, argError("keep", "session %s is not a live session of the user", keep)
 		default:
 			return total, r.unexpected("revoke_all.lua")
@@ -181,6 +184,11 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		}
 	}
 	if total == 0 {
+		// No session, unless a move took them: then a retry revokes them
+		// on the new Redis.
+		if err := s.movedAway(ctx, idx, ErrUnknown); err != ErrUnknown {
+			return 0, err
+		}
 		return 0, nil
 	}
 	return total, s.awaitReplicas(ctx, idx, false)

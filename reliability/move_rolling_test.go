@@ -17,8 +17,8 @@ import (
 // instances still on the old Redis (no MoveFrom) run beside instances on
 // the cluster (with MoveFrom). Once a user's keys are moved, an old-config
 // instance answers ErrMoved (retry), not ErrUnknown (logged out), at
-// Rotate, Validate, RevokeToken, RevokeSession and CheckSession, and writes
-// nothing; a token of a user never moved whose session is gone, and a
+// Rotate, Validate, RevokeToken, RevokeSession, CheckSession, RevokeAll and
+// ListSessions, and writes nothing; a token of a user never moved whose session is gone, and a
 // token never issued, still get ErrUnknown. A user who logs in again on an
 // old-config instance after the move gets a working session there; the
 // next call on the cluster moves it too, merged with the sessions moved
@@ -67,6 +67,9 @@ func TestMoveRollingUpdate(t *testing.T) {
 		"RevokeToken":     func() error { _, err := oldSt.RevokeToken(ctx, a2.Token); return err },
 		"RevokeSession":   func() error { _, err := oldSt.RevokeSession(ctx, user, a2.SessionID); return err },
 		"CheckSession":    func() error { return oldSt.CheckSession(ctx, user, a2.SessionID) },
+		"RevokeAll":       func() error { _, err := oldSt.RevokeAll(ctx, user, ""); return err },
+		"RevokeAll(keep)": func() error { _, err := oldSt.RevokeAll(ctx, user, a2.SessionID); return err },
+		"ListSessions":    func() error { _, err := oldSt.ListSessions(ctx, user, redisstore.ListOptions{}); return err },
 	} {
 		if err := call(); !errors.Is(err, redisstore.ErrMoved) {
 			t.Errorf("old-config %s of a moved user: %v, want ErrMoved", name, err)
