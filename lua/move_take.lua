@@ -5,17 +5,22 @@
 -- never a second successor). The record keeps the data on this Redis until
 -- the keys are restored on the new one (move_put.lua) and the record is
 -- deleted (move_done.lua); a record left by a move that stopped half way is
--- returned to the next caller, who finishes it.
+-- returned to the next caller, who finishes it. The same step sets the
+-- tag's moved marker, so that such an instance answers "moved, retry"
+-- (ErrMoved) rather than "unknown" for the keys it no longer finds.
 --
 -- KEYS[1] -> the tag's move record (hash): '#' -> id of the move, and per
 --            key moved: key name -> its deadline (PEXPIRETIME: unix ms, 13
 --            digits, all zeros for none) followed by its DUMP
--- KEYS[2] -> with ARGV[2] = '1': the user's session index; its sessions
---            must all be among KEYS[3..]
--- KEYS[2..] or KEYS[3..] -> the keys to move
+-- KEYS[2] -> the tag's moved marker (string '1'), set with a TTL of ARGV[3]
+--            ms whenever keys are taken
+-- KEYS[3] -> with ARGV[2] = '1': the user's session index; its sessions
+--            must all be among KEYS[4..]
+-- KEYS[3..] or KEYS[4..] -> the keys to move
 -- ARGV[1] -> id of this move (random)
--- ARGV[2] -> '1' if KEYS[2] is an index, else '0'
--- ARGV[3..] -> with ARGV[2] = '1': the index member of each of KEYS[3..]
+-- ARGV[2] -> '1' if KEYS[3] is an index, else '0'
+-- ARGV[3] -> how long the moved marker stays (ms)
+-- ARGV[4..] -> with ARGV[2] = '1': the index member of each of KEYS[4..]
 --
 -- Returns {code, now (unix ms, this Redis's clock), ...}:
 --   {0, now}                 nothing to move: no record, no key exists
@@ -34,11 +39,11 @@ if #rec > 0 then
 end
 if ARGV[2] == '1' then
   local passed = {}
-  for i = 3, #ARGV do
+  for i = 4, #ARGV do
     passed[ARGV[i]] = true
   end
   local missing = {}
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
     if not passed[m] then
       missing[#missing + 1] = m
     end
@@ -49,7 +54,7 @@ if ARGV[2] == '1' then
 end
 local out = {'#', ARGV[1]}
 local keep = 0
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local d = redis.call('DUMP', KEYS[i])
   if d then
     local deadline = redis.call('PEXPIRETIME', KEYS[i])
@@ -66,7 +71,8 @@ if #out == 2 then
   return {0, now}
 end
 redis.call('HSET', KEYS[1], unpack(out))
-redis.call('DEL', unpack(KEYS, 2))
+redis.call('DEL', unpack(KEYS, 3))
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 if keep > 0 then
   redis.call('PEXPIREAT', KEYS[1], keep)
 end

@@ -50,5 +50,5 @@ func (s *Store) CheckSession(ctx context.Context, userID, sessionID string) erro
 	if reason, _ := v[1].(string); reason != "" {
 		return &RevokedError{Reason: Reason(reason)}
 	}
-	return ErrUnknown
+	return s.movedAway(ctx, ks.index, ErrUnknown)
 }

@@ -27,5 +27,5 @@
 // The caller owns the Redis client (redis.UniversalClient) and closes it.
 // Outcomes are sentinel errors matched with errors.Is: ErrMalformed,
 // ErrUnknown, ErrExpired, ErrRevoked, ErrReused, ErrCorrupt,
-// ErrInvalidArgument. Anything else means Redis failed.
+// ErrInvalidArgument, ErrMoved. Anything else means Redis failed.
 package redisstore

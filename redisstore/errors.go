@@ -67,6 +67,13 @@ var (
 	// asked acknowledged a revocation in time. The revocation is applied on
 	// the master; a failover before the replicas catch up could undo it.
 	ErrNotReplicated = errors.New("redisstore: revocation not acknowledged by enough replicas")
+	// ErrMoved: a store without Options.MoveFrom found no session for the
+	// token (or session) because a store with MoveFrom moved the user's
+	// keys from this Redis onto another lately (its moved marker is still
+	// there: 24 hours). An instance still configured for the old Redis
+	// during a rolling update answers it; the caller should retry, and
+	// reach an instance on the new Redis. Nothing was written.
+	ErrMoved = errors.New("redisstore: the user's sessions moved to another Redis; retry")
 )
 
 // OptionError is returned, matching ErrInvalidOptions, by New and

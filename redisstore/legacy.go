@@ -261,7 +261,10 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		return Grant{}, s.corrupt(ctx, errDamaged("legacy.lua"), "", g.SessionID, r.now)
 	case codeNone:
 		// The lookup key proves the family was imported: its session has
-		// ended (or Redis lost it).
+		// ended (or Redis lost it), unless a move took it.
+		if err := s.movedAway(ctx, ks.index, ErrUnknown); err != ErrUnknown {
+			return Grant{}, err
+		}
 		return Grant{}, ErrExpired
 	default:
 		return Grant{}, r.unexpected("legacy.lua")

@@ -90,6 +90,12 @@ func (s *Store) ListSessions(ctx context.Context, userID string, opt ListOptions
 		}
 	}
 	if n == 0 {
+		if opt.Cursor == "" {
+			// No session, unless a move took them (ErrMoved: retry).
+			if err := s.movedAway(ctx, idx, ErrUnknown); err != ErrUnknown {
+				return SessionPage{}, err
+			}
+		}
 		return page, nil
 	}
 	cmds := make([]*redis.SliceCmd, n)

@@ -33,11 +33,42 @@ var (
 // Keys of the move, one of each per hash tag: prefix{T}:m is the move
 // record on the old Redis and the mark of the last move restored on the new
 // one; prefix{T}:t is a scratch key on the new one, where an index is
-// restored before its members are merged into the index there.
+// restored before its members are merged into the index there; prefix{T}:g
+// is the moved marker on the old Redis (schema.go).
 const (
 	moveRecord  = ":m"
 	moveScratch = ":t"
+	movedMarker = ":" + string(kindMoved)
 )
+
+// movedMarkerTTL is how long the old Redis keeps a tag's moved marker after
+// the tag's keys were last taken: long enough to cover a rolling update of
+// the service's configuration, during which an instance still configured
+// for the old Redis answers ErrMoved (retry) for them rather than
+// ErrUnknown. Once it expires such an instance answers ErrUnknown again.
+const movedMarkerTTL = 24 * time.Hour
+
+// movedAway decides the outcome for a token whose session a store without
+// Options.MoveFrom does not find (err is what it would answer otherwise):
+// ErrMoved if a store with MoveFrom moved the keys of the session's hash
+// tag away from this Redis lately (the tag's moved marker exists), else
+// err. It costs one read, on this miss path only. A Redis failure is an
+// error.
+func (s *Store) movedAway(ctx context.Context, index string, err error) error {
+	if err != ErrUnknown || s.opt.MoveFrom != nil {
+		return err
+	}
+	marker := index[:len(s.opt.KeyPrefix)+tagLen+2] + movedMarker
+	cmd, _ := s.batch.run(ctx, &call{args: []any{"exists", marker}, route: marker})
+	n, rerr := cmd.Int64()
+	if rerr != nil {
+		return fmt.Errorf("redisstore: %w", rerr)
+	}
+	if n > 0 {
+		return ErrMoved
+	}
+	return err
+}
 
 // moveMarkTTL is how long the new Redis remembers a move it restored: far
 // longer than a caller takes between reading a record and restoring it.
@@ -68,8 +99,8 @@ func (s *Store) moveIn(ctx context.Context, index, session string) error {
 // move that stopped half way, its keys. A key the new Redis holds already
 // is kept (it is newer); an index is merged. It returns how many keys it
 // wrote on the new Redis (0 if the key is gone from the old one: moved
-// already). A key of another kind than the store's returns
-// ErrInvalidArgument; a Redis failure is an error, and the keys are then
+// already). A key of another kind than the store's, and a moved marker
+// (nothing to move), return ErrInvalidArgument; a Redis failure is an error, and the keys are then
 // on one Redis or the other, never lost: the next call finishes the move.
 // Moving a bucket of legacy lookup entries copies the entries the new Redis
 // lacks, then deletes them from the old; run no ImportLegacy against the
@@ -108,8 +139,8 @@ func (s *Store) moveTag(ctx context.Context, tag, index string, sessions []strin
 	id := hex.EncodeToString(idb[:])
 	moved := 0
 	for range maxMoveRounds {
-		keys := append(make([]string, 0, 2+len(sessions)), tag+moveRecord)
-		args := []any{id, "0"}
+		keys := append(make([]string, 0, 3+len(sessions)), tag+moveRecord, tag+movedMarker)
+		args := []any{id, "0", movedMarkerTTL.Milliseconds()}
 		if index != "" {
 			keys = append(keys, index)
 			args[1] = "1"

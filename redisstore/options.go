@@ -150,13 +150,15 @@ type Options struct {
 	// while the store runs on the Redis it moves to, usually a cluster. Every
 	// call that touches a user first moves that user's keys from MoveFrom,
 	// in one atomic step there: a service instance still configured for the
-	// old Redis then finds the user's sessions gone (ErrUnknown or
-	// ErrExpired, never a second successor). Sessions keep their tokens,
+	// old Redis then finds the user's sessions gone (ErrMoved, for 24 hours
+	// after the move: the move leaves a marker; or ErrExpired; never a
+	// second successor). Sessions keep their tokens,
 	// generations (so a replay of a token rotated on the old Redis revokes
 	// its session), and TTLs. Writes never pause; while it is set, each call
 	// costs one more round trip, to MoveFrom. MoveKey moves the rest (the
 	// sessioncache move command walks the old keyspace with it); unset it
-	// once the old Redis holds none of the store's keys. The new Redis must
+	// once the old Redis holds none of the store's keys but moved markers
+	// (they expire by themselves). The new Redis must
 	// run the same or a newer Redis version (RESTORE refuses a newer dump
 	// format). The caller owns the client. Default: nil.
 	MoveFrom redis.UniversalClient

@@ -69,6 +69,11 @@ func (s *Store) revoke(ctx context.Context, ks keys, userID string, reason Reaso
 	switch r.code {
 	case codeOK:
 	case codeNone:
+		// Already gone, unless a move took it: then a retry revokes it on
+		// the new Redis.
+		if err := s.movedAway(ctx, ks.index, ErrUnknown); err != ErrUnknown {
+			return 0, err
+		}
 		return 0, nil
 	case codeCorrupt:
 		return 0, s.corrupt(ctx, errDamaged("revoke.lua"), loadedID(userID), sid, r.now)
@@ -163,6 +168,9 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		switch r.code {
 		case codeOK:
 		case codeNone:
+			if err := s.movedAway(ctx, idx, ErrUnknown); err != ErrUnknown {
+				return total, err
+			}
 			return 0, argError("keep", "session %s is not a live session of the user", keep)
 		default:
 			return total, r.unexpected("revoke_all.lua")
@@ -176,6 +184,11 @@ func (s *Store) RevokeAll(ctx context.Context, userID, keep string) (int, error)
 		}
 	}
 	if total == 0 {
+		// No session, unless a move took them: then a retry revokes them
+		// on the new Redis.
+		if err := s.movedAway(ctx, idx, ErrUnknown); err != ErrUnknown {
+			return 0, err
+		}
 		return 0, nil
 	}
 	return total, s.awaitReplicas(ctx, idx, false)

@@ -150,7 +150,7 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 	case codeCorrupt:
 		return Grant{}, s.corrupt(ctx, errDamaged("rotate.lua"), "", g.SessionID, r.now)
 	case codeNone:
-		return Grant{}, missing(old, r.now)
+		return Grant{}, s.movedAway(ctx, ks.index, missing(old, r.now))
 	default:
 		return Grant{}, r.unexpected("rotate.lua")
 	}

@@ -31,10 +31,21 @@ package redisstore
 // where B encodes the first 2 bytes of that keyed hash: 65,536 buckets,
 // spread over the slots; no script touches them (an entry is read, then
 // the session's script runs).
+//
+// A fourth kind exists only on a Redis the store moved away from
+// (Options.MoveFrom, move.go), besides the move record {T}:m:
+//
+//	<prefix>{T}:g                string "1": the moved marker, set when a
+//	                             move takes the tag's keys (move_take.lua);
+//	                             it expires 24 hours later (movedMarkerTTL).
+//	                             A store without MoveFrom that finds no
+//	                             session of the tag answers ErrMoved while
+//	                             it exists, not ErrUnknown
 const (
 	kindSession = 's'
 	kindIndex   = 'u'
 	kindLookup  = 'l'
+	kindMoved   = 'g'
 )
 
 // A field of a session hash. Short names keep small hashes small, and every

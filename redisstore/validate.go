@@ -81,7 +81,7 @@ func (s *Store) Validate(ctx context.Context, raw string) (TokenInfo, error) {
 	}
 	str, _ := v[2].(string)
 	if str == "" {
-		return TokenInfo{}, missing(t, nowMS)
+		return TokenInfo{}, s.movedAway(ctx, ks.index, missing(t, nowMS))
 	}
 	st, err := parseState(str)
 	if err != nil {

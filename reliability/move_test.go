@@ -22,14 +22,16 @@ import (
 // Sentinel group, onto a 3-master cluster, with Options.MoveFrom and a walk
 // of the old keyspace with MoveKey (what `sessioncache move` does), while
 // rotations run on both sides: instances still on the old Redis rotate a
-// quarter of the sessions (when one meets a session already moved, its
-// client retries at an instance on the cluster, with the same token), and
+// quarter of the sessions (when one meets a session already moved it
+// answers ErrMoved, never ErrUnknown, and its client retries at an instance
+// on the cluster, with the same token), and
 // instances on the cluster (with MoveFrom) rotate another quarter. After the
 // move, on the cluster alone: every session's current token rotates (nobody
 // is logged out); a token rotated on the old Redis during the move,
 // presented again, revokes its session (grace is off); the TTLs of the
 // sessions left alone are within 1 s of what they were; a second walk moves
-// nothing and the old Redis holds none of the store's keys.
+// nothing and the old Redis holds none of the store's keys but moved
+// markers, each with a TTL.
 func TestMoveOntoCluster(t *testing.T) {
 	t.Parallel()
 	t.Run("from=redis", func(t *testing.T) {
@@ -55,15 +57,7 @@ func moveOntoCluster(t *testing.T, oldClient redis.UniversalClient, n int) {
 	oldSt := wrap(t, oldClient, opt)
 	grants := issueMany(t, oldSt, n, 16)
 
-	tc := redistest.StartCluster(t, 3, 0, time.Second)
-	for _, s := range tc.Nodes {
-		t.Cleanup(func() { scanServer(t, s) })
-	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: tc.Addrs()})
-	t.Cleanup(func() { cc.Close() })
-	moving := opt
-	moving.MoveFrom = oldClient
-	newSt := wrap(t, cc, moving)
+	cc, newSt := startMoveTarget(t, oldClient, opt)
 	if err := newSt.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +95,7 @@ func moveOntoCluster(t *testing.T, oldClient redis.UniversalClient, n int) {
 					var err error
 					if onOldSide {
 						g, err = oldSt.Rotate(ctx, cur[j], redisstore.Client{})
-						if errors.Is(err, redisstore.ErrUnknown) {
+						if errors.Is(err, redisstore.ErrMoved) {
 							handoffs.Add(1)
 							g, err = newSt.Rotate(ctx, cur[j], redisstore.Client{})
 						} else if err == nil {
@@ -133,8 +127,8 @@ func moveOntoCluster(t *testing.T, oldClient redis.UniversalClient, n int) {
 	if again := walkMove(t, ctx, newSt, oldClient, prefix); again != 0 {
 		t.Errorf("a second walk moved %d keys, want 0", again)
 	}
-	if left := scanCount(t, ctx, oldClient, prefix+"*"); left != 0 {
-		t.Errorf("the old Redis holds %d keys of the store after the move, want 0", left)
+	if left, markers := leftOnOld(t, ctx, oldClient, prefix); left != 0 || markers == 0 {
+		t.Errorf("the old Redis holds %d keys of the store after the move (want 0) and %d moved markers (want > 0)", left, markers)
 	}
 	if onOld.Load() == 0 || handoffs.Load() == 0 {
 		t.Errorf("rotations on the old Redis: %d, handed off to the cluster: %d; want both > 0 (the move was too quick to overlap them)", onOld.Load(), handoffs.Load())
@@ -195,6 +189,22 @@ func moveOntoCluster(t *testing.T, oldClient redis.UniversalClient, n int) {
 		"ttl_checked", checked, "ttl_worst_diff", worst, "logged_out", loggedOut.Load())
 }
 
+// startMoveTarget starts a 3-master cluster and returns a client of it and
+// a store on it that moves from oldClient (opt with MoveFrom).
+func startMoveTarget(t *testing.T, oldClient redis.UniversalClient, opt redisstore.Options) (*redis.ClusterClient, store) {
+	t.Helper()
+	tc := redistest.StartCluster(t, 3, 0, time.Second)
+	for _, s := range tc.Nodes {
+		t.Cleanup(func() { scanServer(t, s) })
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: tc.Addrs()})
+	t.Cleanup(func() { cc.Close() })
+	moving := opt
+	moving.MoveFrom = oldClient
+	newSt := wrap(t, cc, moving)
+	return cc, newSt
+}
+
 // walkMove moves every key under prefix on the old Redis, as `sessioncache
 // move` does: SCAN, then MoveKey per key, 8 at a time. It returns the keys
 // written.
@@ -208,6 +218,9 @@ func walkMove(t *testing.T, ctx context.Context, st store, old redis.UniversalCl
 			t.Fatal(err)
 		}
 		each(len(keys), func(i int) {
+			if strings.HasSuffix(keys[i], "}:g") {
+				return // a moved marker: nothing to move
+			}
 			m, err := st.MoveKey(ctx, keys[i])
 			if err != nil {
 				t.Errorf("MoveKey: %v", err)
@@ -239,18 +252,29 @@ func each(n int, f func(i int)) {
 	wg.Wait()
 }
 
-func scanCount(t *testing.T, ctx context.Context, c redis.UniversalClient, match string) int {
+// leftOnOld counts the keys under prefix on the old Redis after a move:
+// the store's keys, and the moved markers (<prefix>{T}:g), each of which
+// must expire within movedMarkerTTL (24h).
+func leftOnOld(t *testing.T, ctx context.Context, c redis.UniversalClient, prefix string) (left, markers int) {
 	t.Helper()
-	n := 0
 	var cursor uint64
 	for {
-		keys, next, err := c.Scan(ctx, cursor, match, 1000).Result()
+		keys, next, err := c.Scan(ctx, cursor, prefix+"*", 1000).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		n += len(keys)
+		for _, k := range keys {
+			if !strings.HasSuffix(k, "}:g") {
+				left++
+				continue
+			}
+			markers++
+			if ttl, err := c.PTTL(ctx, k).Result(); err != nil || ttl <= 0 || ttl > 24*time.Hour {
+				t.Errorf("moved marker %s: TTL %v, %v; want within 24h", k, ttl, err)
+			}
+		}
 		if cursor = next; cursor == 0 {
-			return n
+			return left, markers
 		}
 	}
 }

@@ -517,6 +517,14 @@ func failure(err error) reply {
 		return reply{status: http.StatusServiceUnavailable, outcome: "not_replicated", err: err,
 			body:   errorBody{Error: "unavailable", Reason: "the revocation is applied but not yet acknowledged by enough replicas; retry"},
 			header: http.Header{"Retry-After": {"1"}}}
+	case errors.Is(err, redisstore.ErrMoved):
+		// An instance still configured for the Redis the data moved from,
+		// during a rolling update: the client retries and reaches one on
+		// the new Redis.
+		return reply{status: http.StatusServiceUnavailable, outcome: "moved",
+			body: errorBody{Error: "temporarily_unavailable", Reason: "moved",
+				ErrorDescription: "the user's sessions moved to another Redis; retry (an instance on it answers)"},
+			header: http.Header{"Retry-After": {"1"}}}
 	case errors.Is(err, context.Canceled):
 		return reply{status: http.StatusServiceUnavailable, outcome: "canceled", body: errorBody{Error: "unavailable", Reason: "request canceled"}}
 	}

@@ -18,6 +18,10 @@ import (
 // (live, rotated and revoked ones) onto a cluster, with the service's
 // settings, and a second run finds nothing to move. On the cluster alone
 // every current token then rotates, and the revoked session stays revoked.
+// Meanwhile an instance still configured for the old Redis (a rolling
+// update of the configuration) answers a call on a user already moved with
+// 503, reason moved, and Retry-After, never invalid_grant; the old Redis
+// ends with one moved marker per user (with a TTL) and nothing else.
 func TestMoveCommand(t *testing.T) {
 	b := redistest.For(t, redistest.Cluster)
 	old := redistest.StartServer(t)
@@ -63,6 +67,29 @@ func TestMoveCommand(t *testing.T) {
 	if current[0] = api.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(current[0])).str("refresh_token"); current[0] == "" {
 		t.Fatal("no refresh token from the service")
 	}
+	// An instance still on the old Redis: the first user's other session
+	// has moved; a retry at the instance on the cluster rotates it.
+	oldEnv := map[string]string{}
+	for k, v := range env {
+		oldEnv[k] = v
+	}
+	delete(oldEnv, envMoveFrom)
+	oldEnv[envRedisURL], oldEnv[envRedisMode] = "redis://"+old.Addr, ""
+	oldAPI := newAPIClient(t, "http://"+startService(t, oldEnv).addr, env[envAPIKey])
+	for _, path := range []string{"/v1/tokens/rotate", "/v1/tokens/introspect"} {
+		r := oldAPI.do("POST", path, refreshBody(current[1]))
+		if r.status != http.StatusServiceUnavailable || r.str("reason") != "moved" || r.header.Get("Retry-After") == "" {
+			t.Fatalf("old-config %s of a moved user: %d %s (Retry-After %q), want 503 reason moved with Retry-After", path, r.status, r.raw, r.header.Get("Retry-After"))
+		}
+	}
+	if r := oldAPI.do("POST", "/v1/tokens/rotate", refreshBody(current[3])); r.status != http.StatusOK {
+		t.Fatalf("old-config rotation of a user not moved yet: %d %s, want 200", r.status, r.raw)
+	} else {
+		current[3] = r.str("refresh_token")
+	}
+	if current[1] = api.must(http.StatusOK, "POST", "/v1/tokens/rotate", refreshBody(current[1])).str("refresh_token"); current[1] == "" {
+		t.Fatal("no refresh token from the service on the cluster")
+	}
 
 	move := func() map[string]any {
 		t.Helper()
@@ -81,14 +108,20 @@ func TestMoveCommand(t *testing.T) {
 	done := move()
 	// Each user: an index and 3 session hashes (one a tombstone); the
 	// service moved the first user's.
-	if want := (users - 1) * (perUser + 1); done["moved"] != float64(want) || done["left"] != 0.0 {
-		t.Fatalf("first move: %v, want %d keys moved and 0 left", done, want)
+	if want := (users - 1) * (perUser + 1); done["moved"] != float64(want) || done["left"] != 0.0 || done["markers"] != float64(users) {
+		t.Fatalf("first move: %v, want %d keys moved, 0 left, %d markers", done, want, users)
 	}
-	if done = move(); done["moved"] != 0.0 || done["seen"] != 0.0 || done["left"] != 0.0 {
-		t.Fatalf("second move: %v, want nothing seen or moved", done)
+	if done = move(); done["moved"] != 0.0 || done["seen"] != 0.0 || done["left"] != 0.0 || done["markers"] != float64(users) {
+		t.Fatalf("second move: %v, want nothing seen or moved, %d markers", done, users)
 	}
-	if n, err := old.Client(t).DBSize(ctx).Result(); n != 0 || err != nil {
-		t.Fatalf("the old Redis holds %d keys after the move (%v), want 0", n, err)
+	keys, err := old.Client(t).Keys(ctx, "*").Result()
+	if err != nil || len(keys) != users {
+		t.Fatalf("the old Redis holds %d keys after the move (%v), want %d moved markers", len(keys), err, users)
+	}
+	for _, k := range keys {
+		if ttl, err := old.Client(t).PTTL(ctx, k).Result(); !strings.HasSuffix(k, "}:g") || err != nil || ttl <= 0 {
+			t.Fatalf("the old Redis holds %s (TTL %v, %v) after the move, want only moved markers with a TTL", k, ttl, err)
+		}
 	}
 
 	newSt, err := redisstore.New(b.Client, c.storeOptions(c.Secret))

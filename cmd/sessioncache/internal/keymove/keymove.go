@@ -52,11 +52,12 @@ type Stats struct {
 	Moved   int64 // keys written on the new Redis
 	Skipped int64 // keys under the prefix that are not the store's
 	Left    int64 // keys of the store on the old Redis after the walk
+	Markers int64 // moved markers on the old Redis after the walk (not moved; they expire)
 }
 
 // Attrs returns the counts as log attributes.
 func (s Stats) Attrs() []any {
-	return []any{"seen", s.Seen, "moved", s.Moved, "skipped", s.Skipped, "left", s.Left}
+	return []any{"seen", s.Seen, "moved", s.Moved, "skipped", s.Skipped, "left", s.Left, "markers", s.Markers}
 }
 
 // Run walks the old Redis once and moves every key of the store it finds,
@@ -114,6 +115,9 @@ walk:
 			break
 		}
 		for _, k := range batch {
+			if isMarker(k) {
+				continue
+			}
 			if cfg.Rate > 0 {
 				due := start.Add(time.Duration(float64(sent) / cfg.Rate * float64(time.Second)))
 				if d := time.Until(due); d > 0 {
@@ -148,23 +152,37 @@ walk:
 	if err != nil {
 		return st, fmt.Errorf("SCAN: %w", err)
 	}
-	st.Left, err = count(ctx, old, match, cfg.ScanCount)
+	st.Left, st.Markers, err = count(ctx, old, match, cfg.ScanCount)
 	st.Left -= st.Skipped
 	return st, err
 }
 
-// count counts the keys matching match.
-func count(ctx context.Context, c redis.UniversalClient, match string, scanCount int64) (int64, error) {
-	var n int64
+// isMarker reports whether k is a moved marker (<prefix>{T}:g), which a
+// move leaves on the old Redis so that an instance still configured for it
+// answers "moved, retry" for the tag's users until the marker expires:
+// nothing to move.
+func isMarker(k string) bool {
+	return strings.HasSuffix(k, "}:g")
+}
+
+// count counts the keys matching match, apart from moved markers, and the
+// markers.
+func count(ctx context.Context, c redis.UniversalClient, match string, scanCount int64) (n, markers int64, err error) {
 	var cursor uint64
 	for {
 		keys, next, err := c.Scan(ctx, cursor, match, scanCount).Result()
 		if err != nil {
-			return n, fmt.Errorf("SCAN: %w", err)
+			return n, markers, fmt.Errorf("SCAN: %w", err)
 		}
-		n += int64(len(keys))
+		for _, k := range keys {
+			if isMarker(k) {
+				markers++
+			} else {
+				n++
+			}
+		}
 		if cursor = next; cursor == 0 {
-			return n, nil
+			return n, markers, nil
 		}
 	}
 }
