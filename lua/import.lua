@@ -60,41 +60,9 @@
 --                  nothing written (an ended session is never brought back)
 --   {8, now}       the session id holds another user's session; nothing
 --                  written
--- tombstone turns the session hash k into a tombstone in place, keeping its
--- TTL, so that k never goes missing: while k's slot migrates, a command of
--- a script on a key the node does not hold fails (the node would redirect
--- it) after the script's earlier commands ran, and DEL then HSET would lose
--- the session and its tombstone. It deletes all of the session's fields
--- but one first: at maxmemory, Redis refuses HSET as a script's first
--- write, not HDEL, nor any command after a first write.
-local function tombstone(k, r, u, q)
-  local fields = redis.call('HKEYS', k)
-  local last = table.remove(fields)
-  if #fields > 0 then
-    redis.call('HDEL', k, unpack(fields))
-  end
-  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
-  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
-    redis.call('HDEL', k, last)
-  end
-end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
--- userOf returns the user id a live session's h field ends with: after the
--- hash, the client binding if any (byte 2, length, id), and the key binding
--- if any (byte 3, 16 bytes).
-local function userOf(h)
-  local i = 17
-  if string.byte(h, i) == 2 then
-    i = 19 + string.byte(h, 18)
-  end
-  if string.byte(h, i) == 3 then
-    i = i + 17
-  end
-  return string.sub(h, i)
-end
 
 local f = redis.call('HMGET', KEYS[1], 'h', 'l', 'x', 'r')
 local h, l = f[1], f[2]

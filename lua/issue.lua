@@ -60,47 +60,10 @@
 --   {14, now}       nothing written: a retry found the session this call
 --                   created damaged (its s or x field unreadable)
 
--- tombstone turns the session hash k into a tombstone in place, keeping its
--- TTL, so that k never goes missing: while k's slot migrates, a command of
--- a script on a key the node does not hold fails (the node would redirect
--- it) after the script's earlier commands ran, and DEL then HSET would lose
--- the session and its tombstone. It deletes all of the session's fields
--- but one first: at maxmemory, Redis refuses HSET as a script's first
--- write, not HDEL, nor any command after a first write.
-local function tombstone(k, r, u, q)
-  local fields = redis.call('HKEYS', k)
-  local last = table.remove(fields)
-  if #fields > 0 then
-    redis.call('HDEL', k, unpack(fields))
-  end
-  redis.call('HSET', k, 'r', r, 'u', u, 'q', q)
-  if last ~= 'r' and last ~= 'u' and last ~= 'q' then
-    redis.call('HDEL', k, last)
-  end
-end
-
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local call = ARGV[13]
 local cap = tonumber(ARGV[12])
-
--- userOf returns the user id a live session's h field ends with: after the
--- 16-byte hash, the client binding if any (byte 2, the client id's length,
--- the client id) and the key binding if any (byte 3, 16 bytes of the DPoP
--- key's thumbprint); nil for a damaged h, too short for what it announces.
-local function userOf(h)
-  local i = 17
-  if string.byte(h, i) == 2 then
-    i = i + 2 + (string.byte(h, i + 1) or #h)
-  end
-  if string.byte(h, i) == 3 then
-    i = i + 17
-  end
-  if i > #h then
-    return nil
-  end
-  return string.sub(h, i)
-end
 
 -- candidates appends to out up to n of the least kept live entries of the
 -- index, but those in skip.

@@ -1,39 +1,30 @@
 // Package lua holds the Redis scripts of sessioncache, one file per atomic
 // operation. Each file opens with its contract: the keys it touches (all in
 // one cluster slot, all passed in KEYS), its arguments and its return codes.
-// A script cannot call another's code, so the few lines that read the user
-// id out of a session's h field (userOf), and those that turn a session into
-// a tombstone in place (tombstone), stand in each script that needs them.
+// A script cannot call another's code, so the functions scripts share are
+// files of their own, put in front of each script that needs them when the
+// script is built (below): userof.lua reads the user id out of a session's
+// h field, tombstone.lua turns a session into a tombstone in place.
 package lua
 
 import _ "embed"
 
 var (
 	// Issue creates a session at login and enforces the session cap.
-	//
-	//go:embed issue.lua
-	Issue string
+	Issue = userOf + tombstone + issueBody
 
 	// Evict brings a user back to the session cap after a login.
-	//
-	//go:embed evict.lua
-	Evict string
+	Evict = userOf + tombstone + evictBody
 
 	// Rotate exchanges the current token for its successor, answers grace
 	// replays and retries, and revokes a session on reuse.
-	//
-	//go:embed rotate.lua
-	Rotate string
+	Rotate = tombstone + rotateBody
 
 	// Revoke revokes one session.
-	//
-	//go:embed revoke.lua
-	Revoke string
+	Revoke = userOf + tombstone + revokeBody
 
 	// RevokeAll revokes one batch of a user's sessions.
-	//
-	//go:embed revoke_all.lua
-	RevokeAll string
+	RevokeAll = userOf + tombstone + revokeAllBody
 
 	// List reads one page of a user's session index.
 	//
@@ -59,15 +50,11 @@ var (
 
 	// Legacy converts a legacy token (of the system the store replaces)
 	// into the session's first token, or answers its replay.
-	//
-	//go:embed legacy.lua
-	Legacy string
+	Legacy = tombstone + legacyBody
 
 	// Import creates, or brings up to date, the session of a family of
 	// legacy tokens.
-	//
-	//go:embed import.lua
-	Import string
+	Import = userOf + tombstone + importBody
 
 	// Lookup writes the lookup entry of an imported legacy token.
 	//
@@ -90,4 +77,33 @@ var (
 	//
 	//go:embed move_done.lua
 	MoveDone string
+)
+
+// The scripts' own files, and the functions they share.
+var (
+	//go:embed userof.lua
+	userOf string
+	//go:embed tombstone.lua
+	tombstone string
+
+	//go:embed issue.lua
+	issueBody string
+
+	//go:embed evict.lua
+	evictBody string
+
+	//go:embed rotate.lua
+	rotateBody string
+
+	//go:embed revoke.lua
+	revokeBody string
+
+	//go:embed revoke_all.lua
+	revokeAllBody string
+
+	//go:embed legacy.lua
+	legacyBody string
+
+	//go:embed import.lua
+	importBody string
 )
