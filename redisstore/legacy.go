@@ -245,20 +245,8 @@ func (s *Store) rotateLegacy(ctx context.Context, raw string, c Client, ip strin
 		next.seal(k)
 		g.Token, g.ExpiresAt = next.encode(s.opt.TokenPrefix), time.UnixMilli(expMS)
 		return g, nil
-	case codeReused:
-		return s.reused(ctx, r, &old, ks.session)
-	case codeRevoked:
-		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
-	case codeExpired:
-		return Grant{}, ErrExpired
-	case codeClient:
-		return Grant{}, ErrWrongClient
-	case codeWrongKey:
-		return Grant{}, ErrWrongKey
-	case codeNoKey:
-		return Grant{}, ErrKeyRequired
-	case codeCorrupt:
-		return Grant{}, s.corrupt(ctx, errDamaged("legacy.lua"), "", g.SessionID, r.now)
+	case codeReused, codeRevoked, codeExpired, codeClient, codeWrongKey, codeNoKey, codeCorrupt:
+		return s.refusal(ctx, r, &old, ks.session, "legacy.lua")
 	case codeNone:
 		// The lookup key proves the family was imported: its session has
 		// ended (or Redis lost it), unless a move took it.

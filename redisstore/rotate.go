@@ -135,20 +135,8 @@ func (s *Store) Rotate(ctx context.Context, raw string, c Client) (Grant, error)
 			// The first attempt created this token: no event, as then.
 		}
 		return g, nil
-	case codeReused:
-		return s.reused(ctx, r, old, ks.session)
-	case codeRevoked:
-		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
-	case codeExpired:
-		return Grant{}, ErrExpired
-	case codeClient:
-		return Grant{}, ErrWrongClient
-	case codeWrongKey:
-		return Grant{}, ErrWrongKey
-	case codeNoKey:
-		return Grant{}, ErrKeyRequired
-	case codeCorrupt:
-		return Grant{}, s.corrupt(ctx, errDamaged("rotate.lua"), "", g.SessionID, r.now)
+	case codeReused, codeRevoked, codeExpired, codeClient, codeWrongKey, codeNoKey, codeCorrupt:
+		return s.refusal(ctx, r, old, ks.session, "rotate.lua")
 	case codeNone:
 		return Grant{}, s.movedAway(ctx, ks.index, missing(old, r.now))
 	default:
@@ -180,6 +168,30 @@ func (s *Store) handOut(r reply, gen uint32, absMS int64) (*key, int64, int64, e
 // reused answers a reuse that a script detected ({3, now, user}): the
 // script revoked t's session (whose key is sessionKey). It returns a Grant
 // that names the session and its user, and ErrReused.
+// refusal answers a refused rotation: rotate.lua and legacy.lua answer a
+// reuse, a revoked or expired session, another client, a wrong or missing
+// DPoP key and a damaged session with the same codes. Only a reuse returns
+// a Grant: the session and user it revoked.
+func (s *Store) refusal(ctx context.Context, r reply, old *token, sessionKey, script string) (Grant, error) {
+	switch r.code {
+	case codeReused:
+		return s.reused(ctx, r, old, sessionKey)
+	case codeRevoked:
+		return Grant{}, &RevokedError{Reason: Reason(r.field(0))}
+	case codeExpired:
+		return Grant{}, ErrExpired
+	case codeClient:
+		return Grant{}, ErrWrongClient
+	case codeWrongKey:
+		return Grant{}, ErrWrongKey
+	case codeNoKey:
+		return Grant{}, ErrKeyRequired
+	case codeCorrupt:
+		return Grant{}, s.corrupt(ctx, errDamaged(script), "", sessionIDString(memberOf(sessionKey)), r.now)
+	}
+	return Grant{}, r.unexpected(script)
+}
+
 func (s *Store) reused(ctx context.Context, r reply, t *token, sessionKey string) (Grant, error) {
 	sid := sessionIDString(memberOf(sessionKey))
 	user, err := s.boundUser(r.field(0), t)
